@@ -1,0 +1,87 @@
+// Arena: every byte the engine uses for parameters, gradients, optimizer state,
+// activations, communication buffers and scratch is allocated here and accounted per
+// category (current and peak). In dry-run mode nothing is allocated or touched: the
+// arena hands out distinct fake addresses and only counts, so the planner can run the
+// exact allocation sequence of a training step for any shape and read the peak.
+#pragma once
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+
+namespace seqpar {
+
+enum class Mem : int { params = 0, grads, optim, acts, comm, scratch, count };
+constexpr int kMemCategories = static_cast<int>(Mem::count);
+const char* mem_name(Mem m);
+
+class Arena {
+ public:
+  explicit Arena(bool dry_run = false) : dry_run_(dry_run) {}
+  ~Arena();
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+
+  // 64-byte aligned, zero-filled (so gradient accumulators start at 0).
+  void* alloc_bytes(Mem cat, size_t bytes, const char* what);
+  float* alloc(Mem cat, size_t n_floats, const char* what) {
+    return static_cast<float*>(alloc_bytes(cat, n_floats * sizeof(float), what));
+  }
+  void release(void* p);
+
+  bool dry_run() const { return dry_run_; }
+  size_t current(Mem m) const { return current_[static_cast<int>(m)]; }
+  size_t peak(Mem m) const { return peak_[static_cast<int>(m)]; }
+  size_t total_current() const { return total_current_; }
+  size_t total_peak() const { return total_peak_; }
+  // Forget peaks (keep current): lets a caller measure the peak of one phase.
+  void reset_peaks();
+
+ private:
+  struct Block {
+    Mem cat;
+    size_t bytes;
+  };
+  bool dry_run_;
+  uintptr_t next_fake_ = 0x1000;
+  std::unordered_map<void*, Block> blocks_;
+  std::array<size_t, kMemCategories> current_{};
+  std::array<size_t, kMemCategories> peak_{};
+  size_t total_current_ = 0;
+  size_t total_peak_ = 0;
+};
+
+// Owning handle for one arena block (RAII); moves, never copies.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Arena& arena, Mem cat, size_t n_floats, const char* what)
+      : arena_(&arena), p_(arena.alloc(cat, n_floats, what)), n_(n_floats) {}
+  ~Buffer() { reset(); }
+  Buffer(Buffer&& o) noexcept : arena_(o.arena_), p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  Buffer& operator=(Buffer&& o) noexcept {
+    if (this != &o) {
+      reset();
+      arena_ = o.arena_; p_ = o.p_; n_ = o.n_;
+      o.p_ = nullptr; o.n_ = 0;
+    }
+    return *this;
+  }
+  Buffer(const Buffer&) = delete;
+  Buffer& operator=(const Buffer&) = delete;
+  void reset() {
+    if (p_ && arena_) arena_->release(p_);
+    p_ = nullptr;
+    n_ = 0;
+  }
+  float* data() const { return p_; }
+  size_t size() const { return n_; }
+
+ private:
+  Arena* arena_ = nullptr;
+  float* p_ = nullptr;
+  size_t n_ = 0;
+};
+
+}  // namespace seqpar
