@@ -1,0 +1,90 @@
+// Elementwise and row-wise kernels of the Transformer, llm.c style: free functions
+// `<op>_forward` / `<op>_backward`, arguments ordered outputs, inputs, saved values,
+// dimensions. Every backward ACCUMULATES (+=) into every gradient it writes (inputs
+// and parameters), so callers zero gradient buffers once and micro-batches add up.
+// Each op has a double-precision `_naive` reference in tests/.
+#pragma once
+#include <cstdint>
+
+#include "core/rng.hpp"
+
+namespace seqpar {
+
+// ---- linear (OpenBLAS sgemm) ------------------------------------------------------
+// out (M, N) = inp (M, K) · wᵀ (w is (N, K), PyTorch layout) + bias (N) (bias may be null)
+void linear_forward(float* out, const float* inp, const float* w, const float* bias, int64_t M,
+                    int64_t K, int64_t N);
+// dinp (M, K) += dout · w;  dw (N, K) += doutᵀ · inp;  dbias (N) += Σ_rows dout.
+// dinp / dbias may be null (not needed).
+void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
+                     const float* w, int64_t M, int64_t K, int64_t N);
+
+// ---- layernorm over the last dim C, eps = 1e-5 ---------------------------------------
+// out = (inp − mean)·rstd·w + b; saves mean (N), rstd (N).
+void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+                       const float* b, int64_t N, int64_t C);
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                        const float* w, const float* mean, const float* rstd, int64_t N,
+                        int64_t C);
+
+// ---- GELU, tanh approximation (PyTorch gelu(approximate="tanh")) ---------------------
+// gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+void gelu_forward(float* out, const float* inp, int64_t n);
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n);
+
+// ---- residual ---------------------------------------------------------------------
+void residual_forward(float* out, const float* a, const float* b, int64_t n);  // out = a + b
+void residual_backward(float* da, float* db, const float* dout, int64_t n);    // da,db += dout
+
+// ---- token embedding (no position table: positions enter through RoPE) --------------
+// out (N, C) = wte[tokens[i]]; tokens must be in [0, V).
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, int64_t N, int64_t C,
+                       int64_t V);
+void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int64_t N,
+                        int64_t C);
+
+// ---- rotary position embedding with global positions ---------------------------------
+// For each token t and head, pairs (x[2i], x[2i+1]) rotate by angle pos[t]·θ^(−2i/d).
+// x is (B, T, nh, d) with token stride `stride` floats and batch stride T·stride.
+// In place. Backward applies the inverse rotation to the gradient (in place).
+void rope_forward(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                  int64_t stride, float theta);
+void rope_backward(float* dx, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                   int64_t stride, float theta);
+
+// ---- dropout keyed by global coordinates -------------------------------------------
+// keep = u ≥ p with u = rng_uniform(seed, step, layer, site, row_key[r], c);
+// out = inp·keep/(1−p). row_key is the global token id of each row (sample·L + position),
+// so the mask is the same whatever the sharding. In place (out == inp) is allowed.
+struct DropoutKey {
+  float p = 0.0f;
+  uint64_t seed = 0;
+  uint32_t step = 0, layer = 0;
+  RngSite site = RngSite::embed_dropout;
+};
+void dropout_forward(float* out, const float* inp, const int64_t* row_key, int64_t N, int64_t C,
+                     const DropoutKey& key);
+// dinp += dout·keep/(1−p)
+void dropout_backward(float* dinp, const float* dout, const int64_t* row_key, int64_t N,
+                      int64_t C, const DropoutKey& key);
+
+// ---- softmax cross-entropy ---------------------------------------------------------
+// losses[i] = logsumexp(logits[i]) − logits[i][targets[i]]; rows with targets[i] < 0 are
+// ignored (loss 0). logits (N, V).
+void crossentropy_forward(float* losses, const float* logits, const int32_t* targets, int64_t N,
+                          int64_t V);
+// dlogits[i] += (softmax(logits[i]) − onehot(targets[i]))·dlosses[i]; ignored rows get 0.
+void crossentropy_backward(float* dlogits, const float* logits, const int32_t* targets,
+                           const float* dlosses, int64_t N, int64_t V);
+
+// ---- optimizer ---------------------------------------------------------------------
+// AdamW (Loshchilov & Hutter), PyTorch semantics, t ≥ 1 is the step count:
+//   m = β1·m + (1−β1)·g;  v = β2·v + (1−β2)·g²;  m̂ = m/(1−β1ᵗ);  v̂ = v/(1−β2ᵗ)
+//   w −= lr·(m̂/(√v̂ + ε) + λ·w)
+void adamw_update(float* w, const float* g, float* m, float* v, int64_t n, float lr, float beta1,
+                  float beta2, float eps, float weight_decay, int64_t t);
+// Σ g² in double (for the global gradient norm); scale g by s in place.
+double sum_squares(const float* g, int64_t n);
+void scale_inplace(float* g, int64_t n, float s);
+
+}  // namespace seqpar
