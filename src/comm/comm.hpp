@@ -1,0 +1,124 @@
+// MPI communicator for seqpar. RAII over an MPI_Comm (duplicated, never MPI_COMM_WORLD
+// itself), errors returned (MPI_ERRORS_RETURN) and turned into seqpar::Error carrying
+// the rank, the operation and MPI's own error string. Named groups (world, dp, sp, tp,
+// ulysses, ring) are made with split().
+//
+// Every collective counts the bytes this rank sends under the textbook algorithm, the
+// volume analytic formulas (docs/strategies.md) are written against — MPI's internal
+// choice of algorithm is opaque, so these are algorithmic volumes, as in nccl-tests:
+//   all-reduce of S bytes      : 2·(n−1)/n·S          (ring reduce-scatter + all-gather)
+//   all-gather, S bytes/rank   : (n−1)·S
+//   reduce-scatter, S out/rank : (n−1)·S
+//   all-to-all, S bytes total  : (n−1)/n·S  (v-variants: exact bytes to other ranks)
+//   broadcast of S bytes       : S at the root, 0 elsewhere
+//   point-to-point             : exact bytes
+#pragma once
+#include <mpi.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace seqpar {
+
+// Initialises MPI (MPI_THREAD_FUNNELED) for the life of the object; finalises at exit.
+// Sets error_rank() so every later check names the rank.
+class MpiSession {
+ public:
+  MpiSession(int* argc, char*** argv);
+  ~MpiSession();
+  MpiSession(const MpiSession&) = delete;
+  MpiSession& operator=(const MpiSession&) = delete;
+};
+
+struct CommStats {
+  // Bytes sent by this rank, per operation name ("allreduce", "allgather", ...).
+  std::map<std::string, uint64_t> bytes_sent;
+  std::map<std::string, uint64_t> calls;
+  uint64_t total_bytes_sent() const;
+  void reset();
+};
+
+class Comm {
+ public:
+  // Duplicate of MPI_COMM_WORLD named "world".
+  static Comm world();
+  Comm() = default;
+  ~Comm();
+  Comm(Comm&& o) noexcept;
+  Comm& operator=(Comm&& o) noexcept;
+  Comm(const Comm&) = delete;
+  Comm& operator=(const Comm&) = delete;
+
+  int rank() const { return rank_; }
+  int size() const { return size_; }
+  const std::string& name() const { return name_; }
+  MPI_Comm raw() const { return comm_; }
+  bool valid() const { return comm_ != MPI_COMM_NULL; }
+
+  // Ranks with equal color form a group, ordered by key. Collective over this comm.
+  Comm split(int color, int key, const std::string& name) const;
+
+  // In-place collectives.
+  void allreduce_sum(float* buf, size_t n);
+  void allreduce_sum(double* buf, size_t n);
+  void allreduce_sum(int64_t* buf, size_t n);
+  void allreduce_max(float* buf, size_t n);
+  void allreduce_max(double* buf, size_t n);
+  void allreduce_max(int64_t* buf, size_t n);
+  void allreduce_min(int64_t* buf, size_t n);
+  // recv (size·n) = concat over ranks of send (n).
+  void allgather(const float* send, float* recv, size_t n);
+  // Uneven: rank r contributes counts[r] floats; recv is Σ counts, in rank order.
+  void allgatherv(const float* send, float* recv, const std::vector<int64_t>& counts);
+  // send (size·n): recv (n) = Σ over ranks of block `rank` of send.
+  void reduce_scatter_sum(const float* send, float* recv, size_t n);
+  // send (size·n): block j goes to rank j; recv (size·n): block j came from rank j.
+  void alltoall(const float* send, float* recv, size_t n);
+  // counts/displacements in floats, per peer.
+  void alltoallv(const float* send, const std::vector<int64_t>& send_counts,
+                 const std::vector<int64_t>& send_displs, float* recv,
+                 const std::vector<int64_t>& recv_counts, const std::vector<int64_t>& recv_displs);
+  // Reduce (sum) n floats onto root: recv valid on root only (may be null elsewhere).
+  void reduce_sum(const float* send, float* recv, size_t n, int root);
+  void bcast(void* buf, size_t bytes, int root);
+  void barrier();
+
+  // Non-blocking point-to-point (for rings). A Request must be waited on.
+  struct Request {
+    MPI_Request req = MPI_REQUEST_NULL;
+  };
+  Request isend(const float* buf, size_t n, int dst, int tag);
+  Request irecv(float* buf, size_t n, int src, int tag);
+  void wait(Request& r);
+  void wait_all(std::vector<Request>& rs);
+  // Drives MPI progress for outstanding requests (MPI_Testall), so a ring transfer
+  // advances while the caller computes. Returns true when all are complete.
+  bool test_all(std::vector<Request>& rs);
+  void sendrecv(const float* send, size_t n_send, int dst, float* recv, size_t n_recv, int src,
+                int tag);
+
+  // Collective consistency check: throws on EVERY rank, naming the value of each rank
+  // that disagrees with rank 0, e.g. "config 'seq_len' disagrees: rank 0 has 1024,
+  // rank 2 has 512". Use before any work for configs, shapes and file contents.
+  void check_same(const std::string& what, const std::string& value);
+  void check_same(const std::string& what, int64_t value);
+
+  // True on every rank if `ok` is true on every rank (logical AND all-reduce).
+  bool all_ok(bool ok);
+
+  CommStats& stats() { return stats_; }
+  const CommStats& stats() const { return stats_; }
+
+ private:
+  Comm(MPI_Comm c, const std::string& name);
+  void count(const char* op, uint64_t bytes);
+  MPI_Comm comm_ = MPI_COMM_NULL;
+  int rank_ = 0, size_ = 1;
+  std::string name_;
+  CommStats stats_;
+};
+
+}  // namespace seqpar
