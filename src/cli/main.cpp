@@ -1,1 +1,161 @@
-int main(){}
+// seqpar command line. The only place that parses argv or chooses an exit code:
+//   0 success, 1 runtime error (bad data, I/O, divergence), 2 usage error (flags, config).
+// Errors are printed on EVERY rank with the rank, then the ranks agree on failing: if all
+// of them failed (a bad flag or config is seen by each) they exit together; if only some
+// did, the job is aborted so no rank waits forever in a collective.
+#include <mpi.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <thread>
+
+#include "comm/comm.hpp"
+#include "core/check.hpp"
+#include "train/trainer.hpp"
+
+using namespace seqpar;
+
+namespace {
+
+// Waits up to `timeout_s` for every rank to reach the same point; false if some never do.
+bool all_ranks_arrive(double timeout_s) {
+  MPI_Request req;
+  if (MPI_Ibarrier(MPI_COMM_WORLD, &req) != MPI_SUCCESS) return false;
+  auto t0 = std::chrono::steady_clock::now();
+  int done = 0;
+  while (!done) {
+    if (MPI_Test(&req, &done, MPI_STATUS_IGNORE) != MPI_SUCCESS) return false;
+    if (std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count() > timeout_s)
+      return false;
+    if (!done) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+int fail(int code, const std::string& msg, int rank, int size) {
+  std::string m = msg;
+  if (size > 1 && m.rfind("[rank ", 0) != 0) m = "[rank " + std::to_string(rank) + "] " + m;
+  std::cerr << "seqpar: error: " << m << std::endl;
+  if (size > 1 && !all_ranks_arrive(10.0)) {
+    std::cerr << "seqpar: [rank " << rank << "] other ranks did not fail; aborting the job"
+              << std::endl;
+    MPI_Abort(MPI_COMM_WORLD, code);
+  }
+  return code;
+}
+
+nlohmann::json load_config_file(const std::string& path) {
+  std::ifstream f(path);
+  SP_CHECK(f.good(), "config file '", path, "' cannot be opened");
+  try {
+    return nlohmann::json::parse(f);
+  } catch (const nlohmann::json::parse_error& e) {
+    SP_FAIL("config file '", path, "' is not valid JSON: ", e.what());
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  MpiSession mpi(&argc, &argv);
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+
+  CLI::App app{
+      "seqpar: train long-sequence Transformers with sequence parallelism over MPI.\n"
+      "Run under mpiexec for several ranks, e.g. mpiexec -n 4 seqpar train --sp 1 (data parallel)."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", "seqpar 0.1.0");
+
+  CLI::App* tr = app.add_subcommand("train", "Train a GPT (causal LM) or BERT (masked LM) model");
+  std::string config_path;
+  tr->add_option("--config", config_path,
+                 "JSON config file; flags given on the command line override its values")
+      ->check(CLI::ExistingFile);
+  // Flags are collected into a JSON object with the config-file key names, so the
+  // precedence is one rule: defaults < config file < flags.
+  nlohmann::json flags = nlohmann::json::object();
+  auto opt_s = [&](const char* flag, const char* key, const char* help) {
+    return tr->add_option_function<std::string>(flag, [&flags, key](const std::string& v) { flags[key] = v; }, help);
+  };
+  auto opt_i = [&](const char* flag, const char* key, const char* help) {
+    return tr->add_option_function<int64_t>(flag, [&flags, key](const int64_t& v) { flags[key] = v; }, help);
+  };
+  auto opt_f = [&](const char* flag, const char* key, const char* help) {
+    return tr->add_option_function<double>(flag, [&flags, key](const double& v) { flags[key] = v; }, help);
+  };
+  TrainConfig defaults;
+  opt_s("--model", "model", "gpt (causal LM, default) or bert (masked LM, 15% masking)")
+      ->check(CLI::IsMember({"gpt", "bert"}));
+  opt_s("--data", "data",
+        "training text: 'kjv' (default, King James Bible from Debian's bible-kjv), "
+        "'passkey' (synthetic long-range retrieval) or a path to any text file");
+  opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
+  opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
+  opt_i("--steps", "steps", "optimizer steps, default 200");
+  opt_i("--layers", "layers", "Transformer blocks, default 2");
+  opt_i("--dim", "dim", "model width C, default 256");
+  opt_i("--heads", "heads", "query heads H, default 4 (head dim d = C/H)");
+  opt_i("--kv-heads", "kv_heads", "key/value heads Hkv (grouped-query attention), default = H");
+  opt_i("--ffn", "ffn", "feed-forward width F, default 4·C");
+  opt_f("--dropout", "dropout", "dropout on embeddings and residual branches, default 0");
+  opt_f("--attn-dropout", "attn_dropout", "attention-probability dropout, default 0");
+  opt_f("--lr", "lr", "peak learning rate, default 1e-3");
+  opt_f("--min-lr", "min_lr", "final learning rate of the cosine schedule, default 1e-4");
+  opt_i("--warmup", "warmup", "linear warm-up steps, default 20");
+  opt_f("--weight-decay", "weight_decay", "AdamW decoupled weight decay on matrices, default 0.1");
+  opt_f("--grad-clip", "grad_clip", "clip the global gradient norm to this (0 = off), default 1");
+  opt_i("--seed", "seed", "seed of initialisation, data sampling, masking and dropout, default 1234");
+  opt_s("--out", "out", "run directory: config.json, metrics.jsonl, checkpoints/ (default runs/default)");
+  opt_i("--ckpt-every", "ckpt_every", "checkpoint every N steps (0 = only at the end), default 0");
+  opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default 0");
+  opt_i("--log-every", "log_every", "log a metrics line every N steps, default 1");
+  opt_s("--progress", "progress", "auto (bar on a terminal, lines otherwise), bar, lines or none")
+      ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
+  opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · sp), default 1");
+  opt_s("--sp-strategy", "sp_strategy", "attention strategy: local (default)");
+  bool resume = false;
+  tr->add_flag("--resume", resume, "continue from <out>/checkpoints/latest if it exists");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    if (rank == 0) std::cout << app.help(e.get_name() == "--help" ? "" : "", CLI::AppFormatMode::All);
+    return 0;
+  } catch (const CLI::CallForVersion& e) {
+    if (rank == 0) std::cout << "seqpar 0.1.0" << std::endl;
+    return 0;
+  } catch (const CLI::ParseError& e) {
+    if (e.get_exit_code() == 0) {
+      if (rank == 0) app.exit(e);
+      return 0;
+    }
+    return fail(2, std::string(e.what()) + " (see seqpar train --help)", rank, size);
+  }
+
+  TrainConfig cfg;
+  try {
+    if (!config_path.empty()) cfg.merge_json(load_config_file(config_path));
+    cfg.merge_json(flags);
+    if (resume) cfg.resume = true;
+    cfg.validate();
+  } catch (const std::exception& e) {
+    return fail(2, e.what(), rank, size);
+  }
+
+  try {
+    install_stop_handlers();
+    Comm world = Comm::world();
+    TrainResult r = train(cfg, world);
+    if (rank == 0)
+      std::cout << (r.interrupted ? "stopped" : "done") << " after step " << r.last_step
+                << ", loss " << r.last_loss << std::endl;
+  } catch (const std::exception& e) {
+    return fail(1, e.what(), rank, size);
+  }
+  return 0;
+}

@@ -1,0 +1,45 @@
+// One interface for every attention strategy (local, and the sequence-parallel ones).
+// The model hands a strategy this rank's shard of the packed QKV activations together
+// with the GLOBAL positions of its tokens; the strategy returns this rank's shard of O
+// (and the LSE that backward needs), and in backward this rank's dQ, dK, dV. The model
+// never knows which strategy runs; a strategy never calls MPI directly (comm/ does).
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/arena.hpp"
+
+namespace seqpar {
+
+class Comm;
+
+struct AttnShard {
+  const float* qkv = nullptr;    // (B, T, H + 2·Hkv, d): Q heads, then K heads, then V heads
+  const int64_t* pos = nullptr;  // (T) global positions of this rank's tokens
+  int B = 0, T = 0, H = 0, Hkv = 0, d = 0;
+  int64_t L = 0;  // global sequence length
+  bool causal = false;
+  float dropout_p = 0.0f;  // attention-probability dropout
+  uint64_t seed = 0;
+  uint32_t step = 0, layer = 0;
+};
+
+class AttentionStrategy {
+ public:
+  virtual ~AttentionStrategy() = default;
+  virtual const char* name() const = 0;
+  // o (B, T, H, d) and lse (B, H, T) are overwritten (this rank's query rows).
+  virtual void forward(const AttnShard& s, float* o, float* lse) = 0;
+  // dqkv (B, T, H + 2·Hkv, d) += gradients of this rank's Q, K, V shard.
+  virtual void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
+                        float* dqkv) = 0;
+};
+
+// Builds a strategy by name. Scratch and communication buffers are allocated from `arena`
+// now, for the shapes given, so the arena peak covers them. `sp` is the sequence-parallel
+// group (null for a single rank).
+std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena, Comm* sp,
+                                                  int B, int T, int H, int Hkv, int d);
+
+}  // namespace seqpar

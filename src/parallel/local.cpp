@@ -1,0 +1,92 @@
+// `local`: the single-rank reference strategy. The whole sequence is on this rank, so
+// one call of the blocked kernel (kernels/attention.hpp) over all keys is exact.
+// Memory: O(L·d) — the kernel's per-thread tiles plus Δ (B, H, T).
+#include "comm/comm.hpp"
+#include "core/check.hpp"
+#include "core/threads.hpp"
+#include "kernels/attention.hpp"
+#include "parallel/attention.hpp"
+
+namespace seqpar {
+namespace {
+
+class LocalAttention final : public AttentionStrategy {
+ public:
+  LocalAttention(Arena& arena, int B, int T, int H, int d)
+      : scratch_(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch"),
+        delta_(arena, Mem::scratch, size_t(B) * H * T, "attn delta") {}
+
+  const char* name() const override { return "local"; }
+
+  void forward(const AttnShard& s, float* o, float* lse) override {
+    AttnParams p = params(s, o, lse);
+    attention_forward(p, false);
+  }
+
+  void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
+                float* dqkv) override {
+    AttnBwdParams p;
+    static_cast<AttnParams&>(p) = params(s, const_cast<float*>(o), const_cast<float*>(lse));
+    attention_delta(delta_.data(), dout, p);
+    const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
+    p.dout = dout;
+    p.delta = delta_.data();
+    p.dq = dqkv;
+    p.dk = dqkv + int64_t(s.H) * s.d;
+    p.dv = dqkv + int64_t(s.H + s.Hkv) * s.d;
+    p.dq_stride = W;
+    p.dq_bstride = W * s.T;
+    p.dkv_stride = W;
+    p.dkv_bstride = W * s.T;
+    attention_backward(p);
+  }
+
+ private:
+  AttnParams params(const AttnShard& s, float* o, float* lse) {
+    const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
+    AttnParams p;
+    p.q = s.qkv;
+    p.k = s.qkv + int64_t(s.H) * s.d;
+    p.v = s.qkv + int64_t(s.H + s.Hkv) * s.d;
+    p.o = o;
+    p.lse = lse;
+    p.q_stride = W;
+    p.q_bstride = W * s.T;
+    p.kv_stride = W;
+    p.kv_bstride = W * s.T;
+    p.o_stride = int64_t(s.H) * s.d;
+    p.o_bstride = int64_t(s.H) * s.d * s.T;
+    p.q_pos = s.pos;
+    p.k_pos = s.pos;
+    p.B = s.B;
+    p.Tq = s.T;
+    p.Tk = s.T;
+    p.H = s.H;
+    p.Hkv = s.Hkv;
+    p.d = s.d;
+    p.causal = s.causal;
+    p.dropout_p = s.dropout_p;
+    p.seed = s.seed;
+    p.step = s.step;
+    p.layer = s.layer;
+    p.scratch = scratch_.data();
+    return p;
+  }
+
+  Buffer scratch_;
+  Buffer delta_;
+};
+
+}  // namespace
+
+std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena, Comm* sp,
+                                                  int B, int T, int H, int Hkv, int d) {
+  if (name == "local") {
+    SP_CHECK(sp == nullptr || sp->size() == 1, "strategy 'local' needs a sequence-parallel ",
+             "degree of 1, got ", sp ? sp->size() : 1);
+    return std::make_unique<LocalAttention>(arena, B, T, H, d);
+  }
+  SP_FAIL("unknown attention strategy '", name, "' (available: local)");
+}
+
+}  // namespace seqpar

@@ -1,0 +1,197 @@
+#include "train/data.hpp"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/check.hpp"
+#include "core/rng.hpp"
+
+namespace seqpar {
+namespace {
+
+uint64_t draw(uint64_t seed, uint64_t s, uint32_t what) {
+  u32x4 r = philox4x32({uint32_t(s), uint32_t(s >> 32), what, uint32_t(RngSite::data)}, seed);
+  return (uint64_t(r[0]) << 32) | r[1];
+}
+
+std::string read_file(const std::string& path) {
+  std::error_code ec;
+  SP_CHECK(std::filesystem::exists(path, ec), "data file '", path, "' does not exist");
+  SP_CHECK(!std::filesystem::is_directory(path, ec), "data file '", path, "' is a directory");
+  std::ifstream f(path, std::ios::binary);
+  SP_CHECK(f.good(), "data file '", path, "' cannot be opened for reading");
+  std::ostringstream os;
+  os << f.rdbuf();
+  return os.str();
+}
+
+std::string exe_dir() {
+  char buf[4096];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+  if (n <= 0) return ".";
+  buf[n] = 0;
+  return std::filesystem::path(buf).parent_path().string();
+}
+
+std::string load_kjv(std::string* where) {
+  std::vector<std::string> candidates;
+  if (const char* d = std::getenv("SEQPAR_DATA_DIR")) candidates.push_back(std::string(d) + "/kjv.txt");
+  candidates.push_back("data/kjv.txt");
+  candidates.push_back(exe_dir() + "/../data/kjv.txt");
+  for (const auto& c : candidates) {
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(c, ec) && std::filesystem::file_size(c, ec) > 0) {
+      *where = c;
+      return read_file(c);
+    }
+  }
+  // Fall back to the bible-kjv package's reader.
+  FILE* p = popen("bible -f Gen1:1-Rev22:21 2>/dev/null", "r");
+  std::string text;
+  if (p) {
+    char buf[1 << 16];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) text.append(buf, n);
+    pclose(p);
+  }
+  SP_CHECK(!text.empty(), "the default corpus 'kjv' was not found: no data/kjv.txt and no ",
+           "working `bible` command (install Debian's bible-kjv: bash scripts/setup.sh), or ",
+           "pass --data PATH to a text file");
+  *where = "`bible -f Gen1:1-Rev22:21`";
+  return text;
+}
+
+class TextSource final : public DataSource {
+ public:
+  TextSource(std::string text, std::string origin, uint64_t seed, int64_t L)
+      : text_(std::move(text)), origin_(std::move(origin)), seed_(seed) {
+    SP_CHECK(!text_.empty(), "data file ", origin_, " is empty");
+    SP_CHECK(int64_t(text_.size()) >= L + 1, "data file ", origin_, " has ", text_.size(),
+             " bytes, fewer than seq_len + 1 = ", L + 1);
+  }
+  void sample(uint64_t s, int64_t L, int32_t* out) const override {
+    const uint64_t n_start = text_.size() - uint64_t(L);  // valid starts: [0, size − L − 1]
+    const uint64_t start = draw(seed_, s, 0) % n_start;
+    for (int64_t i = 0; i <= L; ++i) out[i] = static_cast<uint8_t>(text_[start + i]);
+  }
+  std::string describe() const override {
+    return origin_ + " (" + std::to_string(text_.size()) + " bytes)";
+  }
+
+ private:
+  std::string text_, origin_;
+  uint64_t seed_;
+};
+
+class PasskeySource final : public DataSource {
+ public:
+  PasskeySource(uint64_t seed, int64_t L) : seed_(seed) {
+    SP_CHECK(L >= 128, "the passkey task needs seq_len >= 128, got ", L);
+  }
+  void sample(uint64_t s, int64_t L, int32_t* out) const override {
+    static const char* filler =
+        "The grass is green. The sky is blue. The sun is yellow. Here we go. There and back "
+        "again. ";
+    const std::string key = digits(s);
+    const std::string needle = " The pass key is " + key + ". Remember it. ";
+    const std::string question = " What is the pass key? The pass key is " + key;
+    const int64_t n = L + 1, filler_len = int64_t(std::char_traits<char>::length(filler));
+    std::string seq;
+    seq.reserve(n);
+    for (int64_t i = 0; int64_t(seq.size()) < n; ++i) seq += filler[i % filler_len];
+    seq.resize(n);
+    // Needle in the first half (after a random offset), question at the very end.
+    const int64_t room = n - int64_t(question.size()) - int64_t(needle.size());
+    const int64_t at = int64_t(draw(seed_, s, 2) % uint64_t(std::max<int64_t>(1, room / 2)));
+    seq.replace(at, needle.size(), needle);
+    seq.replace(n - question.size(), question.size(), question);
+    for (int64_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(seq[i]);
+  }
+  std::vector<int64_t> answer_positions(uint64_t s, int64_t L) const override {
+    // Inputs at L−6..L−1 predict targets x[L−5..L] = the 5 digits.
+    std::vector<int64_t> p;
+    for (int64_t i = L - 5; i < L + 0; ++i) p.push_back(i);
+    return p;
+  }
+  std::string describe() const override { return "synthetic passkey retrieval"; }
+
+ private:
+  std::string digits(uint64_t s) const {
+    char b[8];
+    std::snprintf(b, sizeof(b), "%05u", unsigned(draw(seed_, s, 1) % 100000));
+    return b;
+  }
+  uint64_t seed_;
+};
+
+}  // namespace
+
+std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uint64_t seed,
+                                             int64_t L) {
+  std::string origin;
+  std::string text;
+  if (path_or_kjv == "kjv") {
+    text = load_kjv(&origin);
+    origin = "kjv from " + origin;
+  } else {
+    text = read_file(path_or_kjv);
+    origin = "'" + path_or_kjv + "'";
+  }
+  return std::make_unique<TextSource>(std::move(text), std::move(origin), seed, L);
+}
+
+std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L) {
+  return std::make_unique<PasskeySource>(seed, L);
+}
+
+std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L) {
+  if (spec == "passkey") return make_passkey_source(seed, L);
+  return make_text_source(spec, seed, L);
+}
+
+Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample,
+                 int B, int64_t L, const std::vector<int64_t>& pos) {
+  Batch b;
+  b.B = B;
+  b.T = int(pos.size());
+  b.L = L;
+  b.pos = pos;
+  const int64_t T = b.T;
+  b.tokens.resize(B * T);
+  b.targets.resize(B * T);
+  b.row_key.resize(B * T);
+  std::vector<int32_t> seq(L + 1);
+  for (int i = 0; i < B; ++i) {
+    const uint64_t s = first_sample + i;
+    src.sample(s, L, seq.data());
+    for (int64_t t = 0; t < T; ++t) {
+      const int64_t p = pos[t];
+      const int64_t r = int64_t(i) * T + t;
+      b.row_key[r] = int64_t(s) * L + p;
+      if (kind == ModelKind::gpt) {
+        b.tokens[r] = seq[p];
+        b.targets[r] = seq[p + 1];
+      } else {
+        // Masked LM, decisions keyed by (sample, position): independent of sharding.
+        u32x4 u = philox4x32(rng_counter(uint32_t(p), uint32_t(s), uint32_t(s >> 32), 0, 0,
+                                         RngSite::mlm_mask),
+                             seed);
+        const float pick = u32_to_unit(u[0]), how = u32_to_unit(u[1]);
+        if (pick < 0.15f) {
+          b.targets[r] = seq[p];
+          b.tokens[r] = how < 0.8f ? kMaskToken : how < 0.9f ? int32_t(u[2] & 0xFF) : seq[p];
+        } else {
+          b.targets[r] = -1;
+          b.tokens[r] = seq[p];
+        }
+      }
+    }
+  }
+  return b;
+}
+
+}  // namespace seqpar

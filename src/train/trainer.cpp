@@ -1,0 +1,327 @@
+#include "train/trainer.hpp"
+
+#include <omp.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <csignal>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "comm/comm.hpp"
+#include "core/arena.hpp"
+#include "core/check.hpp"
+#include "core/threads.hpp"
+#include "kernels/ops.hpp"
+#include "model/model.hpp"
+#include "parallel/layout.hpp"
+#include "train/checkpoint.hpp"
+#include "train/data.hpp"
+#include "train/progress.hpp"
+
+namespace seqpar {
+
+namespace {
+volatile std::sig_atomic_t g_stop_signal = 0;
+void on_stop_signal(int sig) { g_stop_signal = sig; }
+}  // namespace
+
+void install_stop_handlers() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+}
+
+void TrainConfig::validate() const {
+  model.validate();
+  SP_CHECK(seq_len >= 2, "seq_len must be >= 2, got ", seq_len);
+  SP_CHECK(batch >= 1, "batch must be >= 1, got ", batch);
+  SP_CHECK(steps >= 0, "steps must be >= 0, got ", steps);
+  SP_CHECK(lr > 0 && std::isfinite(lr), "lr must be > 0, got ", lr);
+  SP_CHECK(min_lr >= 0 && min_lr <= lr, "min_lr must be in [0, lr=", lr, "], got ", min_lr);
+  SP_CHECK(warmup >= 0, "warmup must be >= 0, got ", warmup);
+  SP_CHECK(weight_decay >= 0, "weight_decay must be >= 0, got ", weight_decay);
+  SP_CHECK(beta1 >= 0 && beta1 < 1, "beta1 must be in [0, 1), got ", beta1);
+  SP_CHECK(beta2 >= 0 && beta2 < 1, "beta2 must be in [0, 1), got ", beta2);
+  SP_CHECK(eps > 0, "eps must be > 0, got ", eps);
+  SP_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (0 = off), got ", grad_clip);
+  SP_CHECK(ckpt_every >= 0, "ckpt_every must be >= 0, got ", ckpt_every);
+  SP_CHECK(log_every >= 1, "log_every must be >= 1, got ", log_every);
+  SP_CHECK(threads >= 0, "threads must be >= 0, got ", threads);
+  SP_CHECK(sp >= 1, "sp must be >= 1, got ", sp);
+  SP_CHECK(progress == "auto" || progress == "bar" || progress == "lines" || progress == "none",
+           "progress must be auto, bar, lines or none, got '", progress, "'");
+  SP_CHECK(!out.empty(), "out directory must not be empty");
+  parse_layout(layout);
+}
+
+nlohmann::json TrainConfig::to_json() const {
+  nlohmann::json j = model.to_json();
+  j.update({{"seq_len", seq_len},       {"batch", batch},     {"steps", steps},
+            {"lr", lr},                 {"min_lr", min_lr},   {"warmup", warmup},
+            {"weight_decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2},
+            {"eps", eps},               {"grad_clip", grad_clip}, {"seed", seed},
+            {"data", data},             {"out", out},         {"ckpt_every", ckpt_every},
+            {"threads", threads},       {"log_every", log_every}, {"progress", progress},
+            {"sp_strategy", strategy},  {"sp", sp},           {"layout", layout}});
+  return j;
+}
+
+void TrainConfig::merge_json(const nlohmann::json& j) {
+  SP_CHECK(j.is_object(), "config must be a JSON object");
+  static const char* known[] = {"model", "layers", "dim", "heads", "kv_heads", "ffn", "vocab",
+                                "dropout", "attn_dropout", "rope_theta", "init_std", "seq_len",
+                                "batch", "steps", "lr", "min_lr", "warmup", "weight_decay",
+                                "beta1", "beta2", "eps", "grad_clip", "seed", "data", "out",
+                                "ckpt_every", "threads", "log_every", "progress", "sp_strategy",
+                                "sp", "layout", "resume"};
+  for (auto& [k, v] : j.items()) {
+    bool ok = false;
+    for (const char* n : known) ok |= k == n;
+    SP_CHECK(ok, "unknown config key '", k, "'");
+  }
+  nlohmann::json m = model.to_json();
+  for (auto& [k, v] : j.items())
+    if (m.contains(k)) m[k] = v;
+  // Width-dependent defaults (ffn = 4·dim, kv_heads = heads) follow the new values unless set.
+  if (!j.contains("ffn") && j.contains("dim")) m.erase("ffn");
+  if (!j.contains("kv_heads") && j.contains("heads")) m.erase("kv_heads");
+  if (!j.contains("vocab") && j.contains("model")) m.erase("vocab");
+  try {
+    model = ModelConfig::from_json(m);
+    auto get = [&](const char* key, auto& field) {
+      if (j.contains(key)) field = j.at(key).get<std::decay_t<decltype(field)>>();
+    };
+    get("seq_len", seq_len); get("batch", batch); get("steps", steps); get("lr", lr);
+    get("min_lr", min_lr); get("warmup", warmup); get("weight_decay", weight_decay);
+    get("beta1", beta1); get("beta2", beta2); get("eps", eps); get("grad_clip", grad_clip);
+    get("seed", seed); get("data", data); get("out", out); get("ckpt_every", ckpt_every);
+    get("threads", threads); get("log_every", log_every); get("progress", progress);
+    get("sp_strategy", strategy); get("sp", sp); get("layout", layout); get("resume", resume);
+  } catch (const nlohmann::json::exception& e) {
+    SP_FAIL("config value of the wrong type: ", e.what());
+  }
+}
+
+float lr_at(const TrainConfig& c, int64_t s) {
+  if (s < c.warmup) return c.lr * float(s + 1) / float(c.warmup);
+  const int64_t decay_steps = std::max<int64_t>(1, c.steps - c.warmup);
+  const double progress = std::min(1.0, double(s - c.warmup) / double(decay_steps));
+  return float(c.min_lr + 0.5 * (c.lr - c.min_lr) * (1.0 + std::cos(M_PI * progress)));
+}
+
+namespace {
+
+std::vector<NamedTensor> gather_tensors(const std::vector<ParamSpec>& specs, const float* block,
+                                        const std::string& prefix) {
+  std::vector<NamedTensor> out;
+  out.reserve(specs.size());
+  for (const auto& s : specs)
+    out.push_back({prefix + s.name, s.shape,
+                   std::vector<float>(block + s.offset, block + s.offset + s.numel)});
+  return out;
+}
+
+void scatter_tensors(const std::vector<ParamSpec>& specs, float* block,
+                     const std::vector<NamedTensor>& tensors, const std::string& prefix,
+                     const std::string& file) {
+  std::map<std::string, const NamedTensor*> by_name;
+  for (const auto& t : tensors) by_name[t.name] = &t;
+  for (const auto& s : specs) {
+    auto it = by_name.find(prefix + s.name);
+    SP_CHECK(it != by_name.end(), "checkpoint ", file, " has no tensor '", prefix + s.name, "'");
+    SP_CHECK(it->second->shape == s.shape, "checkpoint tensor '", prefix + s.name,
+             "' has a different shape than the model (", it->second->data.size(), " vs ",
+             s.numel, " elements)");
+    std::copy(it->second->data.begin(), it->second->data.end(), block + s.offset);
+  }
+}
+
+std::string human_bytes(double b) {
+  const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  int i = 0;
+  while (b >= 1024 && i < 4) { b /= 1024; ++i; }
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f %s", b, u[i]);
+  return buf;
+}
+
+}  // namespace
+
+TrainResult train(const TrainConfig& cfg, Comm& world) {
+  cfg.validate();
+  // Every rank must run the same configuration: refuse on every rank before any work.
+  nlohmann::json shared_cfg = cfg.to_json();
+  world.check_same("configuration", shared_cfg.dump());
+
+  const int W = world.size(), sp = cfg.sp;
+  SP_CHECK(W % sp == 0, "world size ", W, " is not divisible by sp=", sp,
+           " (world = dp · sp)");
+  const int dp = W / sp, sp_rank = world.rank() % sp, dp_rank = world.rank() / sp;
+  const ShardLayout layout = parse_layout(cfg.layout);
+  check_shardable(cfg.seq_len, sp, layout);
+  Comm sp_comm = world.split(dp_rank, sp_rank, "sp");
+  const bool rank0 = world.rank() == 0;
+
+  int threads = cfg.threads;
+  if (threads == 0) {
+    const int cores = std::max(1, omp_get_num_procs());
+    threads = std::max(1, cores / W);
+    if (const char* e = std::getenv("OMP_NUM_THREADS")) threads = std::max(1, std::atoi(e));
+  }
+  set_num_threads(threads);
+
+  auto src = make_source(cfg.data, cfg.seed, cfg.seq_len);
+  const std::vector<int64_t> pos = shard_positions(cfg.seq_len, sp, sp_rank, layout);
+  const int B = cfg.batch, T = int(pos.size());
+
+  Arena arena;
+  Model model(cfg.model, B, T, arena, cfg.strategy, sp > 1 ? &sp_comm : nullptr);
+  const int64_t P = model.num_params();
+  Buffer m(arena, Mem::optim, P, "adamw m"), v(arena, Mem::optim, P, "adamw v");
+
+  const std::string ckpt_root = cfg.out + "/checkpoints";
+  int64_t start = 0;
+  std::error_code ec;
+  if (cfg.resume && has_checkpoint(ckpt_root)) {
+    Checkpoint ck = load_checkpoint(ckpt_root);
+    const nlohmann::json saved_model = ck.manifest.value("model", nlohmann::json::object());
+    SP_CHECK(saved_model == cfg.model.to_json(), "checkpoint ", ck.dir,
+             " was saved for a different model: ", saved_model.dump(), " vs current ",
+             cfg.model.to_json().dump());
+    scatter_tensors(model.specs(), model.params(), ck.weights, "", ck.dir + "/model.safetensors");
+    scatter_tensors(model.specs(), m.data(), ck.optimizer, "m.", ck.dir + "/optimizer.safetensors");
+    scatter_tensors(model.specs(), v.data(), ck.optimizer, "v.", ck.dir + "/optimizer.safetensors");
+    start = ck.step;
+    SP_CHECK(ck.state.value("seed", cfg.seed) == cfg.seed, "checkpoint ", ck.dir,
+             " was trained with seed ", ck.state.value("seed", cfg.seed), ", this run uses ",
+             cfg.seed, "; resume with the same --seed");
+    if (rank0) std::cout << "resumed from " << ck.dir << " at step " << start << std::endl;
+  } else {
+    model.init_weights(cfg.seed);
+  }
+
+  std::ofstream metrics;
+  if (rank0) {
+    std::filesystem::create_directories(cfg.out, ec);
+    SP_CHECK(!ec, "cannot create output directory '", cfg.out, "': ", ec.message());
+    write_file_atomic(cfg.out + "/config.json", shared_cfg.dump(2) + "\n");
+    metrics.open(cfg.out + "/metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
+    SP_CHECK(metrics.good(), "cannot write ", cfg.out, "/metrics.jsonl");
+    std::cout << "seqpar train: " << W << " rank(s) = dp " << dp << " x sp " << sp << " ("
+              << cfg.strategy << ", " << cfg.layout << "), " << threads << " thread(s)/rank\n"
+              << "data: " << src->describe() << "\n"
+              << "model: " << model_kind_name(cfg.model.kind) << ", " << P << " parameters\n"
+              << "arena after setup: " << human_bytes(double(arena.total_current())) << "\n"
+              << "config: " << shared_cfg.dump() << std::endl;
+  }
+
+  auto save = [&](int64_t step) {
+    bool ok = true;
+    std::string msg;
+    if (rank0) {
+      try {
+        nlohmann::json state = {{"step", step}, {"seed", cfg.seed}, {"next_sample",
+                                 uint64_t(step) * uint64_t(B) * uint64_t(dp)},
+                                {"lr", lr_at(cfg, std::max<int64_t>(0, step - 1))}};
+        nlohmann::json extra = {{"model", cfg.model.to_json()},
+                                {"parallel", {{"dp", dp}, {"sp", sp}, {"tp", 1},
+                                              {"sp_strategy", cfg.strategy},
+                                              {"layout", cfg.layout}}},
+                                {"train", shared_cfg}};
+        std::vector<NamedTensor> opt = gather_tensors(model.specs(), m.data(), "m.");
+        auto vt = gather_tensors(model.specs(), v.data(), "v.");
+        opt.insert(opt.end(), std::make_move_iterator(vt.begin()), std::make_move_iterator(vt.end()));
+        std::string dir = save_checkpoint(ckpt_root, step,
+                                          gather_tensors(model.specs(), model.params(), ""), opt,
+                                          state, extra);
+        std::cout << "saved checkpoint " << dir << std::endl;
+      } catch (const std::exception& e) {
+        ok = false;
+        msg = e.what();
+      }
+    }
+    if (!world.all_ok(ok)) SP_FAIL("saving the checkpoint at step ", step, " failed on rank 0: ",
+                                   rank0 ? msg : std::string("see rank 0's message"));
+  };
+
+  Progress progress(cfg.progress, rank0, cfg.steps);
+  TrainResult result;
+  result.last_step = start;
+  const int64_t global_tokens_per_step = int64_t(B) * dp * cfg.seq_len;
+  for (int64_t s = start; s < cfg.steps; ++s) {
+    // A stop signal on any rank stops every rank after the same step.
+    int64_t stop = g_stop_signal;
+    world.allreduce_max(&stop, 1);
+    if (stop) {
+      if (rank0) std::cout << "\nstop signal received: checkpointing at step " << s << std::endl;
+      save(s);
+      result.interrupted = true;
+      return result;
+    }
+    auto t0 = std::chrono::steady_clock::now();
+    arena.reset_peaks();
+    const float lr = lr_at(cfg, s);
+    const uint64_t first = uint64_t(s) * B * dp + uint64_t(dp_rank) * B;
+    Batch batch = make_batch(*src, cfg.model.kind, cfg.seed, first, B, cfg.seq_len, pos);
+    StepContext ctx{cfg.seed, uint32_t(s), true};
+
+    model.zero_grad();
+    double local_loss = model.forward(batch, ctx);
+    // Token-weighted loss over all ranks: Σ losses / Σ counted tokens.
+    double sums[4] = {local_loss, 0.0, 0.0, 0.0};
+    for (int32_t t : batch.targets) sums[1] += t >= 0;
+    // Retrieval accuracy on answer positions held by this rank.
+    for (int i = 0; i < B; ++i)
+      for (int64_t ap : src->answer_positions(first + i, cfg.seq_len))
+        for (int t = 0; t < T; ++t)
+          if (pos[t] == ap) {
+            const float* lg = model.logits() + (int64_t(i) * T + t) * cfg.model.V;
+            int best = int(std::max_element(lg, lg + cfg.model.V) - lg);
+            sums[2] += best == batch.targets[int64_t(i) * T + t];
+            sums[3] += 1;
+          }
+    world.allreduce_sum(sums, 4);
+    SP_CHECK(sums[1] > 0, "step ", s, " has no counted target tokens");
+    model.backward(batch, ctx, float(1.0 / sums[1]));
+    world.allreduce_sum(model.grads(), size_t(P));
+
+    const double gnorm = std::sqrt(sum_squares(model.grads(), P));
+    SP_CHECK(std::isfinite(gnorm), "gradient norm is ", gnorm, " at step ", s,
+             " (loss ", sums[0] / sums[1], "): training diverged; lower --lr");
+    if (cfg.grad_clip > 0 && gnorm > cfg.grad_clip)
+      scale_inplace(model.grads(), P, float(cfg.grad_clip / gnorm));
+    for (const auto& spec : model.specs())
+      adamw_update(model.params() + spec.offset, model.grads() + spec.offset, m.data() + spec.offset,
+                   v.data() + spec.offset, spec.numel, lr, cfg.beta1, cfg.beta2, cfg.eps,
+                   spec.decay ? cfg.weight_decay : 0.0f, s + 1);
+
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const double loss = sums[0] / sums[1];
+    result.last_step = s + 1;
+    result.last_loss = loss;
+    if (rank0 && ((s + 1) % cfg.log_every == 0 || s + 1 == cfg.steps)) {
+      nlohmann::json rec = {{"step", s + 1}, {"loss", loss}, {"grad_norm", gnorm}, {"lr", lr},
+                            {"tokens_per_s", global_tokens_per_step / dt}, {"step_ms", dt * 1e3}};
+      if (sums[3] > 0) rec["answer_acc"] = sums[2] / sums[3];
+      nlohmann::json peak;
+      for (int c = 0; c < kMemCategories; ++c) peak[mem_name(Mem(c))] = arena.peak(Mem(c));
+      peak["total"] = arena.total_peak();
+      rec["peak_bytes"] = peak;
+      metrics << rec.dump() << "\n";
+      metrics.flush();
+      progress.update(s + 1, loss, global_tokens_per_step / dt, rec);
+    }
+    if (cfg.ckpt_every > 0 && (s + 1) % cfg.ckpt_every == 0 && s + 1 < cfg.steps) save(s + 1);
+  }
+  progress.finish();
+  if (cfg.save_final && cfg.steps > start) save(cfg.steps);
+  return result;
+}
+
+}  // namespace seqpar
