@@ -118,6 +118,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
   opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · sp), default 1");
   opt_s("--sp-strategy", "sp_strategy", "attention strategy: local (default)");
+  opt_i("--stop-after", "stop_after",
+        "checkpoint and stop after N steps, as a preempted job would (0 = off)");
   bool resume = false;
   tr->add_flag("--resume", resume, "continue from <out>/checkpoints/latest if it exists");
 

@@ -52,6 +52,7 @@ void TrainConfig::validate() const {
   SP_CHECK(grad_clip >= 0, "grad_clip must be >= 0 (0 = off), got ", grad_clip);
   SP_CHECK(ckpt_every >= 0, "ckpt_every must be >= 0, got ", ckpt_every);
   SP_CHECK(log_every >= 1, "log_every must be >= 1, got ", log_every);
+  SP_CHECK(stop_after >= 0, "stop_after must be >= 0, got ", stop_after);
   SP_CHECK(threads >= 0, "threads must be >= 0, got ", threads);
   SP_CHECK(sp >= 1, "sp must be >= 1, got ", sp);
   SP_CHECK(progress == "auto" || progress == "bar" || progress == "lines" || progress == "none",
@@ -79,7 +80,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "batch", "steps", "lr", "min_lr", "warmup", "weight_decay",
                                 "beta1", "beta2", "eps", "grad_clip", "seed", "data", "out",
                                 "ckpt_every", "threads", "log_every", "progress", "sp_strategy",
-                                "sp", "layout", "resume"};
+                                "sp", "layout", "resume", "stop_after"};
   for (auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok |= k == n;
@@ -103,6 +104,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     get("seed", seed); get("data", data); get("out", out); get("ckpt_every", ckpt_every);
     get("threads", threads); get("log_every", log_every); get("progress", progress);
     get("sp_strategy", strategy); get("sp", sp); get("layout", layout); get("resume", resume);
+    get("stop_after", stop_after);
   } catch (const nlohmann::json::exception& e) {
     SP_FAIL("config value of the wrong type: ", e.what());
   }
@@ -258,8 +260,11 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     // A stop signal on any rank stops every rank after the same step.
     int64_t stop = g_stop_signal;
     world.allreduce_max(&stop, 1);
-    if (stop) {
-      if (rank0) std::cout << "\nstop signal received: checkpointing at step " << s << std::endl;
+    if (stop || (cfg.stop_after > 0 && s == cfg.stop_after)) {
+      progress.finish();
+      if (rank0)
+        std::cout << (stop ? "stop signal received" : "stop_after reached")
+                  << ": checkpointing at step " << s << std::endl;
       save(s);
       result.interrupted = true;
       return result;
@@ -305,6 +310,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     const double loss = sums[0] / sums[1];
     result.last_step = s + 1;
     result.last_loss = loss;
+    result.losses.push_back(loss);
     if (rank0 && ((s + 1) % cfg.log_every == 0 || s + 1 == cfg.steps)) {
       nlohmann::json rec = {{"step", s + 1}, {"loss", loss}, {"grad_norm", gnorm}, {"lr", lr},
                             {"tokens_per_s", global_tokens_per_step / dt}, {"step_ms", dt * 1e3}};

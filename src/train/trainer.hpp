@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <vector>
 
 #include "model/config.hpp"
 
@@ -27,6 +28,7 @@ struct TrainConfig {
   int64_t ckpt_every = 0;  // 0: only at the end (and on SIGTERM)
   bool resume = false;
   bool save_final = true;
+  int64_t stop_after = 0;  // >0: checkpoint and stop after this many steps, as if interrupted
   int threads = 0;         // per rank; 0: OMP_NUM_THREADS or all cores / ranks on the node
   int64_t log_every = 1;
   std::string progress = "auto";  // auto | bar | lines | none
@@ -47,7 +49,8 @@ float lr_at(const TrainConfig& c, int64_t s);
 struct TrainResult {
   int64_t last_step = 0;  // number of completed steps
   double last_loss = 0.0;
-  bool interrupted = false;  // stopped by SIGTERM/SIGINT after saving
+  bool interrupted = false;  // stopped by a signal or stop_after, after saving
+  std::vector<double> losses;  // loss of each step run by this call
 };
 
 // Runs on every rank of `world`. Throws seqpar::Error on bad input.
