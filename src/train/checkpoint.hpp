@@ -8,8 +8,9 @@
 // then <root>/latest (a one-line file naming the step directory) is replaced the same
 // way. A directory without a manifest, or whose files disagree with it, is incomplete
 // or corrupt and is refused with a message that names the file and what is wrong.
-// Nothing is ever deleted: old checkpoints stay.
+// Nothing is ever deleted: old checkpoints stay (saving the same step again replaces it).
 #pragma once
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <nlohmann/json.hpp>
@@ -34,7 +35,12 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
                        const std::map<std::string, std::string>& metadata = {});
 // Validates header length, JSON, dtype, shapes against offsets, offsets within the file,
 // and no overlap; throws seqpar::Error naming the file and the problem.
+// Tensors come back in data-offset order (the order write_safetensors was given them).
+// The data section must be covered exactly: no gaps, no overlap, no trailing bytes.
 std::vector<NamedTensor> read_safetensors(const std::string& path);
+// As above, and also returns the "__metadata__" string map (empty if absent).
+std::vector<NamedTensor> read_safetensors(const std::string& path,
+                                          std::map<std::string, std::string>* metadata);
 
 struct Checkpoint {
   int64_t step = 0;
@@ -46,7 +52,11 @@ struct Checkpoint {
 };
 
 // Writes <root>/step_<step>/ and updates <root>/latest. `manifest_extra` (model config,
-// parallel layout) is merged into the manifest. Returns the step directory.
+// parallel layout) is merged into the manifest; its "format_version", "step" and "files"
+// keys, if any, are replaced by the ones save computes (so a loaded manifest can be passed
+// back). Returns the step directory. The step directory is built under a temp name and
+// renamed into place, so saving a step that already exists replaces it atomically
+// (RENAME_EXCHANGE) and `latest` always names a complete checkpoint.
 std::string save_checkpoint(const std::string& root, int64_t step,
                             const std::vector<NamedTensor>& weights,
                             const std::vector<NamedTensor>& optimizer,
@@ -61,5 +71,12 @@ bool has_checkpoint(const std::string& root);
 
 // Atomic small-file write: temp + fsync + rename + fsync(dir).
 void write_file_atomic(const std::string& path, const std::string& contents);
+
+// FNV-1a 64: h = 0xcbf29ce484222325; for each byte b: h = (h ^ b) * 0x100000001b3.
+// Pass the previous result as `h` to continue a stream.
+constexpr uint64_t kFnv1a64Basis = 0xcbf29ce484222325ull;
+uint64_t fnv1a64(const void* data, size_t n, uint64_t h = kFnv1a64Basis);
+// FNV-1a 64 of a whole file, read in chunks.
+uint64_t fnv1a64_file(const std::string& path);
 
 }  // namespace seqpar

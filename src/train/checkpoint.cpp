@@ -1,0 +1,580 @@
+// Checkpoint files: safetensors (F32) reader/writer, atomic writes, step directories with a
+// manifest of sizes and FNV-1a 64 hashes. See checkpoint.hpp for the on-disk layout.
+#include "train/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <bit>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <set>
+#include <system_error>
+
+#include "core/check.hpp"
+
+namespace seqpar {
+namespace fs = std::filesystem;
+
+// Tensor data is copied straight between float vectors and the file.
+static_assert(std::endian::native == std::endian::little,
+              "safetensors data is little-endian; this reader/writer assumes a little-endian host");
+
+namespace {
+
+std::string errno_text(int e) { return std::system_category().message(e); }
+
+// Owns a file descriptor; close_checked() reports close errors (which can carry a
+// deferred write error), the destructor is the silent path for unwinding.
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  Fd& operator=(Fd&&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  int get() const { return fd_; }
+  void close_checked(const std::string& path) {
+    int fd = fd_;
+    fd_ = -1;
+    if (::close(fd) != 0) SP_FAIL("close(", path, ") failed: ", errno_text(errno));
+  }
+
+ private:
+  int fd_;
+};
+
+Fd open_checked(const std::string& path, int flags, mode_t mode = 0) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) SP_FAIL("open(", path, ") failed: ", errno_text(errno));
+  return Fd(fd);
+}
+
+void write_all(int fd, const void* data, size_t n, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) SP_FAIL("write(", path, ") failed: ", errno_text(errno));
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+// Reads exactly n bytes at `offset`; a short file is an error naming the file.
+void pread_exact(int fd, void* data, size_t n, uint64_t offset, const std::string& path) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) SP_FAIL("read(", path, ") failed: ", errno_text(errno));
+    if (r == 0) SP_FAIL("read(", path, "): unexpected end of file at byte ", offset);
+    p += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+}
+
+uint64_t fd_size(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) SP_FAIL("fstat(", path, ") failed: ", errno_text(errno));
+  return static_cast<uint64_t>(st.st_size);
+}
+
+void fsync_checked(int fd, const std::string& path) {
+  if (::fsync(fd) != 0) SP_FAIL("fsync(", path, ") failed: ", errno_text(errno));
+}
+
+// A rename or create is only durable once the directory holding the entry is synced.
+void fsync_dir(const std::string& dir) {
+  Fd fd = open_checked(dir, O_RDONLY | O_DIRECTORY);
+  fsync_checked(fd.get(), dir);
+  fd.close_checked(dir);
+}
+
+std::string parent_dir(const std::string& path) {
+  std::string p = fs::path(path).parent_path().string();
+  return p.empty() ? "." : p;
+}
+
+void rename_checked(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    SP_FAIL("rename(", from, ", ", to, ") failed: ", errno_text(errno));
+}
+
+std::string pid_suffix() { return std::to_string(static_cast<long long>(::getpid())); }
+
+// Writes <path>.tmp.<pid>; commit() makes it durable and renames it over <path>. Without
+// commit (an exception on the way) the temp file is removed and <path> is untouched.
+class AtomicWriter {
+ public:
+  explicit AtomicWriter(std::string path)
+      : path_(std::move(path)),
+        tmp_(path_ + ".tmp." + pid_suffix()),
+        fd_(open_checked(tmp_, O_WRONLY | O_CREAT | O_TRUNC, 0644)) {}
+  AtomicWriter(const AtomicWriter&) = delete;
+  AtomicWriter& operator=(const AtomicWriter&) = delete;
+  ~AtomicWriter() {
+    if (!committed_) ::unlink(tmp_.c_str());
+  }
+  void write(const void* data, size_t n) { write_all(fd_.get(), data, n, tmp_); }
+  void commit() {
+    fsync_checked(fd_.get(), tmp_);
+    fd_.close_checked(tmp_);
+    rename_checked(tmp_, path_);
+    committed_ = true;
+    fsync_dir(parent_dir(path_));
+  }
+
+ private:
+  std::string path_, tmp_;
+  Fd fd_;
+  bool committed_ = false;
+};
+
+std::string read_file(const std::string& path) {
+  Fd fd = open_checked(path, O_RDONLY);
+  std::string s(fd_size(fd.get(), path), '\0');
+  pread_exact(fd.get(), s.data(), s.size(), 0, path);
+  return s;
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? ", " : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+// numel(shape) * sizeof(float) with overflow and sign checks; false if not representable.
+bool f32_bytes(const std::vector<int64_t>& shape, uint64_t* bytes) {
+  uint64_t n = sizeof(float);
+  for (int64_t d : shape) {
+    if (d < 0 || __builtin_mul_overflow(n, static_cast<uint64_t>(d), &n)) return false;
+  }
+  *bytes = n;
+  return true;
+}
+
+// A JSON integer >= 0 (nlohmann stores it as signed or unsigned depending on the text).
+bool json_u64(const nlohmann::json& j, uint64_t* out) {
+  if (j.is_number_unsigned()) {
+    *out = j.get<uint64_t>();
+    return true;
+  }
+  if (j.is_number_integer() && j.get<int64_t>() >= 0) {
+    *out = static_cast<uint64_t>(j.get<int64_t>());
+    return true;
+  }
+  return false;
+}
+
+template <class Json>
+std::string dump_json(const Json& j, int indent, const std::string& what) {
+  try {
+    return j.dump(indent);
+  } catch (const nlohmann::json::exception& e) {
+    SP_FAIL("cannot serialise ", what, " as JSON: ", e.what());
+  }
+}
+
+std::string hex64(uint64_t h) {
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
+}  // namespace
+
+uint64_t fnv1a64(const void* data, size_t n, uint64_t h) {
+  const unsigned char* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+uint64_t fnv1a64_file(const std::string& path) {
+  Fd fd = open_checked(path, O_RDONLY);
+  std::vector<char> buf(1 << 20);
+  uint64_t h = kFnv1a64Basis;
+  for (;;) {
+    ssize_t r = ::read(fd.get(), buf.data(), buf.size());
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) SP_FAIL("read(", path, ") failed: ", errno_text(errno));
+    if (r == 0) break;
+    h = fnv1a64(buf.data(), static_cast<size_t>(r), h);
+  }
+  return h;
+}
+
+void write_file_atomic(const std::string& path, const std::string& contents) {
+  AtomicWriter w(path);
+  w.write(contents.data(), contents.size());
+  w.commit();
+}
+
+// ---- safetensors ---------------------------------------------------------------------
+
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  // ordered_json keeps the header in data order, which is easier to read in a hex dump.
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header["__metadata__"] = metadata;
+  std::set<std::string> names;
+  uint64_t offset = 0;
+  for (const NamedTensor& t : tensors) {
+    SP_CHECK(t.name != "__metadata__", "write_safetensors(", path,
+             "): '__metadata__' is reserved and cannot name a tensor");
+    SP_CHECK(names.insert(t.name).second, "write_safetensors(", path, "): duplicate tensor name '",
+             t.name, "'");
+    uint64_t bytes = 0;
+    SP_CHECK(f32_bytes(t.shape, &bytes), "write_safetensors(", path, "): tensor '", t.name,
+             "' has invalid shape ", shape_str(t.shape));
+    SP_CHECK(t.data.size() * sizeof(float) == bytes, "write_safetensors(", path, "): tensor '",
+             t.name, "' has ", t.data.size(), " floats, shape ", shape_str(t.shape), " needs ",
+             bytes / sizeof(float));
+    header[t.name] = {
+        {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    offset += bytes;
+  }
+  std::string h = dump_json(header, -1, "safetensors header for " + path);
+  h.append((8 - h.size() % 8) % 8, ' ');  // data section starts 8-byte aligned
+
+  unsigned char len[8];
+  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(uint64_t(h.size()) >> (8 * i));
+  AtomicWriter w(path);
+  w.write(len, sizeof len);
+  w.write(h.data(), h.size());
+  for (const NamedTensor& t : tensors) w.write(t.data.data(), t.data.size() * sizeof(float));
+  w.commit();
+}
+
+std::vector<NamedTensor> read_safetensors(const std::string& path) {
+  return read_safetensors(path, nullptr);
+}
+
+#define SP_ST_FAIL(...) SP_FAIL("safetensors file ", path, ": ", __VA_ARGS__)
+#define SP_ST_CHECK(cond, ...) SP_CHECK(cond, "safetensors file ", path, ": ", __VA_ARGS__)
+
+std::vector<NamedTensor> read_safetensors(const std::string& path,
+                                          std::map<std::string, std::string>* metadata) {
+  int fd_raw;
+  do {
+    fd_raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  } while (fd_raw < 0 && errno == EINTR);
+  if (fd_raw < 0) SP_ST_FAIL("cannot open: ", errno_text(errno));
+  Fd fd(fd_raw);
+  const uint64_t size = fd_size(fd.get(), path);
+  SP_ST_CHECK(size >= 8, "too short: ", size, " bytes, need at least 8 for the header length");
+
+  unsigned char len[8];
+  pread_exact(fd.get(), len, sizeof len, 0, path);
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= uint64_t(len[i]) << (8 * i);
+  SP_ST_CHECK(n <= size - 8, "header length ", n, " is larger than the file (", size, " bytes)");
+  SP_ST_CHECK(n >= 2, "header length ", n, " is too small to hold a JSON object");
+  std::string text(n, '\0');
+  pread_exact(fd.get(), text.data(), n, 8, path);
+  SP_ST_CHECK(text[0] == '{', "invalid JSON header: it must begin with '{'");
+  nlohmann::json header;
+  try {
+    header = nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    SP_ST_FAIL("invalid JSON header: ", e.what());
+  }
+  SP_ST_CHECK(header.is_object(), "invalid JSON header: not an object");
+
+  const uint64_t data_start = 8 + n, data_size = size - data_start;
+  struct Entry {
+    uint64_t begin, end;
+    std::string name;
+    std::vector<int64_t> shape;
+  };
+  std::vector<Entry> entries;
+  if (metadata) metadata->clear();
+  for (const auto& [name, info] : header.items()) {
+    if (name == "__metadata__") {
+      SP_ST_CHECK(info.is_object(), "__metadata__ is not an object");
+      for (const auto& [k, v] : info.items()) {
+        SP_ST_CHECK(v.is_string(), "__metadata__ value for '", k, "' is not a string");
+        if (metadata) (*metadata)[k] = v.get<std::string>();
+      }
+      continue;
+    }
+    SP_ST_CHECK(info.is_object(), "header entry '", name, "' is not an object");
+    auto dtype = info.find("dtype");
+    SP_ST_CHECK(dtype != info.end() && dtype->is_string(), "tensor '", name,
+                "' has no string dtype");
+    SP_ST_CHECK(*dtype == "F32", "tensor '", name, "' has unsupported dtype '",
+                dtype->get<std::string>(), "' (only F32 is supported)");
+
+    auto shape_it = info.find("shape");
+    SP_ST_CHECK(shape_it != info.end() && shape_it->is_array(), "tensor '", name,
+                "' has no shape array");
+    Entry e{0, 0, name, {}};
+    for (const auto& d : *shape_it) {
+      uint64_t v = 0;
+      SP_ST_CHECK(json_u64(d, &v) && v <= uint64_t(INT64_MAX), "tensor '", name, "' shape ",
+                  shape_it->dump(), " is not a list of non-negative integers");
+      e.shape.push_back(static_cast<int64_t>(v));
+    }
+
+    auto offs = info.find("data_offsets");
+    SP_ST_CHECK(offs != info.end() && offs->is_array() && offs->size() == 2 &&
+                    json_u64((*offs)[0], &e.begin) && json_u64((*offs)[1], &e.end),
+                "tensor '", name, "' data_offsets must be two non-negative integers");
+    SP_ST_CHECK(e.begin <= e.end && e.end <= data_size, "tensor '", name, "' data_offsets [",
+                e.begin, ", ", e.end, "] out of range: the data section has ", data_size, " bytes");
+    uint64_t bytes = 0;
+    SP_ST_CHECK(f32_bytes(e.shape, &bytes) && bytes == e.end - e.begin, "tensor '", name,
+                "' data_offsets [", e.begin, ", ", e.end, "] span ", e.end - e.begin,
+                " bytes, inconsistent with F32 shape ", shape_str(e.shape));
+    entries.push_back(std::move(e));
+  }
+
+  // The data section must be tiled exactly by the tensors (as the format requires, so a
+  // file cannot hide extra bytes): sorted by offset, each begins where the previous ended.
+  std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  uint64_t pos = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const Entry& e = entries[i];
+    SP_ST_CHECK(e.begin >= pos, "overlapping tensors '", entries[i - 1].name, "' and '", e.name,
+                "' (data_offsets [", e.begin, ", ", e.end, "] start before byte ", pos, ")");
+    SP_ST_CHECK(e.begin == pos, "data bytes [", pos, ", ", e.begin,
+                ") belong to no tensor (gap before '", e.name, "')");
+    pos = e.end;
+  }
+  SP_ST_CHECK(pos == data_size, "trailing garbage: ", data_size - pos,
+              " bytes after the last tensor (data section has ", data_size,
+              " bytes, tensors cover ", pos, ")");
+
+  std::vector<NamedTensor> out;
+  out.reserve(entries.size());
+  for (Entry& e : entries) {
+    NamedTensor t{std::move(e.name), std::move(e.shape), {}};
+    t.data.resize((e.end - e.begin) / sizeof(float));
+    pread_exact(fd.get(), t.data.data(), e.end - e.begin, data_start + e.begin, path);
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
+#undef SP_ST_CHECK
+#undef SP_ST_FAIL
+
+// ---- checkpoints ---------------------------------------------------------------------
+
+namespace {
+
+const char* const kCheckpointFiles[] = {"model.safetensors", "optimizer.safetensors", "state.json"};
+
+std::string step_dir_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+bool is_plain_name(const std::string& s) {
+  return !s.empty() && s != "." && s != ".." && s.find('/') == std::string::npos &&
+         s.find('\0') == std::string::npos;
+}
+
+// Moves the finished temp directory to `final_dir`. If `final_dir` exists, the two are
+// swapped atomically, so there is no moment at which `final_dir` is missing; afterwards
+// `tmp_dir` holds the replaced copy. Returns true if a copy was replaced.
+bool install_dir(const std::string& tmp_dir, const std::string& final_dir) {
+  std::error_code ec;
+  if (!fs::exists(final_dir, ec)) {
+    rename_checked(tmp_dir, final_dir);
+    return false;
+  }
+  if (::renameat2(AT_FDCWD, tmp_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0)
+    return true;
+  int e = errno;
+  // Filesystems without RENAME_EXCHANGE: move the old copy aside first. Only in the
+  // instant between the two renames is `final_dir` absent.
+  if (e != EINVAL && e != ENOSYS && e != ENOTSUP)
+    SP_FAIL("renameat2(", tmp_dir, ", ", final_dir, ", RENAME_EXCHANGE) failed: ", errno_text(e));
+  std::string aside = final_dir + ".old." + pid_suffix();
+  rename_checked(final_dir, aside);
+  rename_checked(tmp_dir, final_dir);
+  rename_checked(aside, tmp_dir);
+  return true;
+}
+
+nlohmann::json parse_json_file(const std::string& path, const std::string& what_if_bad) {
+  std::string text = read_file(path);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    SP_FAIL(what_if_bad, ": ", e.what());
+  }
+}
+
+Checkpoint load_step_dir(const std::string& d) {
+  const std::string manifest_path = (fs::path(d) / "manifest.json").string();
+  SP_CHECK(fs::exists(manifest_path), "checkpoint ", d, " is incomplete: manifest.json missing");
+  Checkpoint ck;
+  ck.dir = d;
+  ck.manifest = parse_json_file(manifest_path,
+                                "checkpoint " + d + " is corrupt: manifest.json is not valid JSON");
+  const nlohmann::json& m = ck.manifest;
+  SP_CHECK(m.is_object(), "checkpoint ", d, " is corrupt: manifest.json is not a JSON object");
+
+  auto fv = m.find("format_version");
+  SP_CHECK(fv != m.end() && fv->is_number_integer(), "checkpoint ", d,
+           ": manifest.json has no integer format_version (this build supports format_version ",
+           kCheckpointFormatVersion, ")");
+  SP_CHECK(fv->get<int64_t>() == kCheckpointFormatVersion, "checkpoint ", d,
+           " has unsupported format_version ", fv->get<int64_t>(),
+           "; this build supports format_version ", kCheckpointFormatVersion);
+  auto step = m.find("step");
+  SP_CHECK(step != m.end() && step->is_number_integer(), "checkpoint ", d,
+           " is corrupt: manifest.json has no integer step");
+  ck.step = step->get<int64_t>();
+
+  auto files = m.find("files");
+  SP_CHECK(files != m.end() && files->is_object(), "checkpoint ", d,
+           " is corrupt: manifest.json has no 'files' object");
+  for (const char* f : kCheckpointFiles)
+    SP_CHECK(files->contains(f), "checkpoint ", d, " is corrupt: manifest.json does not list ", f);
+
+  // Verify every listed file before reading any of them.
+  for (const auto& [name, info] : files->items()) {
+    SP_CHECK(is_plain_name(name), "checkpoint ", d, " is corrupt: manifest.json lists '", name,
+             "', which is not a plain file name");
+    uint64_t want_bytes = 0, want_hash = 0;
+    auto b = info.find("bytes");
+    auto h = info.find("fnv1a64");
+    bool ok = info.is_object() && b != info.end() && json_u64(*b, &want_bytes) && h != info.end() &&
+              h->is_string();
+    if (ok) {
+      const std::string& hs = h->get_ref<const std::string&>();
+      auto r = std::from_chars(hs.data(), hs.data() + hs.size(), want_hash, 16);
+      ok = !hs.empty() && r.ec == std::errc() && r.ptr == hs.data() + hs.size();
+    }
+    SP_CHECK(ok, "checkpoint ", d, " is corrupt: manifest.json entry for ", name,
+             " needs integer 'bytes' and hex string 'fnv1a64', got ", info.dump());
+
+    const std::string p = (fs::path(d) / name).string();
+    std::error_code ec;
+    uint64_t got_bytes = fs::file_size(p, ec);
+    SP_CHECK(!ec, "checkpoint ", d, " is corrupt: ", name,
+             " listed in manifest.json: ", ec.message());
+    SP_CHECK(got_bytes == want_bytes, "checkpoint ", d, " is corrupt: ", name, " has ", got_bytes,
+             " bytes, manifest says ", want_bytes);
+    uint64_t got_hash = fnv1a64_file(p);
+    SP_CHECK(got_hash == want_hash, "checkpoint ", d, " is corrupt: ", name,
+             " fails its hash check (fnv1a64 ", hex64(got_hash), ", manifest says ",
+             hex64(want_hash), ")");
+  }
+
+  ck.weights = read_safetensors((fs::path(d) / "model.safetensors").string());
+  ck.optimizer = read_safetensors((fs::path(d) / "optimizer.safetensors").string());
+  ck.state = parse_json_file((fs::path(d) / "state.json").string(),
+                             "checkpoint " + d + " is corrupt: state.json is not valid JSON");
+  return ck;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& root, int64_t step,
+                            const std::vector<NamedTensor>& weights,
+                            const std::vector<NamedTensor>& optimizer, const nlohmann::json& state,
+                            const nlohmann::json& manifest_extra) {
+  SP_CHECK(step >= 0, "save_checkpoint(", root, "): step ", step, " is negative");
+  SP_CHECK(manifest_extra.is_object() || manifest_extra.is_null(), "save_checkpoint(", root,
+           "): manifest_extra must be a JSON object, got ", manifest_extra.type_name());
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  SP_CHECK(!ec, "save_checkpoint: cannot create directory ", root, ": ", ec.message());
+
+  const std::string name = step_dir_name(step);
+  const std::string final_dir = (fs::path(root) / name).string();
+  const std::string tmp_dir = final_dir + ".tmp." + pid_suffix();
+  fs::remove_all(tmp_dir, ec);  // left by an earlier crashed process that had our pid
+  SP_CHECK(!ec, "save_checkpoint: cannot remove stale ", tmp_dir, ": ", ec.message());
+  fs::create_directory(tmp_dir, ec);
+  SP_CHECK(!ec, "save_checkpoint: cannot create ", tmp_dir, ": ", ec.message());
+
+  bool replaced = false;
+  try {
+    auto in_tmp = [&](const char* f) { return (fs::path(tmp_dir) / f).string(); };
+    write_safetensors(in_tmp("model.safetensors"), weights);
+    write_safetensors(in_tmp("optimizer.safetensors"), optimizer);
+    write_file_atomic(in_tmp("state.json"), dump_json(state, 2, "checkpoint state") + "\n");
+
+    nlohmann::json manifest =
+        manifest_extra.is_object() ? manifest_extra : nlohmann::json::object();
+    manifest["format_version"] = kCheckpointFormatVersion;
+    manifest["step"] = step;
+    nlohmann::json files = nlohmann::json::object();
+    for (const char* f : kCheckpointFiles) {
+      uint64_t bytes = fs::file_size(in_tmp(f), ec);
+      SP_CHECK(!ec, "save_checkpoint: cannot stat ", in_tmp(f), ": ", ec.message());
+      files[f] = {{"bytes", bytes}, {"fnv1a64", hex64(fnv1a64_file(in_tmp(f)))}};
+    }
+    manifest["files"] = files;
+    // Last: a step directory with a manifest is complete.
+    write_file_atomic(in_tmp("manifest.json"),
+                      dump_json(manifest, 2, "checkpoint manifest") + "\n");
+
+    replaced = install_dir(tmp_dir, final_dir);
+    fsync_dir(root);
+  } catch (...) {
+    if (!replaced) fs::remove_all(tmp_dir, ec);  // best effort; the error in flight matters more
+    throw;
+  }
+  write_file_atomic((fs::path(root) / "latest").string(), name + "\n");
+  if (replaced) {
+    fs::remove_all(tmp_dir, ec);  // the copy this save replaced
+    SP_CHECK(!ec, "save_checkpoint: saved ", final_dir, " but cannot remove the replaced copy ",
+             tmp_dir, ": ", ec.message());
+  }
+  return final_dir;
+}
+
+Checkpoint load_checkpoint(const std::string& path) {
+  std::error_code ec;
+  bool exists = fs::exists(path, ec);
+  SP_CHECK(!ec, "cannot look for a checkpoint at ", path, ": ", ec.message());
+  SP_CHECK(exists, "no checkpoint at ", path, ": path does not exist");
+  SP_CHECK(fs::is_directory(path, ec), "no checkpoint at ", path, ": not a directory");
+  const fs::path p(path);
+  if (fs::exists(p / "manifest.json", ec)) return load_step_dir(path);
+  if (fs::exists(p / "latest", ec)) {
+    std::string name = read_file((p / "latest").string());
+    while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
+    SP_CHECK(is_plain_name(name), "checkpoint root ", path, ": 'latest' holds '", name,
+             "', not a step directory name");
+    const std::string dir = (p / name).string();
+    SP_CHECK(fs::is_directory(dir, ec), "checkpoint root ", path, ": 'latest' names ", name,
+             ", which does not exist");
+    return load_step_dir(dir);
+  }
+  // A step directory that lost (or never got) its manifest says so, rather than "nothing".
+  const fs::path base = p.has_filename() ? p.filename() : p.parent_path().filename();
+  bool step_like = base.string().rfind("step_", 0) == 0;
+  for (const char* f : kCheckpointFiles) step_like = step_like || fs::exists(p / f, ec);
+  SP_CHECK(!step_like, "checkpoint ", path, " is incomplete: manifest.json missing");
+  SP_FAIL("no checkpoint at ", path, " (no 'latest' file and no manifest.json)");
+}
+
+bool has_checkpoint(const std::string& root) {
+  std::error_code ec;
+  return fs::is_regular_file(fs::path(root) / "latest", ec);
+}
+
+}  // namespace seqpar
