@@ -10,8 +10,22 @@
 //   all-gather, S bytes/rank   : (n−1)·S
 //   reduce-scatter, S out/rank : (n−1)·S
 //   all-to-all, S bytes total  : (n−1)/n·S  (v-variants: exact bytes to other ranks)
-//   broadcast of S bytes       : S at the root, 0 elsewhere
+//   broadcast of S bytes       : S at the root, 0 elsewhere (0 everywhere when n = 1)
 //   point-to-point             : exact bytes
+// with these readings, all in whole bytes (docs/comm.md):
+//   all-gather-v               : (n−1)·counts[rank]·4 (this rank's block to every other)
+//   reduce of S bytes to a root: (n−1)/n·S on every rank, root included (n reduces with
+//                                rotating roots = one reduce-scatter of n·S)
+//   all-reduce and reduce round down: ⌊2·(n−1)·S/n⌋ and ⌊(n−1)·S/n⌋
+//   point-to-point to self or MPI_PROC_NULL counts 0 (nothing leaves the rank);
+//   isend counts when posted, irecv never.
+// Keys in CommStats: "allreduce", "allgather", "allgatherv", "reduce_scatter", "alltoall",
+// "alltoallv", "reduce", "bcast", "p2p". check_same, all_ok, barrier and split are control
+// traffic and are not counted.
+//
+// MPI counts are int: all-reduce, reduce and broadcast are split into chunks of at most
+// INT_MAX elements; every other call refuses a count or displacement above INT_MAX with
+// a seqpar::Error rather than let it wrap.
 #pragma once
 #include <mpi.h>
 
@@ -24,13 +38,17 @@
 namespace seqpar {
 
 // Initialises MPI (MPI_THREAD_FUNNELED) for the life of the object; finalises at exit.
-// Sets error_rank() so every later check names the rank.
+// Sets error_rank() so every later check names the rank. If MPI is already initialised
+// (e.g. by a test main) the session adopts it and leaves finalisation to its owner.
 class MpiSession {
  public:
   MpiSession(int* argc, char*** argv);
   ~MpiSession();
   MpiSession(const MpiSession&) = delete;
   MpiSession& operator=(const MpiSession&) = delete;
+
+ private:
+  bool owns_ = false;  // this session called MPI_Init_thread, so it finalises
 };
 
 struct CommStats {
@@ -101,8 +119,10 @@ class Comm {
                 int tag);
 
   // Collective consistency check: throws on EVERY rank, naming the value of each rank
-  // that disagrees with rank 0, e.g. "config 'seq_len' disagrees: rank 0 has 1024,
-  // rank 2 has 512". Use before any work for configs, shapes and file contents.
+  // that disagrees with rank 0, e.g. check_same("config 'seq_len'", L) gives
+  // "config 'seq_len' disagrees across ranks: rank 0 has 1024, rank 2 has 512" (string
+  // values are shown quoted; long ones as a 64-character window around the first
+  // difference). Use before any work for configs, shapes and file contents.
   void check_same(const std::string& what, const std::string& value);
   void check_same(const std::string& what, int64_t value);
 
@@ -113,8 +133,16 @@ class Comm {
   const CommStats& stats() const { return stats_; }
 
  private:
-  Comm(MPI_Comm c, const std::string& name);
+  Comm(MPI_Comm c, const std::string& name);  // takes ownership of c
   void count(const char* op, uint64_t bytes);
+  void check_mpi(int rc, const char* op, const char* file, int line) const;
+  void check_multi(int rc, const char* op, const std::vector<MPI_Status>& st, const char* file,
+                   int line) const;
+  void require_valid(const char* op) const;
+  int to_count(size_t n, const char* op) const;
+  int to_count(int64_t n, const char* op) const;
+  template <class T>
+  void allreduce_impl(T* buf, size_t n, MPI_Op op);
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::string name_;

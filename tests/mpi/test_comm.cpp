@@ -464,7 +464,10 @@ TEST(Comm, CheckSameAgreeingValuesPass) {
 TEST(Comm, CheckSameIntDisagreementThrowsOnEveryRank) {
   Comm c = Comm::world();
   const int n = c.size(), r = c.rank();
-  if (n == 1) GTEST_SKIP() << "one rank cannot disagree";
+  if (n == 1) {  // one rank cannot disagree with itself
+    EXPECT_NO_THROW(c.check_same("config 'seq_len'", int64_t{512}));
+    return;
+  }
   // The last rank disagrees (rank 2 with K = 3, as in the header's example).
   const int odd = n - 1;
   int64_t v = r == odd ? 512 : 1024;
@@ -491,7 +494,10 @@ TEST(Comm, CheckSameIntDisagreementThrowsOnEveryRank) {
 TEST(Comm, CheckSameStringDisagreementThrowsOnEveryRank) {
   Comm c = Comm::world();
   const int n = c.size(), r = c.rank();
-  if (n == 1) GTEST_SKIP() << "one rank cannot disagree";
+  if (n == 1) {
+    EXPECT_NO_THROW(c.check_same("tokenizer", std::string("abc")));
+    return;
+  }
   // Rank 1 differs in length, rank 2 (if any) only in content.
   std::string v = r == 1 ? "abcdef" : r == 2 ? "abd" : "abc";
   std::string msg;
@@ -520,6 +526,11 @@ TEST(Comm, CheckSameStringDisagreementThrowsOnEveryRank) {
     msg = e.what();
   }
   EXPECT_NE(msg.find("(1000 bytes)"), std::string::npos) << msg;
+  // The window shown is where the values differ (the end), not the common prefix.
+  EXPECT_NE(msg.find("rank " + std::to_string(n - 1) + " has '..." + std::string(63, 'x') +
+                     "y' (1000 bytes)"),
+            std::string::npos)
+      << msg;
   EXPECT_LT(msg.size(), 600u) << msg;
 }
 
