@@ -70,6 +70,7 @@ class LocalAttention final : public AttentionStrategy {
     p.step = s.step;
     p.layer = s.layer;
     p.scratch = scratch_.data();
+    p.scratch_floats = int64_t(scratch_.size());
     return p;
   }
 
