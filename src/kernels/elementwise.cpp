@@ -1,0 +1,234 @@
+// Elementwise and gather/scatter kernels: GELU (tanh form), residual add, token embedding,
+// rotary position embedding (RoPE) and dropout keyed by global coordinates.
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "core/check.hpp"
+#include "kernels/ops.hpp"
+
+namespace seqpar {
+namespace {
+// Below this many elements a loop runs on the calling thread: a parallel region costs
+// a few microseconds, more than the work it would split.
+constexpr int64_t kParallelMin = 32768;
+}  // namespace
+
+// ---- GELU ---------------------------------------------------------------------------
+// Same float operation order as PyTorch's CPU gelu(approximate="tanh"):
+//   y  = 0.5·x·(1 + tanh(β·(x + κx³))),  β = √(2/π), κ = 0.044715
+//   y' = 0.5·(1 + tanh(u)) + 0.5·x·(1 − tanh²(u))·β·(1 + 3κx²),  u = β·(x + κx³)
+namespace {
+constexpr float kGeluBeta = 0.7978845608028654f;  // √(2/π)
+constexpr float kGeluKappa = 0.044715f;
+}  // namespace
+
+void gelu_forward(float* out, const float* inp, int64_t n) {
+  SP_CHECK(n > 0, "gelu_forward: n must be positive, got ", n);
+  SP_CHECK(out && inp, "gelu_forward: null out/inp");
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = inp[i];
+    const float inner = kGeluBeta * (x + kGeluKappa * (x * x * x));
+    out[i] = 0.5f * x * (1.0f + std::tanh(inner));
+  }
+}
+
+void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+  SP_CHECK(n > 0, "gelu_backward: n must be positive, got ", n);
+  SP_CHECK(dinp && inp && dout, "gelu_backward: null dinp/inp/dout");
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    const float x = inp[i];
+    const float x_sq = x * x;
+    const float inner = kGeluBeta * (x + kGeluKappa * (x_sq * x));
+    const float t = std::tanh(inner);
+    const float left_derivative = 0.5f * (1.0f + t);
+    const float right_derivative =
+        0.5f * x * (1.0f - t * t) * (kGeluBeta * (1.0f + 3.0f * kGeluKappa * x_sq));
+    dinp[i] += dout[i] * (left_derivative + right_derivative);
+  }
+}
+
+// ---- residual -----------------------------------------------------------------------
+void residual_forward(float* out, const float* a, const float* b, int64_t n) {
+  SP_CHECK(n > 0, "residual_forward: n must be positive, got ", n);
+  SP_CHECK(out && a && b, "residual_forward: null out/a/b");
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+}
+
+void residual_backward(float* da, float* db, const float* dout, int64_t n) {
+  SP_CHECK(n > 0, "residual_backward: n must be positive, got ", n);
+  SP_CHECK(da && db && dout, "residual_backward: null da/db/dout");
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+  for (int64_t i = 0; i < n; ++i) {
+    da[i] += dout[i];
+    db[i] += dout[i];
+  }
+}
+
+// ---- token embedding ----------------------------------------------------------------
+void embedding_forward(float* out, const int32_t* tokens, const float* wte, int64_t N, int64_t C,
+                       int64_t V) {
+  SP_CHECK(N > 0 && C > 0 && V > 0, "embedding_forward: dims must be positive, got N=", N, " C=", C,
+           " V=", V);
+  SP_CHECK(out && tokens && wte, "embedding_forward: null out/tokens/wte");
+  // Validate first, on one thread: an exception must not leave an OpenMP region.
+  for (int64_t i = 0; i < N; ++i) {
+    SP_CHECK(tokens[i] >= 0 && tokens[i] < V, "embedding_forward: token at position ", i, " is ",
+             tokens[i], ", expected in [0, ", V, ")");
+  }
+#pragma omp parallel for schedule(static) if (N * C > kParallelMin)
+  for (int64_t i = 0; i < N; ++i) {
+    std::memcpy(out + i * C, wte + static_cast<int64_t>(tokens[i]) * C, C * sizeof(float));
+  }
+}
+
+void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, int64_t N,
+                        int64_t C) {
+  SP_CHECK(N > 0 && C > 0, "embedding_backward: dims must be positive, got N=", N, " C=", C);
+  SP_CHECK(dwte && dout && tokens, "embedding_backward: null dwte/dout/tokens");
+  for (int64_t i = 0; i < N; ++i) {
+    SP_CHECK(tokens[i] >= 0, "embedding_backward: token at position ", i, " is ", tokens[i],
+             ", expected >= 0");
+  }
+  // Repeated tokens add into the same row, so rows cannot be split across threads without
+  // races. Columns are split instead: each chunk scatters all rows in order, which keeps
+  // the summation order (and the result) independent of the thread count.
+  constexpr int64_t kChunk = 64;
+  const int64_t n_chunks = (C + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (N * C > kParallelMin && n_chunks > 1)
+  for (int64_t ch = 0; ch < n_chunks; ++ch) {
+    const int64_t c0 = ch * kChunk;
+    const int64_t len = (C - c0 < kChunk) ? C - c0 : kChunk;
+    for (int64_t i = 0; i < N; ++i) {
+      float* d = dwte + static_cast<int64_t>(tokens[i]) * C + c0;
+      const float* g = dout + i * C + c0;
+      for (int64_t j = 0; j < len; ++j) d[j] += g[j];
+    }
+  }
+}
+
+// ---- rotary position embedding --------------------------------------------------------
+// Pair i of a head, (x[2i], x[2i+1]), rotates by φ = pos·θ^(−2i/d):
+//   forward  (R(φ)):  x0' = x0·cosφ − x1·sinφ,   x1' = x0·sinφ + x1·cosφ
+//   backward (R(φ)ᵀ = R(−φ)), applied to the gradient in place.
+// φ is formed and reduced in double: at pos ~ 1e5 a float angle would already be off by
+// ~1e-2 rad. pos is indexed by token t only (the same positions for every batch row).
+namespace {
+void rope_apply(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                int64_t stride, float theta, float sign, const char* who) {
+  SP_CHECK(B > 0 && T > 0 && nh > 0 && d > 0, who, ": dims must be positive, got B=", B, " T=", T,
+           " nh=", nh, " d=", d);
+  SP_CHECK(d % 2 == 0, who, ": head dim d must be even for pairwise rotation, got ", d);
+  SP_CHECK(stride >= nh * d, who, ": token stride ", stride, " is smaller than nh·d = ", nh * d);
+  SP_CHECK(theta > 0.0f, who, ": theta must be positive, got ", theta);
+  SP_CHECK(x && pos, who, ": null x/pos");
+  const int64_t half = d / 2;
+  std::vector<double> inv_freq(half);  // θ^(−2i/d)
+  for (int64_t i = 0; i < half; ++i) {
+    inv_freq[i] = std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / d);
+  }
+#pragma omp parallel if (B * T * nh * d > kParallelMin)
+  {
+    std::vector<float> cs(2 * half);  // cos, sin of the half angles for one token
+#pragma omp for schedule(static)
+    for (int64_t t = 0; t < T; ++t) {
+      const double p = static_cast<double>(pos[t]);
+      for (int64_t i = 0; i < half; ++i) {
+        const double phi = p * inv_freq[i];
+        cs[2 * i] = static_cast<float>(std::cos(phi));
+        cs[2 * i + 1] = sign * static_cast<float>(std::sin(phi));
+      }
+      for (int64_t b = 0; b < B; ++b) {
+        float* tok = x + (b * T + t) * stride;
+        for (int64_t h = 0; h < nh; ++h) {
+          float* v = tok + h * d;
+          for (int64_t i = 0; i < half; ++i) {
+            const float c = cs[2 * i], s = cs[2 * i + 1];
+            const float x0 = v[2 * i], x1 = v[2 * i + 1];
+            v[2 * i] = x0 * c - x1 * s;
+            v[2 * i + 1] = x0 * s + x1 * c;
+          }
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
+void rope_forward(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                  int64_t stride, float theta) {
+  rope_apply(x, pos, B, T, nh, d, stride, theta, 1.0f, "rope_forward");
+}
+
+void rope_backward(float* dx, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                   int64_t stride, float theta) {
+  rope_apply(dx, pos, B, T, nh, d, stride, theta, -1.0f, "rope_backward");
+}
+
+// ---- dropout ------------------------------------------------------------------------
+// keep(r, c) = u(seed, step, layer, site, row_key[r], c) ≥ p,  y = x·keep/(1−p).
+// One Philox call yields the uniforms of 4 consecutive features (lanes c&3 of counter
+// c>>2), exactly what rng_uniform() returns feature by feature.
+namespace {
+void check_dropout(const void* a, const void* b, const int64_t* row_key, int64_t N, int64_t C,
+                   const DropoutKey& key, const char* who) {
+  SP_CHECK(N > 0 && C > 0, who, ": dims must be positive, got N=", N, " C=", C);
+  SP_CHECK(a && b && row_key, who, ": null pointer argument");
+  SP_CHECK(key.p >= 0.0f && key.p < 1.0f, who, ": p must be in [0, 1), got ", key.p);
+}
+
+// y (N, C) = x·keep·scale, or y += x·keep·scale when Accumulate.
+template <bool Accumulate>
+void dropout_apply(float* y, const float* x, const int64_t* row_key, int64_t N, int64_t C,
+                   const DropoutKey& key) {
+  const float scale = 1.0f / (1.0f - key.p);
+#pragma omp parallel for schedule(static) if (N * C > kParallelMin / 4)
+  for (int64_t r = 0; r < N; ++r) {
+    const uint32_t token = static_cast<uint32_t>(row_key[r]);
+    const float* xr = x + r * C;
+    float* yr = y + r * C;
+    for (int64_t c0 = 0; c0 < C; c0 += 4) {
+      const u32x4 bits = philox4x32(
+          rng_counter(token, static_cast<uint32_t>(c0 >> 2), key.step, key.layer, 0, key.site),
+          key.seed);
+      const int64_t len = (C - c0 < 4) ? C - c0 : 4;
+      for (int64_t j = 0; j < len; ++j) {
+        const bool keep = u32_to_unit(bits[j]) >= key.p;
+        const float v = keep ? xr[c0 + j] * scale : 0.0f;
+        if constexpr (Accumulate) {
+          yr[c0 + j] += v;
+        } else {
+          yr[c0 + j] = v;
+        }
+      }
+    }
+  }
+}
+}  // namespace
+
+void dropout_forward(float* out, const float* inp, const int64_t* row_key, int64_t N, int64_t C,
+                     const DropoutKey& key) {
+  check_dropout(out, inp, row_key, N, C, key, "dropout_forward");
+  if (key.p == 0.0f) {
+    if (out != inp) std::memcpy(out, inp, N * C * sizeof(float));
+    return;
+  }
+  dropout_apply<false>(out, inp, row_key, N, C, key);
+}
+
+void dropout_backward(float* dinp, const float* dout, const int64_t* row_key, int64_t N, int64_t C,
+                      const DropoutKey& key) {
+  check_dropout(dinp, dout, row_key, N, C, key, "dropout_backward");
+  if (key.p == 0.0f) {
+    const int64_t n = N * C;
+#pragma omp parallel for simd schedule(static) if (n > kParallelMin)
+    for (int64_t i = 0; i < n; ++i) dinp[i] += dout[i];
+    return;
+  }
+  dropout_apply<true>(dinp, dout, row_key, N, C, key);
+}
+
+}  // namespace seqpar

@@ -1,0 +1,79 @@
+// Linear layer on OpenBLAS sgemm, row-major throughout. w is (N, K) as in PyTorch's
+// nn.Linear, so the forward multiplies by wᵀ through CblasTrans: no transposed copy of w.
+//   forward:  out = inp·wᵀ + bias
+//   backward: dinp += dout·w,  dw += doutᵀ·inp,  dbias += Σ_rows dout   (sgemm beta = 1)
+#include <cblas.h>
+
+#include <climits>
+
+#include "core/check.hpp"
+#include "kernels/ops.hpp"
+
+namespace seqpar {
+namespace {
+
+void check_dims(const char* who, int64_t M, int64_t K, int64_t N) {
+  SP_CHECK(M > 0 && K > 0 && N > 0, who, ": dims must be positive, got M=", M, " K=", K, " N=", N);
+  // cblas takes int dimensions and leading dimensions.
+  SP_CHECK(M <= INT_MAX && K <= INT_MAX && N <= INT_MAX, who,
+           ": dims exceed the BLAS int range, got M=", M, " K=", K, " N=", N);
+}
+
+// acc (N) += Σ over the M rows of x (M, N). Columns are split into fixed chunks across
+// threads and every chunk walks the rows in order with double partial sums, so the result
+// does not depend on the thread count.
+void add_column_sums(float* acc, const float* x, int64_t M, int64_t N) {
+  constexpr int64_t kChunk = 64;
+  const int64_t n_chunks = (N + kChunk - 1) / kChunk;
+#pragma omp parallel for schedule(static) if (M * N > 65536 && n_chunks > 1)
+  for (int64_t ch = 0; ch < n_chunks; ++ch) {
+    const int64_t c0 = ch * kChunk;
+    const int64_t len = (N - c0 < kChunk) ? N - c0 : kChunk;
+    double part[kChunk] = {};
+    for (int64_t r = 0; r < M; ++r) {
+      const float* row = x + r * N + c0;
+      for (int64_t j = 0; j < len; ++j) part[j] += row[j];
+    }
+    for (int64_t j = 0; j < len; ++j) acc[c0 + j] += static_cast<float>(part[j]);
+  }
+}
+
+}  // namespace
+
+void linear_forward(float* out, const float* inp, const float* w, const float* bias, int64_t M,
+                    int64_t K, int64_t N) {
+  check_dims("linear_forward", M, K, N);
+  SP_CHECK(out && inp && w, "linear_forward: null out/inp/w");
+  float beta = 0.0f;
+  if (bias) {
+    // Seed every output row with the bias and let sgemm add the product (beta = 1).
+#pragma omp parallel for schedule(static) if (M * N > 65536)
+    for (int64_t r = 0; r < M; ++r) {
+      float* o = out + r * N;
+      for (int64_t j = 0; j < N; ++j) o[j] = bias[j];
+    }
+    beta = 1.0f;
+  }
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(M), static_cast<int>(N),
+              static_cast<int>(K), 1.0f, inp, static_cast<int>(K), w, static_cast<int>(K), beta,
+              out, static_cast<int>(N));
+}
+
+void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
+                     const float* w, int64_t M, int64_t K, int64_t N) {
+  check_dims("linear_backward", M, K, N);
+  SP_CHECK(dw && dout && inp && w, "linear_backward: null dw/dout/inp/w");
+  if (dinp) {
+    // dinp (M, K) += dout (M, N) · w (N, K)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(M), static_cast<int>(K),
+                static_cast<int>(N), 1.0f, dout, static_cast<int>(N), w, static_cast<int>(K), 1.0f,
+                dinp, static_cast<int>(K));
+  }
+  // dw (N, K) += doutᵀ (N, M) · inp (M, K)
+  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(N), static_cast<int>(K),
+              static_cast<int>(M), 1.0f, dout, static_cast<int>(N), inp, static_cast<int>(K), 1.0f,
+              dw, static_cast<int>(K));
+  if (dbias) add_column_sums(dbias, dout, M, N);
+}
+
+}  // namespace seqpar

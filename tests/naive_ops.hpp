@@ -1,0 +1,92 @@
+// Double-precision references for src/kernels/ops.hpp, written for obviousness rather than
+// speed: one loop nest per formula, no parallelism, no tricks. Used only by tests.
+#pragma once
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <numbers>
+#include <vector>
+
+#include "core/rng.hpp"
+#include "kernels/ops.hpp"
+
+namespace seqpar::naive {
+
+// out (M, N) = inp (M, K) · wᵀ (w is (N, K)) + bias (N, may be null)
+inline void linear_forward(double* out, const double* inp, const double* w, const double* bias,
+                           int64_t M, int64_t K, int64_t N) {
+  for (int64_t m = 0; m < M; ++m) {
+    for (int64_t n = 0; n < N; ++n) {
+      double s = bias ? bias[n] : 0.0;
+      for (int64_t k = 0; k < K; ++k) s += inp[m * K + k] * w[n * K + k];
+      out[m * N + n] = s;
+    }
+  }
+}
+
+// One row of layernorm: y = (x − μ)/√(σ² + 1e-5)·w + b, biased σ².
+inline void layernorm_row(double* y, double* mean, double* rstd, const double* x, const double* w,
+                          const double* b, int64_t C) {
+  double mu = 0.0;
+  for (int64_t c = 0; c < C; ++c) mu += x[c];
+  mu /= static_cast<double>(C);
+  double var = 0.0;
+  for (int64_t c = 0; c < C; ++c) var += (x[c] - mu) * (x[c] - mu);
+  var /= static_cast<double>(C);
+  const double rs = 1.0 / std::sqrt(var + 1e-5);
+  for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - mu) * rs * w[c] + b[c];
+  if (mean) *mean = mu;
+  if (rstd) *rstd = rs;
+}
+
+// gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
+inline double gelu(double x) {
+  const double k = std::sqrt(2.0 / std::numbers::pi);
+  return 0.5 * x * (1.0 + std::tanh(k * (x + 0.044715 * x * x * x)));
+}
+
+// RoPE on x (B, T, nh, d) with token stride `stride`; pair i rotates by pos[t]·θ^(−2i/d).
+inline void rope_forward(double* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                         int64_t stride, double theta) {
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t)
+      for (int64_t h = 0; h < nh; ++h)
+        for (int64_t i = 0; i < d / 2; ++i) {
+          double* v = x + (b * T + t) * stride + h * d + 2 * i;
+          const double phi = static_cast<double>(pos[t]) * std::pow(theta, -2.0 * i / d);
+          const double x0 = v[0], x1 = v[1];
+          v[0] = x0 * std::cos(phi) - x1 * std::sin(phi);
+          v[1] = x0 * std::sin(phi) + x1 * std::cos(phi);
+        }
+}
+
+// The dropout keep decision, straight from the header's definition.
+inline bool dropout_keep(const DropoutKey& key, int64_t row_key, int64_t c) {
+  return rng_uniform(key.seed, key.step, key.layer, key.site, static_cast<uint32_t>(row_key),
+                     static_cast<uint32_t>(c)) >= key.p;
+}
+
+// loss = log Σ_j exp(z_j) − z_target (max-subtracted so exp never overflows); 0 if target < 0.
+inline double crossentropy_row(const double* z, int32_t target, int64_t V) {
+  if (target < 0) return 0.0;
+  double m = z[0];
+  for (int64_t j = 1; j < V; ++j) m = std::max(m, z[j]);
+  double s = 0.0;
+  for (int64_t j = 0; j < V; ++j) s += std::exp(z[j] - m);
+  return m + std::log(s) - z[target];
+}
+
+// AdamW as torch.optim.AdamW documents it (decoupled decay first, then the Adam step).
+inline void adamw_update(double* w, const double* g, double* m, double* v, int64_t n, double lr,
+                         double beta1, double beta2, double eps, double wd, int64_t t) {
+  for (int64_t i = 0; i < n; ++i) {
+    w[i] *= 1.0 - lr * wd;
+    m[i] = beta1 * m[i] + (1.0 - beta1) * g[i];
+    v[i] = beta2 * v[i] + (1.0 - beta2) * g[i] * g[i];
+    const double mhat = m[i] / (1.0 - std::pow(beta1, static_cast<double>(t)));
+    const double vhat = v[i] / (1.0 - std::pow(beta2, static_cast<double>(t)));
+    w[i] -= lr * mhat / (std::sqrt(vhat) + eps);
+  }
+}
+
+}  // namespace seqpar::naive
