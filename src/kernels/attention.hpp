@@ -24,21 +24,23 @@
 #pragma once
 #include <cstdint>
 
+#include "core/rng.hpp"
+
 namespace seqpar {
 
 struct AttnParams {
   // Tensors are (B, T, heads, d) with a token stride and a batch stride in floats, so
   // the kernel can read Q/K/V straight out of a packed (B, T, H + 2·Hkv, d) QKV buffer.
-  const float* q = nullptr;  // (B, Tq, H, d)
-  const float* k = nullptr;  // (B, Tk, Hkv, d)
-  const float* v = nullptr;  // (B, Tk, Hkv, d)
-  float* o = nullptr;        // (B, Tq, H, d)
-  float* lse = nullptr;      // (B, H, Tq), contiguous
+  const float* q = nullptr;               // (B, Tq, H, d)
+  const float* k = nullptr;               // (B, Tk, Hkv, d)
+  const float* v = nullptr;               // (B, Tk, Hkv, d)
+  float* o = nullptr;                     // (B, Tq, H, d)
+  float* lse = nullptr;                   // (B, H, Tq), contiguous
   int64_t q_stride = 0, q_bstride = 0;    // floats between tokens / batch rows of q
   int64_t kv_stride = 0, kv_bstride = 0;  // same for k and v
   int64_t o_stride = 0, o_bstride = 0;    // same for o (and dout, dq in backward)
-  const int64_t* q_pos = nullptr;  // (Tq) global positions of the query tokens
-  const int64_t* k_pos = nullptr;  // (Tk) global positions of the key tokens
+  const int64_t* q_pos = nullptr;         // (Tq) global positions of the query tokens
+  const int64_t* k_pos = nullptr;         // (Tk) global positions of the key tokens
   int B = 0, Tq = 0, Tk = 0, H = 0, Hkv = 0, d = 0;
   bool causal = false;
   float scale = 0.0f;  // 0: use 1/sqrt(d)
@@ -46,6 +48,17 @@ struct AttnParams {
   float dropout_p = 0.0f;
   uint64_t seed = 0;
   uint32_t step = 0, layer = 0;
+  // Global index of local head 0 (dropout RNG key): a head-sharded strategy (ulysses)
+  // that runs heads [h0, h0 + H) of the model on this rank sets head_offset = h0, so
+  // the mask does not depend on the head split.
+  int head_offset = 0;
+  // Per-thread tiles of the blocked kernel (Bq×Bk scores, Bq×d / Bk×d accumulators).
+  // Required by attention_forward / attention_backward (not by the naive references):
+  // allocate attention_scratch_floats(d, n_threads) floats from the arena (Mem::scratch)
+  // and pass the count; the kernel runs on min(num_threads(), what the scratch holds)
+  // threads. One scratch must not be used by two concurrent calls.
+  float* scratch = nullptr;    // (scratch_floats)
+  int64_t scratch_floats = 0;  // floats available at scratch
 };
 
 struct AttnBwdParams : AttnParams {
@@ -68,11 +81,27 @@ void attention_delta(float* delta, const float* dout, const AttnParams& p);
 // Accumulates (+=) into dq, dk, dv. p.lse must be the LSE over *all* keys of the row.
 void attention_backward(const AttnBwdParams& p);
 
-// Reference: materialises S per head in double precision. For tests only.
+// Reference: materialises S per head in double precision, applies the same dropout mask
+// (attention_dropout_factor). For tests only; scratch is not used. The naive backward
+// recomputes softmax and Δ itself from q, k, v, dout (it ignores p.lse and p.delta), so
+// it is a reference for calls whose key set is the row's full key set.
 void attention_forward_naive(const AttnParams& p);
 void attention_backward_naive(const AttnBwdParams& p);
 
-// Bytes of per-thread scratch the blocked kernel uses (for arena accounting).
+// Floats of scratch the blocked kernel needs for n_threads threads (for arena
+// accounting); independent of T: the kernel never holds more than one Bq×Bk score tile
+// (plus one for dP in backward) per thread. n_threads <= 0 means num_threads().
 int64_t attention_scratch_floats(int d, int n_threads);
+
+// Attention-probability dropout keep factor for (query head h, global positions): 0 for a
+// dropped score, 1/(1−p) for a kept one. u = rng_uniform(seed, step, layer,
+// attn_prob_dropout, token = pos_q, feature = pos_k, head = head_offset + h); keep iff
+// u >= p. Shared by the blocked kernel, the naive reference and any strategy.
+inline float attention_dropout_factor(const AttnParams& p, int h, int64_t pos_q, int64_t pos_k) {
+  float u =
+      rng_uniform(p.seed, p.step, p.layer, RngSite::attn_prob_dropout, static_cast<uint32_t>(pos_q),
+                  static_cast<uint32_t>(pos_k), static_cast<uint32_t>(p.head_offset + h));
+  return u >= p.dropout_p ? 1.0f / (1.0f - p.dropout_p) : 0.0f;
+}
 
 }  // namespace seqpar

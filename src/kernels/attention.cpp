@@ -1,0 +1,599 @@
+// Blocked online-softmax attention (FlashAttention-2 schedule on the CPU). See
+// attention.hpp for the math; this file adds the work decomposition:
+//
+// forward : one work unit = (b, h, chunk of up to kChunk query blocks of Bq rows). The
+//           unit walks the key blocks of Bk columns, keeping per query row a running max
+//           m, sum l and an unnormalised d-vector acc:  S = Q_i K_jᵀ·scale,
+//           m' = max(m, rowmax S),  acc = acc·e^{m−m'} + e^{S−m'} V_j,
+//           l = l·e^{m−m'} + rowsum e^{S−m'};  at the end O = acc / l, LSE = m + log l.
+//           Units write disjoint rows: no race.
+// backward: one work unit = (b, kv head, key block j). The unit owns dK_j, dV_j (Bk×d
+//           tiles accumulated over every query head of the GQA group and every query
+//           block), so dK/dV need no synchronisation. dQ_i = Σ_j dS_ij K_j·scale gets
+//           contributions from every key block, i.e. from several units: each unit
+//           computes its Bq×d dQ tile with one sgemm and adds it to dq under a striped
+//           spin lock (hold time ~Bq·d adds, ≪ the 5 Bq×Bk×d sgemms of the tile, so
+//           contention is negligible). The order of those adds varies from run to run,
+//           so dQ is reproducible only up to float rounding; O, LSE, dK, dV are bitwise
+//           deterministic.
+// GEMM shapes. All products are cblas_sgemm on strided views of the (B, T, heads, d)
+// tensors (lda = token stride), OpenBLAS held to one thread inside the OpenMP region.
+// OpenBLAS 0.3.x runs NN and row-major TN products of this size in its small-matrix
+// kernels, but sends row-major NT (S = Q Kᵀ) to its packing path, measured ~1.5× slower
+// per flop at 64×128×64. So each unit transposes its key block once into a (d, Bk) tile
+// Kᵀ_j (and Vᵀ_j in backward) and every score product is NN: S = Q_i·Kᵀ_j, dP = dO_i·Vᵀ_j.
+// The transpose (Bk·d moves) is amortised over kChunk query blocks in forward and over
+// all query blocks and heads of the group in backward.
+#include "kernels/attention.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "core/check.hpp"
+#include "core/threads.hpp"
+
+namespace seqpar {
+namespace {
+
+constexpr int kBq = 64;    // query rows per tile
+constexpr int kBk = 128;   // key columns per tile (row stride of the score tiles)
+constexpr int kChunk = 4;  // query blocks per forward unit, sharing one Kᵀ_j transpose
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-byte alignment
+
+// Per-thread scratch layout (floats; every region a multiple of 16 so it stays aligned).
+struct Tiles {
+  float* s;    // (Bq, Bk) scores S, then P (or P̃ with dropout)
+  float* dp;   // (Bq, Bk) backward: dP = dO Vᵀ, then dS
+  float* acc;  // (kChunk·Bq, d) forward: unnormalised O; backward: (Bq, d) dQ tile
+  float* kt;   // (d, Bk)  Kᵀ_j
+  float* vt;   // (d, Bk)  backward: Vᵀ_j
+  float* dk;   // (Bk, d)  backward: dK_j accumulator (owned by the unit)
+  float* dv;   // (Bk, d)  backward: dV_j accumulator
+  float* m;    // (kChunk·Bq) forward: running row max
+  float* l;    // (kChunk·Bq) forward: running row sum
+};
+
+int64_t per_thread_floats(int d) {
+  const int64_t tile = round16(int64_t{kBq} * kBk), kd = round16(int64_t{kBk} * d);
+  return 2 * tile + round16(int64_t{kChunk} * kBq * d) + 4 * kd + 2 * round16(kChunk * kBq);
+}
+
+Tiles thread_tiles(float* scratch, int d, int thread) {
+  const int64_t tile = round16(int64_t{kBq} * kBk), kd = round16(int64_t{kBk} * d);
+  float* p = scratch + per_thread_floats(d) * thread;
+  Tiles t;
+  t.s = p, p += tile;
+  t.dp = p, p += tile;
+  t.acc = p, p += round16(int64_t{kChunk} * kBq * d);
+  t.kt = p, p += kd;
+  t.vt = p, p += kd;
+  t.dk = p, p += kd;
+  t.dv = p, p += kd;
+  t.m = p, p += round16(kChunk * kBq);
+  t.l = p;
+  return t;
+}
+
+// e^x in fp32 without libm, written so that GCC vectorises loops calling it (no branches,
+// no errno). e^x = 2^n · e^r with n = round(x·log2 e), r = x − n·ln2 ∈ [−ln2/2, ln2/2]
+// (ln2 split in hi + lo so r is exact to ~1 ulp), e^r by its degree-7 Taylor polynomial
+// (truncation |r|^8/8! < 1e-8). Max relative error ≈ 2e-7 on [−87, 88]. Inputs below
+// −87 (including −inf, the mask value) give exactly 0: e^−87 ≈ 1.6e-38 is far below
+// what a softmax row sum ≥ 1 can resolve. NaN propagates.
+inline float exp_approx(float x) {
+  float xc = x < -87.0f ? -87.0f : x;
+  xc = xc > 88.0f ? 88.0f : xc;
+  // round to nearest by the 1.5·2^23 trick (exact without -ffast-math)
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = std::fma(n, -0.693145751953125f, xc);  // ln2_hi: 16 significant bits
+  r = std::fma(n, -1.428606765330187e-06f, r);     // ln2_lo
+  float e = 1.0f / 5040.0f;
+  e = std::fma(e, r, 1.0f / 720.0f);
+  e = std::fma(e, r, 1.0f / 120.0f);
+  e = std::fma(e, r, 1.0f / 24.0f);
+  e = std::fma(e, r, 1.0f / 6.0f);
+  e = std::fma(e, r, 0.5f);
+  e = std::fma(e, r, 1.0f);
+  e = std::fma(e, r, 1.0f);
+  const float two_n = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  const float y = e * two_n;
+  return x < -87.0f ? 0.0f : (x != x ? x : y);
+}
+
+// Striped spin locks guarding dQ tiles in backward, keyed by (b, h, query block); a
+// collision of two keys on one stripe only costs waiting, never correctness.
+struct alignas(64) SpinLock {
+  std::atomic<bool> busy{false};
+  void lock() {
+    while (busy.exchange(true, std::memory_order_acquire))
+      while (busy.load(std::memory_order_relaxed)) {
+      }
+  }
+  void unlock() { busy.store(false, std::memory_order_release); }
+};
+constexpr int kDqStripes = 512;
+SpinLock g_dq_locks[kDqStripes];
+
+// dst (cols, ldd) = src (rows, lds)ᵀ over a rows×cols block, in 16×16 sub-blocks so
+// both sides stay within a few cache lines.
+void transpose(float* dst, int64_t ldd, const float* src, int64_t lds, int rows, int cols) {
+  for (int r0 = 0; r0 < rows; r0 += 16)
+    for (int c0 = 0; c0 < cols; c0 += 16) {
+      const int r1 = std::min(rows, r0 + 16), c1 = std::min(cols, c0 + 16);
+      for (int c = c0; c < c1; ++c)
+        for (int r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * lds + c];
+    }
+}
+
+void min_max(const int64_t* pos, int n, int64_t& lo, int64_t& hi) {
+  lo = std::numeric_limits<int64_t>::max();
+  hi = std::numeric_limits<int64_t>::min();
+  for (int i = 0; i < n; ++i) {
+    lo = std::min(lo, pos[i]);
+    hi = std::max(hi, pos[i]);
+  }
+}
+
+float resolved_scale(const AttnParams& p) {
+  return p.scale != 0.0f ? p.scale : 1.0f / std::sqrt(static_cast<float>(p.d));
+}
+
+// Checks shared by every entry point (blocked == true: also the scratch).
+void check_params(const AttnParams& p, const char* who, bool blocked) {
+  SP_CHECK(p.B > 0 && p.H > 0 && p.Hkv > 0 && p.d > 0, who, ": need B, H, Hkv, d > 0, got B=", p.B,
+           " H=", p.H, " Hkv=", p.Hkv, " d=", p.d);
+  SP_CHECK(p.Tq >= 0 && p.Tk >= 0, who, ": negative Tq=", p.Tq, " or Tk=", p.Tk);
+  SP_CHECK(p.H % p.Hkv == 0, who, ": H=", p.H, " not divisible by Hkv=", p.Hkv);
+  SP_CHECK(p.q != nullptr, who, ": q is null");
+  SP_CHECK(p.k != nullptr, who, ": k is null");
+  SP_CHECK(p.v != nullptr, who, ": v is null");
+  SP_CHECK(p.o != nullptr, who, ": o is null");
+  SP_CHECK(p.lse != nullptr, who, ": lse is null");
+  SP_CHECK(p.q_pos != nullptr, who, ": q_pos is null");
+  SP_CHECK(p.k_pos != nullptr, who, ": k_pos is null");
+  const int64_t hd = int64_t{p.H} * p.d, kvd = int64_t{p.Hkv} * p.d;
+  SP_CHECK(p.q_stride >= hd, who, ": q_stride=", p.q_stride, " < H*d=", hd);
+  SP_CHECK(p.kv_stride >= kvd, who, ": kv_stride=", p.kv_stride, " < Hkv*d=", kvd);
+  SP_CHECK(p.o_stride >= hd, who, ": o_stride=", p.o_stride, " < H*d=", hd);
+  if (p.B > 1) {
+    SP_CHECK(p.q_bstride >= p.Tq * p.q_stride, who, ": q_bstride=", p.q_bstride,
+             " < Tq*q_stride=", p.Tq * p.q_stride);
+    SP_CHECK(p.kv_bstride >= p.Tk * p.kv_stride, who, ": kv_bstride=", p.kv_bstride,
+             " < Tk*kv_stride=", p.Tk * p.kv_stride);
+    SP_CHECK(p.o_bstride >= p.Tq * p.o_stride, who, ": o_bstride=", p.o_bstride,
+             " < Tq*o_stride=", p.Tq * p.o_stride);
+  }
+  SP_CHECK(p.dropout_p >= 0.0f && p.dropout_p < 1.0f, who, ": dropout_p=", p.dropout_p,
+           " outside [0, 1)");
+  if (blocked) {
+    SP_CHECK(p.scratch != nullptr, who,
+             ": scratch is null; allocate attention_scratch_floats(d, n_threads) floats "
+             "(Mem::scratch) and set scratch / scratch_floats");
+    SP_CHECK(p.scratch_floats >= per_thread_floats(p.d), who, ": scratch_floats=", p.scratch_floats,
+             " < attention_scratch_floats(d=", p.d, ", 1)=", per_thread_floats(p.d));
+  }
+}
+
+void check_bwd_params(const AttnBwdParams& p, const char* who) {
+  SP_CHECK(p.dout != nullptr, who, ": dout is null");
+  SP_CHECK(p.dq != nullptr, who, ": dq is null");
+  SP_CHECK(p.dk != nullptr, who, ": dk is null");
+  SP_CHECK(p.dv != nullptr, who, ": dv is null");
+  const int64_t hd = int64_t{p.H} * p.d, kvd = int64_t{p.Hkv} * p.d;
+  SP_CHECK(p.dq_stride >= hd, who, ": dq_stride=", p.dq_stride, " < H*d=", hd);
+  SP_CHECK(p.dkv_stride >= kvd, who, ": dkv_stride=", p.dkv_stride, " < Hkv*d=", kvd);
+  if (p.B > 1) {
+    SP_CHECK(p.dq_bstride >= p.Tq * p.dq_stride, who, ": dq_bstride=", p.dq_bstride,
+             " < Tq*dq_stride=", p.Tq * p.dq_stride);
+    SP_CHECK(p.dkv_bstride >= p.Tk * p.dkv_stride, who, ": dkv_bstride=", p.dkv_bstride,
+             " < Tk*dkv_stride=", p.Tk * p.dkv_stride);
+  }
+}
+
+int threads_for(const AttnParams& p) {
+  const int64_t fit = p.scratch_floats / per_thread_floats(p.d);
+  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), fit)));
+}
+
+// Online-softmax update of one (query block, key block) tile: S (bq, bk) in t.s becomes
+// P̃; m, l (bq) and acc (bq, d) are this block's slices of the running state.
+void softmax_tile(const AttnParams& p, float* S, float* m, float* l, float* acc, int h,
+                  const int64_t* pq, const int64_t* pk, int bq, int bk, bool mask, float scale) {
+  const int d = p.d;
+  for (int r = 0; r < bq; ++r) {
+    float* s = S + r * kBk;  // (bk)
+    float mx = kNegInf;
+    if (mask) {
+      const int64_t qr = pq[r];
+#pragma omp simd reduction(max : mx)
+      for (int c = 0; c < bk; ++c) {
+        const float x = pk[c] > qr ? kNegInf : s[c] * scale;
+        s[c] = x;
+        mx = std::max(mx, x);
+      }
+    } else {
+#pragma omp simd reduction(max : mx)
+      for (int c = 0; c < bk; ++c) {
+        s[c] *= scale;
+        mx = std::max(mx, s[c]);
+      }
+    }
+    const float m_new = std::max(m[r], mx);
+    const float mu = m_new == kNegInf ? 0.0f : m_new;  // all masked so far: e^{−∞−0} = 0
+    const float alpha = std::exp(m[r] - mu);           // rescale of the old acc, l
+    float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
+    for (int c = 0; c < bk; ++c) {
+      const float e = exp_approx(s[c] - mu);
+      s[c] = e;
+      sum += e;
+    }
+    l[r] = l[r] * alpha + sum;  // pre-dropout: LSE is of the undropped softmax
+    m[r] = m_new;
+    if (alpha != 1.0f) {
+      float* a = acc + int64_t{r} * d;
+      for (int c = 0; c < d; ++c) a[c] *= alpha;
+    }
+    if (p.dropout_p > 0.0f)  // P̃ = P·keep/(1−p) feeds O only
+      for (int c = 0; c < bk; ++c) s[c] *= attention_dropout_factor(p, h, pq[r], pk[c]);
+  }
+}
+
+// One forward work unit: query rows [i0, i0 + rows) (≤ kChunk blocks) of head h in batch
+// b, over all keys; writes (or merges into) their O and LSE.
+void forward_unit(const AttnParams& p, const Tiles& t, int b, int h, int i0, int rows, float scale,
+                  bool accumulate) {
+  const int d = p.d, hk = h / (p.H / p.Hkv), nblk = (rows + kBq - 1) / kBq;
+  const float* q = p.q + b * p.q_bstride + i0 * p.q_stride + int64_t{h} * d;  // (rows, d)
+  const float* kh = p.k + b * p.kv_bstride + int64_t{hk} * d;                 // (Tk, d)
+  const float* vh = p.v + b * p.kv_bstride + int64_t{hk} * d;                 // (Tk, d)
+  const int64_t* pq = p.q_pos + i0;                                           // (rows)
+  int64_t qlo[kChunk], qhi[kChunk];
+  for (int x = 0; x < nblk; ++x)
+    min_max(pq + x * kBq, std::min(kBq, rows - x * kBq), qlo[x], qhi[x]);
+  const int64_t qmax = *std::max_element(qhi, qhi + nblk);
+  std::fill(t.m, t.m + rows, kNegInf);
+  std::fill(t.l, t.l + rows, 0.0f);
+  std::fill(t.acc, t.acc + int64_t{rows} * d, 0.0f);
+
+  for (int j0 = 0; j0 < p.Tk; j0 += kBk) {
+    const int bk = std::min(kBk, p.Tk - j0);
+    const int64_t* pk = p.k_pos + j0;  // (bk)
+    int64_t kmin, kmax;
+    min_max(pk, bk, kmin, kmax);
+    if (p.causal && kmin > qmax) continue;  // every (i, j) masked: pos_k > pos_q
+    transpose(t.kt, kBk, kh + j0 * p.kv_stride, p.kv_stride, bk, d);  // Kᵀ_j (d, bk)
+    for (int x = 0; x < nblk; ++x) {
+      const int r0 = x * kBq, bq = std::min(kBq, rows - r0);
+      if (p.causal && kmin > qhi[x]) continue;
+      // S (bq, bk) = Q_i Kᵀ_j
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, bk, d, 1.0f, q + r0 * p.q_stride,
+                  p.q_stride, t.kt, kBk, 0.0f, t.s, kBk);
+      float* acc = t.acc + int64_t{r0} * d;  // (bq, d)
+      softmax_tile(p, t.s, t.m + r0, t.l + r0, acc, h, pq + r0, pk, bq, bk,
+                   p.causal && kmax > qlo[x], scale);
+      // acc (bq, d) += P̃ (bq, bk) V_j (bk, d)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, bk, 1.0f, t.s, kBk,
+                  vh + j0 * p.kv_stride, p.kv_stride, 1.0f, acc, d);
+    }
+  }
+
+  for (int r = 0; r < rows; ++r) {
+    float* o = p.o + b * p.o_bstride + (i0 + r) * p.o_stride + int64_t{h} * d;  // (d)
+    float* lse = p.lse + (int64_t{b} * p.H + h) * p.Tq + i0 + r;
+    const float* a = t.acc + int64_t{r} * d;
+    const float l = t.l[r];
+    const float lse_b = l > 0.0f ? t.m[r] + std::log(l) : kNegInf;  // this key set
+    const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+    if (!accumulate || *lse == kNegInf) {  // overwrite (merging into −∞ is a copy)
+      if (accumulate && lse_b == kNegInf) continue;
+      for (int c = 0; c < d; ++c) o[c] = a[c] * inv;
+      *lse = lse_b;
+    } else if (lse_b != kNegInf) {  // merge:  lse = max + log1p(e^{min−max})
+      const float lse_a = *lse;
+      const float hi = std::max(lse_a, lse_b), lo = std::min(lse_a, lse_b);
+      const float lse_n = hi + std::log1p(std::exp(lo - hi));
+      const float wa = std::exp(lse_a - lse_n), wb = std::exp(lse_b - lse_n) * inv;
+      for (int c = 0; c < d; ++c) o[c] = o[c] * wa + a[c] * wb;
+      *lse = lse_n;
+    }  // else: this key set saw nothing for the row: no-op
+  }
+}
+
+// One backward work unit: key rows [j0, j0 + bk) of kv head hk in batch b, against every
+// query head of the group and every query block. Owns dK_j, dV_j; adds dQ under a lock.
+void backward_unit(const AttnBwdParams& p, const Tiles& t, int b, int hk, int j0, int bk,
+                   float scale) {
+  const int d = p.d, group = p.H / p.Hkv, nqb = (p.Tq + kBq - 1) / kBq;
+  const bool dropout = p.dropout_p > 0.0f;
+  const float* kj = p.k + b * p.kv_bstride + j0 * p.kv_stride + int64_t{hk} * d;  // (bk, d)
+  const float* vj = p.v + b * p.kv_bstride + j0 * p.kv_stride + int64_t{hk} * d;  // (bk, d)
+  const int64_t* pk = p.k_pos + j0;                                               // (bk)
+  int64_t kmin, kmax;
+  min_max(pk, bk, kmin, kmax);
+  std::fill(t.dk, t.dk + int64_t{bk} * d, 0.0f);
+  std::fill(t.dv, t.dv + int64_t{bk} * d, 0.0f);
+  transpose(t.kt, kBk, kj, p.kv_stride, bk, d);  // Kᵀ_j (d, bk)
+  transpose(t.vt, kBk, vj, p.kv_stride, bk, d);  // Vᵀ_j (d, bk)
+
+  for (int h = hk * group; h < (hk + 1) * group; ++h) {
+    for (int qb = 0; qb < nqb; ++qb) {
+      const int i0 = qb * kBq, bq = std::min(kBq, p.Tq - i0);
+      const int64_t* pq = p.q_pos + i0;  // (bq)
+      int64_t qmin, qmax;
+      min_max(pq, bq, qmin, qmax);
+      if (p.causal && kmin > qmax) continue;
+      const bool mask = p.causal && kmax > qmin;
+      const float* qi = p.q + b * p.q_bstride + i0 * p.q_stride + int64_t{h} * d;      // (bq, d)
+      const float* doi = p.dout + b * p.o_bstride + i0 * p.o_stride + int64_t{h} * d;  // (bq, d)
+      const float* lse = p.lse + (int64_t{b} * p.H + h) * p.Tq + i0;                   // (bq)
+      const float* delta = p.delta + (int64_t{b} * p.H + h) * p.Tq + i0;               // (bq)
+      // S (bq, bk) = Q_i Kᵀ_j;  dP (bq, bk) = dO_i Vᵀ_j
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, bk, d, 1.0f, qi, p.q_stride, t.kt,
+                  kBk, 0.0f, t.s, kBk);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, bk, d, 1.0f, doi, p.o_stride, t.vt,
+                  kBk, 0.0f, t.dp, kBk);
+      for (int r = 0; r < bq; ++r) {
+        float* s = t.s + r * kBk;    // S → P̃:  P = e^{S·scale − LSE}
+        float* dp = t.dp + r * kBk;  // dP → dS: dS = P∘(dP − Δ)
+        // a row with LSE = −∞ saw no key at all: P = 0 (x = −∞), no NaN
+        const float nl = lse[r] == kNegInf ? kNegInf : -lse[r];
+        const float dl = delta[r];
+        const int64_t qr = pq[r];
+        if (dropout) {  // dS = P∘(dP̃·keep/(1−p) − Δ), dV uses P̃ = P·keep/(1−p)
+          for (int c = 0; c < bk; ++c) {
+            const float x = mask && pk[c] > qr ? kNegInf : std::fma(s[c], scale, nl);
+            const float pr = exp_approx(x), f = attention_dropout_factor(p, h, qr, pk[c]);
+            s[c] = pr * f;
+            dp[c] = pr * (dp[c] * f - dl);
+          }
+        } else if (mask) {
+#pragma omp simd
+          for (int c = 0; c < bk; ++c) {
+            const float pr = exp_approx(pk[c] > qr ? kNegInf : std::fma(s[c], scale, nl));
+            s[c] = pr;
+            dp[c] = pr * (dp[c] - dl);
+          }
+        } else {
+#pragma omp simd
+          for (int c = 0; c < bk; ++c) {
+            const float pr = exp_approx(std::fma(s[c], scale, nl));
+            s[c] = pr;
+            dp[c] = pr * (dp[c] - dl);
+          }
+        }
+      }
+      // dV_j (bk, d) += P̃ᵀ dO_i;  dK_j (bk, d) += scale · dSᵀ Q_i
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bk, d, bq, 1.0f, t.s, kBk, doi,
+                  p.o_stride, 1.0f, t.dv, d);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bk, d, bq, scale, t.dp, kBk, qi,
+                  p.q_stride, 1.0f, t.dk, d);
+      // dQ tile (bq, d) = scale · dS K_j, added to the shared dq rows under the stripe lock
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, bk, scale, t.dp, kBk, kj,
+                  p.kv_stride, 0.0f, t.acc, d);
+      SpinLock& lk = g_dq_locks[((int64_t{b} * p.H + h) * nqb + qb) % kDqStripes];
+      lk.lock();
+      for (int r = 0; r < bq; ++r) {
+        float* dq = p.dq + b * p.dq_bstride + (i0 + r) * p.dq_stride + int64_t{h} * d;  // (d)
+        const float* a = t.acc + int64_t{r} * d;
+        for (int c = 0; c < d; ++c) dq[c] += a[c];
+      }
+      lk.unlock();
+    }
+  }
+  for (int r = 0; r < bk; ++r) {  // this unit is the only writer of these rows
+    const int64_t off = b * p.dkv_bstride + (j0 + r) * p.dkv_stride + int64_t{hk} * d;
+    const float* a = t.dk + int64_t{r} * d;
+    const float* g = t.dv + int64_t{r} * d;
+    for (int c = 0; c < d; ++c) p.dk[off + c] += a[c];
+    for (int c = 0; c < d; ++c) p.dv[off + c] += g[c];
+  }
+}
+
+}  // namespace
+
+int64_t attention_scratch_floats(int d, int n_threads) {
+  SP_CHECK(d > 0, "attention_scratch_floats: d=", d, " must be > 0");
+  if (n_threads <= 0) n_threads = num_threads();
+  return per_thread_floats(d) * n_threads;
+}
+
+void attention_forward(const AttnParams& p, bool accumulate) {
+  check_params(p, "attention_forward", true);
+  if (p.Tq == 0) return;
+  const float scale = resolved_scale(p);
+  const int nt = threads_for(p);
+  const int nqb = (p.Tq + kBq - 1) / kBq;
+  // query blocks per unit: up to kChunk, but keep ≥ ~4 units per thread for balance
+  const int64_t per = std::clamp<int64_t>(int64_t{p.B} * p.H * nqb / (4 * nt), 1, kChunk);
+  const int chunk_rows = static_cast<int>(per) * kBq;
+  const int nch = (p.Tq + chunk_rows - 1) / chunk_rows;
+  const int64_t units = int64_t{p.B} * p.H * nch;
+  BlasSingleThread blas_one;
+#pragma omp parallel num_threads(nt)
+  {
+    const Tiles t = thread_tiles(p.scratch, p.d, omp_get_thread_num());
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      // last query chunks first: under causal masking they see the most keys
+      const int ch = nch - 1 - static_cast<int>(u % nch);
+      const int h = static_cast<int>(u / nch % p.H), b = static_cast<int>(u / nch / p.H);
+      const int i0 = ch * chunk_rows;
+      forward_unit(p, t, b, h, i0, std::min(chunk_rows, p.Tq - i0), scale, accumulate);
+    }
+  }
+}
+
+void attention_delta(float* delta, const float* dout, const AttnParams& p) {
+  SP_CHECK(delta != nullptr, "attention_delta: delta is null");
+  SP_CHECK(dout != nullptr, "attention_delta: dout is null");
+  SP_CHECK(p.o != nullptr, "attention_delta: o is null");
+  SP_CHECK(p.o_stride >= int64_t{p.H} * p.d, "attention_delta: o_stride=", p.o_stride,
+           " < H*d=", int64_t{p.H} * p.d);
+  const int64_t rows = int64_t{p.B} * p.H * p.Tq;
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t u = 0; u < rows; ++u) {  // u = (b, h, i) in delta's (B, H, Tq) order
+    const int64_t i = u % p.Tq, h = u / p.Tq % p.H, b = u / p.Tq / p.H;
+    const int64_t off = b * p.o_bstride + i * p.o_stride + h * p.d;
+    float acc = 0.0f;
+#pragma omp simd reduction(+ : acc)
+    for (int c = 0; c < p.d; ++c) acc += dout[off + c] * p.o[off + c];
+    delta[u] = acc;
+  }
+}
+
+void attention_backward(const AttnBwdParams& p) {
+  check_params(p, "attention_backward", true);
+  check_bwd_params(p, "attention_backward");
+  SP_CHECK(p.delta != nullptr, "attention_backward: delta is null (call attention_delta)");
+  if (p.Tq == 0 || p.Tk == 0) return;
+  const float scale = resolved_scale(p);
+  const int nkb = (p.Tk + kBk - 1) / kBk;
+  const int64_t units = int64_t{p.B} * p.Hkv * nkb;
+  const int nt = threads_for(p);
+  BlasSingleThread blas_one;
+#pragma omp parallel num_threads(nt)
+  {
+    const Tiles t = thread_tiles(p.scratch, p.d, omp_get_thread_num());
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t u = 0; u < units; ++u) {
+      // first key blocks first: under causal masking they see the most queries
+      const int kb = static_cast<int>(u % nkb);
+      const int hk = static_cast<int>(u / nkb % p.Hkv), b = static_cast<int>(u / nkb / p.Hkv);
+      const int j0 = kb * kBk;
+      backward_unit(p, t, b, hk, j0, std::min(kBk, p.Tk - j0), scale);
+    }
+  }
+}
+
+// ---- double-precision references ---------------------------------------------------
+
+void attention_forward_naive(const AttnParams& p) {
+  check_params(p, "attention_forward_naive", false);
+  const int d = p.d, group = p.H / p.Hkv;
+  const double scale = resolved_scale(p);
+  std::vector<double> S(static_cast<size_t>(p.Tq) * p.Tk);  // (Tq, Tk), one head
+  for (int b = 0; b < p.B; ++b)
+    for (int h = 0; h < p.H; ++h) {
+      const int hk = h / group;
+      for (int i = 0; i < p.Tq; ++i) {
+        const float* q = p.q + b * p.q_bstride + i * p.q_stride + int64_t{h} * d;
+        double mx = -INFINITY;
+        for (int j = 0; j < p.Tk; ++j) {
+          double& s = S[static_cast<size_t>(i) * p.Tk + j];
+          if (p.causal && p.k_pos[j] > p.q_pos[i]) {
+            s = -INFINITY;
+            continue;
+          }
+          const float* k = p.k + b * p.kv_bstride + j * p.kv_stride + int64_t{hk} * d;
+          s = 0.0;
+          for (int c = 0; c < d; ++c) s += double{q[c]} * k[c];
+          s *= scale;
+          mx = std::max(mx, s);
+        }
+        float* o = p.o + b * p.o_bstride + i * p.o_stride + int64_t{h} * d;
+        float* lse = p.lse + (int64_t{b} * p.H + h) * p.Tq + i;
+        if (mx == -INFINITY) {  // no visible key
+          std::fill(o, o + d, 0.0f);
+          *lse = kNegInf;
+          continue;
+        }
+        double sum = 0.0;
+        for (int j = 0; j < p.Tk; ++j) sum += std::exp(S[static_cast<size_t>(i) * p.Tk + j] - mx);
+        std::vector<double> acc(d, 0.0);
+        for (int j = 0; j < p.Tk; ++j) {
+          double pr = std::exp(S[static_cast<size_t>(i) * p.Tk + j] - mx) / sum;
+          if (p.dropout_p > 0.0f) pr *= attention_dropout_factor(p, h, p.q_pos[i], p.k_pos[j]);
+          const float* v = p.v + b * p.kv_bstride + j * p.kv_stride + int64_t{hk} * d;
+          for (int c = 0; c < d; ++c) acc[c] += pr * v[c];
+        }
+        for (int c = 0; c < d; ++c) o[c] = static_cast<float>(acc[c]);
+        *lse = static_cast<float>(mx + std::log(sum));
+      }
+    }
+}
+
+void attention_backward_naive(const AttnBwdParams& p) {
+  check_params(p, "attention_backward_naive", false);
+  check_bwd_params(p, "attention_backward_naive");
+  const int d = p.d, group = p.H / p.Hkv, Tq = p.Tq, Tk = p.Tk;
+  const double scale = resolved_scale(p);
+  const size_t n = static_cast<size_t>(Tq) * Tk;
+  std::vector<double> P(n), F(n), dS(n);  // (Tq, Tk): softmax, dropout factor, dS
+  auto Q = [&](int b, int i, int h) { return p.q + b * p.q_bstride + i * p.q_stride + h * d; };
+  auto K = [&](int b, int j, int hk) { return p.k + b * p.kv_bstride + j * p.kv_stride + hk * d; };
+  auto V = [&](int b, int j, int hk) { return p.v + b * p.kv_bstride + j * p.kv_stride + hk * d; };
+  auto dO = [&](int b, int i, int h) { return p.dout + b * p.o_bstride + i * p.o_stride + h * d; };
+  for (int b = 0; b < p.B; ++b)
+    for (int h = 0; h < p.H; ++h) {
+      const int hk = h / group;
+      for (int i = 0; i < Tq; ++i) {  // P = softmax(S), F = keep/(1−p)
+        double mx = -INFINITY;
+        for (int j = 0; j < Tk; ++j) {
+          double s = -INFINITY;
+          if (!(p.causal && p.k_pos[j] > p.q_pos[i])) {
+            s = 0.0;
+            for (int c = 0; c < d; ++c) s += double{Q(b, i, h)[c]} * K(b, j, hk)[c];
+            s *= scale;
+          }
+          P[i * size_t(Tk) + j] = s;
+          mx = std::max(mx, s);
+          F[i * size_t(Tk) + j] =
+              p.dropout_p > 0.0f ? attention_dropout_factor(p, h, p.q_pos[i], p.k_pos[j]) : 1.0;
+        }
+        double sum = 0.0;
+        for (int j = 0; j < Tk; ++j) {
+          double& e = P[i * size_t(Tk) + j];
+          e = mx == -INFINITY ? 0.0 : std::exp(e - mx);
+          sum += e;
+        }
+        for (int j = 0; j < Tk; ++j)
+          P[i * size_t(Tk) + j] = sum > 0 ? P[i * size_t(Tk) + j] / sum : 0;
+      }
+      for (int i = 0; i < Tq; ++i) {
+        // Δ_i = Σ_j P̃_ij (dO_i·V_j) = dO_i·O_i;  dS_ij = P_ij (F_ij dO_i·V_j − Δ_i)
+        std::vector<double> dpt(Tk);
+        double delta = 0.0;
+        for (int j = 0; j < Tk; ++j) {
+          double dp = 0.0;
+          for (int c = 0; c < d; ++c) dp += double{dO(b, i, h)[c]} * V(b, j, hk)[c];
+          dpt[j] = dp * F[i * size_t(Tk) + j];
+          delta += P[i * size_t(Tk) + j] * dpt[j];
+        }
+        for (int j = 0; j < Tk; ++j)
+          dS[i * size_t(Tk) + j] = P[i * size_t(Tk) + j] * (dpt[j] - delta);
+      }
+      for (int i = 0; i < Tq; ++i) {  // dQ_i += scale Σ_j dS_ij K_j
+        float* dq = p.dq + b * p.dq_bstride + i * p.dq_stride + int64_t{h} * d;
+        for (int c = 0; c < d; ++c) {
+          double acc = 0.0;
+          for (int j = 0; j < Tk; ++j) acc += dS[i * size_t(Tk) + j] * K(b, j, hk)[c];
+          dq[c] += static_cast<float>(acc * scale);
+        }
+      }
+      for (int j = 0; j < Tk; ++j) {  // dK_j += scale Σ_i dS_ij Q_i;  dV_j += Σ_i P̃_ij dO_i
+        float* dk = p.dk + b * p.dkv_bstride + j * p.dkv_stride + int64_t{hk} * d;
+        float* dv = p.dv + b * p.dkv_bstride + j * p.dkv_stride + int64_t{hk} * d;
+        for (int c = 0; c < d; ++c) {
+          double ak = 0.0, av = 0.0;
+          for (int i = 0; i < Tq; ++i) {
+            ak += dS[i * size_t(Tk) + j] * Q(b, i, h)[c];
+            av += P[i * size_t(Tk) + j] * F[i * size_t(Tk) + j] * dO(b, i, h)[c];
+          }
+          dk[c] += static_cast<float>(ak * scale);
+          dv[c] += static_cast<float>(av);
+        }
+      }
+    }
+}
+
+}  // namespace seqpar
