@@ -80,13 +80,16 @@ int main(int argc, char** argv) {
   // precedence is one rule: defaults < config file < flags.
   nlohmann::json flags = nlohmann::json::object();
   auto opt_s = [&](const char* flag, const char* key, const char* help) {
-    return tr->add_option_function<std::string>(flag, [&flags, key](const std::string& v) { flags[key] = v; }, help);
+    return tr->add_option_function<std::string>(flag, [&flags, key](const std::string& v) { flags[key] = v; }, help)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   auto opt_i = [&](const char* flag, const char* key, const char* help) {
-    return tr->add_option_function<int64_t>(flag, [&flags, key](const int64_t& v) { flags[key] = v; }, help);
+    return tr->add_option_function<int64_t>(flag, [&flags, key](const int64_t& v) { flags[key] = v; }, help)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   auto opt_f = [&](const char* flag, const char* key, const char* help) {
-    return tr->add_option_function<double>(flag, [&flags, key](const double& v) { flags[key] = v; }, help);
+    return tr->add_option_function<double>(flag, [&flags, key](const double& v) { flags[key] = v; }, help)
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   TrainConfig defaults;
   opt_s("--model", "model", "gpt (causal LM, default) or bert (masked LM, 15% masking)")

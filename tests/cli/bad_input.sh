@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Bad input gets a clear error on EVERY rank and a non-zero exit, never a hang:
+# missing data file, out-of-range config value, unknown flag, corrupt config file,
+# a shape that does not divide, and a corrupt checkpoint on --resume.
+# Usage: bad_input.sh SEQPAR_BINARY SOURCE_DIR
+set -u
+bin=$1
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+passes=0
+mpi() { timeout 120 mpiexec -n "$1" --oversubscribe --bind-to none "${@:2}"; }
+
+# expect NAME EXIT_CODE PATTERN RANKS -- command...
+expect() {
+  local name=$1 code=$2 pattern=$3 ranks=$4
+  shift 5
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  local ok=1
+  [ "$rc" = "$code" ] || { echo "FAIL $name: exit $rc, expected $code"; ok=0; }
+  local n
+  n=$(grep -c -- "$pattern" <<<"$out")
+  [ "$n" -ge "$ranks" ] || { echo "FAIL $name: '$pattern' printed $n times, expected on $ranks rank(s)"; ok=0; }
+  if [ $ok = 1 ]; then echo "ok   $name"; passes=$((passes + 1)); else echo "$out" | head -20; fails=$((fails + 1)); fi
+}
+
+common=(--steps 1 --progress none --out "$tmp/run" --threads 1)
+expect missing-data 1 "does not exist" 2 -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/nope.txt"
+expect heads-not-dividing 2 "not divisible by heads" 2 -- mpi 2 "$bin" train "${common[@]}" --dim 30 --heads 4
+expect negative-steps 2 "steps must be >= 0" 1 -- "$bin" train "${common[@]}" --steps -3
+expect dropout-range 2 "dropout must be in" 1 -- "$bin" train "${common[@]}" --dropout 1.5
+expect unknown-flag 2 "unknown-flag" 2 -- mpi 2 "$bin" train --unknown-flag 3
+printf '{"seq_len": 64,' > "$tmp/bad.json"
+expect corrupt-config 2 "not valid JSON" 1 -- "$bin" train "${common[@]}" --config "$tmp/bad.json"
+echo '{"seq_lenn": 64}' > "$tmp/typo.json"
+expect unknown-config-key 2 "unknown config key 'seq_lenn'" 1 -- "$bin" train "${common[@]}" --config "$tmp/typo.json"
+printf 'short' > "$tmp/short.txt"
+expect data-too-short 1 "fewer than seq_len" 2 -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/short.txt"
+expect sp-not-dividing-world 1 "not divisible by sp" 3 -- mpi 3 "$bin" train "${common[@]}" --data passkey --seq-len 128 --sp 2
+# Ranks launched with different arguments (MPMD): the configuration check names them.
+expect ranks-disagree 1 "disagrees across ranks" 2 -- timeout 120 mpiexec --oversubscribe \
+  -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 128 : \
+  -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 256
+
+# A corrupt checkpoint is refused on resume, and the checkpoint is left as it was.
+"$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 2 >/dev/null 2>&1 || { echo "FAIL setup run"; fails=$((fails + 1)); }
+f=$(ls "$tmp"/run/checkpoints/step_*/model.safetensors | head -1)
+truncate -s -16 "$f"
+size_before=$(stat -c %s "$f")
+expect corrupt-checkpoint 1 "corrupt" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 4 --resume
+if [ "$(stat -c %s "$f")" = "$size_before" ]; then echo "ok   corrupt checkpoint left as it was"; passes=$((passes + 1)); else echo "FAIL corrupt checkpoint was modified"; fails=$((fails + 1)); fi
+
+echo "$passes passed, $fails failed"
+[ $fails = 0 ]
