@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-dev libgtest-dev
+pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-openmp-dev libgtest-dev
       libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv)
 if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
   missing=()
