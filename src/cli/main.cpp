@@ -120,7 +120,14 @@ int main(int argc, char** argv) {
   opt_s("--progress", "progress", "auto (bar on a terminal, lines otherwise), bar, lines or none")
       ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
   opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · sp), default 1");
-  opt_s("--sp-strategy", "sp_strategy", "attention strategy: local (default)");
+  opt_s("--sp-strategy", "sp_strategy",
+        "attention strategy: local (1 rank), ring, ulysses, usp, mqsp, rsa; default local");
+  opt_s("--layout", "layout",
+        "token layout over the sp ranks: contiguous (default) or zigzag (balances causal work)")
+      ->check(CLI::IsMember({"contiguous", "zigzag"}));
+  opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
+  opt_i("--usp-ulysses", "usp_ulysses",
+        "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");
   opt_i("--stop-after", "stop_after",
         "checkpoint and stop after N steps, as a preempted job would (0 = off)");
   bool resume = false;

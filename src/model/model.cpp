@@ -66,7 +66,7 @@ int64_t total_params(const std::vector<ParamSpec>& s) { return s.back().offset +
 }  // namespace
 
 Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const std::string& strategy,
-             Comm* sp)
+             const SpSetup& sp)
     : cfg_(cfg), B_(B), T_(T), arena_(arena) {
   cfg_.validate();
   SP_CHECK(B >= 1, "batch B must be >= 1, got ", B);

@@ -76,9 +76,9 @@ struct StepContext {
 class Model {
  public:
   // Allocates parameters, gradients, activations for a B×T shard and the strategy's
-  // buffers from `arena`. `sp` is the sequence-parallel group (null: single rank).
+  // buffers from `arena`. `sp` is the sequence-parallel group (default: single rank).
   Model(const ModelConfig& cfg, int B, int T, Arena& arena, const std::string& strategy = "local",
-        Comm* sp = nullptr);
+        const SpSetup& sp = SpSetup{});
   ~Model();
 
   const ModelConfig& config() const { return cfg_; }

@@ -3,12 +3,19 @@
 // with the GLOBAL positions of its tokens; the strategy returns this rank's shard of O
 // (and the LSE that backward needs), and in backward this rank's dQ, dK, dV. The model
 // never knows which strategy runs; a strategy never calls MPI directly (comm/ does).
+//
+// Every strategy must produce, for this rank's rows, the same O, LSE, dQ, dK, dV as
+// `local` on the same global input (tests/mpi/test_strategies.cpp), and must say how
+// many bytes it sends per call (analytic formula, checked against comm/'s counters;
+// the formulas are in docs/strategies.md).
 #pragma once
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "core/arena.hpp"
+#include "parallel/layout.hpp"
 
 namespace seqpar {
 
@@ -25,6 +32,17 @@ struct AttnShard {
   uint32_t step = 0, layer = 0;
 };
 
+// The sequence-parallel group a strategy runs in, and strategy options.
+struct SpSetup {
+  Comm* comm = nullptr;  // the sp group; null = single rank
+  ShardLayout layout = ShardLayout::contiguous;
+  int64_t L = 0;        // global sequence length (rank r holds shard_positions(L, N, r, layout))
+  int mqsp_micro = 0;   // MQSP micro-query count m (0: m = N)
+  int usp_ulysses = 0;  // USP: size u of the Ulysses groups, N = u·r (0: automatic)
+  int sp_size() const;
+  int sp_rank() const;
+};
+
 class AttentionStrategy {
  public:
   virtual ~AttentionStrategy() = default;
@@ -34,12 +52,19 @@ class AttentionStrategy {
   // dqkv (B, T, H + 2·Hkv, d) += gradients of this rank's Q, K, V shard.
   virtual void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                         float* dqkv) = 0;
+  // Bytes this rank sends in one forward / one backward call (analytic, fp32), counted
+  // the way comm/ counts them (docs/comm.md).
+  virtual uint64_t bytes_forward(const AttnShard& s) const = 0;
+  virtual uint64_t bytes_backward(const AttnShard& s) const = 0;
 };
 
 // Builds a strategy by name. Scratch and communication buffers are allocated from `arena`
-// now, for the shapes given, so the arena peak covers them. `sp` is the sequence-parallel
-// group (null for a single rank).
-std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena, Comm* sp,
-                                                  int B, int T, int H, int Hkv, int d);
+// now, for the shapes given, so the arena peak covers them. Throws (on every rank, since
+// every rank sees the same arguments) for an unknown name or a shape it cannot run.
+std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena,
+                                                  const SpSetup& sp, int B, int T, int H, int Hkv,
+                                                  int d);
+// Names accepted by make_attention.
+std::vector<std::string> attention_strategies();
 
 }  // namespace seqpar

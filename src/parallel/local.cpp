@@ -5,7 +5,7 @@
 #include "core/check.hpp"
 #include "core/threads.hpp"
 #include "kernels/attention.hpp"
-#include "parallel/attention.hpp"
+#include "parallel/strategies.hpp"
 
 namespace seqpar {
 namespace {
@@ -17,6 +17,8 @@ class LocalAttention final : public AttentionStrategy {
         delta_(arena, Mem::scratch, size_t(B) * H * T, "attn delta") {}
 
   const char* name() const override { return "local"; }
+  uint64_t bytes_forward(const AttnShard&) const override { return 0; }
+  uint64_t bytes_backward(const AttnShard&) const override { return 0; }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
     AttnParams p = params(s, o, lse);
@@ -80,14 +82,10 @@ class LocalAttention final : public AttentionStrategy {
 
 }  // namespace
 
-std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena, Comm* sp,
-                                                  int B, int T, int H, int Hkv, int d) {
-  if (name == "local") {
-    SP_CHECK(sp == nullptr || sp->size() == 1, "strategy 'local' needs a sequence-parallel ",
-             "degree of 1, got ", sp ? sp->size() : 1);
-    return std::make_unique<LocalAttention>(arena, B, T, H, d);
-  }
-  SP_FAIL("unknown attention strategy '", name, "' (available: local)");
+SEQPAR_STRATEGY_FACTORY(make_local_attention) {
+  SP_CHECK(sp.sp_size() == 1, "strategy 'local' needs a sequence-parallel degree of 1, got sp=",
+           sp.sp_size(), "; pick a sequence-parallel strategy with --sp-strategy");
+  return std::make_unique<LocalAttention>(arena, B, T, H, d);
 }
 
 }  // namespace seqpar

@@ -55,6 +55,8 @@ void TrainConfig::validate() const {
   SP_CHECK(stop_after >= 0, "stop_after must be >= 0, got ", stop_after);
   SP_CHECK(threads >= 0, "threads must be >= 0, got ", threads);
   SP_CHECK(sp >= 1, "sp must be >= 1, got ", sp);
+  SP_CHECK(mqsp_micro >= 0, "mqsp_micro must be >= 0 (0 = sp), got ", mqsp_micro);
+  SP_CHECK(usp_ulysses >= 0, "usp_ulysses must be >= 0 (0 = automatic), got ", usp_ulysses);
   SP_CHECK(progress == "auto" || progress == "bar" || progress == "lines" || progress == "none",
            "progress must be auto, bar, lines or none, got '", progress, "'");
   SP_CHECK(!out.empty(), "out directory must not be empty");
@@ -69,7 +71,8 @@ nlohmann::json TrainConfig::to_json() const {
             {"eps", eps},               {"grad_clip", grad_clip}, {"seed", seed},
             {"data", data},             {"out", out},         {"ckpt_every", ckpt_every},
             {"threads", threads},       {"log_every", log_every}, {"progress", progress},
-            {"sp_strategy", strategy},  {"sp", sp},           {"layout", layout}});
+            {"sp_strategy", strategy},  {"sp", sp},           {"layout", layout},
+            {"mqsp_micro", mqsp_micro}, {"usp_ulysses", usp_ulysses}});
   return j;
 }
 
@@ -80,7 +83,8 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "batch", "steps", "lr", "min_lr", "warmup", "weight_decay",
                                 "beta1", "beta2", "eps", "grad_clip", "seed", "data", "out",
                                 "ckpt_every", "threads", "log_every", "progress", "sp_strategy",
-                                "sp", "layout", "resume", "stop_after"};
+                                "sp", "layout", "resume", "stop_after", "mqsp_micro",
+                                "usp_ulysses"};
   for (auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok |= k == n;
@@ -104,7 +108,8 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     get("seed", seed); get("data", data); get("out", out); get("ckpt_every", ckpt_every);
     get("threads", threads); get("log_every", log_every); get("progress", progress);
     get("sp_strategy", strategy); get("sp", sp); get("layout", layout); get("resume", resume);
-    get("stop_after", stop_after);
+    get("stop_after", stop_after); get("mqsp_micro", mqsp_micro);
+    get("usp_ulysses", usp_ulysses);
   } catch (const nlohmann::json::exception& e) {
     SP_FAIL("config value of the wrong type: ", e.what());
   }
@@ -183,7 +188,9 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const int B = cfg.batch, T = int(pos.size());
 
   Arena arena;
-  Model model(cfg.model, B, T, arena, cfg.strategy, sp > 1 ? &sp_comm : nullptr);
+  SpSetup sp_setup{sp > 1 ? &sp_comm : nullptr, layout, cfg.seq_len, cfg.mqsp_micro,
+                   cfg.usp_ulysses};
+  Model model(cfg.model, B, T, arena, cfg.strategy, sp_setup);
   const int64_t P = model.num_params();
   Buffer m(arena, Mem::optim, P, "adamw m"), v(arena, Mem::optim, P, "adamw v");
 

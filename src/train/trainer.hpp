@@ -35,6 +35,8 @@ struct TrainConfig {
   std::string strategy = "local";
   int sp = 1;
   std::string layout = "contiguous";
+  int mqsp_micro = 0;   // MQSP micro-query count m (0: m = sp)
+  int usp_ulysses = 0;  // USP Ulysses group size u, sp = u·r (0: automatic)
 
   void validate() const;  // throws seqpar::Error naming the value
   nlohmann::json to_json() const;

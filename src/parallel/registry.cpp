@@ -1,0 +1,30 @@
+#include "comm/comm.hpp"
+#include "core/check.hpp"
+#include "parallel/strategies.hpp"
+
+namespace seqpar {
+
+int SpSetup::sp_size() const { return comm ? comm->size() : 1; }
+int SpSetup::sp_rank() const { return comm ? comm->rank() : 0; }
+
+std::vector<std::string> attention_strategies() {
+  return {"local", "ring", "ulysses", "usp", "mqsp", "rsa"};
+}
+
+std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena,
+                                                  const SpSetup& sp, int B, int T, int H, int Hkv,
+                                                  int d) {
+  SP_CHECK(B >= 1 && T >= 1 && H >= 1 && Hkv >= 1 && d >= 1, "attention shape B=", B, " T=", T,
+           " H=", H, " Hkv=", Hkv, " d=", d, " must be positive");
+  if (name == "local") return make_local_attention(arena, sp, B, T, H, Hkv, d);
+  if (name == "ring") return make_ring_attention(arena, sp, B, T, H, Hkv, d);
+  if (name == "ulysses") return make_ulysses_attention(arena, sp, B, T, H, Hkv, d);
+  if (name == "usp") return make_usp_attention(arena, sp, B, T, H, Hkv, d);
+  if (name == "mqsp") return make_mqsp_attention(arena, sp, B, T, H, Hkv, d);
+  if (name == "rsa") return make_rsa_attention(arena, sp, B, T, H, Hkv, d);
+  std::string all;
+  for (const auto& n : attention_strategies()) all += (all.empty() ? "" : ", ") + n;
+  SP_FAIL("unknown attention strategy '", name, "' (available: ", all, ")");
+}
+
+}  // namespace seqpar
