@@ -14,6 +14,7 @@
 
 #include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "train/planner.hpp"
 #include "train/trainer.hpp"
 
 using namespace seqpar;
@@ -47,6 +48,26 @@ int fail(int code, const std::string& msg, int rank, int size) {
   return code;
 }
 
+// "1GiB", "512MiB", "2G", "1000000" → bytes.
+uint64_t parse_bytes(const std::string& s) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    SP_FAIL("budget '", s, "' is not a number of bytes (e.g. 1GiB, 512MiB)");
+  }
+  std::string unit = s.substr(used);
+  double mult = 1;
+  if (unit == "" || unit == "B") mult = 1;
+  else if (unit == "K" || unit == "KiB") mult = 1024.0;
+  else if (unit == "M" || unit == "MiB") mult = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB") mult = 1024.0 * 1024 * 1024;
+  else SP_FAIL("budget '", s, "' has an unknown unit '", unit, "' (B, KiB, MiB, GiB)");
+  SP_CHECK(v > 0, "budget must be > 0, got '", s, "'");
+  return uint64_t(v * mult);
+}
+
 nlohmann::json load_config_file(const std::string& path) {
   std::ifstream f(path);
   SP_CHECK(f.good(), "config file '", path, "' cannot be opened");
@@ -72,26 +93,31 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", "seqpar 0.1.0");
 
   CLI::App* tr = app.add_subcommand("train", "Train a GPT (causal LM) or BERT (masked LM) model");
+  CLI::App* pl = app.add_subcommand(
+      "plan",
+      "Longest sequence that fits a per-rank memory budget (dry run: allocation only, no "
+      "arithmetic). Run under mpiexec -n N with --sp N for N ranks.");
   std::string config_path;
-  tr->add_option("--config", config_path,
-                 "JSON config file; flags given on the command line override its values")
-      ->check(CLI::ExistingFile);
+  CLI::App* cur = tr;  // the subcommand the shared options below are added to
   // Flags are collected into a JSON object with the config-file key names, so the
   // precedence is one rule: defaults < config file < flags.
   nlohmann::json flags = nlohmann::json::object();
   auto opt_s = [&](const char* flag, const char* key, const char* help) {
-    return tr->add_option_function<std::string>(flag, [&flags, key](const std::string& v) { flags[key] = v; }, help)
+    return cur->add_option_function<std::string>(flag, [&flags, key](const std::string& v) { flags[key] = v; }, help)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   auto opt_i = [&](const char* flag, const char* key, const char* help) {
-    return tr->add_option_function<int64_t>(flag, [&flags, key](const int64_t& v) { flags[key] = v; }, help)
+    return cur->add_option_function<int64_t>(flag, [&flags, key](const int64_t& v) { flags[key] = v; }, help)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   auto opt_f = [&](const char* flag, const char* key, const char* help) {
-    return tr->add_option_function<double>(flag, [&flags, key](const double& v) { flags[key] = v; }, help)
+    return cur->add_option_function<double>(flag, [&flags, key](const double& v) { flags[key] = v; }, help)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
-  TrainConfig defaults;
+  auto add_shared_options = [&]() {
+  cur->add_option("--config", config_path,
+                  "JSON config file; flags given on the command line override its values")
+      ->check(CLI::ExistingFile);
   opt_s("--model", "model", "gpt (causal LM, default) or bert (masked LM, 15% masking)")
       ->check(CLI::IsMember({"gpt", "bert"}));
   opt_s("--data", "data",
@@ -128,6 +154,16 @@ int main(int argc, char** argv) {
   opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
   opt_i("--usp-ulysses", "usp_ulysses",
         "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");
+  };
+  add_shared_options();
+  cur = pl;
+  add_shared_options();
+  cur = tr;
+  std::string budget_str = "1GiB";
+  int64_t max_len = int64_t(1) << 26;
+  pl->add_option("--budget", budget_str, "bytes per rank, with an optional suffix: 512MiB, 1GiB, 2G")
+      ->capture_default_str();
+  pl->add_option("--max-len", max_len, "largest sequence length to consider")->capture_default_str();
   opt_i("--stop-after", "stop_after",
         "checkpoint and stop after N steps, as a preempted job would (0 = off)");
   bool resume = false;
@@ -135,18 +171,12 @@ int main(int argc, char** argv) {
 
   try {
     app.parse(argc, argv);
-  } catch (const CLI::CallForHelp& e) {
-    if (rank == 0) std::cout << app.help(e.get_name() == "--help" ? "" : "", CLI::AppFormatMode::All);
-    return 0;
-  } catch (const CLI::CallForVersion& e) {
-    if (rank == 0) std::cout << "seqpar 0.1.0" << std::endl;
-    return 0;
   } catch (const CLI::ParseError& e) {
     if (e.get_exit_code() == 0) {
       if (rank == 0) app.exit(e);
       return 0;
     }
-    return fail(2, std::string(e.what()) + " (see seqpar train --help)", rank, size);
+    return fail(2, std::string(e.what()) + " (see seqpar --help)", rank, size);
   }
 
   TrainConfig cfg;
@@ -157,6 +187,24 @@ int main(int argc, char** argv) {
     cfg.validate();
   } catch (const std::exception& e) {
     return fail(2, e.what(), rank, size);
+  }
+
+  if (pl->parsed()) {
+    try {
+      const uint64_t budget = parse_bytes(budget_str);
+      Comm world = Comm::world();
+      MemoryPlan p = longest_under_budget(cfg, world, budget, max_len);
+      if (rank == 0) {
+        nlohmann::json j = {{"strategy", cfg.strategy}, {"sp", cfg.sp}, {"layout", cfg.layout},
+                            {"budget_bytes", budget}, {"longest_seq_len", p.L},
+                            {"peak_bytes", p.peak_total}};
+        for (int c = 0; c < kMemCategories; ++c) j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
+        std::cout << j.dump() << std::endl;
+      }
+    } catch (const std::exception& e) {
+      return fail(1, e.what(), rank, size);
+    }
+    return 0;
   }
 
   try {

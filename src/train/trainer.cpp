@@ -20,6 +20,7 @@
 #include "parallel/layout.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
+#include "train/planner.hpp"
 #include "train/progress.hpp"
 
 namespace seqpar {
@@ -167,12 +168,10 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   world.check_same("configuration", shared_cfg.dump());
 
   const int W = world.size(), sp = cfg.sp;
-  SP_CHECK(W % sp == 0, "world size ", W, " is not divisible by sp=", sp,
-           " (world = dp · sp)");
-  const int dp = W / sp, sp_rank = world.rank() % sp, dp_rank = world.rank() / sp;
   const ShardLayout layout = parse_layout(cfg.layout);
+  Mesh mesh = make_mesh(world, cfg);
+  const int dp = mesh.dp, sp_rank = mesh.sp_rank, dp_rank = mesh.dp_rank;
   check_shardable(cfg.seq_len, sp, layout);
-  Comm sp_comm = world.split(dp_rank, sp_rank, "sp");
   const bool rank0 = world.rank() == 0;
 
   int threads = cfg.threads;
@@ -188,11 +187,10 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const int B = cfg.batch, T = int(pos.size());
 
   Arena arena;
-  SpSetup sp_setup{sp > 1 ? &sp_comm : nullptr, layout, cfg.seq_len, cfg.mqsp_micro,
-                   cfg.usp_ulysses};
-  Model model(cfg.model, B, T, arena, cfg.strategy, sp_setup);
+  TrainState state(cfg, arena, mesh.setup(cfg), B, T);
+  Model& model = state.model;
+  Buffer &m = state.m, &v = state.v;
   const int64_t P = model.num_params();
-  Buffer m(arena, Mem::optim, P, "adamw m"), v(arena, Mem::optim, P, "adamw v");
 
   const std::string ckpt_root = cfg.out + "/checkpoints";
   int64_t start = 0;
@@ -277,7 +275,8 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
       return result;
     }
     auto t0 = std::chrono::steady_clock::now();
-    arena.reset_peaks();
+    world.stats().reset();
+    mesh.sp_comm.stats().reset();
     const float lr = lr_at(cfg, s);
     const uint64_t first = uint64_t(s) * B * dp + uint64_t(dp_rank) * B;
     Batch batch = make_batch(*src, cfg.model.kind, cfg.seed, first, B, cfg.seq_len, pos);
@@ -326,6 +325,10 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
       for (int c = 0; c < kMemCategories; ++c) peak[mem_name(Mem(c))] = arena.peak(Mem(c));
       peak["total"] = arena.total_peak();
       rec["peak_bytes"] = peak;
+      // Bytes this rank sent during the step: attention (sp group) and the rest (gradient
+      // all-reduce and loss sums over the world), as comm/ counts them.
+      rec["bytes_sent"] = {{"sp", mesh.sp_comm.stats().total_bytes_sent()},
+                           {"world", world.stats().total_bytes_sent()}};
       metrics << rec.dump() << "\n";
       metrics.flush();
       progress.update(s + 1, loss, global_tokens_per_step / dt, rec);
@@ -333,6 +336,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     if (cfg.ckpt_every > 0 && (s + 1) % cfg.ckpt_every == 0 && s + 1 < cfg.steps) save(s + 1);
   }
   progress.finish();
+  result.arena_peak = arena.total_peak();
   if (cfg.save_final && cfg.steps > start) save(cfg.steps);
   return result;
 }

@@ -53,6 +53,7 @@ struct TrainResult {
   double last_loss = 0.0;
   bool interrupted = false;  // stopped by a signal or stop_after, after saving
   std::vector<double> losses;  // loss of each step run by this call
+  uint64_t arena_peak = 0;     // this rank's arena peak (bytes) over the whole run
 };
 
 // Runs on every rank of `world`. Throws seqpar::Error on bad input.

@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "comm/comm.hpp"
+#include "train/planner.hpp"
 #include "train/trainer.hpp"
 
 using namespace seqpar;
@@ -97,4 +98,23 @@ TEST(TrainCheckpoint, ResumeContinuesWithTheSameLosses) {
     std::filesystem::remove_all(full.out);
     std::filesystem::remove_all(part.out);
   }
+}
+
+TEST(MemoryPlanner, DryRunPeakEqualsTheMeasuredArenaPeak) {
+  Comm world = Comm::world();
+  TrainConfig c = small_config(tmpdir("plan", 0));
+  c.batch = 2;
+  c.steps = 2;
+  c.save_final = false;
+  TrainResult r = train(c, world);
+  MemoryPlan p = dry_run_peak(c, world);
+  int64_t measured = int64_t(r.arena_peak);
+  world.allreduce_max(&measured, 1);
+  EXPECT_EQ(p.peak_total, uint64_t(measured));
+  // And the planner's search is monotone: the longest L for this peak is >= c.seq_len.
+  MemoryPlan longest = longest_under_budget(c, world, p.peak_total, 1 << 16);
+  EXPECT_GE(longest.L, c.seq_len);
+  EXPECT_LE(longest.peak_total, p.peak_total);
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove_all(c.out);
 }

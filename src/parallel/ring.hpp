@@ -1,0 +1,68 @@
+// Ring attention core, reusable over any communicator: the `ring` strategy runs it on the
+// whole sequence-parallel group, `usp` inside each ring group on the H/u heads its Ulysses
+// all-to-all left on the rank. Algorithm, math and byte counts: docs/strategies/ring.md.
+//
+// The N ranks of `comm` each hold Tq query rows and one block of Tk key/value rows (Tk
+// equal on every rank). Step k = 0..N−1: rank r attends its queries to the K/V block of
+// rank src = (r − k) mod N while the block for step k+1 is in flight (r sends to r+1,
+// receives from r−1; double buffer). Partial (O, LSE) merge by the log-sum-exp rule in
+// the kernel (accumulate = true):
+//   lse = max(a, b) + log1p(exp(min(a, b) − max(a, b))),  O = O_a·e^{a−lse} + O_b·e^{b−lse}.
+// Backward: Δ = rowsum(dO∘O) locally, K/V circulate again; each rank adds its queries'
+// contribution to the visiting block's dK, dV into an accumulator that follows the block
+// one hop behind it and arrives at the block's owner after the last step.
+//
+// Bytes this rank sends, S = B·Tk·2·Hkv·d·4 (one packed K|V block):
+//   forward  (N−1)·S        backward  2·(N−1)·S
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "core/arena.hpp"
+#include "kernels/attention.hpp"
+
+namespace seqpar {
+
+class Comm;
+
+// Buffers of the ring core for one shape, all taken from the arena at construction (no
+// allocation inside forward/backward).
+struct RingWorkspace {
+  RingWorkspace(Arena& arena, int B, int Tq, int Tk, int H, int Hkv, int d);
+  int B, Tq, Tk, H, Hkv, d;
+  Buffer kv[2];     // (B, Tk, 2·Hkv·d) Mem::comm: travelling K|V block, double buffer
+  Buffer dkv[3];    // (B, Tk, 2·Hkv·d) Mem::comm: dK|dV accumulators: 2 alternate as the
+                    //   block being computed / the one in flight, 1 receives
+  Buffer lse_p;     // (B·H·Tq) Mem::scratch: LSE regrouped by backward query piece
+  Buffer delta_p;   // (B·H·Tq) Mem::scratch: Δ, same grouping
+  Buffer scratch;   // attention_scratch_floats(d, num_threads()) Mem::scratch: kernel tiles
+  // Measurement only (bench/bench_ring_overlap.cpp): run the same schedule of kernel
+  // calls with the same positions but move nothing (every step reuses the local block,
+  // so results are wrong). Never set in training.
+  bool skip_comm = false;
+};
+
+// Floats of Mem::comm a RingWorkspace holds: 5·B·Tk·2·Hkv·d.
+int64_t ring_comm_floats(int B, int Tk, int Hkv, int d);
+
+// Forward. p describes this rank: q (B, Tq, H, d), k, v (B, Tk, Hkv, d) — its own block —
+// with their strides, o (B, Tq, H, d) and lse (B, H, Tq), both overwritten, q_pos (Tq),
+// B, Tq, Tk, H, Hkv, d, causal, scale, dropout (p, seed, step, layer, head_offset).
+// Ignored: p.k_pos (the key positions of the block owned by ring rank j are kv_pos[j],
+// kv_pos.size() = N = comm size) and p.scratch (ws.scratch is used).
+// comm may be null when N = 1. Collective over comm.
+void ring_attention_forward(Comm* comm, const AttnParams& p,
+                            const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws);
+
+// Backward. p as for forward plus p.o, p.lse (the final forward outputs), p.dout
+// (B, Tq, H, d, strides o_stride / o_bstride), and dq (B, Tq, H, d), dk, dv (B, Tk, Hkv, d)
+// with their strides: all three ACCUMULATE (+=). p.delta is ignored (Δ is computed into
+// ws). Collective over comm.
+void ring_attention_backward(Comm* comm, const AttnBwdParams& p,
+                             const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws);
+
+// Bytes this rank sends per call (fp32), as comm/ counts point-to-point traffic.
+uint64_t ring_bytes_forward(int N, int B, int Tk, int Hkv, int d);
+uint64_t ring_bytes_backward(int N, int B, int Tk, int Hkv, int d);
+
+}  // namespace seqpar

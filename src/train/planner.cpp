@@ -1,0 +1,84 @@
+#include "train/planner.hpp"
+
+#include "core/check.hpp"
+#include "parallel/layout.hpp"
+
+namespace seqpar {
+
+Mesh make_mesh(Comm& world, const TrainConfig& cfg) {
+  Mesh m;
+  m.sp = cfg.sp;
+  SP_CHECK(world.size() % m.sp == 0, "world size ", world.size(), " is not divisible by sp=", m.sp,
+           " (world = dp · sp)");
+  m.dp = world.size() / m.sp;
+  m.sp_rank = world.rank() % m.sp;
+  m.dp_rank = world.rank() / m.sp;
+  m.sp_comm = world.split(m.dp_rank, m.sp_rank, "sp");
+  return m;
+}
+
+SpSetup Mesh::setup(const TrainConfig& cfg) {
+  return SpSetup{sp > 1 ? &sp_comm : nullptr, parse_layout(cfg.layout), cfg.seq_len,
+                 cfg.mqsp_micro, cfg.usp_ulysses};
+}
+
+TrainState::TrainState(const TrainConfig& cfg, Arena& arena, const SpSetup& sp, int B, int T)
+    : model(cfg.model, B, T, arena, cfg.strategy, sp),
+      m(arena, Mem::optim, model.num_params(), "adamw m"),
+      v(arena, Mem::optim, model.num_params(), "adamw v") {}
+
+MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
+  Mesh mesh = make_mesh(world, cfg);
+  const ShardLayout layout = parse_layout(cfg.layout);
+  const auto pos = shard_positions(cfg.seq_len, mesh.sp, mesh.sp_rank, layout);
+  Arena arena(/*dry_run=*/true);
+  {
+    TrainState state(cfg, arena, mesh.setup(cfg), cfg.batch, int(pos.size()));
+  }
+  MemoryPlan p;
+  p.L = cfg.seq_len;
+  std::array<int64_t, kMemCategories + 1> v{};
+  for (int c = 0; c < kMemCategories; ++c) v[c] = int64_t(arena.peak(Mem(c)));
+  v[kMemCategories] = int64_t(arena.total_peak());
+  world.allreduce_max(v.data(), v.size());
+  for (int c = 0; c < kMemCategories; ++c) p.peak[c] = uint64_t(v[c]);
+  p.peak_total = uint64_t(v[kMemCategories]);
+  return p;
+}
+
+MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len) {
+  const int64_t unit = parse_layout(cfg.layout) == ShardLayout::zigzag ? 2 * cfg.sp : cfg.sp;
+  auto peak_at = [&](int64_t k) {
+    cfg.seq_len = k * unit;
+    return dry_run_peak(cfg, world);
+  };
+  MemoryPlan best;
+  // Peak grows with L: double until it does not fit, then bisect on multiples of unit.
+  int64_t lo = 0, hi = 0;
+  for (int64_t k = 1;; k *= 2) {
+    if (k * unit > max_len) {
+      hi = max_len / unit + 1;
+      break;
+    }
+    MemoryPlan p = peak_at(k);
+    if (p.peak_total > budget) {
+      hi = k;
+      break;
+    }
+    lo = k;
+    best = p;
+  }
+  while (hi - lo > 1) {
+    const int64_t mid = lo + (hi - lo) / 2;
+    MemoryPlan p = peak_at(mid);
+    if (p.peak_total <= budget) {
+      lo = mid;
+      best = p;
+    } else {
+      hi = mid;
+    }
+  }
+  return best;
+}
+
+}  // namespace seqpar

@@ -1,0 +1,46 @@
+// Memory planner. The training state of one rank (model parameters, gradients, saved
+// activations, backward scratch, the attention strategy's communication and scratch
+// buffers, AdamW moments) is allocated at start-up, once, by TrainState — the same code
+// the trainer runs. In a dry-run arena nothing is touched, so the exact per-rank peak of
+// any shape costs only the allocation calls, and the planner searches the longest
+// sequence whose peak fits a per-rank budget.
+#pragma once
+#include <array>
+#include <cstdint>
+
+#include "comm/comm.hpp"
+#include "core/arena.hpp"
+#include "model/model.hpp"
+#include "train/trainer.hpp"
+
+namespace seqpar {
+
+// The dp × sp mesh of the world (world = dp · sp; rank = dp_rank · sp + sp_rank).
+struct Mesh {
+  int dp = 1, sp = 1, dp_rank = 0, sp_rank = 0;
+  Comm sp_comm;  // this rank's sequence-parallel group
+  SpSetup setup(const TrainConfig& cfg);  // null comm when sp = 1
+};
+Mesh make_mesh(Comm& world, const TrainConfig& cfg);
+
+// Everything one rank keeps in memory for training.
+struct TrainState {
+  TrainState(const TrainConfig& cfg, Arena& arena, const SpSetup& sp, int B, int T);
+  Model model;
+  Buffer m, v;  // AdamW moments (P floats each)
+};
+
+struct MemoryPlan {
+  int64_t L = 0;
+  uint64_t peak_total = 0;                   // max over ranks
+  std::array<uint64_t, kMemCategories> peak{};  // per category, max over ranks
+};
+
+// Dry-run per-rank peak of cfg as given (cfg.seq_len). Collective over world.
+MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world);
+
+// Longest L ≤ max_len, a multiple of the layout's unit (sp, or 2·sp for zigzag), whose
+// dry-run peak fits `budget` bytes per rank; L = 0 if even the smallest does not fit.
+MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len);
+
+}  // namespace seqpar
