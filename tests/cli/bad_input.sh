@@ -21,7 +21,7 @@ expect() {
   local ok=1
   [ "$rc" = "$code" ] || { echo "FAIL $name: exit $rc, expected $code"; ok=0; }
   local n
-  n=$(grep -c -- "$pattern" <<<"$out")
+  n=$(grep -o -- "$pattern" <<<"$out" | wc -l)
   [ "$n" -ge "$ranks" ] || { echo "FAIL $name: '$pattern' printed $n times, expected on $ranks rank(s)"; ok=0; }
   if [ $ok = 1 ]; then echo "ok   $name"; passes=$((passes + 1)); else echo "$out" | head -20; fails=$((fails + 1)); fi
 }
