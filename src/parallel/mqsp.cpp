@@ -63,7 +63,13 @@ struct Chunk {
 class MqspAttention final : public AttentionStrategy {
  public:
   MqspAttention(Arena& arena, const SpSetup& sp, int B, int T, int H, int Hkv, int d)
-      : comm_(sp.comm), N_(sp.sp_size()), rank_(sp.sp_rank()), B_(B), T_(T), H_(H), Hkv_(Hkv),
+      : comm_(sp.comm),
+        N_(sp.sp_size()),
+        rank_(sp.sp_rank()),
+        B_(B),
+        T_(T),
+        H_(H),
+        Hkv_(Hkv),
         d_(d) {
     SP_CHECK(H % Hkv == 0, "mqsp: H=", H, " not divisible by Hkv=", Hkv);
     L_ = sp.L > 0 ? sp.L : int64_t(T) * N_;
@@ -140,10 +146,10 @@ class MqspAttention final : public AttentionStrategy {
     BlasSingleThread blas_one;
     for (const Chunk& ch : chunks_) {
       const int c = ch.rows;
-      float* mx = stats_.data();               // (B, H, c) row max, then global
+      float* mx = stats_.data();                       // (B, H, c) row max, then global
       float* sm = stats_.data() + int64_t(B) * H * c;  // (B, H, c) row sum, then global
-      // (1) S = Q_c K_iᵀ·scale, causal mask, local row max
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ft)
+      // (1) S = Q_c K_iᵀ·scale, causal mask, local row max
       for (int u = 0; u < B * H; ++u) {
         const int b = u / H, h = u % H, hk = h / group;
         float* S = scores_.data() + u * cT;  // (c, T)
@@ -169,8 +175,8 @@ class MqspAttention final : public AttentionStrategy {
         }
       }
       if (N_ > 1) comm_->allreduce_max(mx, size_t(B) * H * c);
-      // (2) E = exp(S − M), local row sum
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ft)
+      // (2) E = exp(S − M), local row sum
       for (int u = 0; u < B * H; ++u) {
         float* S = scores_.data() + u * cT;
         for (int r = 0; r < c; ++r) {
@@ -186,8 +192,8 @@ class MqspAttention final : public AttentionStrategy {
         }
       }
       if (N_ > 1) comm_->allreduce_sum(sm, size_t(B) * H * c);
-      // (3) P̃ = E/Σ·keep/(1−p);  partial O_c (c, B, H, d) = P̃ V_i
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ft)
+      // (3) P̃ = E/Σ·keep/(1−p);  partial O_c (c, B, H, d) = P̃ V_i
       for (int u = 0; u < B * H; ++u) {
         const int b = u / H, h = u % H, hk = h / group;
         float* S = scores_.data() + u * cT;
@@ -213,8 +219,8 @@ class MqspAttention final : public AttentionStrategy {
           for (int b = 0; b < B; ++b)
             for (int h = 0; h < H; ++h) {
               const int64_t t = sg.t0 + r, u = int64_t(b) * H + h;
-              std::memcpy(o + (b * T + t) * HD + int64_t(h) * d, src + (int64_t(r) * B + b) * HD + h * d,
-                          sizeof(float) * d);
+              std::memcpy(o + (b * T + t) * HD + int64_t(h) * d,
+                          src + (int64_t(r) * B + b) * HD + h * d, sizeof(float) * d);
               const float M = mx[u * c + sg.off + r], sum = sm[u * c + sg.off + r];
               lse[u * T + t] = sum > 0.0f ? M + std::log(sum) : kNegInf;
             }
