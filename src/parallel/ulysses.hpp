@@ -58,7 +58,9 @@ struct UlyssesPlan {
   std::vector<Piece> pieces;
 
   int64_t L() const { return int64_t(N) * T; }
-  int width(UlyssesParts p, int r) const { return p == UlyssesParts::q ? nq[r] : nq[r] + 2 * nkv[r]; }
+  int width(UlyssesParts p, int r) const {
+    return p == UlyssesParts::q ? nq[r] : nq[r] + 2 * nkv[r];
+  }
   int seq_width(UlyssesParts p) const { return p == UlyssesParts::q ? H : H + 2 * Hkv; }
   // Floats of the staging buffer `buf` of seq_to_heads / heads_to_seq (enough for qkv).
   int64_t exchange_floats() const;
