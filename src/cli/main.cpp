@@ -151,6 +151,11 @@ int main(int argc, char** argv) {
   opt_s("--layout", "layout",
         "token layout over the sp ranks: contiguous (default) or zigzag (balances causal work)")
       ->check(CLI::IsMember({"contiguous", "zigzag"}));
+  opt_i("--tp", "tp",
+        "Megatron tensor (+ sequence) parallel degree t (world = dp · tp · sp), default 1");
+  opt_s("--recompute", "recompute",
+        "activation recomputation: none (default), selective (attention core) or full (each layer)")
+      ->check(CLI::IsMember({"none", "selective", "full"}));
   opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
   opt_i("--usp-ulysses", "usp_ulysses",
         "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");

@@ -77,3 +77,21 @@ void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, co
 }
 
 }  // namespace seqpar
+
+namespace seqpar {
+
+void bias_forward(float* out, const float* bias, int64_t M, int64_t N) {
+  SP_CHECK(out && bias && M > 0 && N > 0, "bias_forward: null pointer or non-positive dims M=", M,
+           " N=", N);
+#pragma omp parallel for schedule(static) if (M * N > 65536)
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t j = 0; j < N; ++j) out[r * N + j] += bias[j];
+}
+
+void bias_backward(float* dbias, const float* dout, int64_t M, int64_t N) {
+  SP_CHECK(dbias && dout && M > 0 && N > 0, "bias_backward: null pointer or non-positive dims M=",
+           M, " N=", N);
+  add_column_sums(dbias, dout, M, N);
+}
+
+}  // namespace seqpar

@@ -19,6 +19,12 @@ void linear_forward(float* out, const float* inp, const float* w, const float* b
 void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
                      const float* w, int64_t M, int64_t K, int64_t N);
 
+// out (M, N) += bias (N) broadcast over rows; dbias (N) += Σ_rows dout (M, N). Used where a
+// bias is added after a reduction (Megatron row-parallel linears add it once, after the
+// reduce-scatter).
+void bias_forward(float* out, const float* bias, int64_t M, int64_t N);
+void bias_backward(float* dbias, const float* dout, int64_t M, int64_t N);
+
 // ---- layernorm over the last dim C, eps = 1e-5 ---------------------------------------
 // out = (inp − mean)·rstd·w + b; saves mean (N), rstd (N).
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,

@@ -7,10 +7,19 @@
 // gpt: causal attention, next-token targets; bert: bidirectional attention, masked-LM
 // targets (the loss only counts masked positions).
 //
+// Parallelism the model is built for (the model never knows which attention strategy
+// runs; it calls parallel/attention.hpp with its shard and the global positions):
+//  * sequence parallel (sp): this rank holds T = L/sp tokens of each of B sequences;
+//  * Megatron tensor + sequence parallel (tp = t, parallel/megatron.hpp): the B·T rows of
+//    the sp shard are split again into R = B·T/t rows per tp rank, on which embedding,
+//    LayerNorm, dropout, residual, head and loss run; QKV and FC1 are column-parallel
+//    (H/t heads, Hkv/t kv heads, F/t columns), proj and FC2 row-parallel; the sequence is
+//    all-gathered before each column-parallel linear and reduce-scattered after each
+//    row-parallel one. Embedding and head are replicated (byte vocabulary: docs/megatron.md).
+//
 // Memory follows llm.c: parameters, gradients and activations each live in ONE arena
-// block with a struct of views into it, sizes computed in one place (param_specs /
-// the ActLayout); nothing is allocated inside a step. The model sees only its local
-// shard of B×T tokens with their global positions; the attention strategy does the rest.
+// block with views into it, sizes computed in one place; nothing is allocated inside a
+// step. Activation recomputation (--recompute) decides what is kept per layer.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -25,28 +34,50 @@ namespace seqpar {
 
 class Comm;
 
-struct ParamSpec {
-  std::string name;            // safetensors / PyTorch name, e.g. "layers.0.attn.qkv.weight"
-  std::vector<int64_t> shape;  // PyTorch layout (out, in) for linears
-  int64_t offset = 0;          // floats from the start of the parameter block
-  int64_t numel = 0;
-  bool decay = false;          // AdamW weight decay applies (matrices, not biases/LN)
-};
-std::vector<ParamSpec> param_specs(const ModelConfig& c);
+enum class Recompute { none, selective, full };
+const char* recompute_name(Recompute r);
+Recompute parse_recompute(const std::string& s);
 
-// Views into the parameter (or gradient) block.
+// The tensor-parallel group this rank belongs to (t = 1: none).
+struct TpSetup {
+  Comm* comm = nullptr;  // null when t = 1
+  int size() const;
+  int rank() const;
+};
+
+struct ParamSpec {
+  std::string name;                   // safetensors / PyTorch name, e.g. "layers.0.attn.qkv.weight"
+  std::vector<int64_t> shape;         // this rank's shape (PyTorch layout (out, in) for linears)
+  std::vector<int64_t> global_shape;  // the unsharded shape
+  int64_t offset = 0;                 // floats from the start of the parameter block
+  int64_t numel = 0;
+  bool decay = false;       // AdamW weight decay applies (matrices, not biases/LN)
+  bool replicated = true;   // same on every tp rank (else a tensor-parallel shard)
+  int split_dim = -1;       // sharded along this dim of global_shape (0 rows, 1 columns)
+  // The global index ranges [start, start + len) along split_dim this rank holds, in order.
+  std::vector<std::pair<int64_t, int64_t>> segments;
+};
+// Replicated parameters first, then this rank's shards: gradients of the first range are
+// all-reduced over the world, of the second over the ranks holding the same shard.
+std::vector<ParamSpec> param_specs(const ModelConfig& c, int tp = 1, int tp_rank = 0);
+
+// Copies between a rank's shard and the global tensor (row-major) of one parameter.
+void shard_from_global(const ParamSpec& s, const float* global, float* shard);
+void shard_to_global(const ParamSpec& s, const float* shard, float* global);
+
+// Views into the parameter (or gradient) block; shapes are this rank's.
 struct LayerParams {
   float* ln1_w;   // (C)
   float* ln1_b;   // (C)
-  float* qkv_w;   // ((H + 2Hkv)·d, C)
-  float* qkv_b;   // ((H + 2Hkv)·d)
-  float* proj_w;  // (C, C)
+  float* qkv_w;   // ((H + 2Hkv)·d / t, C)  column-parallel
+  float* qkv_b;   // ((H + 2Hkv)·d / t)
+  float* proj_w;  // (C, H·d / t)           row-parallel
   float* proj_b;  // (C)
   float* ln2_w;   // (C)
   float* ln2_b;   // (C)
-  float* fc1_w;   // (F, C)
-  float* fc1_b;   // (F)
-  float* fc2_w;   // (C, F)
+  float* fc1_w;   // (F / t, C)             column-parallel
+  float* fc1_b;   // (F / t)
+  float* fc2_w;   // (C, F / t)             row-parallel
   float* fc2_b;   // (C)
 };
 struct ParamViews {
@@ -55,16 +86,16 @@ struct ParamViews {
   float* lnf_b;  // (C)
   std::vector<LayerParams> layers;
 };
-ParamViews param_views(const ModelConfig& c, float* block);
+ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* block);
 
-// Per-step inputs of this rank's shard.
+// Per-step inputs of this rank's sequence shard (all tp ranks of a group hold the same).
 struct Batch {
-  int B = 0, T = 0;             // local shard shape
-  int64_t L = 0;                // global sequence length
-  std::vector<int32_t> tokens;  // (B, T) input tokens
-  std::vector<int32_t> targets; // (B, T) target per position, −1 = not counted
-  std::vector<int64_t> pos;     // (T) global positions of the shard's tokens
-  std::vector<int64_t> row_key; // (B, T) global token id: sample·L + position (RNG key)
+  int B = 0, T = 0;              // sp shard shape
+  int64_t L = 0;                 // global sequence length
+  std::vector<int32_t> tokens;   // (B, T) input tokens
+  std::vector<int32_t> targets;  // (B, T) target per position, −1 = not counted
+  std::vector<int64_t> pos;      // (T) global positions of the shard's tokens
+  std::vector<int64_t> row_key;  // (B, T) global token id: sample·L + position (RNG key)
 };
 
 struct StepContext {
@@ -73,75 +104,101 @@ struct StepContext {
   bool train = true;  // dropout on
 };
 
+struct ModelParallel {
+  std::string strategy = "local";
+  SpSetup sp;
+  TpSetup tp;
+  Recompute recompute = Recompute::none;
+};
+
 class Model {
  public:
-  // Allocates parameters, gradients, activations for a B×T shard and the strategy's
-  // buffers from `arena`. `sp` is the sequence-parallel group (default: single rank).
-  Model(const ModelConfig& cfg, int B, int T, Arena& arena, const std::string& strategy = "local",
-        const SpSetup& sp = SpSetup{});
+  // Allocates parameters, gradients, activations for a B×T sp shard, and one attention
+  // strategy per layer (with its buffers) from `arena`.
+  Model(const ModelConfig& cfg, int B, int T, Arena& arena,
+        const ModelParallel& par = ModelParallel{});
   ~Model();
 
   const ModelConfig& config() const { return cfg_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
-  int64_t num_params() const { return n_params_; }
+  int64_t num_params() const { return n_params_; }      // this rank's
+  int64_t num_replicated() const { return n_repl_; }    // floats of the replicated range
   float* params() { return params_.data(); }
   float* grads() { return grads_.data(); }
-  ParamViews& pv() { return pv_; }
 
-  // GPT-2 style init from the counter-based RNG (same weights on every rank).
+  // This rank's rows of the flattened (B·T) shard: [row_begin(), row_begin() + rows()).
+  int64_t rows() const { return R_; }
+  int64_t row_begin() const { return R_ * tp_rank_; }
+
+  // GPT-2 style init keyed by (parameter name, GLOBAL element index): the same weights
+  // whatever the tensor-parallel layout.
   void init_weights(uint64_t seed);
 
-  // Forward: fills per-token losses (B, T) (0 where target < 0); returns the local
-  // SUM of losses (the caller normalises by the global count of counted tokens).
+  // Forward: fills per-row losses (rows()) (0 where target < 0); returns the local SUM.
   double forward(const Batch& b, const StepContext& ctx);
-  // Backward of Σ losses · loss_scale (loss_scale = 1 / global counted tokens).
-  // Accumulates (+=) into grads(); call zero_grad() first.
+  // Backward of Σ losses · loss_scale. Accumulates (+=) into grads(); zero_grad() first.
   void backward(const Batch& b, const StepContext& ctx, float loss_scale);
   void zero_grad();
 
-  const float* logits() const { return logits_; }  // (B, T, V) after forward
-  const float* losses() const { return losses_; }  // (B, T)
+  const float* logits() const { return logits_; }  // (rows(), V) after forward
+  const float* losses() const { return losses_; }  // (rows())
 
  private:
   struct LayerActs {
-    float* x_in;    // (B, T, C) residual stream entering the layer
-    float* ln1;     // (B, T, C)
-    float* ln1_mean; float* ln1_rstd;  // (B, T)
-    float* qkv;     // (B, T, (H + 2Hkv)·d), after rotary
-    float* att;     // (B, T, H·d)
-    float* lse;     // (B, H, T)
-    float* x_mid;   // (B, T, C) residual after attention
-    float* ln2;     // (B, T, C)
-    float* ln2_mean; float* ln2_rstd;  // (B, T)
-    float* fc1;     // (B, T, F) pre-activation
-    float* gelu;    // (B, T, F)
+    float* x_in;      // (R, C) residual stream entering the layer
+    float* ln1;       // (R, C)
+    float* ln1_mean;  // (R)
+    float* ln1_rstd;  // (R)
+    float* qkv;       // (N, Wt) after rotary, N = B·T, Wt = (H + 2Hkv)·d / t
+    float* att;       // (N, H·d / t)
+    float* lse;       // (B, H/t, T)
+    float* x_mid;     // (R, C) residual after attention
+    float* ln2;       // (R, C)
+    float* ln2_mean;  // (R)
+    float* ln2_rstd;  // (R)
+    float* fc1;       // (N, F/t) pre-activation
+    float* gelu;      // (N, F/t)
   };
-  void layout_acts();
+  void layout_buffers();
+  void layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, float* next);
+  void attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a);
+  AttnShard shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const;
+  // Megatron sequence-parallel collectives over the tp group (copies when t = 1).
+  void gather_rows(const float* part, float* full, int64_t width);         // (R,·) → (N,·)
+  void reduce_scatter_rows(const float* full, float* part, int64_t width);  // (N,·) → (R,·)
 
   ModelConfig cfg_;
   int B_, T_;
+  int64_t N_, R_;  // sp-shard rows B·T, and this tp rank's rows N/t
+  int tp_ = 1, tp_rank_ = 0;
+  int Ht_, Hkvt_, Ft_;  // heads, kv heads, ffn columns on this tp rank
+  ModelParallel par_;
   Arena& arena_;
   std::vector<ParamSpec> specs_;
-  int64_t n_params_ = 0;
-  Buffer params_, grads_, acts_, scratch_;
+  int64_t n_params_ = 0, n_repl_ = 0;
+  Buffer params_, grads_, acts_, work_, scratch_;
   ParamViews pv_, gv_;
-  std::vector<LayerActs> la_;
-  float* x_out_;     // (B, T, C) residual after the last layer
-  float* lnf_;       // (B, T, C)
-  float* lnf_mean_; float* lnf_rstd_;  // (B, T)
-  float* logits_;    // (B, T, V)
-  float* losses_;    // (B, T)
+  std::vector<LayerActs> la_;  // per layer; under recompute some point into work_
+  LayerActs wk_{};             // the working layer set (recompute full), or unused
+  float* x_out_;      // (R, C) residual after the last layer
+  float* lnf_;        // (R, C)
+  float* lnf_mean_;   // (R)
+  float* lnf_rstd_;   // (R)
+  float* logits_;     // (R, V)
+  float* losses_;     // (R)
   // backward scratch (reused by every layer)
-  float* dx_;        // (B, T, C) gradient of the residual stream
-  float* dtmp_;      // (B, T, C)
-  float* dln_;       // (B, T, C)
-  float* dqkv_;      // (B, T, (H + 2Hkv)·d)
-  float* datt_;      // (B, T, H·d)
-  float* dfc1_;      // (B, T, F)
-  float* dgelu_;     // (B, T, F)
-  float* dlogits_;   // (B, T, V)
-  float* dlosses_;   // (B, T)
-  std::unique_ptr<AttentionStrategy> attn_;
+  float* dx_;       // (R, C) gradient of the residual stream
+  float* dtmp_;     // (R, C)
+  float* dln_;      // (R, C)
+  float* full_;     // (N, C) gathered LayerNorm output / row-parallel partial sums
+  float* dfull_;    // (N, C)
+  float* dqkv_;     // (N, Wt)
+  float* datt_;     // (N, H·d/t)
+  float* dfc1_;     // (N, F/t)
+  float* dgelu_;    // (N, F/t)
+  float* dlogits_;  // (R, V)
+  float* dlosses_;  // (R)
+  std::vector<std::unique_ptr<AttentionStrategy>> attn_;  // one per layer
 };
 
 }  // namespace seqpar

@@ -30,6 +30,7 @@ struct AttnShard {
   float dropout_p = 0.0f;  // attention-probability dropout
   uint64_t seed = 0;
   uint32_t step = 0, layer = 0;
+  int head_offset = 0;  // global index of local head 0 (tensor parallelism): dropout keys
 };
 
 // The sequence-parallel group a strategy runs in, and strategy options.

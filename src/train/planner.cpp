@@ -8,22 +8,32 @@ namespace seqpar {
 Mesh make_mesh(Comm& world, const TrainConfig& cfg) {
   Mesh m;
   m.sp = cfg.sp;
-  SP_CHECK(world.size() % m.sp == 0, "world size ", world.size(), " is not divisible by sp=", m.sp,
-           " (world = dp · sp)");
-  m.dp = world.size() / m.sp;
+  m.tp = cfg.tp;
+  SP_CHECK(world.size() % (m.sp * m.tp) == 0, "world size ", world.size(),
+           " is not divisible by tp·sp = ", m.tp, "·", m.sp, " (world = dp · tp · sp)");
+  m.dp = world.size() / (m.sp * m.tp);
   m.sp_rank = world.rank() % m.sp;
-  m.dp_rank = world.rank() / m.sp;
-  m.sp_comm = world.split(m.dp_rank, m.sp_rank, "sp");
+  m.tp_rank = world.rank() / m.sp % m.tp;
+  m.dp_rank = world.rank() / (m.sp * m.tp);
+  m.sp_comm = world.split(m.dp_rank * m.tp + m.tp_rank, m.sp_rank, "sp");
+  m.tp_comm = world.split(m.dp_rank * m.sp + m.sp_rank, m.tp_rank, "tp");
+  m.shard_comm = world.split(m.tp_rank, world.rank(), "shard");
   return m;
 }
 
-SpSetup Mesh::setup(const TrainConfig& cfg) {
-  return SpSetup{sp > 1 ? &sp_comm : nullptr, parse_layout(cfg.layout), cfg.seq_len,
+ModelParallel Mesh::model_parallel(const TrainConfig& cfg) {
+  ModelParallel p;
+  p.strategy = cfg.strategy;
+  p.sp = SpSetup{sp > 1 ? &sp_comm : nullptr, parse_layout(cfg.layout), cfg.seq_len,
                  cfg.mqsp_micro, cfg.usp_ulysses};
+  p.tp = TpSetup{tp > 1 ? &tp_comm : nullptr};
+  p.recompute = parse_recompute(cfg.recompute);
+  return p;
 }
 
-TrainState::TrainState(const TrainConfig& cfg, Arena& arena, const SpSetup& sp, int B, int T)
-    : model(cfg.model, B, T, arena, cfg.strategy, sp),
+TrainState::TrainState(const TrainConfig& cfg, Arena& arena, const ModelParallel& par, int B,
+                       int T)
+    : model(cfg.model, B, T, arena, par),
       m(arena, Mem::optim, model.num_params(), "adamw m"),
       v(arena, Mem::optim, model.num_params(), "adamw v") {}
 
@@ -33,7 +43,7 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
   const auto pos = shard_positions(cfg.seq_len, mesh.sp, mesh.sp_rank, layout);
   Arena arena(/*dry_run=*/true);
   {
-    TrainState state(cfg, arena, mesh.setup(cfg), cfg.batch, int(pos.size()));
+    TrainState state(cfg, arena, mesh.model_parallel(cfg), cfg.batch, int(pos.size()));
   }
   MemoryPlan p;
   p.L = cfg.seq_len;

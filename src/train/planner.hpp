@@ -15,17 +15,20 @@
 
 namespace seqpar {
 
-// The dp × sp mesh of the world (world = dp · sp; rank = dp_rank · sp + sp_rank).
+// The dp × tp × sp mesh of the world: world = dp·tp·sp and
+// rank = (dp_rank·tp + tp_rank)·sp + sp_rank (sp innermost, as its traffic is heaviest).
 struct Mesh {
-  int dp = 1, sp = 1, dp_rank = 0, sp_rank = 0;
-  Comm sp_comm;  // this rank's sequence-parallel group
-  SpSetup setup(const TrainConfig& cfg);  // null comm when sp = 1
+  int dp = 1, tp = 1, sp = 1, dp_rank = 0, tp_rank = 0, sp_rank = 0;
+  Comm sp_comm;     // same dp_rank and tp_rank: the attention strategy's group
+  Comm tp_comm;     // same dp_rank and sp_rank: Megatron's all-gather / reduce-scatter group
+  Comm shard_comm;  // same tp_rank: ranks holding the same parameter shards (their grads sum)
+  ModelParallel model_parallel(const TrainConfig& cfg);
 };
 Mesh make_mesh(Comm& world, const TrainConfig& cfg);
 
 // Everything one rank keeps in memory for training.
 struct TrainState {
-  TrainState(const TrainConfig& cfg, Arena& arena, const SpSetup& sp, int B, int T);
+  TrainState(const TrainConfig& cfg, Arena& arena, const ModelParallel& par, int B, int T);
   Model model;
   Buffer m, v;  // AdamW moments (P floats each)
 };

@@ -56,6 +56,8 @@ void TrainConfig::validate() const {
   SP_CHECK(stop_after >= 0, "stop_after must be >= 0, got ", stop_after);
   SP_CHECK(threads >= 0, "threads must be >= 0, got ", threads);
   SP_CHECK(sp >= 1, "sp must be >= 1, got ", sp);
+  SP_CHECK(tp >= 1, "tp must be >= 1, got ", tp);
+  parse_recompute(recompute);
   SP_CHECK(mqsp_micro >= 0, "mqsp_micro must be >= 0 (0 = sp), got ", mqsp_micro);
   SP_CHECK(usp_ulysses >= 0, "usp_ulysses must be >= 0 (0 = automatic), got ", usp_ulysses);
   SP_CHECK(progress == "auto" || progress == "bar" || progress == "lines" || progress == "none",
@@ -73,7 +75,8 @@ nlohmann::json TrainConfig::to_json() const {
             {"data", data},             {"out", out},         {"ckpt_every", ckpt_every},
             {"threads", threads},       {"log_every", log_every}, {"progress", progress},
             {"sp_strategy", strategy},  {"sp", sp},           {"layout", layout},
-            {"mqsp_micro", mqsp_micro}, {"usp_ulysses", usp_ulysses}});
+            {"mqsp_micro", mqsp_micro}, {"usp_ulysses", usp_ulysses}, {"tp", tp},
+            {"recompute", recompute}});
   return j;
 }
 
@@ -85,7 +88,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "beta1", "beta2", "eps", "grad_clip", "seed", "data", "out",
                                 "ckpt_every", "threads", "log_every", "progress", "sp_strategy",
                                 "sp", "layout", "resume", "stop_after", "mqsp_micro",
-                                "usp_ulysses"};
+                                "usp_ulysses", "tp", "recompute"};
   for (auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok |= k == n;
@@ -110,7 +113,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     get("threads", threads); get("log_every", log_every); get("progress", progress);
     get("sp_strategy", strategy); get("sp", sp); get("layout", layout); get("resume", resume);
     get("stop_after", stop_after); get("mqsp_micro", mqsp_micro);
-    get("usp_ulysses", usp_ulysses);
+    get("usp_ulysses", usp_ulysses); get("tp", tp); get("recompute", recompute);
   } catch (const nlohmann::json::exception& e) {
     SP_FAIL("config value of the wrong type: ", e.what());
   }
@@ -125,13 +128,32 @@ float lr_at(const TrainConfig& c, int64_t s) {
 
 namespace {
 
-std::vector<NamedTensor> gather_tensors(const std::vector<ParamSpec>& specs, const float* block,
-                                        const std::string& prefix) {
+// Full (unsharded) tensors of a parameter-shaped block: tensor-parallel shards are
+// all-gathered over the tp group and placed by each rank's segments, so a checkpoint does
+// not depend on the layout it was saved from. Collective over tp (when given).
+std::vector<NamedTensor> gather_tensors(const ModelConfig& cfg, const std::vector<ParamSpec>& specs,
+                                        const float* block, const std::string& prefix, Comm* tp) {
+  const int t = tp ? tp->size() : 1;
+  std::vector<std::vector<ParamSpec>> rank_specs;
+  for (int r = 0; r < t; ++r) rank_specs.push_back(param_specs(cfg, t, r));
   std::vector<NamedTensor> out;
   out.reserve(specs.size());
-  for (const auto& s : specs)
-    out.push_back({prefix + s.name, s.shape,
-                   std::vector<float>(block + s.offset, block + s.offset + s.numel)});
+  std::vector<float> all;
+  for (size_t i = 0; i < specs.size(); ++i) {
+    const ParamSpec& s = specs[i];
+    int64_t n = 1;
+    for (int64_t x : s.global_shape) n *= x;
+    NamedTensor nt{prefix + s.name, s.global_shape, std::vector<float>(n)};
+    if (s.replicated || t == 1) {
+      shard_to_global(s, block + s.offset, nt.data.data());
+    } else {
+      all.resize(size_t(s.numel) * t);
+      tp->allgather(block + s.offset, all.data(), size_t(s.numel));
+      for (int r = 0; r < t; ++r)
+        shard_to_global(rank_specs[r][i], all.data() + size_t(s.numel) * r, nt.data.data());
+    }
+    out.push_back(std::move(nt));
+  }
   return out;
 }
 
@@ -143,10 +165,10 @@ void scatter_tensors(const std::vector<ParamSpec>& specs, float* block,
   for (const auto& s : specs) {
     auto it = by_name.find(prefix + s.name);
     SP_CHECK(it != by_name.end(), "checkpoint ", file, " has no tensor '", prefix + s.name, "'");
-    SP_CHECK(it->second->shape == s.shape, "checkpoint tensor '", prefix + s.name,
-             "' has a different shape than the model (", it->second->data.size(), " vs ",
-             s.numel, " elements)");
-    std::copy(it->second->data.begin(), it->second->data.end(), block + s.offset);
+    SP_CHECK(it->second->shape == s.global_shape, "checkpoint tensor '", prefix + s.name,
+             "' has a different shape than the model (", it->second->data.size(),
+             " elements)");
+    shard_from_global(s, it->second->data.data(), block + s.offset);
   }
 }
 
@@ -170,7 +192,8 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const int W = world.size(), sp = cfg.sp;
   const ShardLayout layout = parse_layout(cfg.layout);
   Mesh mesh = make_mesh(world, cfg);
-  const int dp = mesh.dp, sp_rank = mesh.sp_rank, dp_rank = mesh.dp_rank;
+  const int dp = mesh.dp, sp_rank = mesh.sp_rank, dp_rank = mesh.dp_rank, tp = mesh.tp;
+  Comm* tp_comm = tp > 1 ? &mesh.tp_comm : nullptr;
   check_shardable(cfg.seq_len, sp, layout);
   const bool rank0 = world.rank() == 0;
 
@@ -187,10 +210,11 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const int B = cfg.batch, T = int(pos.size());
 
   Arena arena;
-  TrainState state(cfg, arena, mesh.setup(cfg), B, T);
+  TrainState state(cfg, arena, mesh.model_parallel(cfg), B, T);
   Model& model = state.model;
   Buffer &m = state.m, &v = state.v;
-  const int64_t P = model.num_params();
+  const int64_t P = model.num_params(), P_repl = model.num_replicated();
+  const int64_t R = model.rows(), rb = model.row_begin();
 
   const std::string ckpt_root = cfg.out + "/checkpoints";
   int64_t start = 0;
@@ -223,12 +247,19 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     std::cout << "seqpar train: " << W << " rank(s) = dp " << dp << " x sp " << sp << " ("
               << cfg.strategy << ", " << cfg.layout << "), " << threads << " thread(s)/rank\n"
               << "data: " << src->describe() << "\n"
-              << "model: " << model_kind_name(cfg.model.kind) << ", " << P << " parameters\n"
+              << "model: " << model_kind_name(cfg.model.kind) << ", " << P
+              << " parameters on this rank (tp " << tp << ", recompute " << cfg.recompute << ")\n"
               << "arena after setup: " << human_bytes(double(arena.total_current())) << "\n"
               << "config: " << shared_cfg.dump() << std::endl;
   }
 
   auto save = [&](int64_t step) {
+    // Full tensors are assembled on every rank of the tp group (collective), then world
+    // rank 0 writes them; a failure there is reported on every rank.
+    std::vector<NamedTensor> weights = gather_tensors(cfg.model, model.specs(), model.params(), "", tp_comm);
+    std::vector<NamedTensor> opt = gather_tensors(cfg.model, model.specs(), m.data(), "m.", tp_comm);
+    auto vt = gather_tensors(cfg.model, model.specs(), v.data(), "v.", tp_comm);
+    opt.insert(opt.end(), std::make_move_iterator(vt.begin()), std::make_move_iterator(vt.end()));
     bool ok = true;
     std::string msg;
     if (rank0) {
@@ -237,16 +268,11 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
                                  uint64_t(step) * uint64_t(B) * uint64_t(dp)},
                                 {"lr", lr_at(cfg, std::max<int64_t>(0, step - 1))}};
         nlohmann::json extra = {{"model", cfg.model.to_json()},
-                                {"parallel", {{"dp", dp}, {"sp", sp}, {"tp", 1},
+                                {"parallel", {{"dp", dp}, {"sp", sp}, {"tp", tp},
                                               {"sp_strategy", cfg.strategy},
                                               {"layout", cfg.layout}}},
                                 {"train", shared_cfg}};
-        std::vector<NamedTensor> opt = gather_tensors(model.specs(), m.data(), "m.");
-        auto vt = gather_tensors(model.specs(), v.data(), "v.");
-        opt.insert(opt.end(), std::make_move_iterator(vt.begin()), std::make_move_iterator(vt.end()));
-        std::string dir = save_checkpoint(ckpt_root, step,
-                                          gather_tensors(model.specs(), model.params(), ""), opt,
-                                          state, extra);
+        std::string dir = save_checkpoint(ckpt_root, step, weights, opt, state, extra);
         std::cout << "saved checkpoint " << dir << std::endl;
       } catch (const std::exception& e) {
         ok = false;
@@ -277,6 +303,8 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     auto t0 = std::chrono::steady_clock::now();
     world.stats().reset();
     mesh.sp_comm.stats().reset();
+    mesh.tp_comm.stats().reset();
+    mesh.shard_comm.stats().reset();
     const float lr = lr_at(cfg, s);
     const uint64_t first = uint64_t(s) * B * dp + uint64_t(dp_rank) * B;
     Batch batch = make_batch(*src, cfg.model.kind, cfg.seed, first, B, cfg.seq_len, pos);
@@ -285,24 +313,31 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     model.zero_grad();
     double local_loss = model.forward(batch, ctx);
     // Token-weighted loss over all ranks: Σ losses / Σ counted tokens.
+    // This rank's rows: [rb, rb + R) of the flattened (B, T) shard (all of it when tp = 1).
     double sums[4] = {local_loss, 0.0, 0.0, 0.0};
-    for (int32_t t : batch.targets) sums[1] += t >= 0;
+    for (int64_t g = rb; g < rb + R; ++g) sums[1] += batch.targets[g] >= 0;
     // Retrieval accuracy on answer positions held by this rank.
     for (int i = 0; i < B; ++i)
       for (int64_t ap : src->answer_positions(first + i, cfg.seq_len))
-        for (int t = 0; t < T; ++t)
-          if (pos[t] == ap) {
-            const float* lg = model.logits() + (int64_t(i) * T + t) * cfg.model.V;
-            int best = int(std::max_element(lg, lg + cfg.model.V) - lg);
-            sums[2] += best == batch.targets[int64_t(i) * T + t];
-            sums[3] += 1;
-          }
+        for (int t = 0; t < T; ++t) {
+          const int64_t g = int64_t(i) * T + t;
+          if (pos[t] != ap || g < rb || g >= rb + R) continue;
+          const float* lg = model.logits() + (g - rb) * cfg.model.V;
+          int best = int(std::max_element(lg, lg + cfg.model.V) - lg);
+          sums[2] += best == batch.targets[g];
+          sums[3] += 1;
+        }
     world.allreduce_sum(sums, 4);
     SP_CHECK(sums[1] > 0, "step ", s, " has no counted target tokens");
     model.backward(batch, ctx, float(1.0 / sums[1]));
-    world.allreduce_sum(model.grads(), size_t(P));
-
-    const double gnorm = std::sqrt(sum_squares(model.grads(), P));
+    // Replicated parameters: every rank holds a partial gradient, sum over the world.
+    // Tensor-parallel shards: sum over the ranks holding the same shard.
+    world.allreduce_sum(model.grads(), size_t(P_repl));
+    if (P > P_repl) mesh.shard_comm.allreduce_sum(model.grads() + P_repl, size_t(P - P_repl));
+    // ‖g‖² = Σ replicated (same on every rank) + Σ over the tp group of each rank's shards.
+    double ss_shard = sum_squares(model.grads() + P_repl, P - P_repl);
+    if (tp_comm) tp_comm->allreduce_sum(&ss_shard, 1);
+    const double gnorm = std::sqrt(sum_squares(model.grads(), P_repl) + ss_shard);
     SP_CHECK(std::isfinite(gnorm), "gradient norm is ", gnorm, " at step ", s,
              " (loss ", sums[0] / sums[1], "): training diverged; lower --lr");
     if (cfg.grad_clip > 0 && gnorm > cfg.grad_clip)
@@ -328,7 +363,9 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
       // Bytes this rank sent during the step: attention (sp group) and the rest (gradient
       // all-reduce and loss sums over the world), as comm/ counts them.
       rec["bytes_sent"] = {{"sp", mesh.sp_comm.stats().total_bytes_sent()},
-                           {"world", world.stats().total_bytes_sent()}};
+                           {"tp", mesh.tp_comm.stats().total_bytes_sent()},
+                           {"world", world.stats().total_bytes_sent() +
+                                         mesh.shard_comm.stats().total_bytes_sent()}};
       metrics << rec.dump() << "\n";
       metrics.flush();
       progress.update(s + 1, loss, global_tokens_per_step / dt, rec);

@@ -35,6 +35,8 @@ struct TrainConfig {
   std::string strategy = "local";
   int sp = 1;
   std::string layout = "contiguous";
+  int tp = 1;                      // Megatron tensor (+ sequence) parallel degree
+  std::string recompute = "none";  // none | selective | full
   int mqsp_micro = 0;   // MQSP micro-query count m (0: m = sp)
   int usp_ulysses = 0;  // USP Ulysses group size u, sp = u·r (0: automatic)
 

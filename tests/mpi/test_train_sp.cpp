@@ -99,7 +99,7 @@ TEST_P(ShardBoundaries, PerTokenLossEqualsOneRank) {
   const std::vector<int64_t> pos = shard_positions(L, N, r, c.layout);
   Arena a2;
   SpSetup sp{&world, c.layout, L, 0, 0};
-  Model m(cfg, B, int(pos.size()), a2, c.strategy, sp);
+  Model m(cfg, B, int(pos.size()), a2, ModelParallel{c.strategy, sp});
   m.init_weights(11);
   Batch bs = full_batch(pos);
   m.forward(bs, ctx);
