@@ -71,6 +71,7 @@ class LocalAttention final : public AttentionStrategy {
     p.seed = s.seed;
     p.step = s.step;
     p.layer = s.layer;
+    p.head_offset = s.head_offset;  // tensor parallelism: global index of local head 0
     p.scratch = scratch_.data();
     p.scratch_floats = int64_t(scratch_.size());
     return p;

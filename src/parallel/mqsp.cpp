@@ -375,7 +375,7 @@ class MqspAttention final : public AttentionStrategy {
     p.seed = s.seed;
     p.step = s.step;
     p.layer = s.layer;
-    p.head_offset = 0;
+    p.head_offset = s.head_offset;  // tensor parallelism: global index of local head 0
     return p;
   }
 

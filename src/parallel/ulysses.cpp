@@ -410,7 +410,7 @@ class UlyssesAttention final : public AttentionStrategy {
         p.seed = s.seed;
         p.step = s.step;
         p.layer = s.layer;
-        p.head_offset = plan_.q0[plan_.rank] + pc.q;  // dropout keyed by the global head
+        p.head_offset = s.head_offset + plan_.q0[plan_.rank] + pc.q;  // dropout keyed by the global head
         p.scratch = scratch_.data();
         p.scratch_floats = int64_t(scratch_.size());
         fn(p);
