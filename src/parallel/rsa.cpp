@@ -1,9 +1,417 @@
-// PLACEHOLDER: replaced by the rsa strategy implementation.
+// `rsa`: Ring Self-Attention of Colossal-AI (Li et al., "Sequence Parallelism: Long
+// Sequence Training from System Perspective"), as published: every rank materialises
+// its full score rows. docs/strategies/rsa.md has the derivation, the byte formulas and
+// the memory formula; in brief, for rank i of N holding query rows Q_i (T of them):
+//
+// forward   K ring (N−1 hops):  S_i[:, block j] = Q_i K_jᵀ·scale (+ causal mask by global
+//           positions), for every j — the (B, H, T, L) score buffer;
+//           softmax over the full row:  LSE_i = log Σ_c exp(S_ic),  P = exp(S − LSE),
+//           P̃ = P∘dropout mask (LSE is pre-dropout);
+//           V ring (N−1 hops):  O_i = Σ_j P̃_ij V_j.
+// backward  Δ_i = rowsum(dO_i∘O_i);
+//           K ring (N−1 hops): recompute P_ij = exp(Q_i K_jᵀ·scale − LSE_i) (the strategy
+//           object is shared by every layer, so P of one layer cannot be kept until its
+//           backward; see rsa.md);
+//           V ring (N−1 hops) + travelling dV accumulators (N−1 hops):
+//             dP_ij = (dO_i V_jᵀ)∘mask,  dS_ij = P_ij∘(dP_ij − Δ_i)  (in place of P),
+//             dV_j += P̃_ijᵀ dO_i;
+//           K ring (N−1 hops) + travelling dK accumulators (N−1 hops):
+//             dQ_i += dS_ij K_j·scale,  dK_j += dS_ijᵀ Q_i·scale.
+// Bytes sent per rank, KV = B·T·Hkv·d·4:  forward 2(N−1)·KV,  backward 5(N−1)·KV.
+// Score columns are kept in block order (column j·T + t is token t of rank j), which the
+// row softmax does not care about; kpos_ maps a column to its global position.
+#include <cblas.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+#include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "core/threads.hpp"
+#include "kernels/attention.hpp"
 #include "parallel/strategies.hpp"
 
 namespace seqpar {
+namespace {
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+// Query rows per dP tile in backward: the tile is kRowChunk×T per thread, so backward
+// needs no second T×L buffer.
+constexpr int kRowChunk = 64;
+// Message tags, one pair (block, accumulator) per ring pass.
+constexpr int kTagFwdK = 0x75a0, kTagFwdV = 0x75a2, kTagBwdP = 0x75a4, kTagBwdV = 0x75a6,
+              kTagBwdK = 0x75a8;
+
+class RsaAttention final : public AttentionStrategy {
+ public:
+  RsaAttention(Arena& arena, const SpSetup& sp, int64_t L, int B, int T, int H, int Hkv, int d)
+      : comm_(sp.comm),
+        N_(sp.sp_size()),
+        rank_(sp.sp_rank()),
+        B_(B),
+        T_(T),
+        H_(H),
+        Hkv_(Hkv),
+        d_(d),
+        L_(L),
+        nt_(num_threads()),
+        rows_chunk_(std::min(T, kRowChunk)) {
+    kpos_.reserve(size_t(L));
+    for (int j = 0; j < N_; ++j) {
+      const std::vector<int64_t> p = shard_positions(L, N_, j, sp.layout);
+      SP_CHECK(int(p.size()) == T, "rsa: rank ", j, " of ", N_, " holds ", p.size(),
+               " tokens under layout ", layout_name(sp.layout), ", expected T=", T);
+      kpos_.insert(kpos_.end(), p.begin(), p.end());
+    }
+    const size_t bh_t = size_t(B) * H * T, kv = block_floats();
+    scores_ = Buffer(arena, Mem::scratch, bh_t * size_t(L), "rsa score rows (B,H,T,L)");
+    tile_ = Buffer(arena, Mem::scratch, size_t(nt_) * rows_chunk_ * T, "rsa dP tiles");
+    dhead_ = Buffer(arena, Mem::scratch, bh_t * d, "rsa per-head dK/dV");
+    delta_ = Buffer(arena, Mem::scratch, bh_t, "rsa delta");
+    blk_[0] = Buffer(arena, Mem::comm, kv, "rsa K/V block");
+    acc_[0] = Buffer(arena, Mem::comm, kv, "rsa dK/dV accumulator");
+    if (N_ > 1) {
+      blk_[1] = Buffer(arena, Mem::comm, kv, "rsa K/V block (next)");
+      acc_[1] = Buffer(arena, Mem::comm, kv, "rsa dK/dV accumulator (next)");
+    }
+  }
+
+  const char* name() const override { return "rsa"; }
+
+  // K ring + V ring, N−1 hops each, one (B, T, Hkv, d) block per hop.
+  uint64_t bytes_forward(const AttnShard&) const override {
+    return 2 * uint64_t(N_ - 1) * block_floats() * sizeof(float);
+  }
+  // K ring (recompute P), V ring + dV accumulators, K ring + dK accumulators.
+  uint64_t bytes_backward(const AttnShard&) const override {
+    return 5 * uint64_t(N_ - 1) * block_floats() * sizeof(float);
+  }
+
+  void forward(const AttnShard& s, float* o, float* lse) override {
+    check_shard(s);
+    const float scale = 1.0f / std::sqrt(float(d_));
+    ring_pass(s, H_, kTagFwdK, nullptr,
+              [&](int j, const float* k, float*) { score_block(s, j, k, scale, nullptr); });
+    softmax_rows(s, lse);
+    std::memset(o, 0, sizeof(float) * size_t(B_) * T_ * H_ * d_);
+    ring_pass(s, H_ + Hkv_, kTagFwdV, nullptr,
+              [&](int j, const float* v, float*) { pv_block(s, j, v, o); });
+  }
+
+  void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
+                float* dqkv) override {
+    check_shard(s);
+    const float scale = 1.0f / std::sqrt(float(d_));
+    compute_delta(o, dout);
+    ring_pass(s, H_, kTagBwdP, nullptr,
+              [&](int j, const float* k, float*) { score_block(s, j, k, scale, lse); });
+    ring_pass(s, H_ + Hkv_, kTagBwdV, dqkv,
+              [&](int j, const float* v, float* acc) { ds_dv_block(s, j, v, dout, acc); });
+    ring_pass(s, H_, kTagBwdK, dqkv,
+              [&](int j, const float* k, float* acc) { dq_dk_block(s, j, k, scale, dqkv, acc); });
+  }
+
+ private:
+  size_t block_floats() const { return size_t(B_) * Hkv_ * T_ * d_; }
+  int64_t qkv_width() const { return int64_t(H_ + 2 * Hkv_) * d_; }
+  int kv_head(int h) const { return h / (H_ / Hkv_); }
+  // Row (b, h, t) of the score buffer starts at scores_ + ((b·H + h)·T + t)·L.
+  float* score_rows(int64_t bh) const { return scores_.data() + bh * T_ * L_; }
+  // Under a causal mask, block j is invisible to every query row of this rank when its
+  // first key comes after this rank's last query (positions increase within a shard).
+  bool visible(const AttnShard& s, int j) const {
+    return !s.causal || kpos_[size_t(j) * T_] <= s.pos[T_ - 1];
+  }
+
+  void check_shard(const AttnShard& s) const {
+    SP_CHECK(s.qkv != nullptr && s.pos != nullptr, "rsa: qkv or pos is null");
+    SP_CHECK(s.B == B_ && s.T == T_ && s.H == H_ && s.Hkv == Hkv_ && s.d == d_,
+             "rsa: shard B=", s.B, " T=", s.T, " H=", s.H, " Hkv=", s.Hkv, " d=", s.d,
+             ", built for B=", B_, " T=", T_, " H=", H_, " Hkv=", Hkv_, " d=", d_);
+    SP_CHECK(s.L == L_, "rsa: shard L=", s.L, ", built for L=", L_);
+    for (int t = 0; t < T_; ++t)
+      SP_CHECK(s.pos[t] == kpos_[size_t(rank_) * T_ + t], "rsa: position ", t, " of rank ", rank_,
+               " is ", s.pos[t], ", the layout gives ", kpos_[size_t(rank_) * T_ + t]);
+  }
+
+  AttnParams dropout_key(const AttnShard& s) const {
+    AttnParams p;
+    p.dropout_p = s.dropout_p;
+    p.seed = s.seed;
+    p.step = s.step;
+    p.layer = s.layer;
+    return p;
+  }
+
+  // Runs f(x, thread) for x in [0, n) on the OpenMP threads, BLAS single-threaded.
+  template <class F>
+  void parallel(int64_t n, F&& f) const {
+    BlasSingleThread blas_one;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt_)
+    for (int64_t x = 0; x < n; ++x) f(x, omp_get_thread_num());
+  }
+
+  // (B, T, heads [col, col + Hkv), d) of qkv  ->  (B, Hkv, T, d) block.
+  void pack_block(const float* qkv, int col, float* blk) const {
+    const int64_t W = qkv_width();
+    parallel(int64_t(B_) * Hkv_, [&](int64_t x, int) {
+      const int64_t b = x / Hkv_, kh = x % Hkv_;
+      for (int t = 0; t < T_; ++t)
+        std::memcpy(blk + (x * T_ + t) * d_, qkv + (b * T_ + t) * W + (col + kh) * d_,
+                    sizeof(float) * d_);
+    });
+  }
+  // dqkv heads [col, col + Hkv) += (B, Hkv, T, d) accumulator.
+  void add_home(const float* acc, int col, float* dqkv) const {
+    const int64_t W = qkv_width();
+    parallel(int64_t(B_) * Hkv_, [&](int64_t x, int) {
+      const int64_t b = x / Hkv_, kh = x % Hkv_;
+      for (int t = 0; t < T_; ++t) {
+        float* dst = dqkv + (b * T_ + t) * W + (col + kh) * d_;
+        const float* src = acc + (x * T_ + t) * d_;
+        for (int c = 0; c < d_; ++c) dst[c] += src[c];
+      }
+    });
+  }
+
+  // One pass of the ring over the K (col = H) or V (col = H + Hkv) blocks of all ranks.
+  // Step 0 computes this rank's own block while the first hop is in flight; step
+  // s = 1..N−1 computes the block of rank j = (i − s) mod N, received from rank i − 1
+  // (and forwarded to i + 1 while computing, unless s = N − 1): N − 1 block hops.
+  // With dqkv (backward), compute(j, blk, acc) also adds this rank's dK_j or dV_j
+  // contribution into acc: the own block's goes home at once; the accumulator of block j
+  // is started on rank j + 1 (its step 1), handed to the next rank after every step and,
+  // after N − 1 hops, arrives at rank j, which adds it into its dqkv columns: N − 1
+  // accumulator hops.
+  template <class Compute>
+  void ring_pass(const AttnShard& s, int col, int tag, float* dqkv, Compute&& compute) {
+    const int i = rank_, N = N_, next = (i + 1) % N, prev = (i - 1 + N) % N;
+    const size_t n = block_floats();
+    const bool with_acc = dqkv != nullptr;
+    std::vector<Comm::Request> reqs;
+    auto post_hop = [&](const float* send, float* recv) {
+      reqs.push_back(comm_->irecv(recv, n, prev, tag));
+      reqs.push_back(comm_->isend(send, n, next, tag));
+    };
+    pack_block(s.qkv, col, blk_[0].data());
+    if (N > 1) post_hop(blk_[0].data(), blk_[1].data());
+    if (with_acc) std::memset(acc_[0].data(), 0, sizeof(float) * n);
+    compute(i, blk_[0].data(), with_acc ? acc_[0].data() : nullptr);
+    if (with_acc) add_home(acc_[0].data(), col, dqkv);
+    int cur = 0, a = 0;
+    for (int st = 1; st < N; ++st) {
+      comm_->wait_all(reqs);
+      reqs.clear();
+      cur ^= 1;
+      if (st < N - 1) post_hop(blk_[cur].data(), blk_[cur ^ 1].data());
+      if (with_acc && st == 1) std::memset(acc_[a].data(), 0, sizeof(float) * n);
+      compute((i - st + N) % N, blk_[cur].data(), with_acc ? acc_[a].data() : nullptr);
+      if (with_acc) {
+        comm_->sendrecv(acc_[a].data(), n, next, acc_[a ^ 1].data(), n, prev, tag + 1);
+        a ^= 1;
+      }
+    }
+    if (!reqs.empty()) comm_->wait_all(reqs);
+    if (with_acc && N > 1) add_home(acc_[a].data(), col, dqkv);
+  }
+
+  // Columns of block j in every score row: S = Q_i K_jᵀ·scale, masked positions −inf.
+  // With lse (backward), the block is turned into P = exp(S − LSE) at once (0 where
+  // masked or where the row sees no key).
+  void score_block(const AttnShard& s, int j, const float* k, float scale, const float* lse) const {
+    const int64_t W = qkv_width(), L = L_;
+    const int64_t* kp = kpos_.data() + size_t(j) * T_;
+    const bool vis = visible(s, j);
+    parallel(int64_t(B_) * H_, [&](int64_t x, int) {
+      const int64_t b = x / H_, h = x % H_;
+      float* S = score_rows(x) + int64_t(j) * T_;
+      if (!vis) {
+        for (int t = 0; t < T_; ++t) std::fill_n(S + t * L, T_, lse ? 0.0f : kNegInf);
+        return;
+      }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T_, T_, d_, scale,
+                  s.qkv + b * T_ * W + h * d_, int(W), k + (b * Hkv_ + kv_head(int(h))) * T_ * d_,
+                  d_, 0.0f, S, int(L));
+      for (int t = 0; t < T_; ++t) {
+        float* row = S + t * L;
+        if (s.causal)
+          for (int c = 0; c < T_; ++c)
+            if (kp[c] > s.pos[t]) row[c] = kNegInf;
+        if (lse) {
+          const float l = lse[x * T_ + t];
+          if (l == kNegInf) {
+            std::fill_n(row, T_, 0.0f);
+          } else {
+            for (int c = 0; c < T_; ++c) row[c] = std::exp(row[c] - l);  // exp(−inf) = 0
+          }
+        }
+      }
+    });
+  }
+
+  // Softmax over every full row (L columns): LSE = m + log Σ exp(S − m) with m the row
+  // max, then the buffer holds P̃ = exp(S − LSE)·dropout factor. A row that sees no key
+  // (all −inf) gets LSE = −inf and P = 0.
+  void softmax_rows(const AttnShard& s, float* lse) {
+    const AttnParams key = dropout_key(s);
+    const bool drop = s.dropout_p > 0.0f;
+    const int64_t rows = int64_t(B_) * H_ * T_, L = L_;
+    float* scores = scores_.data();
+#pragma omp parallel for schedule(static) num_threads(nt_)
+    for (int64_t r = 0; r < rows; ++r) {  // r = (b, h, t), lse's (B, H, T) order
+      float* row = scores + r * L;
+      const int h = int(r / T_ % H_);
+      const int64_t qpos = s.pos[r % T_];
+      float m = kNegInf;
+      for (int64_t c = 0; c < L; ++c) m = std::max(m, row[c]);
+      if (m == kNegInf) {
+        lse[r] = kNegInf;
+        std::fill_n(row, L, 0.0f);
+        continue;
+      }
+      double sum = 0.0;
+      for (int64_t c = 0; c < L; ++c) sum += std::exp(row[c] - m);
+      const float l = m + float(std::log(sum));
+      lse[r] = l;
+      for (int64_t c = 0; c < L; ++c) {
+        float p = std::exp(row[c] - l);
+        if (drop && p != 0.0f) p *= attention_dropout_factor(key, h, qpos, kpos_[c]);
+        row[c] = p;
+      }
+    }
+  }
+
+  // O_i[:, h] += P̃_ij V_j for every head.
+  void pv_block(const AttnShard& s, int j, const float* v, float* o) const {
+    if (!visible(s, j)) return;
+    const int64_t HD = int64_t(H_) * d_;
+    parallel(int64_t(B_) * H_, [&](int64_t x, int) {
+      const int64_t b = x / H_, h = x % H_;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_, d_, T_, 1.0f,
+                  score_rows(x) + int64_t(j) * T_, int(L_),
+                  v + (b * Hkv_ + kv_head(int(h))) * T_ * d_, d_, 1.0f, o + b * T_ * HD + h * d_,
+                  int(HD));
+    });
+  }
+
+  // Δ (B, H, T) = rowsum(dO∘O); O and dO are (B, T, H, d).
+  void compute_delta(const float* o, const float* dout) {
+    const int64_t rows = int64_t(B_) * H_ * T_;
+    float* delta = delta_.data();
+#pragma omp parallel for schedule(static) num_threads(nt_)
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t t = r % T_, h = r / T_ % H_, b = r / T_ / H_;
+      const int64_t off = ((b * T_ + t) * H_ + h) * d_;
+      float acc = 0.0f;
+      for (int c = 0; c < d_; ++c) acc += dout[off + c] * o[off + c];
+      delta[r] = acc;
+    }
+  }
+
+  // acc (B, Hkv, T, d) += Σ over the query heads of each kv head's group of dhead.
+  void reduce_groups(float* acc) const {
+    const int g = H_ / Hkv_;
+    const float* dh = dhead_.data();
+    parallel(int64_t(B_) * Hkv_, [&](int64_t x, int) {
+      const int64_t b = x / Hkv_, kh = x % Hkv_, n = int64_t(T_) * d_;
+      float* dst = acc + x * n;
+      for (int hh = 0; hh < g; ++hh) {
+        const float* src = dh + (b * H_ + kh * g + hh) * n;
+        for (int64_t e = 0; e < n; ++e) dst[e] += src[e];
+      }
+    });
+  }
+
+  // V_j arrived: dP = (dO_i V_jᵀ)∘mask row chunk by row chunk in a per-thread tile;
+  // P_ij is replaced by dS_ij = P∘(dP − Δ) and dV_j += P̃_ijᵀ dO_i (per head, then summed
+  // over the GQA group into acc).
+  void ds_dv_block(const AttnShard& s, int j, const float* v, const float* dout, float* acc) const {
+    if (!visible(s, j)) return;  // P_ij = 0: dS_ij = 0 and no dV contribution
+    const AttnParams key = dropout_key(s);
+    const bool drop = s.dropout_p > 0.0f;
+    const int64_t HD = int64_t(H_) * d_, L = L_;
+    const int64_t* kp = kpos_.data() + size_t(j) * T_;
+    parallel(int64_t(B_) * H_, [&](int64_t x, int tid) {
+      const int64_t b = x / H_;
+      const int h = int(x % H_);
+      const float* vj = v + (b * Hkv_ + kv_head(h)) * T_ * d_;
+      float* tile = tile_.data() + int64_t(tid) * rows_chunk_ * T_;  // (rows, T)
+      float* dv = dhead_.data() + x * T_ * d_;                       // (T, d)
+      for (int t0 = 0; t0 < T_; t0 += rows_chunk_) {
+        const int rows = std::min(rows_chunk_, T_ - t0);
+        const float* dO = dout + (b * T_ + t0) * HD + int64_t(h) * d_;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T_, d_, 1.0f, dO, int(HD), vj,
+                    d_, 0.0f, tile, T_);
+        for (int t = 0; t < rows; ++t) {
+          float* prow = score_rows(x) + (t0 + t) * L + int64_t(j) * T_;
+          float* trow = tile + int64_t(t) * T_;
+          const float dl = delta_.data()[x * T_ + t0 + t];
+          const int64_t qpos = s.pos[t0 + t];
+          for (int c = 0; c < T_; ++c) {
+            const float p = prow[c];
+            if (p == 0.0f) {
+              trow[c] = 0.0f;
+              continue;
+            }
+            const float m = drop ? attention_dropout_factor(key, h, qpos, kp[c]) : 1.0f;
+            prow[c] = p * (m * trow[c] - dl);  // dS
+            trow[c] = p * m;                   // P̃
+          }
+        }
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T_, d_, rows, 1.0f, tile, T_, dO,
+                    int(HD), t0 == 0 ? 0.0f : 1.0f, dv, d_);
+      }
+    });
+    reduce_groups(acc);
+  }
+
+  // K_j arrived: dQ_i += dS_ij K_j·scale (into dqkv), dK_j += dS_ijᵀ Q_i·scale (into acc).
+  void dq_dk_block(const AttnShard& s, int j, const float* k, float scale, float* dqkv,
+                   float* acc) const {
+    if (!visible(s, j)) return;
+    const int64_t W = qkv_width();
+    parallel(int64_t(B_) * H_, [&](int64_t x, int) {
+      const int64_t b = x / H_, h = x % H_;
+      const float* dS = score_rows(x) + int64_t(j) * T_;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_, d_, T_, scale, dS, int(L_),
+                  k + (b * Hkv_ + kv_head(int(h))) * T_ * d_, d_, 1.0f, dqkv + b * T_ * W + h * d_,
+                  int(W));
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T_, d_, T_, scale, dS, int(L_),
+                  s.qkv + b * T_ * W + h * d_, int(W), 0.0f, dhead_.data() + x * T_ * d_, d_);
+    });
+    reduce_groups(acc);
+  }
+
+  Comm* comm_;
+  int N_, rank_;
+  int B_, T_, H_, Hkv_, d_;
+  int64_t L_;
+  int nt_;
+  int rows_chunk_;
+  std::vector<int64_t> kpos_;  // (L) global position of score column j·T + t
+  Buffer scores_;              // (B, H, T, L) S, then P̃ (forward) / P, then dS (backward)
+  Buffer tile_;                // (threads, rows_chunk, T) dP / P̃ tiles
+  Buffer dhead_;               // (B, H, T, d) per-query-head dK_j or dV_j contribution
+  Buffer delta_;               // (B, H, T) Δ
+  Buffer blk_[2];              // (B, Hkv, T, d) K_j or V_j: computing / arriving
+  Buffer acc_[2];              // (B, Hkv, T, d) dK_j or dV_j accumulator: own / arriving
+};
+
+}  // namespace
+
 SEQPAR_STRATEGY_FACTORY(make_rsa_attention) {
-  SP_FAIL("attention strategy 'rsa' is not implemented yet");
+  const int N = sp.sp_size();
+  SP_CHECK(N == 1 || sp.comm != nullptr, "rsa: sp degree ", N, " without a communicator");
+  SP_CHECK(H % Hkv == 0, "rsa: H=", H, " query heads must be a multiple of Hkv=", Hkv,
+           " key/value heads");
+  const int64_t L = sp.L > 0 ? sp.L : int64_t(N) * T;
+  SP_CHECK(L == int64_t(N) * T, "rsa: global length L=", L, " is not N·T = ", N, "·", T);
+  check_shardable(L, N, sp.layout);
+  return std::make_unique<RsaAttention>(arena, sp, L, B, T, H, Hkv, d);
 }
+
 }  // namespace seqpar
