@@ -144,6 +144,7 @@ class RsaAttention final : public AttentionStrategy {
     p.seed = s.seed;
     p.step = s.step;
     p.layer = s.layer;
+    p.head_offset = s.head_offset;  // tensor parallelism: global index of local head 0
     return p;
   }
 
