@@ -1,9 +1,436 @@
-// PLACEHOLDER: replaced by the ring strategy implementation.
+// `ring`: Ring Attention with online softmax (ring core in parallel/ring.hpp; algorithm,
+// byte formulas and memory in docs/strategies/ring.md).
+//
+// Overlap. MPI in this build has no progress thread, so a non-blocking transfer advances
+// only inside MPI calls. Each block's computation is therefore cut into several kernel
+// calls and MPI_Testall runs over every outstanding request between them:
+//  * forward: key sub-ranges of the block (multiples of the kernel's 128-key tile); each
+//    call merges into (O, LSE) by LSE, which is exact for any split of the key set, and
+//    keeps the kernel's (b, h, query chunk) parallelism intact;
+//  * backward: query sub-ranges (multiples of the kernel's 64-row tile), which keep the
+//    kernel's (b, kv head, key block) parallelism intact; dK, dV and dQ accumulate (+=),
+//    so any split is exact. The kernel wants LSE and Δ as (B, H, Tq_piece) arrays, so they
+//    are regrouped piece by piece once per backward call (B·H·Tq floats each).
+// About kPieces calls per block: enough polls for the shared-memory and TCP transports to
+// move a block in fragments, few enough that the per-call cost stays negligible.
+#include "parallel/ring.hpp"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+
+#include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "core/threads.hpp"
 #include "parallel/strategies.hpp"
 
 namespace seqpar {
-SEQPAR_STRATEGY_FACTORY(make_ring_attention) {
-  SP_FAIL("attention strategy 'ring' is not implemented yet");
+namespace {
+
+constexpr int kTagKv = 7301;   // K|V blocks
+constexpr int kTagDkv = 7302;  // dK|dV accumulators
+constexpr int kPieces = 8;     // target kernel calls (and MPI polls) per block
+constexpr int kKeyUnit = 128;  // forward pieces: multiple of the kernel's key tile (Bk)
+constexpr int kRowUnit = 64;   // backward pieces: multiple of the kernel's query tile (Bq)
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// Length of the pieces a range of n rows is cut into: about n/kPieces, rounded up to a
+// multiple of unit (so the kernel sees no ragged tiles but the last), at least unit.
+int piece_len(int n, int unit) {
+  const int per = (n + kPieces - 1) / kPieces;
+  return std::max(unit, (per + unit - 1) / unit * unit);
 }
+
+int64_t min_of(const int64_t* p, int n) {
+  int64_t m = std::numeric_limits<int64_t>::max();
+  for (int i = 0; i < n; ++i) m = std::min(m, p[i]);
+  return m;
+}
+int64_t max_of(const int64_t* p, int n) {
+  int64_t m = std::numeric_limits<int64_t>::min();
+  for (int i = 0; i < n; ++i) m = std::max(m, p[i]);
+  return m;
+}
+
+// The non-blocking transfers of one call, in fixed slots: MPI_Testall is all-or-nothing
+// (it changes no handle unless all completed), so polling every slot and waiting on one
+// slot see the same handles. Null slots complete at once. Every path that returns
+// normally has waited on every slot; after an exception the requests are left pending,
+// which is memory-safe because their buffers belong to the workspace, not to the call.
+class InFlight {
+ public:
+  enum Slot { kv_send, kv_recv, dkv_send, dkv_recv, dkv_home, n_slots };
+  explicit InFlight(Comm* comm) : comm_(comm), reqs_(n_slots) {}
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+  Comm::Request& operator[](Slot s) { return reqs_[s]; }
+  void poll() {
+    if (comm_) comm_->test_all(reqs_);
+  }
+  void wait(Slot s) {
+    if (comm_) comm_->wait(reqs_[s]);
+  }
+
+ private:
+  Comm* comm_;
+  std::vector<Comm::Request> reqs_;
+};
+
+// Checks shared by forward and backward, all before any transfer is posted.
+int check_ring(Comm* comm, const AttnParams& p, const std::vector<std::vector<int64_t>>& kv_pos,
+               const RingWorkspace& ws, const char* who) {
+  const int N = static_cast<int>(kv_pos.size());
+  SP_CHECK(N >= 1, who, ": kv_pos is empty; it needs the key positions of every ring rank");
+  SP_CHECK(comm != nullptr || N == 1, who, ": no communicator but ", N,
+           " ring ranks of key positions");
+  SP_CHECK(comm == nullptr || comm->size() == N, who, ": communicator '", comm->name(), "' has ",
+           comm->size(), " ranks but kv_pos has key positions for ", N);
+  SP_CHECK(p.B == ws.B && p.Tq == ws.Tq && p.Tk == ws.Tk && p.H == ws.H && p.Hkv == ws.Hkv &&
+               p.d == ws.d,
+           who, ": call has B=", p.B, " Tq=", p.Tq, " Tk=", p.Tk, " H=", p.H, " Hkv=", p.Hkv,
+           " d=", p.d, " but the ring workspace was built for B=", ws.B, " Tq=", ws.Tq,
+           " Tk=", ws.Tk, " H=", ws.H, " Hkv=", ws.Hkv, " d=", ws.d);
+  SP_CHECK(p.H % p.Hkv == 0, who, ": H=", p.H, " not divisible by Hkv=", p.Hkv);
+  for (int j = 0; j < N; ++j)
+    SP_CHECK(static_cast<int64_t>(kv_pos[j].size()) == p.Tk, who, ": ring rank ", j, " has ",
+             kv_pos[j].size(), " key positions, expected Tk=", p.Tk);
+  SP_CHECK(p.q && p.k && p.v && p.o && p.lse && p.q_pos, who,
+           ": q, k, v, o, lse and q_pos must all be set");
+  SP_CHECK(p.q_stride >= int64_t{p.H} * p.d && p.kv_stride >= int64_t{p.Hkv} * p.d &&
+               p.o_stride >= int64_t{p.H} * p.d,
+           who, ": strides q=", p.q_stride, " kv=", p.kv_stride, " o=", p.o_stride,
+           " smaller than a token's heads (H·d=", p.H * p.d, ", Hkv·d=", p.Hkv * p.d, ")");
+  return N;
+}
+
+// dst (B, Tk, 2·Hkv·d) = [K | V] of this rank's block, token by token.
+void pack_kv(float* dst, const AttnParams& p) {
+  const int64_t kvd = int64_t{p.Hkv} * p.d, rows = int64_t{p.B} * p.Tk;
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t u = 0; u < rows; ++u) {
+    const int64_t b = u / p.Tk, t = u % p.Tk, src = b * p.kv_bstride + t * p.kv_stride;
+    std::memcpy(dst + u * 2 * kvd, p.k + src, kvd * sizeof(float));
+    std::memcpy(dst + u * 2 * kvd + kvd, p.v + src, kvd * sizeof(float));
+  }
+}
+
+void fill_zero(float* x, int64_t n) {
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t i = 0; i < n; ++i) x[i] = 0.0f;
+}
+
+void add_into(float* dst, const float* src, int64_t n) {
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
+}
+
+// The kernel's view of the packed K|V block at kv (B, Tk, 2·Hkv·d).
+void point_at_block(AttnParams& q, const float* kv) {
+  const int64_t kvd = int64_t{q.Hkv} * q.d;
+  q.k = kv;
+  q.v = kv + kvd;
+  q.kv_stride = 2 * kvd;
+  q.kv_bstride = 2 * kvd * q.Tk;
+}
+
+}  // namespace
+
+int64_t ring_comm_floats(int B, int Tk, int Hkv, int d) {
+  return 5 * int64_t{B} * Tk * 2 * Hkv * d;
+}
+
+RingWorkspace::RingWorkspace(Arena& arena, int B_, int Tq_, int Tk_, int H_, int Hkv_, int d_)
+    : B(B_), Tq(Tq_), Tk(Tk_), H(H_), Hkv(Hkv_), d(d_) {
+  SP_CHECK(B > 0 && Tq > 0 && Tk > 0 && H > 0 && Hkv > 0 && d > 0,
+           "ring workspace: need positive B, Tq, Tk, H, Hkv, d, got B=", B, " Tq=", Tq, " Tk=", Tk,
+           " H=", H, " Hkv=", Hkv, " d=", d);
+  const size_t blk = size_t(B) * Tk * 2 * Hkv * d;
+  for (auto& b : kv) b = Buffer(arena, Mem::comm, blk, "ring kv block");
+  for (auto& b : dkv) b = Buffer(arena, Mem::comm, blk, "ring dkv block");
+  lse_p = Buffer(arena, Mem::scratch, size_t(B) * H * Tq, "ring lse pieces");
+  delta_p = Buffer(arena, Mem::scratch, size_t(B) * H * Tq, "ring delta");
+  scratch = Buffer(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch");
+}
+
+uint64_t ring_bytes_forward(int N, int B, int Tk, int Hkv, int d) {
+  return uint64_t(N - 1) * uint64_t(B) * uint64_t(Tk) * 2 * uint64_t(Hkv) * uint64_t(d) * 4;
+}
+
+uint64_t ring_bytes_backward(int N, int B, int Tk, int Hkv, int d) {
+  return 2 * ring_bytes_forward(N, B, Tk, Hkv, d);
+}
+
+void ring_attention_forward(Comm* comm, const AttnParams& p_in,
+                            const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws) {
+  const int N = check_ring(comm, p_in, kv_pos, ws, "ring_attention_forward");
+  const int r = comm ? comm->rank() : 0;
+  const bool move = N > 1 && !ws.skip_comm;
+  const size_t blk = size_t(p_in.B) * p_in.Tk * 2 * p_in.Hkv * p_in.d;
+
+  pack_kv(ws.kv[0].data(), p_in);
+  // (O, LSE) start as "no key seen" (0, −∞) so every block, the first included, merges
+  // with accumulate = true and any block can be skipped.
+  const int64_t hd = int64_t{p_in.H} * p_in.d;
+  for (int b = 0; b < p_in.B; ++b)
+    for (int t = 0; t < p_in.Tq; ++t)
+      std::fill_n(p_in.o + b * p_in.o_bstride + t * p_in.o_stride, hd, 0.0f);
+  std::fill_n(p_in.lse, int64_t{p_in.B} * p_in.H * p_in.Tq, kNegInf);
+
+  AttnParams p = p_in;
+  p.scratch = ws.scratch.data();
+  p.scratch_floats = static_cast<int64_t>(ws.scratch.size());
+  const int64_t qmax = max_of(p.q_pos, p.Tq);
+  const int piece = piece_len(p.Tk, kKeyUnit);
+
+  InFlight io(move ? comm : nullptr);
+  int cur = 0;
+  for (int k = 0; k < N; ++k) {
+    const int src = ((r - k) % N + N) % N;
+    const float* block = ws.kv[cur].data();
+    if (move && k < N - 1) {  // the block of step k+1 travels while this one computes
+      io[InFlight::kv_send] = comm->isend(block, blk, (r + 1) % N, kTagKv);
+      io[InFlight::kv_recv] = comm->irecv(ws.kv[1 - cur].data(), blk, (r + N - 1) % N, kTagKv);
+    }
+    const int64_t* kpos = kv_pos[src].data();
+    for (int j0 = 0; j0 < p.Tk; j0 += piece) {
+      const int len = std::min(piece, p.Tk - j0);
+      if (p.causal && min_of(kpos + j0, len) > qmax) continue;  // every key after every query
+      AttnParams q = p;
+      point_at_block(q, block);
+      q.k += j0 * q.kv_stride;
+      q.v += j0 * q.kv_stride;
+      q.k_pos = kpos + j0;
+      q.Tk = len;
+      attention_forward(q, true);
+      io.poll();
+    }
+    io.wait(InFlight::kv_send);
+    io.wait(InFlight::kv_recv);
+    if (move) cur = 1 - cur;
+  }
+}
+
+void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
+                             const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws) {
+  const int N = check_ring(comm, p_in, kv_pos, ws, "ring_attention_backward");
+  SP_CHECK(p_in.dout && p_in.dq && p_in.dk && p_in.dv,
+           "ring_attention_backward: dout, dq, dk and dv must all be set");
+  const int r = comm ? comm->rank() : 0;
+  const bool move = N > 1 && !ws.skip_comm;
+  const int B = p_in.B, H = p_in.H, Tq = p_in.Tq, Tk = p_in.Tk;
+  const int64_t kvd = int64_t{p_in.Hkv} * p_in.d, W2 = 2 * kvd;
+  const size_t blk = size_t(B) * Tk * W2;
+
+  pack_kv(ws.kv[0].data(), p_in);
+
+  // Query pieces; LSE and Δ of piece [i0, i0 + len) live at offset B·H·i0 as (B, H, len).
+  const int piece = piece_len(Tq, kRowUnit);
+  float* lse_p = ws.lse_p.data();
+  float* delta_p = ws.delta_p.data();
+  std::vector<int64_t> piece_qmax;
+  for (int i0 = 0; i0 < Tq; i0 += piece) {
+    const int len = std::min(piece, Tq - i0);
+    const int64_t off = int64_t{B} * H * i0;
+    for (int64_t bh = 0; bh < int64_t{B} * H; ++bh)
+      std::copy_n(p_in.lse + bh * Tq + i0, len, lse_p + off + bh * len);
+    AttnParams v = p_in;  // Δ = rowsum(dO∘O) of this piece's rows
+    v.o += i0 * v.o_stride;
+    v.Tq = len;
+    attention_delta(delta_p + off, p_in.dout + i0 * p_in.o_stride, v);
+    piece_qmax.push_back(max_of(p_in.q_pos + i0, len));
+  }
+
+  AttnBwdParams p = p_in;
+  p.scratch = ws.scratch.data();
+  p.scratch_floats = static_cast<int64_t>(ws.scratch.size());
+
+  InFlight io(move ? comm : nullptr);
+  const int next = (r + 1) % N, prev = (r + N - 1) % N;
+  int cur = 0;
+  float* home = nullptr;  // where this rank's own dK|dV accumulator arrives
+  for (int k = 0; k < N; ++k) {
+    const int src = ((r - k) % N + N) % N;
+    const float* block = ws.kv[cur].data();
+    // Step k ≥ 1 computes into loc (alternating dkv[0], dkv[1]; the other one may still be
+    // in flight from step k−1) and adds the accumulator of the same block that rank r−1
+    // built over steps 1..k−1, which arrives in dkv[2] meanwhile.
+    float* loc = ws.dkv[k % 2].data();
+    float* in = ws.dkv[2].data();
+    if (move) {
+      if (k < N - 1) {
+        io[InFlight::kv_send] = comm->isend(block, blk, next, kTagKv);
+        io[InFlight::kv_recv] = comm->irecv(ws.kv[1 - cur].data(), blk, prev, kTagKv);
+      }
+      if (k >= 2) io[InFlight::dkv_recv] = comm->irecv(in, blk, prev, kTagDkv);
+      if (k == N - 1) {  // no K|V arrives in the last step: its buffer takes our dK|dV
+        home = ws.kv[1 - cur].data();
+        io[InFlight::dkv_home] = comm->irecv(home, blk, prev, kTagDkv);
+      }
+    }
+    AttnBwdParams q0 = p;
+    point_at_block(q0, block);
+    q0.k_pos = kv_pos[src].data();
+    if (k > 0) {  // a visiting block: contributions go to the travelling accumulator
+      fill_zero(loc, static_cast<int64_t>(blk));
+      q0.dk = loc;
+      q0.dv = loc + kvd;
+      q0.dkv_stride = W2;
+      q0.dkv_bstride = W2 * Tk;
+    }  // k = 0: our own block, straight into the caller's dk, dv
+    const int64_t kmin = min_of(q0.k_pos, Tk);
+    for (int i0 = 0, pi = 0; i0 < Tq; i0 += piece, ++pi) {
+      if (p.causal && kmin > piece_qmax[pi]) continue;  // every key after every query
+      const int len = std::min(piece, Tq - i0);
+      const int64_t off = int64_t{B} * H * i0;
+      AttnBwdParams q = q0;
+      q.q += i0 * q.q_stride;
+      q.q_pos += i0;
+      q.o += i0 * q.o_stride;
+      q.dout += i0 * q.o_stride;
+      q.dq += i0 * q.dq_stride;
+      q.lse = lse_p + off;
+      q.delta = delta_p + off;
+      q.Tq = len;
+      attention_backward(q);
+      io.poll();
+    }
+    if (move && k > 0) {
+      if (k >= 2) {
+        io.wait(InFlight::dkv_recv);
+        add_into(loc, in, static_cast<int64_t>(blk));
+      }
+      io.wait(InFlight::dkv_send);  // step k−1's accumulator has left
+      io[InFlight::dkv_send] = comm->isend(loc, blk, next, kTagDkv);
+    }
+    io.wait(InFlight::kv_send);
+    io.wait(InFlight::kv_recv);
+    if (move && k < N - 1) cur = 1 - cur;
+  }
+  if (!move) return;
+  io.wait(InFlight::dkv_send);
+  io.wait(InFlight::dkv_home);
+  // dK, dV of our own block += what the other N−1 ranks' queries contributed.
+  const int64_t rows = int64_t{B} * Tk;
+#pragma omp parallel for schedule(static) num_threads(num_threads())
+  for (int64_t u = 0; u < rows; ++u) {
+    const int64_t b = u / Tk, t = u % Tk, dst = b * p.dkv_bstride + t * p.dkv_stride;
+    const float* g = home + u * W2;
+    for (int64_t c = 0; c < kvd; ++c) p.dk[dst + c] += g[c];
+    for (int64_t c = 0; c < kvd; ++c) p.dv[dst + c] += g[kvd + c];
+  }
+}
+
+namespace {
+
+// The `ring` strategy: the ring core over the whole sp group, this rank's QKV shard in
+// place (K and V packed into the comm buffer), key positions of every rank from the layout.
+class RingAttention final : public AttentionStrategy {
+ public:
+  RingAttention(Arena& arena, const SpSetup& sp, int64_t L, int B, int T, int H, int Hkv, int d)
+      : comm_(sp.comm && sp.comm->size() > 1 ? sp.comm : nullptr),
+        N_(sp.sp_size()),
+        r_(sp.sp_rank()),
+        L_(L),
+        ws_(arena, B, T, T, H, Hkv, d) {
+    for (int j = 0; j < N_; ++j) kv_pos_.push_back(shard_positions(L_, N_, j, sp.layout));
+  }
+
+  const char* name() const override { return "ring"; }
+  uint64_t bytes_forward(const AttnShard& s) const override {
+    return ring_bytes_forward(N_, s.B, s.T, s.Hkv, s.d);
+  }
+  uint64_t bytes_backward(const AttnShard& s) const override {
+    return ring_bytes_backward(N_, s.B, s.T, s.Hkv, s.d);
+  }
+
+  void forward(const AttnShard& s, float* o, float* lse) override {
+    check_shard(s);
+    ring_attention_forward(comm_, params(s, o, lse), kv_pos_, ws_);
+  }
+
+  void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
+                float* dqkv) override {
+    check_shard(s);
+    AttnBwdParams p;
+    static_cast<AttnParams&>(p) = params(s, const_cast<float*>(o), const_cast<float*>(lse));
+    const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
+    p.dout = dout;
+    p.dq = dqkv;
+    p.dk = dqkv + int64_t(s.H) * s.d;
+    p.dv = dqkv + int64_t(s.H + s.Hkv) * s.d;
+    p.dq_stride = W;
+    p.dq_bstride = W * s.T;
+    p.dkv_stride = W;
+    p.dkv_bstride = W * s.T;
+    ring_attention_backward(comm_, p, kv_pos_, ws_);
+  }
+
+ private:
+  // The shard must be the one the strategy was built for: same shape, same positions.
+  void check_shard(const AttnShard& s) const {
+    SP_CHECK(s.B == ws_.B && s.T == ws_.Tq && s.H == ws_.H && s.Hkv == ws_.Hkv && s.d == ws_.d,
+             "ring: shard has B=", s.B, " T=", s.T, " H=", s.H, " Hkv=", s.Hkv, " d=", s.d,
+             " but the strategy was built for B=", ws_.B, " T=", ws_.Tq, " H=", ws_.H,
+             " Hkv=", ws_.Hkv, " d=", ws_.d);
+    SP_CHECK(s.L == L_, "ring: shard says L=", s.L, " but the sp group was set up for L=", L_);
+    SP_CHECK(s.pos != nullptr, "ring: shard positions are null");
+    const std::vector<int64_t>& mine = kv_pos_[r_];
+    for (int t = 0; t < s.T; ++t)
+      SP_CHECK(s.pos[t] == mine[t], "ring: token ", t, " of rank ", r_, " has position ", s.pos[t],
+               " but the layout gives ", mine[t],
+               "; the data loader and the sp setup disagree on the layout");
+  }
+
+  AttnParams params(const AttnShard& s, float* o, float* lse) const {
+    const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
+    AttnParams p;
+    p.q = s.qkv;
+    p.k = s.qkv + int64_t(s.H) * s.d;
+    p.v = s.qkv + int64_t(s.H + s.Hkv) * s.d;
+    p.o = o;
+    p.lse = lse;
+    p.q_stride = W;
+    p.q_bstride = W * s.T;
+    p.kv_stride = W;
+    p.kv_bstride = W * s.T;
+    p.o_stride = int64_t(s.H) * s.d;
+    p.o_bstride = int64_t(s.H) * s.d * s.T;
+    p.q_pos = s.pos;
+    p.B = s.B;
+    p.Tq = s.T;
+    p.Tk = s.T;
+    p.H = s.H;
+    p.Hkv = s.Hkv;
+    p.d = s.d;
+    p.causal = s.causal;
+    p.dropout_p = s.dropout_p;
+    p.seed = s.seed;
+    p.step = s.step;
+    p.layer = s.layer;
+    p.head_offset = 0;  // every rank runs every head
+    return p;
+  }
+
+  Comm* comm_;  // null when N = 1
+  int N_, r_;
+  int64_t L_;
+  std::vector<std::vector<int64_t>> kv_pos_;  // (N)(T) positions of each rank's tokens
+  RingWorkspace ws_;
+};
+
+}  // namespace
+
+SEQPAR_STRATEGY_FACTORY(make_ring_attention) {
+  const int N = sp.sp_size();
+  // A single rank without a setup length holds the whole (contiguous) sequence.
+  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
+  SP_CHECK(L > 0, "ring: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
+  check_shardable(L, N, sp.layout);
+  SP_CHECK(int64_t(T) * N == L, "ring: shards of T=", T, " tokens on sp=", N,
+           " ranks do not make the sequence length L=", L, " (expected T=L/sp=", L / N, ")");
+  SP_CHECK(H % Hkv == 0, "ring: H=", H, " query heads not divisible by Hkv=", Hkv,
+           " key/value heads");
+  return std::make_unique<RingAttention>(arena, sp, L, B, T, H, Hkv, d);
+}
+
 }  // namespace seqpar

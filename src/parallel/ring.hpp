@@ -30,12 +30,12 @@ class Comm;
 struct RingWorkspace {
   RingWorkspace(Arena& arena, int B, int Tq, int Tk, int H, int Hkv, int d);
   int B, Tq, Tk, H, Hkv, d;
-  Buffer kv[2];     // (B, Tk, 2·Hkv·d) Mem::comm: travelling K|V block, double buffer
-  Buffer dkv[3];    // (B, Tk, 2·Hkv·d) Mem::comm: dK|dV accumulators: 2 alternate as the
-                    //   block being computed / the one in flight, 1 receives
-  Buffer lse_p;     // (B·H·Tq) Mem::scratch: LSE regrouped by backward query piece
-  Buffer delta_p;   // (B·H·Tq) Mem::scratch: Δ, same grouping
-  Buffer scratch;   // attention_scratch_floats(d, num_threads()) Mem::scratch: kernel tiles
+  Buffer kv[2];    // (B, Tk, 2·Hkv·d) Mem::comm: travelling K|V block, double buffer
+  Buffer dkv[3];   // (B, Tk, 2·Hkv·d) Mem::comm: dK|dV accumulators: 2 alternate as the
+                   //   block being computed / the one in flight, 1 receives
+  Buffer lse_p;    // (B·H·Tq) Mem::scratch: LSE regrouped by backward query piece
+  Buffer delta_p;  // (B·H·Tq) Mem::scratch: Δ, same grouping
+  Buffer scratch;  // attention_scratch_floats(d, num_threads()) Mem::scratch: kernel tiles
   // Measurement only (bench/bench_ring_overlap.cpp): run the same schedule of kernel
   // calls with the same positions but move nothing (every step reuses the local block,
   // so results are wrong). Never set in training.
