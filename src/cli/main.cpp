@@ -147,7 +147,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
   opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · sp), default 1");
   opt_s("--sp-strategy", "sp_strategy",
-        "attention strategy: local (1 rank), ring, ulysses, usp, mqsp, rsa; default local");
+        "attention strategy: local (1 rank), ring, ulysses, usp, mqsp, rsa, or materialized "
+        "(sp 1: keeps every T×T score matrix, the Megatron paper's baseline); default local");
   opt_s("--layout", "layout",
         "token layout over the sp ranks: contiguous (default) or zigzag (balances causal work)")
       ->check(CLI::IsMember({"contiguous", "zigzag"}));

@@ -178,7 +178,10 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   layout_buffers();
   // One strategy instance serves every layer: strategies keep no state between forward
   // and backward beyond what the model passes back (O, LSE).
-  attn_.push_back(make_attention(par_.strategy, arena, par_.sp, B, T, Ht_, Hkvt_, cfg_.d()));
+  SpSetup sp = par_.sp;
+  // The materialised baseline keeps P of every layer unless its core is recomputed.
+  sp.materialized_layers = par_.recompute == Recompute::none ? cfg_.n_layer : 1;
+  attn_.push_back(make_attention(par_.strategy, arena, sp, B, T, Ht_, Hkvt_, cfg_.d()));
 }
 
 Model::~Model() = default;

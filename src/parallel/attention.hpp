@@ -40,6 +40,7 @@ struct SpSetup {
   int64_t L = 0;        // global sequence length (rank r holds shard_positions(L, N, r, layout))
   int mqsp_micro = 0;   // MQSP micro-query count m (0: m = N)
   int usp_ulysses = 0;  // USP: size u of the Ulysses groups, N = u·r (0: automatic)
+  int materialized_layers = 1;  // `materialized`: layers whose T×T probabilities are kept
   int sp_size() const;
   int sp_rank() const;
 };

@@ -8,7 +8,7 @@ int SpSetup::sp_size() const { return comm ? comm->size() : 1; }
 int SpSetup::sp_rank() const { return comm ? comm->rank() : 0; }
 
 std::vector<std::string> attention_strategies() {
-  return {"local", "ring", "ulysses", "usp", "mqsp", "rsa"};
+  return {"local", "ring", "ulysses", "usp", "mqsp", "rsa", "materialized"};
 }
 
 std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena,
@@ -22,6 +22,7 @@ std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena
   if (name == "usp") return make_usp_attention(arena, sp, B, T, H, Hkv, d);
   if (name == "mqsp") return make_mqsp_attention(arena, sp, B, T, H, Hkv, d);
   if (name == "rsa") return make_rsa_attention(arena, sp, B, T, H, Hkv, d);
+  if (name == "materialized") return make_materialized_attention(arena, sp, B, T, H, Hkv, d);
   std::string all;
   for (const auto& n : attention_strategies()) all += (all.empty() ? "" : ", ") + n;
   SP_FAIL("unknown attention strategy '", name, "' (available: ", all, ")");

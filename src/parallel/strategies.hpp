@@ -16,5 +16,6 @@ SEQPAR_STRATEGY_FACTORY(make_ulysses_attention);
 SEQPAR_STRATEGY_FACTORY(make_usp_attention);
 SEQPAR_STRATEGY_FACTORY(make_mqsp_attention);
 SEQPAR_STRATEGY_FACTORY(make_rsa_attention);
+SEQPAR_STRATEGY_FACTORY(make_materialized_attention);
 
 }  // namespace seqpar

@@ -277,3 +277,34 @@ TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
   if (world.rank() == 0) std::filesystem::remove_all(dir);
   std::filesystem::remove_all(full.out);
 }
+
+TEST(MaterializedBaseline, EqualsTheBlockedKernelAndKeepsTheQuadraticTerm) {
+  Comm world = Comm::world();
+  const int t = world.size();
+  const ModelConfig cfg = small_model();
+  const int B = 2, T = 16;
+  Batch b = make_test_batch(B, T, 2);
+  StepContext ctx{5, 3, true};
+  std::vector<double> loss;
+  std::vector<std::vector<std::vector<float>>> grads;
+  std::vector<uint64_t> acts;
+  for (const char* strategy : {"local", "materialized"}) {
+    Arena a;
+    ModelParallel par;
+    par.strategy = strategy;
+    par.tp = TpSetup{t > 1 ? &world : nullptr};
+    Model m(cfg, B, T, a, par);
+    m.init_weights(6);
+    m.zero_grad();
+    double l = m.forward(b, ctx);
+    m.backward(b, ctx, 0.02f);
+    world.allreduce_sum(&l, 1);
+    loss.push_back(l);
+    grads.push_back(global_grads(m, t > 1 ? &world : nullptr, cfg));
+    acts.push_back(a.peak(Mem::acts));
+  }
+  EXPECT_NEAR(loss[1], loss[0], kTol * loss[0]);
+  for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_LT(rel_err(grads[1][i], grads[0][i]), 3e-5);
+  // The paper's as²b term: P of every layer, (B, H/t, T, T) fp32 floats.
+  EXPECT_EQ(acts[1] - acts[0], uint64_t(cfg.n_layer) * B * (cfg.H / t) * T * T * 4);
+}
