@@ -407,7 +407,7 @@ class RingAttention final : public AttentionStrategy {
     p.seed = s.seed;
     p.step = s.step;
     p.layer = s.layer;
-    p.head_offset = 0;  // every rank runs every head
+    p.head_offset = s.head_offset;  // every sp rank runs every head of this tp rank
     return p;
   }
 
