@@ -153,6 +153,7 @@ constexpr double kCurveTol = 1e-4;
 
 class SequenceParallelTraining : public testing::TestWithParam<std::string> {};
 
+
 TEST_P(SequenceParallelTraining, LossCurveEqualsOneRank) {
   Comm world = Comm::world();
   const int N = world.size();
@@ -175,7 +176,8 @@ TEST_P(SequenceParallelTraining, LossCurveEqualsOneRank) {
   if (world.rank() == 0) std::filesystem::remove_all(sp.out);
 }
 
-INSTANTIATE_TEST_SUITE_P(All, SequenceParallelTraining, testing::ValuesIn(kStrategies));
+INSTANTIATE_TEST_SUITE_P(All, SequenceParallelTraining,
+                         testing::Values("ring", "ulysses", "usp", "mqsp", "rsa"));
 
 TEST(DataTimesSequenceParallel, MeshEqualsOneRankWithTheWholeBatch) {
   Comm world = Comm::world();
