@@ -25,6 +25,16 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODEL = ["--layers", "2", "--dim", "256", "--heads", "8", "--ffn", "1024", "--batch", "1"]
 STRATEGIES = ["rsa", "mqsp", "ulysses", "ring", "usp"]
+# Megatron tensor + sequence parallelism at tp = N (sp 1), with the blocked kernel and with
+# the paper's materialised baseline (every layer's T×T probabilities kept).
+MEGATRON = {"megatron": "local", "megatron-materialized": "materialized"}
+ALL = STRATEGIES + list(MEGATRON)
+
+
+def parallel_args(s, n):
+    if s in MEGATRON:
+        return ["--tp", str(n), "--sp", "1", "--sp-strategy", MEGATRON[s]]
+    return ["--sp", str(n), "--sp-strategy", s, "--layout", layout(s)]
 ENV = dict(os.environ, OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
            OMP_NUM_THREADS="1")
 
@@ -40,11 +50,11 @@ def mpirun(n, args, timeout=600):
 
 def memory(a):
     rows = []
-    for s in ["local"] + STRATEGIES:
+    for s in ["local"] + ALL:
         for n in [1, 2, 4, 8]:
             if s == "local" and n > 1:
                 continue
-            args = [a.seqpar, "plan", "--sp", str(n), "--sp-strategy", s, "--layout", layout(s),
+            args = [a.seqpar, "plan"] + parallel_args(s, n) + [
                     "--budget", a.budget, "--data", "passkey"] + MODEL
             r = mpirun(n, args)
             if r.returncode != 0:
@@ -61,7 +71,7 @@ def memory(a):
     by = {}
     for s, n, L, _ in rows:
         by.setdefault(s, {})[n] = L
-    for s in ["local"] + STRATEGIES:
+    for s in ["local"] + ALL:
         if s not in by:
             continue
         cells = [str(by[s].get(n, "")) for n in [1, 2, 4, 8]]
@@ -70,15 +80,15 @@ def memory(a):
     os.makedirs(a.out, exist_ok=True)
     dat = os.path.join(a.out, "longest_seq.dat")
     with open(dat, "w") as f:
-        f.write("# N " + " ".join(s for s in STRATEGIES) + "\n")
+        f.write("# N " + " ".join(s for s in ALL) + "\n")
         for n in [1, 2, 4, 8]:
-            f.write(f"{n} " + " ".join(str(by.get(s, {}).get(n, "NaN")) for s in STRATEGIES) + "\n")
+            f.write(f"{n} " + " ".join(str(by.get(s, {}).get(n, "NaN")) for s in ALL) + "\n")
     png = os.path.join(a.out, "longest_seq.png")
     plot = [f"set terminal pngcairo size 800,500", f"set output '{png}'",
             f"set title 'Longest trainable sequence under {a.budget} per rank'",
             "set xlabel 'ranks N'", "set ylabel 'sequence length L'", "set logscale xy 2",
             "set key top left", "set grid"]
-    series = [f"'{dat}' using 1:{i + 2} with linespoints title '{s}'" for i, s in enumerate(STRATEGIES)]
+    series = [f"'{dat}' using 1:{i + 2} with linespoints title '{s}'" for i, s in enumerate(ALL)]
     plot.append("plot " + ", ".join(series))
     r = subprocess.run(["gnuplot"], input="\n".join(plot), text=True, capture_output=True)
     print(f"\nplot: {png}" if r.returncode == 0 else f"\ngnuplot failed: {r.stderr}")
@@ -87,14 +97,14 @@ def memory(a):
 def time_mode(a):
     print("Step time, per-rank arena peak and bytes sent per rank per step "
           "(GPT 2x256, H=8, B=1, 1 thread/rank, median of steps 2-3)\n")
-    print("| strategy | N | L | step ms | peak MiB | acts MiB | scratch MiB | comm MiB | sp bytes/step MiB |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| strategy | N | L | step ms | peak MiB | acts MiB | scratch MiB | comm MiB | sp bytes/step MiB | tp bytes/step MiB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for L in map(int, a.lens.split(",")):
         for n in map(int, a.ranks.split(",")):
-            for s in (["local"] if n == 1 else []) + STRATEGIES:
+            for s in (["local"] if n == 1 else []) + ALL:
                 with tempfile.TemporaryDirectory() as tmp:
-                    args = [a.seqpar, "train", "--sp", str(n), "--sp-strategy", s, "--layout",
-                            layout(s), "--seq-len", str(L), "--steps", "3", "--threads", "1",
+                    args = [a.seqpar, "train"] + parallel_args(s, n) + [
+                            "--seq-len", str(L), "--steps", "3", "--threads", "1",
                             "--progress", "none", "--out", tmp, "--data", "passkey"] + MODEL
                     try:
                         r = mpirun(n, args, timeout=a.timeout)
@@ -111,7 +121,8 @@ def time_mode(a):
                     mib = lambda b: f"{b / 2**20:.1f}"
                     print(f"| {s} | {n} | {L} | {ms:.0f} | {mib(pk['total'])} | {mib(pk['acts'])} | "
                           f"{mib(pk['scratch'])} | {mib(pk['comm'])} | "
-                          f"{mib(recs[-1]['bytes_sent']['sp'])} |", flush=True)
+                          f"{mib(recs[-1]['bytes_sent']['sp'])} | {mib(recs[-1]['bytes_sent']['tp'])} |",
+                          flush=True)
 
 
 def main():

@@ -1,5 +1,7 @@
 #include "train/planner.hpp"
 
+#include <numeric>
+
 #include "core/check.hpp"
 #include "parallel/layout.hpp"
 
@@ -57,7 +59,9 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
 }
 
 MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len) {
-  const int64_t unit = parse_layout(cfg.layout) == ShardLayout::zigzag ? 2 * cfg.sp : cfg.sp;
+  // L must split over sp (2·sp chunks for zigzag) and the B·L/sp rows of a shard over tp.
+  const int64_t unit = (parse_layout(cfg.layout) == ShardLayout::zigzag ? 2 * cfg.sp : cfg.sp) *
+                       (cfg.tp / std::gcd(cfg.tp, cfg.batch));
   auto peak_at = [&](int64_t k) {
     cfg.seq_len = k * unit;
     return dry_run_peak(cfg, world);

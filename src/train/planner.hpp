@@ -42,7 +42,8 @@ struct MemoryPlan {
 // Dry-run per-rank peak of cfg as given (cfg.seq_len). Collective over world.
 MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world);
 
-// Longest L ≤ max_len, a multiple of the layout's unit (sp, or 2·sp for zigzag), whose
+// Longest L ≤ max_len, a multiple of the layout's unit (sp, or 2·sp for zigzag, times what
+// makes the B·L/sp shard rows divide over tp), whose
 // dry-run peak fits `budget` bytes per rank; L = 0 if even the smallest does not fit.
 MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len);
 
