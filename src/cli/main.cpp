@@ -154,6 +154,12 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"contiguous", "zigzag"}));
   opt_i("--tp", "tp",
         "Megatron tensor (+ sequence) parallel degree t (world = dp · tp · sp), default 1");
+  cur->add_option_function<std::string>(
+         "--tp-sp", [&flags](const std::string& v) { flags["tp_sp"] = v == "on"; },
+         "Megatron sequence parallelism in the tp group: on (default: LayerNorm, dropout, "
+         "residual on L/t tokens; all-gather + reduce-scatter) or off (all-reduce)")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   opt_s("--recompute", "recompute",
         "activation recomputation: none (default), selective (attention core) or full (each layer)")
       ->check(CLI::IsMember({"none", "selective", "full"}));

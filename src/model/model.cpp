@@ -157,12 +157,13 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   SP_CHECK(T >= 1, "local tokens T must be >= 1, got ", T);
   tp_ = par_.tp.size();
   tp_rank_ = par_.tp.rank();
+  seq_par_ = par_.tp_sequence_parallel;
   N_ = int64_t(B) * T;
-  SP_CHECK(N_ % tp_ == 0, "the ", B, "×", T, " = ", N_,
+  SP_CHECK(!seq_par_ || N_ % tp_ == 0, "the ", B, "×", T, " = ", N_,
            " rows of the sequence shard do not divide over tp=", tp_,
            " (Megatron sequence parallelism splits them evenly); choose batch·seq_len/sp a "
            "multiple of tp");
-  R_ = N_ / tp_;
+  R_ = seq_par_ ? N_ / tp_ : N_;
   specs_ = param_specs(cfg_, tp_, tp_rank_);
   Ht_ = cfg_.H / tp_;
   Hkvt_ = cfg_.Hkv / tp_;
@@ -244,7 +245,7 @@ void Model::layout_buffers() {
   logits_ = take(p, R * V);
   losses_ = take(p, R);
   // Backward scratch, reused by every layer.
-  const int64_t full = tp_ > 1 ? N * C : 0;
+  const int64_t full = tp_ > 1 && seq_par_ ? N * C : 0;
   const int64_t n_scratch = 3 * R * C + 2 * full + N * Wt + N * HDt + 2 * N * Ft + R * V + R;
   scratch_ = Buffer(arena_, Mem::scratch, n_scratch, "backward scratch");
   p = scratch_.data();
@@ -301,6 +302,10 @@ void Model::reduce_scatter_rows(const float* full, float* part, int64_t width) {
   par_.tp.comm->reduce_scatter_sum(full, part, size_t(R_ * width));
 }
 
+void Model::allreduce_rows(float* x, int64_t width) {
+  par_.tp.comm->allreduce_sum(x, size_t(N_ * width));
+}
+
 AttnShard Model::shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const {
   AttnShard s{a.qkv, b.pos.data(), B_, T_, Ht_, Hkvt_, cfg_.d(), b.L, cfg_.causal(),
               ctx.train ? cfg_.attn_dropout : 0.0f, ctx.seed, ctx.step, uint32_t(l)};
@@ -321,8 +326,9 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   const int64_t* keys = b.row_key.data() + row_begin();
   // Attention block: LN on this rank's rows; all-gather the sequence; column-parallel QKV.
   layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.x_in, P.ln1_w, P.ln1_b, R, C);
+  const bool sp = tp_ > 1 && seq_par_;  // Megatron sequence parallelism in the tp group
   const float* in = a.ln1;
-  if (tp_ > 1) {
+  if (sp) {
     gather_rows(a.ln1, full_, C);
     in = full_;
   }
@@ -333,9 +339,13 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   // Row-parallel proj: partial sums over this rank's heads, reduce-scattered to rows.
   if (tp_ == 1) {
     linear_forward(a.x_mid, a.att, P.proj_w, P.proj_b, N, HDt, C);
-  } else {
+  } else if (sp) {
     linear_forward(full_, a.att, P.proj_w, nullptr, N, HDt, C);
     reduce_scatter_rows(full_, a.x_mid, C);
+    bias_forward(a.x_mid, P.proj_b, R, C);
+  } else {
+    linear_forward(a.x_mid, a.att, P.proj_w, nullptr, N, HDt, C);
+    allreduce_rows(a.x_mid, C);
     bias_forward(a.x_mid, P.proj_b, R, C);
   }
   if (p_drop > 0)
@@ -345,7 +355,7 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   // MLP block, same pattern with FC1 column-parallel and FC2 row-parallel.
   layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x_mid, P.ln2_w, P.ln2_b, R, C);
   in = a.ln2;
-  if (tp_ > 1) {
+  if (sp) {
     gather_rows(a.ln2, full_, C);
     in = full_;
   }
@@ -353,9 +363,13 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   gelu_forward(a.gelu, a.fc1, N * Ft);
   if (tp_ == 1) {
     linear_forward(next, a.gelu, P.fc2_w, P.fc2_b, N, Ft, C);
-  } else {
+  } else if (sp) {
     linear_forward(full_, a.gelu, P.fc2_w, nullptr, N, Ft, C);
     reduce_scatter_rows(full_, next, C);
+    bias_forward(next, P.fc2_b, R, C);
+  } else {
+    linear_forward(next, a.gelu, P.fc2_w, nullptr, N, Ft, C);
+    allreduce_rows(next, C);
     bias_forward(next, P.fc2_b, R, C);
   }
   if (p_drop > 0)
@@ -394,7 +408,9 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
     return DropoutKey{p_drop, ctx.seed, ctx.step, layer, site};
   };
   auto zero = [](float* x, int64_t n) { std::memset(x, 0, sizeof(float) * n); };
-  const bool tp = tp_ > 1;
+  // tp: Megatron sequence parallelism (sharded rows, gather / reduce-scatter);
+  // ar: plain tensor parallelism (all rows everywhere, all-reduce of input gradients).
+  const bool tp = tp_ > 1 && seq_par_, ar = tp_ > 1 && !seq_par_;
 
   for (int64_t i = 0; i < R; ++i) dlosses_[i] = loss_scale;
   zero(dlogits_, R * V);
@@ -431,6 +447,7 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
     } else {
       zero(dln_, R * C);
       linear_backward(dln_, G.fc1_w, G.fc1_b, dfc1_, a.ln2, P.fc1_w, N, C, Ft);
+      if (ar) allreduce_rows(dln_, C);  // each rank holds its F/t columns' share
     }
     layernorm_backward(dx_, G.ln2_w, G.ln2_b, dln_, a.x_mid, P.ln2_w, a.ln2_mean, a.ln2_rstd, R,
                        C);
@@ -457,6 +474,7 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
     } else {
       zero(dln_, R * C);
       linear_backward(dln_, G.qkv_w, G.qkv_b, dqkv_, a.ln1, P.qkv_w, N, C, Wt);
+      if (ar) allreduce_rows(dln_, C);
     }
     layernorm_backward(dx_, G.ln1_w, G.ln1_b, dln_, a.x_in, P.ln1_w, a.ln1_mean, a.ln1_rstd, R, C);
     // dx_ = ∂loss/∂x_in.

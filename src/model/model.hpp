@@ -109,6 +109,11 @@ struct ModelParallel {
   SpSetup sp;
   TpSetup tp;
   Recompute recompute = Recompute::none;
+  // Megatron sequence parallelism inside the tp group (default). Off: plain tensor
+  // parallelism — every tp rank holds all B·T rows for LayerNorm, dropout, residual and
+  // head, and an all-reduce follows each row-parallel linear (and each column-parallel
+  // input gradient) instead of the reduce-scatter / all-gather pair.
+  bool tp_sequence_parallel = true;
 };
 
 class Model {
@@ -128,7 +133,10 @@ class Model {
 
   // This rank's rows of the flattened (B·T) shard: [row_begin(), row_begin() + rows()).
   int64_t rows() const { return R_; }
-  int64_t row_begin() const { return R_ * tp_rank_; }
+  int64_t row_begin() const { return seq_par_ ? R_ * tp_rank_ : 0; }
+  // True when every tp rank holds the same rows (tp > 1 without sequence parallelism):
+  // losses must be counted once per tp group and replicated gradients are identical.
+  bool rows_replicated_over_tp() const { return tp_ > 1 && !seq_par_; }
 
   // GPT-2 style init keyed by (parameter name, GLOBAL element index): the same weights
   // whatever the tensor-parallel layout.
@@ -163,14 +171,16 @@ class Model {
   void layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, float* next);
   void attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a);
   AttnShard shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const;
-  // Megatron sequence-parallel collectives over the tp group (copies when t = 1).
+  // Megatron sequence-parallel collectives over the tp group.
   void gather_rows(const float* part, float* full, int64_t width);         // (R,·) → (N,·)
   void reduce_scatter_rows(const float* full, float* part, int64_t width);  // (N,·) → (R,·)
+  void allreduce_rows(float* x, int64_t width);                           // (N,·) in place
 
   ModelConfig cfg_;
   int B_, T_;
   int64_t N_, R_;  // sp-shard rows B·T, and this tp rank's rows N/t
   int tp_ = 1, tp_rank_ = 0;
+  bool seq_par_ = true;  // Megatron sequence parallelism (meaningful when tp > 1)
   int Ht_, Hkvt_, Ft_;  // heads, kv heads, ffn columns on this tp rank
   ModelParallel par_;
   Arena& arena_;

@@ -30,6 +30,7 @@ ModelParallel Mesh::model_parallel(const TrainConfig& cfg) {
                  cfg.mqsp_micro, cfg.usp_ulysses};
   p.tp = TpSetup{tp > 1 ? &tp_comm : nullptr};
   p.recompute = parse_recompute(cfg.recompute);
+  p.tp_sequence_parallel = cfg.tp_sp;
   return p;
 }
 
@@ -61,7 +62,7 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
 MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len) {
   // L must split over sp (2·sp chunks for zigzag) and the B·L/sp rows of a shard over tp.
   const int64_t unit = (parse_layout(cfg.layout) == ShardLayout::zigzag ? 2 * cfg.sp : cfg.sp) *
-                       (cfg.tp / std::gcd(cfg.tp, cfg.batch));
+                       (cfg.tp_sp ? cfg.tp / std::gcd(cfg.tp, cfg.batch) : 1);
   auto peak_at = [&](int64_t k) {
     cfg.seq_len = k * unit;
     return dry_run_peak(cfg, world);

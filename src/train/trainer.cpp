@@ -76,7 +76,7 @@ nlohmann::json TrainConfig::to_json() const {
             {"threads", threads},       {"log_every", log_every}, {"progress", progress},
             {"sp_strategy", strategy},  {"sp", sp},           {"layout", layout},
             {"mqsp_micro", mqsp_micro}, {"usp_ulysses", usp_ulysses}, {"tp", tp},
-            {"recompute", recompute}});
+            {"recompute", recompute}, {"tp_sp", tp_sp}});
   return j;
 }
 
@@ -88,7 +88,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "beta1", "beta2", "eps", "grad_clip", "seed", "data", "out",
                                 "ckpt_every", "threads", "log_every", "progress", "sp_strategy",
                                 "sp", "layout", "resume", "stop_after", "mqsp_micro",
-                                "usp_ulysses", "tp", "recompute"};
+                                "usp_ulysses", "tp", "recompute", "tp_sp"};
   for (auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok |= k == n;
@@ -114,6 +114,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     get("sp_strategy", strategy); get("sp", sp); get("layout", layout); get("resume", resume);
     get("stop_after", stop_after); get("mqsp_micro", mqsp_micro);
     get("usp_ulysses", usp_ulysses); get("tp", tp); get("recompute", recompute);
+    get("tp_sp", tp_sp);
   } catch (const nlohmann::json::exception& e) {
     SP_FAIL("config value of the wrong type: ", e.what());
   }
@@ -316,23 +317,28 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     // This rank's rows: [rb, rb + R) of the flattened (B, T) shard (all of it when tp = 1).
     double sums[4] = {local_loss, 0.0, 0.0, 0.0};
     for (int64_t g = rb; g < rb + R; ++g) sums[1] += batch.targets[g] >= 0;
+    // Without Megatron sequence parallelism every tp rank holds the same rows: count once.
+    const bool count_rows = !model.rows_replicated_over_tp() || mesh.tp_rank == 0;
     // Retrieval accuracy on answer positions held by this rank.
     for (int i = 0; i < B; ++i)
       for (int64_t ap : src->answer_positions(first + i, cfg.seq_len))
         for (int t = 0; t < T; ++t) {
           const int64_t g = int64_t(i) * T + t;
-          if (pos[t] != ap || g < rb || g >= rb + R) continue;
+          if (!count_rows || pos[t] != ap || g < rb || g >= rb + R) continue;
           const float* lg = model.logits() + (g - rb) * cfg.model.V;
           int best = int(std::max_element(lg, lg + cfg.model.V) - lg);
           sums[2] += best == batch.targets[g];
           sums[3] += 1;
         }
+    if (!count_rows) sums[0] = sums[1] = 0.0;
     world.allreduce_sum(sums, 4);
     SP_CHECK(sums[1] > 0, "step ", s, " has no counted target tokens");
     model.backward(batch, ctx, float(1.0 / sums[1]));
     // Replicated parameters: every rank holds a partial gradient, sum over the world.
     // Tensor-parallel shards: sum over the ranks holding the same shard.
-    world.allreduce_sum(model.grads(), size_t(P_repl));
+    // (Without Megatron sequence parallelism they are already identical across tp.)
+    (model.rows_replicated_over_tp() ? mesh.shard_comm : world)
+        .allreduce_sum(model.grads(), size_t(P_repl));
     if (P > P_repl) mesh.shard_comm.allreduce_sum(model.grads() + P_repl, size_t(P - P_repl));
     // ‖g‖² = Σ replicated (same on every rank) + Σ over the tp group of each rank's shards.
     double ss_shard = sum_squares(model.grads() + P_repl, P - P_repl);

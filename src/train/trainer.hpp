@@ -37,6 +37,7 @@ struct TrainConfig {
   std::string layout = "contiguous";
   int tp = 1;                      // Megatron tensor (+ sequence) parallel degree
   std::string recompute = "none";  // none | selective | full
+  bool tp_sp = true;               // Megatron sequence parallelism inside the tp group
   int mqsp_micro = 0;   // MQSP micro-query count m (0: m = sp)
   int usp_ulysses = 0;  // USP Ulysses group size u, sp = u·r (0: automatic)
 

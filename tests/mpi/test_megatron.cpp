@@ -89,7 +89,10 @@ constexpr double kTol = 1e-5;
 
 }  // namespace
 
-TEST(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
+class TensorParallel : public testing::TestWithParam<bool> {};
+
+TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
+  const bool seq_par = GetParam();  // Megatron sequence parallelism in the tp group
   Comm world = Comm::world();
   const int t = world.size();
   const ModelConfig cfg = small_model();
@@ -109,6 +112,7 @@ TEST(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
   Arena a2;
   ModelParallel par;
   par.tp = TpSetup{t > 1 ? &world : nullptr};
+  par.tp_sequence_parallel = seq_par;
   Model m(cfg, B, T, a2, par);
   m.init_weights(3);
   m.zero_grad();
@@ -118,7 +122,7 @@ TEST(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
   world.stats().reset();
   m.backward(b, ctx, 1.0f / count);
   const uint64_t bwd_bytes = world.stats().total_bytes_sent();
-  world.allreduce_sum(&loss, 1);
+  if (!m.rows_replicated_over_tp()) world.allreduce_sum(&loss, 1);
   EXPECT_NEAR(loss, ref_loss, kTol * ref_loss);
 
   // Logits of this rank's rows.
@@ -127,19 +131,34 @@ TEST(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
       want(ref.logits() + m.row_begin() * V, ref.logits() + (m.row_begin() + R) * V);
   EXPECT_LT(rel_err(got, want), kTol) << "logits on rank " << world.rank();
 
-  auto g = global_grads(m, t > 1 ? &world : nullptr, cfg);
+  // Replicated gradients: partial per rank with sequence parallelism (sum them), whole on
+  // every rank without it.
+  auto g = global_grads(m, t > 1 && seq_par ? &world : nullptr, cfg);
+  if (t > 1 && !seq_par) {
+    auto sharded = global_grads(m, &world, cfg);
+    for (size_t i = 0; i < g.size(); ++i)
+      if (!m.specs()[i].replicated) g[i] = sharded[i];
+  }
   for (size_t i = 0; i < ref.specs().size(); ++i) {
     std::vector<float> r(ref.grads() + ref.specs()[i].offset,
                          ref.grads() + ref.specs()[i].offset + ref.specs()[i].numel);
     EXPECT_LT(rel_err(g[i], r), 3e-5) << "gradient of " << ref.specs()[i].name;
   }
 
-  // 4 (forward) and 6 (backward) sequence collectives of R·C floats per layer, each moving
-  // (t−1)·R·C·4 bytes from this rank.
-  const uint64_t per = uint64_t(t - 1) * R * cfg.C * 4;
+  // Bytes over tp per layer, in units of one (t−1)/t·B·T·C·4 exchange, i.e. (t−1)·R'·C·4
+  // with R' = B·T/t: with sequence parallelism 4 forward (2 all-gathers, 2 reduce-scatters)
+  // and 6 backward (the sharded inputs are gathered again); without it one all-reduce
+  // (= 2 units) after each row-parallel linear forward and after each column-parallel
+  // input gradient backward, 4 each way.
+  const uint64_t per = uint64_t(t - 1) * (B * T / t) * cfg.C * 4;
   EXPECT_EQ(fwd_bytes, cfg.n_layer * 4 * per);
-  EXPECT_EQ(bwd_bytes, cfg.n_layer * 6 * per);
+  EXPECT_EQ(bwd_bytes, cfg.n_layer * (seq_par ? 6 : 4) * per);
 }
+
+INSTANTIATE_TEST_SUITE_P(Megatron, TensorParallel, testing::Values(true, false),
+                         [](const testing::TestParamInfo<bool>& i) {
+                           return i.param ? "sequence_parallel" : "allreduce";
+                         });
 
 TEST(Recompute, SameLossesAndGradientsAndLowerActivationPeak) {
   Comm world = Comm::world();
