@@ -99,8 +99,8 @@ void check_against_pytorch(bool bert) {
     model.backward(b, ctx, 1.0f / count);
     for (const auto& s : model.specs())
       adamw_update(model.params() + s.offset, model.grads() + s.offset, m.data() + s.offset,
-                   v.data() + s.offset, s.numel, 1e-2f, 0.9f, 0.95f, 1e-8f,
-                   s.decay ? 0.1f : 0.0f, step);
+                   v.data() + s.offset, s.numel, 1e-2f, 0.9f, 0.95f, 1e-8f, s.decay ? 0.1f : 0.0f,
+                   step);
   }
   for (const auto& s : model.specs())
     EXPECT_LT(rel_err(model.params() + s.offset, f["after3." + s.name]), 1e-4) << s.name;

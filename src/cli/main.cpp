@@ -59,11 +59,16 @@ uint64_t parse_bytes(const std::string& s) {
   }
   std::string unit = s.substr(used);
   double mult = 1;
-  if (unit == "" || unit == "B") mult = 1;
-  else if (unit == "K" || unit == "KiB") mult = 1024.0;
-  else if (unit == "M" || unit == "MiB") mult = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GiB") mult = 1024.0 * 1024 * 1024;
-  else SP_FAIL("budget '", s, "' has an unknown unit '", unit, "' (B, KiB, MiB, GiB)");
+  if (unit == "" || unit == "B")
+    mult = 1;
+  else if (unit == "K" || unit == "KiB")
+    mult = 1024.0;
+  else if (unit == "M" || unit == "MiB")
+    mult = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB")
+    mult = 1024.0 * 1024 * 1024;
+  else
+    SP_FAIL("budget '", s, "' has an unknown unit '", unit, "' (B, KiB, MiB, GiB)");
   SP_CHECK(v > 0, "budget must be > 0, got '", s, "'");
   return uint64_t(v * mult);
 }
@@ -88,7 +93,8 @@ int main(int argc, char** argv) {
 
   CLI::App app{
       "seqpar: train long-sequence Transformers with sequence parallelism over MPI.\n"
-      "Run under mpiexec for several ranks, e.g. mpiexec -n 4 seqpar train --sp 1 (data parallel)."};
+      "Run under mpiexec for several ranks, e.g. mpiexec -n 4 seqpar train --sp 1 (data "
+      "parallel)."};
   app.require_subcommand(1);
   app.set_version_flag("--version", "seqpar 0.1.0");
 
@@ -103,69 +109,80 @@ int main(int argc, char** argv) {
   // precedence is one rule: defaults < config file < flags.
   nlohmann::json flags = nlohmann::json::object();
   auto opt_s = [&](const char* flag, const char* key, const char* help) {
-    return cur->add_option_function<std::string>(flag, [&flags, key](const std::string& v) { flags[key] = v; }, help)
+    return cur
+        ->add_option_function<std::string>(
+            flag, [&flags, key](const std::string& v) { flags[key] = v; }, help)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   auto opt_i = [&](const char* flag, const char* key, const char* help) {
-    return cur->add_option_function<int64_t>(flag, [&flags, key](const int64_t& v) { flags[key] = v; }, help)
+    return cur
+        ->add_option_function<int64_t>(
+            flag, [&flags, key](const int64_t& v) { flags[key] = v; }, help)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   auto opt_f = [&](const char* flag, const char* key, const char* help) {
-    return cur->add_option_function<double>(flag, [&flags, key](const double& v) { flags[key] = v; }, help)
+    return cur
+        ->add_option_function<double>(
+            flag, [&flags, key](const double& v) { flags[key] = v; }, help)
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   };
   auto add_shared_options = [&]() {
-  cur->add_option("--config", config_path,
-                  "JSON config file; flags given on the command line override its values")
-      ->check(CLI::ExistingFile);
-  opt_s("--model", "model", "gpt (causal LM, default) or bert (masked LM, 15% masking)")
-      ->check(CLI::IsMember({"gpt", "bert"}));
-  opt_s("--data", "data",
-        "training text: 'kjv' (default, King James Bible from Debian's bible-kjv), "
-        "'passkey' (synthetic long-range retrieval) or a path to any text file");
-  opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
-  opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
-  opt_i("--steps", "steps", "optimizer steps, default 200");
-  opt_i("--layers", "layers", "Transformer blocks, default 2");
-  opt_i("--dim", "dim", "model width C, default 256");
-  opt_i("--heads", "heads", "query heads H, default 4 (head dim d = C/H)");
-  opt_i("--kv-heads", "kv_heads", "key/value heads Hkv (grouped-query attention), default = H");
-  opt_i("--ffn", "ffn", "feed-forward width F, default 4·C");
-  opt_f("--dropout", "dropout", "dropout on embeddings and residual branches, default 0");
-  opt_f("--attn-dropout", "attn_dropout", "attention-probability dropout, default 0");
-  opt_f("--lr", "lr", "peak learning rate, default 1e-3");
-  opt_f("--min-lr", "min_lr", "final learning rate of the cosine schedule, default 1e-4");
-  opt_i("--warmup", "warmup", "linear warm-up steps, default 20");
-  opt_f("--weight-decay", "weight_decay", "AdamW decoupled weight decay on matrices, default 0.1");
-  opt_f("--grad-clip", "grad_clip", "clip the global gradient norm to this (0 = off), default 1");
-  opt_i("--seed", "seed", "seed of initialisation, data sampling, masking and dropout, default 1234");
-  opt_s("--out", "out", "run directory: config.json, metrics.jsonl, checkpoints/ (default runs/default)");
-  opt_i("--ckpt-every", "ckpt_every", "checkpoint every N steps (0 = only at the end), default 0");
-  opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default 0");
-  opt_i("--log-every", "log_every", "log a metrics line every N steps, default 1");
-  opt_s("--progress", "progress", "auto (bar on a terminal, lines otherwise), bar, lines or none")
-      ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
-  opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · sp), default 1");
-  opt_s("--sp-strategy", "sp_strategy",
-        "attention strategy: local (1 rank), ring, ulysses, usp, mqsp, rsa, or materialized "
-        "(sp 1: keeps every T×T score matrix, the Megatron paper's baseline); default local");
-  opt_s("--layout", "layout",
-        "token layout over the sp ranks: contiguous (default) or zigzag (balances causal work)")
-      ->check(CLI::IsMember({"contiguous", "zigzag"}));
-  opt_i("--tp", "tp",
-        "Megatron tensor (+ sequence) parallel degree t (world = dp · tp · sp), default 1");
-  cur->add_option_function<std::string>(
-         "--tp-sp", [&flags](const std::string& v) { flags["tp_sp"] = v == "on"; },
-         "Megatron sequence parallelism in the tp group: on (default: LayerNorm, dropout, "
-         "residual on L/t tokens; all-gather + reduce-scatter) or off (all-reduce)")
-      ->check(CLI::IsMember({"on", "off"}))
-      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-  opt_s("--recompute", "recompute",
+    cur->add_option("--config", config_path,
+                    "JSON config file; flags given on the command line override its values")
+        ->check(CLI::ExistingFile);
+    opt_s("--model", "model", "gpt (causal LM, default) or bert (masked LM, 15% masking)")
+        ->check(CLI::IsMember({"gpt", "bert"}));
+    opt_s("--data", "data",
+          "training text: 'kjv' (default, King James Bible from Debian's bible-kjv), "
+          "'passkey' (synthetic long-range retrieval) or a path to any text file");
+    opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
+    opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
+    opt_i("--steps", "steps", "optimizer steps, default 200");
+    opt_i("--layers", "layers", "Transformer blocks, default 2");
+    opt_i("--dim", "dim", "model width C, default 256");
+    opt_i("--heads", "heads", "query heads H, default 4 (head dim d = C/H)");
+    opt_i("--kv-heads", "kv_heads", "key/value heads Hkv (grouped-query attention), default = H");
+    opt_i("--ffn", "ffn", "feed-forward width F, default 4·C");
+    opt_f("--dropout", "dropout", "dropout on embeddings and residual branches, default 0");
+    opt_f("--attn-dropout", "attn_dropout", "attention-probability dropout, default 0");
+    opt_f("--lr", "lr", "peak learning rate, default 1e-3");
+    opt_f("--min-lr", "min_lr", "final learning rate of the cosine schedule, default 1e-4");
+    opt_i("--warmup", "warmup", "linear warm-up steps, default 20");
+    opt_f("--weight-decay", "weight_decay",
+          "AdamW decoupled weight decay on matrices, default 0.1");
+    opt_f("--grad-clip", "grad_clip", "clip the global gradient norm to this (0 = off), default 1");
+    opt_i("--seed", "seed",
+          "seed of initialisation, data sampling, masking and dropout, default 1234");
+    opt_s("--out", "out",
+          "run directory: config.json, metrics.jsonl, checkpoints/ (default runs/default)");
+    opt_i("--ckpt-every", "ckpt_every",
+          "checkpoint every N steps (0 = only at the end), default 0");
+    opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default 0");
+    opt_i("--log-every", "log_every", "log a metrics line every N steps, default 1");
+    opt_s("--progress", "progress", "auto (bar on a terminal, lines otherwise), bar, lines or none")
+        ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
+    opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · sp), default 1");
+    opt_s("--sp-strategy", "sp_strategy",
+          "attention strategy: local (1 rank), ring, ulysses, usp, mqsp, rsa, or materialized "
+          "(sp 1: keeps every T×T score matrix, the Megatron paper's baseline); default local");
+    opt_s("--layout", "layout",
+          "token layout over the sp ranks: contiguous (default) or zigzag (balances causal work)")
+        ->check(CLI::IsMember({"contiguous", "zigzag"}));
+    opt_i("--tp", "tp",
+          "Megatron tensor (+ sequence) parallel degree t (world = dp · tp · sp), default 1");
+    cur->add_option_function<std::string>(
+           "--tp-sp", [&flags](const std::string& v) { flags["tp_sp"] = v == "on"; },
+           "Megatron sequence parallelism in the tp group: on (default: LayerNorm, dropout, "
+           "residual on L/t tokens; all-gather + reduce-scatter) or off (all-reduce)")
+        ->check(CLI::IsMember({"on", "off"}))
+        ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    opt_s(
+        "--recompute", "recompute",
         "activation recomputation: none (default), selective (attention core) or full (each layer)")
-      ->check(CLI::IsMember({"none", "selective", "full"}));
-  opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
-  opt_i("--usp-ulysses", "usp_ulysses",
-        "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");
+        ->check(CLI::IsMember({"none", "selective", "full"}));
+    opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
+    opt_i("--usp-ulysses", "usp_ulysses",
+          "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");
   };
   add_shared_options();
   cur = pl;
@@ -173,9 +190,11 @@ int main(int argc, char** argv) {
   cur = tr;
   std::string budget_str = "1GiB";
   int64_t max_len = int64_t(1) << 26;
-  pl->add_option("--budget", budget_str, "bytes per rank, with an optional suffix: 512MiB, 1GiB, 2G")
+  pl->add_option("--budget", budget_str,
+                 "bytes per rank, with an optional suffix: 512MiB, 1GiB, 2G")
       ->capture_default_str();
-  pl->add_option("--max-len", max_len, "largest sequence length to consider")->capture_default_str();
+  pl->add_option("--max-len", max_len, "largest sequence length to consider")
+      ->capture_default_str();
   opt_i("--stop-after", "stop_after",
         "checkpoint and stop after N steps, as a preempted job would (0 = off)");
   bool resume = false;
@@ -207,10 +226,11 @@ int main(int argc, char** argv) {
       Comm world = Comm::world();
       MemoryPlan p = longest_under_budget(cfg, world, budget, max_len);
       if (rank == 0) {
-        nlohmann::json j = {{"strategy", cfg.strategy}, {"sp", cfg.sp}, {"layout", cfg.layout},
-                            {"budget_bytes", budget}, {"longest_seq_len", p.L},
-                            {"peak_bytes", p.peak_total}};
-        for (int c = 0; c < kMemCategories; ++c) j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
+        nlohmann::json j = {{"strategy", cfg.strategy}, {"sp", cfg.sp},
+                            {"layout", cfg.layout},     {"budget_bytes", budget},
+                            {"longest_seq_len", p.L},   {"peak_bytes", p.peak_total}};
+        for (int c = 0; c < kMemCategories; ++c)
+          j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
         std::cout << j.dump() << std::endl;
       }
     } catch (const std::exception& e) {

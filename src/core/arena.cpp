@@ -9,13 +9,20 @@ namespace seqpar {
 
 const char* mem_name(Mem m) {
   switch (m) {
-    case Mem::params: return "params";
-    case Mem::grads: return "grads";
-    case Mem::optim: return "optim";
-    case Mem::acts: return "acts";
-    case Mem::comm: return "comm";
-    case Mem::scratch: return "scratch";
-    default: return "?";
+    case Mem::params:
+      return "params";
+    case Mem::grads:
+      return "grads";
+    case Mem::optim:
+      return "optim";
+    case Mem::acts:
+      return "acts";
+    case Mem::comm:
+      return "comm";
+    case Mem::scratch:
+      return "scratch";
+    default:
+      return "?";
   }
 }
 

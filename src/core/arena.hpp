@@ -59,12 +59,18 @@ class Buffer {
   Buffer(Arena& arena, Mem cat, size_t n_floats, const char* what)
       : arena_(&arena), p_(arena.alloc(cat, n_floats, what)), n_(n_floats) {}
   ~Buffer() { reset(); }
-  Buffer(Buffer&& o) noexcept : arena_(o.arena_), p_(o.p_), n_(o.n_) { o.p_ = nullptr; o.n_ = 0; }
+  Buffer(Buffer&& o) noexcept : arena_(o.arena_), p_(o.p_), n_(o.n_) {
+    o.p_ = nullptr;
+    o.n_ = 0;
+  }
   Buffer& operator=(Buffer&& o) noexcept {
     if (this != &o) {
       reset();
-      arena_ = o.arena_; p_ = o.p_; n_ = o.n_;
-      o.p_ = nullptr; o.n_ = 0;
+      arena_ = o.arena_;
+      p_ = o.p_;
+      n_ = o.n_;
+      o.p_ = nullptr;
+      o.n_ = 0;
     }
     return *this;
   }

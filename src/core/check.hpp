@@ -36,8 +36,8 @@ template <class... Args>
 }  // namespace seqpar
 
 // SP_CHECK(cond, "q has ", rows, " rows, expected T=", T);
-#define SP_CHECK(cond, ...)                                                   \
-  do {                                                                        \
+#define SP_CHECK(cond, ...)                                                        \
+  do {                                                                             \
     if (!(cond)) ::seqpar::detail::fail(__FILE__, __LINE__, #cond, ##__VA_ARGS__); \
   } while (0)
 

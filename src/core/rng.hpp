@@ -47,8 +47,8 @@ inline u32x4 rng_counter(uint32_t a, uint32_t b, uint32_t step, uint32_t layer, 
 }
 
 // One uniform draw keyed by global coordinates.
-inline float rng_uniform(uint64_t seed, uint32_t step, uint32_t layer, RngSite site,
-                         uint32_t token, uint32_t feature, uint32_t head = 0) {
+inline float rng_uniform(uint64_t seed, uint32_t step, uint32_t layer, RngSite site, uint32_t token,
+                         uint32_t feature, uint32_t head = 0) {
   u32x4 r = philox4x32(rng_counter(token, feature >> 2, step, layer, head, site), seed);
   return u32_to_unit(r[feature & 3]);
 }

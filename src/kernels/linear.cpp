@@ -89,8 +89,8 @@ void bias_forward(float* out, const float* bias, int64_t M, int64_t N) {
 }
 
 void bias_backward(float* dbias, const float* dout, int64_t M, int64_t N) {
-  SP_CHECK(dbias && dout && M > 0 && N > 0, "bias_backward: null pointer or non-positive dims M=",
-           M, " N=", N);
+  SP_CHECK(dbias && dout && M > 0 && N > 0,
+           "bias_backward: null pointer or non-positive dims M=", M, " N=", N);
   add_column_sums(dbias, dout, M, N);
 }
 

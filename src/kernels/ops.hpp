@@ -30,8 +30,7 @@ void bias_backward(float* dbias, const float* dout, int64_t M, int64_t N);
 void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
                        const float* b, int64_t N, int64_t C);
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
-                        const float* w, const float* mean, const float* rstd, int64_t N,
-                        int64_t C);
+                        const float* w, const float* mean, const float* rstd, int64_t N, int64_t C);
 
 // ---- GELU, tanh approximation (PyTorch gelu(approximate="tanh")) ---------------------
 // gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
@@ -71,8 +70,8 @@ struct DropoutKey {
 void dropout_forward(float* out, const float* inp, const int64_t* row_key, int64_t N, int64_t C,
                      const DropoutKey& key);
 // dinp += dout·keep/(1−p)
-void dropout_backward(float* dinp, const float* dout, const int64_t* row_key, int64_t N,
-                      int64_t C, const DropoutKey& key);
+void dropout_backward(float* dinp, const float* dout, const int64_t* row_key, int64_t N, int64_t C,
+                      const DropoutKey& key);
 
 // ---- softmax cross-entropy ---------------------------------------------------------
 // losses[i] = logsumexp(logits[i]) − logits[i][targets[i]]; rows with targets[i] < 0 are

@@ -31,10 +31,17 @@ void ModelConfig::validate() const {
 }
 
 nlohmann::json ModelConfig::to_json() const {
-  return {{"model", model_kind_name(kind)}, {"layers", n_layer}, {"dim", C},
-          {"heads", H},  {"kv_heads", Hkv},  {"ffn", F},
-          {"vocab", V},  {"dropout", dropout}, {"attn_dropout", attn_dropout},
-          {"rope_theta", rope_theta}, {"init_std", init_std}};
+  return {{"model", model_kind_name(kind)},
+          {"layers", n_layer},
+          {"dim", C},
+          {"heads", H},
+          {"kv_heads", Hkv},
+          {"ffn", F},
+          {"vocab", V},
+          {"dropout", dropout},
+          {"attn_dropout", attn_dropout},
+          {"rope_theta", rope_theta},
+          {"init_std", init_std}};
 }
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {

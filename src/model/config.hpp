@@ -16,10 +16,10 @@ struct ModelConfig {
   int n_layer = 2;
   int C = 256;
   int H = 4;
-  int Hkv = 4;           // grouped-query attention when Hkv < H (H % Hkv == 0)
-  int F = 1024;          // feed-forward width
-  int V = 256;           // byte vocabulary (+1 for [MASK] when kind == bert)
-  float dropout = 0.0f;  // embedding, attention-output and MLP-output dropout
+  int Hkv = 4;                // grouped-query attention when Hkv < H (H % Hkv == 0)
+  int F = 1024;               // feed-forward width
+  int V = 256;                // byte vocabulary (+1 for [MASK] when kind == bert)
+  float dropout = 0.0f;       // embedding, attention-output and MLP-output dropout
   float attn_dropout = 0.0f;  // attention-probability dropout
   float rope_theta = 10000.0f;
   float init_std = 0.02f;

@@ -63,7 +63,9 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, int t, int r) {
   add("lnf.bias", {C}, false, -1, {});
   // Shards: rows [q heads | k heads | v heads] of this rank's heads, its F/t columns.
   const std::vector<std::pair<int64_t, int64_t>> qkv_rows = {
-      {r * Ht * d, Ht * d}, {H * d + r * Hkvt * d, Hkvt * d}, {(H + Hkv) * d + r * Hkvt * d, Hkvt * d}};
+      {r * Ht * d, Ht * d},
+      {H * d + r * Hkvt * d, Hkvt * d},
+      {(H + Hkv) * d + r * Hkvt * d, Hkvt * d}};
   for (int l = 0; l < c.n_layer; ++l) {
     add(lp(l) + "attn.qkv.weight", {(H + 2 * Hkv) * d, C}, true, 0, qkv_rows);
     add(lp(l) + "attn.qkv.bias", {(H + 2 * Hkv) * d}, false, 0, qkv_rows);
@@ -126,26 +128,48 @@ ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* 
   v.layers.resize(n_layer);
   for (const auto& s : specs) {
     float* p = block + s.offset;
-    if (s.name == "wte.weight") { v.wte = p; continue; }
-    if (s.name == "lnf.weight") { v.lnf_w = p; continue; }
-    if (s.name == "lnf.bias") { v.lnf_b = p; continue; }
+    if (s.name == "wte.weight") {
+      v.wte = p;
+      continue;
+    }
+    if (s.name == "lnf.weight") {
+      v.lnf_w = p;
+      continue;
+    }
+    if (s.name == "lnf.bias") {
+      v.lnf_b = p;
+      continue;
+    }
     const size_t dot = s.name.find('.', 7);
     const int l = std::stoi(s.name.substr(7, dot - 7));
     const std::string f = s.name.substr(dot + 1);
     LayerParams& L = v.layers.at(l);
-    if (f == "ln1.weight") L.ln1_w = p;
-    else if (f == "ln1.bias") L.ln1_b = p;
-    else if (f == "attn.qkv.weight") L.qkv_w = p;
-    else if (f == "attn.qkv.bias") L.qkv_b = p;
-    else if (f == "attn.proj.weight") L.proj_w = p;
-    else if (f == "attn.proj.bias") L.proj_b = p;
-    else if (f == "ln2.weight") L.ln2_w = p;
-    else if (f == "ln2.bias") L.ln2_b = p;
-    else if (f == "mlp.fc1.weight") L.fc1_w = p;
-    else if (f == "mlp.fc1.bias") L.fc1_b = p;
-    else if (f == "mlp.fc2.weight") L.fc2_w = p;
-    else if (f == "mlp.fc2.bias") L.fc2_b = p;
-    else SP_FAIL("unknown parameter ", s.name);
+    if (f == "ln1.weight")
+      L.ln1_w = p;
+    else if (f == "ln1.bias")
+      L.ln1_b = p;
+    else if (f == "attn.qkv.weight")
+      L.qkv_w = p;
+    else if (f == "attn.qkv.bias")
+      L.qkv_b = p;
+    else if (f == "attn.proj.weight")
+      L.proj_w = p;
+    else if (f == "attn.proj.bias")
+      L.proj_b = p;
+    else if (f == "ln2.weight")
+      L.ln2_w = p;
+    else if (f == "ln2.bias")
+      L.ln2_b = p;
+    else if (f == "mlp.fc1.weight")
+      L.fc1_w = p;
+    else if (f == "mlp.fc1.bias")
+      L.fc1_b = p;
+    else if (f == "mlp.fc2.weight")
+      L.fc2_w = p;
+    else if (f == "mlp.fc2.bias")
+      L.fc2_b = p;
+    else
+      SP_FAIL("unknown parameter ", s.name);
   }
   return v;
 }
@@ -195,22 +219,28 @@ void Model::layout_buffers() {
   struct Sizes {
     int64_t x_in, ln1, stats, qkv, att, lse, x_mid, ln2, fc1, gelu;
   } z{R * C, R * C, 2 * R, N * Wt, N * HDt, N * Ht_, R * C, R * C, N * Ft, N * Ft};
-  const int64_t all = z.x_in + z.ln1 + z.stats + z.qkv + z.att + z.lse + z.x_mid + z.ln2 +
-                      z.stats + z.fc1 + z.gelu;
+  const int64_t all =
+      z.x_in + z.ln1 + z.stats + z.qkv + z.att + z.lse + z.x_mid + z.ln2 + z.stats + z.fc1 + z.gelu;
   // What each layer keeps, and what one shared working set holds (recomputed in backward):
   //   none:      everything per layer
   //   selective: everything but the attention core output (recomputed from QKV)
   //   full:      only the layer input; the rest is recomputed from it
-  const int64_t per_layer = rc == Recompute::none ? all
+  const int64_t per_layer = rc == Recompute::none        ? all
                             : rc == Recompute::selective ? all - z.att
                                                          : z.x_in;
-  const int64_t shared = rc == Recompute::none ? 0 : rc == Recompute::selective ? z.att : all - z.x_in;
+  const int64_t shared = rc == Recompute::none        ? 0
+                         : rc == Recompute::selective ? z.att
+                                                      : all - z.x_in;
   const int64_t tail = R * C /*x_out*/ + R * C /*lnf*/ + 2 * R + R * V /*logits*/ + R /*losses*/;
   acts_ = Buffer(arena_, Mem::acts, per_layer * cfg_.n_layer + tail, "activations");
   if (shared > 0) work_ = Buffer(arena_, Mem::acts, shared, "recompute working set");
   float* p = acts_.data();
   float* w = work_.data();
-  auto take = [](float*& q, int64_t n) { float* r = q; q += n; return r; };
+  auto take = [](float*& q, int64_t n) {
+    float* r = q;
+    q += n;
+    return r;
+  };
   auto fill = [&](LayerActs& a, float*& q, bool with_x_in, bool with_att) {
     if (with_x_in) a.x_in = take(q, z.x_in);
     a.ln1 = take(q, z.ln1);
@@ -271,8 +301,8 @@ void Model::init_weights(uint64_t seed) {
   for (const ParamSpec& s : specs_) {
     float* w = params_.data() + s.offset;
     if (s.global_shape.size() == 1) {
-      const bool ln_weight = s.name.find("ln") != std::string::npos &&
-                             s.name.find(".weight") != std::string::npos;
+      const bool ln_weight =
+          s.name.find("ln") != std::string::npos && s.name.find(".weight") != std::string::npos;
       for (int64_t e = 0; e < s.numel; ++e) w[e] = ln_weight ? 1.0f : 0.0f;
       continue;
     }
@@ -281,9 +311,8 @@ void Model::init_weights(uint64_t seed) {
     const double sd = resid ? std_resid : cfg_.init_std;
     const uint32_t key = name_hash(s.name);
     for_each_element(s, [&](int64_t li, int64_t gi) {
-      u32x4 r = philox4x32({uint32_t(gi), uint32_t(uint64_t(gi) >> 32), key,
-                            uint32_t(RngSite::init)},
-                           seed);
+      u32x4 r = philox4x32(
+          {uint32_t(gi), uint32_t(uint64_t(gi) >> 32), key, uint32_t(RngSite::init)}, seed);
       double u1 = (double(r[0]) + 1.0) / 4294967296.0, u2 = double(r[1]) / 4294967296.0;
       w[li] = float(sd * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
     });
@@ -307,8 +336,19 @@ void Model::allreduce_rows(float* x, int64_t width) {
 }
 
 AttnShard Model::shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const {
-  AttnShard s{a.qkv, b.pos.data(), B_, T_, Ht_, Hkvt_, cfg_.d(), b.L, cfg_.causal(),
-              ctx.train ? cfg_.attn_dropout : 0.0f, ctx.seed, ctx.step, uint32_t(l)};
+  AttnShard s{a.qkv,
+              b.pos.data(),
+              B_,
+              T_,
+              Ht_,
+              Hkvt_,
+              cfg_.d(),
+              b.L,
+              cfg_.causal(),
+              ctx.train ? cfg_.attn_dropout : 0.0f,
+              ctx.seed,
+              ctx.step,
+              uint32_t(l)};
   s.head_offset = tp_rank_ * Ht_;  // global head index of local head 0 (dropout keys)
   return s;
 }
@@ -449,8 +489,7 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
       linear_backward(dln_, G.fc1_w, G.fc1_b, dfc1_, a.ln2, P.fc1_w, N, C, Ft);
       if (ar) allreduce_rows(dln_, C);  // each rank holds its F/t columns' share
     }
-    layernorm_backward(dx_, G.ln2_w, G.ln2_b, dln_, a.x_mid, P.ln2_w, a.ln2_mean, a.ln2_rstd, R,
-                       C);
+    layernorm_backward(dx_, G.ln2_w, G.ln2_b, dln_, a.x_mid, P.ln2_w, a.ln2_mean, a.ln2_rstd, R, C);
     // dx_ = ∂loss/∂x_mid.
     zero(dtmp_, R * C);
     dropout_backward(dtmp_, dx_, keys, R, C, key(l, RngSite::attn_out_dropout));

@@ -51,9 +51,9 @@ struct ParamSpec {
   std::vector<int64_t> global_shape;  // the unsharded shape
   int64_t offset = 0;                 // floats from the start of the parameter block
   int64_t numel = 0;
-  bool decay = false;       // AdamW weight decay applies (matrices, not biases/LN)
-  bool replicated = true;   // same on every tp rank (else a tensor-parallel shard)
-  int split_dim = -1;       // sharded along this dim of global_shape (0 rows, 1 columns)
+  bool decay = false;      // AdamW weight decay applies (matrices, not biases/LN)
+  bool replicated = true;  // same on every tp rank (else a tensor-parallel shard)
+  int split_dim = -1;      // sharded along this dim of global_shape (0 rows, 1 columns)
   // The global index ranges [start, start + len) along split_dim this rank holds, in order.
   std::vector<std::pair<int64_t, int64_t>> segments;
 };
@@ -126,8 +126,8 @@ class Model {
 
   const ModelConfig& config() const { return cfg_; }
   const std::vector<ParamSpec>& specs() const { return specs_; }
-  int64_t num_params() const { return n_params_; }      // this rank's
-  int64_t num_replicated() const { return n_repl_; }    // floats of the replicated range
+  int64_t num_params() const { return n_params_; }    // this rank's
+  int64_t num_replicated() const { return n_repl_; }  // floats of the replicated range
   float* params() { return params_.data(); }
   float* grads() { return grads_.data(); }
 
@@ -172,16 +172,16 @@ class Model {
   void attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a);
   AttnShard shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const;
   // Megatron sequence-parallel collectives over the tp group.
-  void gather_rows(const float* part, float* full, int64_t width);         // (R,·) → (N,·)
+  void gather_rows(const float* part, float* full, int64_t width);          // (R,·) → (N,·)
   void reduce_scatter_rows(const float* full, float* part, int64_t width);  // (N,·) → (R,·)
-  void allreduce_rows(float* x, int64_t width);                           // (N,·) in place
+  void allreduce_rows(float* x, int64_t width);                             // (N,·) in place
 
   ModelConfig cfg_;
   int B_, T_;
   int64_t N_, R_;  // sp-shard rows B·T, and this tp rank's rows N/t
   int tp_ = 1, tp_rank_ = 0;
   bool seq_par_ = true;  // Megatron sequence parallelism (meaningful when tp > 1)
-  int Ht_, Hkvt_, Ft_;  // heads, kv heads, ffn columns on this tp rank
+  int Ht_, Hkvt_, Ft_;   // heads, kv heads, ffn columns on this tp rank
   ModelParallel par_;
   Arena& arena_;
   std::vector<ParamSpec> specs_;
@@ -190,12 +190,12 @@ class Model {
   ParamViews pv_, gv_;
   std::vector<LayerActs> la_;  // per layer; under recompute some point into work_
   LayerActs wk_{};             // the working layer set (recompute full), or unused
-  float* x_out_;      // (R, C) residual after the last layer
-  float* lnf_;        // (R, C)
-  float* lnf_mean_;   // (R)
-  float* lnf_rstd_;   // (R)
-  float* logits_;     // (R, V)
-  float* losses_;     // (R)
+  float* x_out_;               // (R, C) residual after the last layer
+  float* lnf_;                 // (R, C)
+  float* lnf_mean_;            // (R)
+  float* lnf_rstd_;            // (R)
+  float* logits_;              // (R, V)
+  float* losses_;              // (R)
   // backward scratch (reused by every layer)
   float* dx_;       // (R, C) gradient of the residual stream
   float* dtmp_;     // (R, C)

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "core/arena.hpp"
+#include "kernels/attention.hpp"
 #include "parallel/layout.hpp"
 
 namespace seqpar {
@@ -59,6 +60,14 @@ class AttentionStrategy {
   virtual uint64_t bytes_forward(const AttnShard& s) const = 0;
   virtual uint64_t bytes_backward(const AttnShard& s) const = 0;
 };
+
+// Kernel parameters shared by every strategy: shape (B, H, Hkv, d), causal masking and the
+// dropout keys (seed, step, layer, head_offset) of the shard. Pointers, strides, token
+// counts and positions are left for the caller.
+AttnParams shard_kernel_params(const AttnShard& s);
+// The shard attending to itself: Q, K, V read from the packed QKV buffer, O (B, T, H, d)
+// and LSE (B, H, T) written, queries and keys at the shard's positions.
+AttnParams shard_self_params(const AttnShard& s, float* o, float* lse);
 
 // Builds a strategy by name. Scratch and communication buffers are allocated from `arena`
 // now, for the shapes given, so the arena peak covers them. Throws (on every rank, since

@@ -45,33 +45,7 @@ class LocalAttention final : public AttentionStrategy {
 
  private:
   AttnParams params(const AttnShard& s, float* o, float* lse) {
-    const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
-    AttnParams p;
-    p.q = s.qkv;
-    p.k = s.qkv + int64_t(s.H) * s.d;
-    p.v = s.qkv + int64_t(s.H + s.Hkv) * s.d;
-    p.o = o;
-    p.lse = lse;
-    p.q_stride = W;
-    p.q_bstride = W * s.T;
-    p.kv_stride = W;
-    p.kv_bstride = W * s.T;
-    p.o_stride = int64_t(s.H) * s.d;
-    p.o_bstride = int64_t(s.H) * s.d * s.T;
-    p.q_pos = s.pos;
-    p.k_pos = s.pos;
-    p.B = s.B;
-    p.Tq = s.T;
-    p.Tk = s.T;
-    p.H = s.H;
-    p.Hkv = s.Hkv;
-    p.d = s.d;
-    p.causal = s.causal;
-    p.dropout_p = s.dropout_p;
-    p.seed = s.seed;
-    p.step = s.step;
-    p.layer = s.layer;
-    p.head_offset = s.head_offset;  // tensor parallelism: global index of local head 0
+    AttnParams p = shard_self_params(s, o, lse);
     p.scratch = scratch_.data();
     p.scratch_floats = int64_t(scratch_.size());
     return p;
@@ -84,8 +58,9 @@ class LocalAttention final : public AttentionStrategy {
 }  // namespace
 
 SEQPAR_STRATEGY_FACTORY(make_local_attention) {
-  SP_CHECK(sp.sp_size() == 1, "strategy 'local' needs a sequence-parallel degree of 1, got sp=",
-           sp.sp_size(), "; pick a sequence-parallel strategy with --sp-strategy");
+  SP_CHECK(sp.sp_size() == 1,
+           "strategy 'local' needs a sequence-parallel degree of 1, got sp=", sp.sp_size(),
+           "; pick a sequence-parallel strategy with --sp-strategy");
   return std::make_unique<LocalAttention>(arena, B, T, H, d);
 }
 

@@ -29,7 +29,12 @@ namespace {
 class MaterializedAttention final : public AttentionStrategy {
  public:
   MaterializedAttention(Arena& arena, const SpSetup& sp, int B, int T, int H, int Hkv, int d)
-      : B_(B), T_(T), H_(H), Hkv_(Hkv), d_(d), nt_(num_threads()),
+      : B_(B),
+        T_(T),
+        H_(H),
+        Hkv_(Hkv),
+        d_(d),
+        nt_(num_threads()),
         layers_(std::max(1, sp.materialized_layers)) {
     SP_CHECK(sp.sp_size() == 1, "strategy 'materialized' keeps whole T×T score matrices and ",
              "runs with sp=1 only, got sp=", sp.sp_size());
@@ -160,15 +165,7 @@ class MaterializedAttention final : public AttentionStrategy {
              "materialized: shard B=", s.B, " T=", s.T, " H=", s.H, " Hkv=", s.Hkv, " d=", s.d,
              " differs from the shape it was built for");
   }
-  static AttnParams dropout_key(const AttnShard& s) {
-    AttnParams p;
-    p.dropout_p = s.dropout_p;
-    p.seed = s.seed;
-    p.step = s.step;
-    p.layer = s.layer;
-    p.head_offset = s.head_offset;
-    return p;
-  }
+  static AttnParams dropout_key(const AttnShard& s) { return shard_kernel_params(s); }
 
   int B_, T_, H_, Hkv_, d_, nt_, layers_;
   std::vector<Buffer> probs_;

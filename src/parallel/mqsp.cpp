@@ -369,15 +369,7 @@ class MqspAttention final : public AttentionStrategy {
     return dst;
   }
 
-  AttnParams dropout_params(const AttnShard& s) const {
-    AttnParams p;
-    p.dropout_p = s.dropout_p;
-    p.seed = s.seed;
-    p.step = s.step;
-    p.layer = s.layer;
-    p.head_offset = s.head_offset;  // tensor parallelism: global index of local head 0
-    return p;
-  }
+  AttnParams dropout_params(const AttnShard& s) const { return shard_kernel_params(s); }
 
   void check_shard(const AttnShard& s) const {
     SP_CHECK(s.B == B_ && s.T == T_ && s.H == H_ && s.Hkv == Hkv_ && s.d == d_,

@@ -381,34 +381,9 @@ class RingAttention final : public AttentionStrategy {
                "; the data loader and the sp setup disagree on the layout");
   }
 
+  // Every sp rank runs every head of this tp rank: the shard's own parameters.
   AttnParams params(const AttnShard& s, float* o, float* lse) const {
-    const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
-    AttnParams p;
-    p.q = s.qkv;
-    p.k = s.qkv + int64_t(s.H) * s.d;
-    p.v = s.qkv + int64_t(s.H + s.Hkv) * s.d;
-    p.o = o;
-    p.lse = lse;
-    p.q_stride = W;
-    p.q_bstride = W * s.T;
-    p.kv_stride = W;
-    p.kv_bstride = W * s.T;
-    p.o_stride = int64_t(s.H) * s.d;
-    p.o_bstride = int64_t(s.H) * s.d * s.T;
-    p.q_pos = s.pos;
-    p.B = s.B;
-    p.Tq = s.T;
-    p.Tk = s.T;
-    p.H = s.H;
-    p.Hkv = s.Hkv;
-    p.d = s.d;
-    p.causal = s.causal;
-    p.dropout_p = s.dropout_p;
-    p.seed = s.seed;
-    p.step = s.step;
-    p.layer = s.layer;
-    p.head_offset = s.head_offset;  // every sp rank runs every head of this tp rank
-    return p;
+    return shard_self_params(s, o, lse);
   }
 
   Comm* comm_;  // null when N = 1

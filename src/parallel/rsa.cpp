@@ -138,15 +138,7 @@ class RsaAttention final : public AttentionStrategy {
                " is ", s.pos[t], ", the layout gives ", kpos_[size_t(rank_) * T_ + t]);
   }
 
-  AttnParams dropout_key(const AttnShard& s) const {
-    AttnParams p;
-    p.dropout_p = s.dropout_p;
-    p.seed = s.seed;
-    p.step = s.step;
-    p.layer = s.layer;
-    p.head_offset = s.head_offset;  // tensor parallelism: global index of local head 0
-    return p;
-  }
+  AttnParams dropout_key(const AttnShard& s) const { return shard_kernel_params(s); }
 
   // Runs f(x, thread) for x in [0, n) on the OpenMP threads, BLAS single-threaded.
   template <class F>

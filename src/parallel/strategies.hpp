@@ -7,7 +7,7 @@
 
 namespace seqpar {
 
-#define SEQPAR_STRATEGY_FACTORY(fn)                                                        \
+#define SEQPAR_STRATEGY_FACTORY(fn)                                                           \
   std::unique_ptr<AttentionStrategy> fn(Arena& arena, const SpSetup& sp, int B, int T, int H, \
                                         int Hkv, int d)
 SEQPAR_STRATEGY_FACTORY(make_local_attention);

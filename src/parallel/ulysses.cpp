@@ -389,7 +389,7 @@ class UlyssesAttention final : public AttentionStrategy {
     const bool whole = plan_.pieces.size() == 1;
     for (const UlyssesPlan::Piece& pc : plan_.pieces)
       for (int b = 0; b < (whole ? 1 : plan_.B); ++b) {
-        AttnParams p;
+        AttnParams p = shard_kernel_params(s);  // masking and dropout keys
         p.q = qkv_h_.data() + b * qb + int64_t(pc.q) * d;
         p.k = qkv_h_.data() + b * qb + (nq_ + pc.kv) * int64_t(d);
         p.v = qkv_h_.data() + b * qb + (nq_ + nkv + pc.kv) * int64_t(d);
@@ -404,13 +404,8 @@ class UlyssesAttention final : public AttentionStrategy {
         p.Tq = p.Tk = int(L_);
         p.H = pc.nq;
         p.Hkv = pc.nkv;
-        p.d = d;
-        p.causal = s.causal;
-        p.dropout_p = s.dropout_p;
-        p.seed = s.seed;
-        p.step = s.step;
-        p.layer = s.layer;
-        p.head_offset = s.head_offset + plan_.q0[plan_.rank] + pc.q;  // dropout keyed by the global head
+        p.head_offset =
+            s.head_offset + plan_.q0[plan_.rank] + pc.q;  // dropout keyed by the global head
         p.scratch = scratch_.data();
         p.scratch_floats = int64_t(scratch_.size());
         fn(p);

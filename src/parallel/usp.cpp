@@ -272,7 +272,7 @@ class UspAttention final : public AttentionStrategy {
     const int d = plan_.d;
     const int64_t qs = int64_t(wq_) * d, qb = qs * Lg_;
     const int64_t os = int64_t(nq_) * d, ob = os * Lg_;
-    AttnParams p;
+    AttnParams p = shard_kernel_params(s);  // masking and dropout keys
     p.q = qkv + b * qb + int64_t(pc.q) * d;
     p.k = qkv + b * qb + int64_t(nq_ + pc.kv) * d;
     p.v = qkv + b * qb + int64_t(nq_ + nkv_ + pc.kv) * d;
@@ -287,12 +287,6 @@ class UspAttention final : public AttentionStrategy {
     p.Tq = p.Tk = int(Lg_);
     p.H = pc.nq;
     p.Hkv = pc.nkv;
-    p.d = d;
-    p.causal = s.causal;
-    p.dropout_p = s.dropout_p;
-    p.seed = s.seed;
-    p.step = s.step;
-    p.layer = s.layer;
     // Dropout is keyed by the global head: this piece starts at model head q0[i] + pc.q.
     p.head_offset = s.head_offset + plan_.q0[i_] + pc.q;
     return p;

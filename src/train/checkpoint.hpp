@@ -59,8 +59,8 @@ struct Checkpoint {
 // (RENAME_EXCHANGE) and `latest` always names a complete checkpoint.
 std::string save_checkpoint(const std::string& root, int64_t step,
                             const std::vector<NamedTensor>& weights,
-                            const std::vector<NamedTensor>& optimizer,
-                            const nlohmann::json& state, const nlohmann::json& manifest_extra);
+                            const std::vector<NamedTensor>& optimizer, const nlohmann::json& state,
+                            const nlohmann::json& manifest_extra);
 
 // `path` is either a root (uses <root>/latest) or a step directory. Verifies the
 // manifest (format version, sizes, hashes) before returning anything.

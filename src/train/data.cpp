@@ -39,7 +39,8 @@ std::string exe_dir() {
 
 std::string load_kjv(std::string* where) {
   std::vector<std::string> candidates;
-  if (const char* d = std::getenv("SEQPAR_DATA_DIR")) candidates.push_back(std::string(d) + "/kjv.txt");
+  if (const char* d = std::getenv("SEQPAR_DATA_DIR"))
+    candidates.push_back(std::string(d) + "/kjv.txt");
   candidates.push_back("data/kjv.txt");
   candidates.push_back(exe_dir() + "/../data/kjv.txt");
   for (const auto& c : candidates) {
@@ -153,8 +154,8 @@ std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, 
   return make_text_source(spec, seed, L);
 }
 
-Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample,
-                 int B, int64_t L, const std::vector<int64_t>& pos) {
+Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample, int B,
+                 int64_t L, const std::vector<int64_t>& pos) {
   Batch b;
   b.B = B;
   b.T = int(pos.size());
@@ -177,9 +178,9 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
         b.targets[r] = seq[p + 1];
       } else {
         // Masked LM, decisions keyed by (sample, position): independent of sharding.
-        u32x4 u = philox4x32(rng_counter(uint32_t(p), uint32_t(s), uint32_t(s >> 32), 0, 0,
-                                         RngSite::mlm_mask),
-                             seed);
+        u32x4 u = philox4x32(
+            rng_counter(uint32_t(p), uint32_t(s), uint32_t(s >> 32), 0, 0, RngSite::mlm_mask),
+            seed);
         const float pick = u32_to_unit(u[0]), how = u32_to_unit(u[1]);
         if (pick < 0.15f) {
           b.targets[r] = seq[p];

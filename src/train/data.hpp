@@ -44,7 +44,7 @@ std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, 
 
 // Builds this rank's shard of one step: samples first_sample .. first_sample+B−1 of the
 // global batch, positions `pos` (from shard_positions) of each.
-Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample,
-                 int B, int64_t L, const std::vector<int64_t>& pos);
+Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample, int B,
+                 int64_t L, const std::vector<int64_t>& pos);
 
 }  // namespace seqpar

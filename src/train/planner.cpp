@@ -26,16 +26,15 @@ Mesh make_mesh(Comm& world, const TrainConfig& cfg) {
 ModelParallel Mesh::model_parallel(const TrainConfig& cfg) {
   ModelParallel p;
   p.strategy = cfg.strategy;
-  p.sp = SpSetup{sp > 1 ? &sp_comm : nullptr, parse_layout(cfg.layout), cfg.seq_len,
-                 cfg.mqsp_micro, cfg.usp_ulysses};
+  p.sp = SpSetup{sp > 1 ? &sp_comm : nullptr, parse_layout(cfg.layout), cfg.seq_len, cfg.mqsp_micro,
+                 cfg.usp_ulysses};
   p.tp = TpSetup{tp > 1 ? &tp_comm : nullptr};
   p.recompute = parse_recompute(cfg.recompute);
   p.tp_sequence_parallel = cfg.tp_sp;
   return p;
 }
 
-TrainState::TrainState(const TrainConfig& cfg, Arena& arena, const ModelParallel& par, int B,
-                       int T)
+TrainState::TrainState(const TrainConfig& cfg, Arena& arena, const ModelParallel& par, int B, int T)
     : model(cfg.model, B, T, arena, par),
       m(arena, Mem::optim, model.num_params(), "adamw m"),
       v(arena, Mem::optim, model.num_params(), "adamw v") {}
@@ -45,9 +44,7 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
   const ShardLayout layout = parse_layout(cfg.layout);
   const auto pos = shard_positions(cfg.seq_len, mesh.sp, mesh.sp_rank, layout);
   Arena arena(/*dry_run=*/true);
-  {
-    TrainState state(cfg, arena, mesh.model_parallel(cfg), cfg.batch, int(pos.size()));
-  }
+  { TrainState state(cfg, arena, mesh.model_parallel(cfg), cfg.batch, int(pos.size())); }
   MemoryPlan p;
   p.L = cfg.seq_len;
   std::array<int64_t, kMemCategories + 1> v{};

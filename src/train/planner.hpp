@@ -35,7 +35,7 @@ struct TrainState {
 
 struct MemoryPlan {
   int64_t L = 0;
-  uint64_t peak_total = 0;                   // max over ranks
+  uint64_t peak_total = 0;                      // max over ranks
   std::array<uint64_t, kMemCategories> peak{};  // per category, max over ranks
 };
 

@@ -16,8 +16,10 @@ Progress::Progress(const std::string& mode, bool active, int64_t total_steps)
 static std::string hms(double s) {
   char b[32];
   int t = int(s + 0.5);
-  if (t >= 3600) std::snprintf(b, sizeof(b), "%dh%02dm", t / 3600, t / 60 % 60);
-  else std::snprintf(b, sizeof(b), "%dm%02ds", t / 60, t % 60);
+  if (t >= 3600)
+    std::snprintf(b, sizeof(b), "%dh%02dm", t / 3600, t / 60 % 60);
+  else
+    std::snprintf(b, sizeof(b), "%dm%02ds", t / 60, t % 60);
   return b;
 }
 
@@ -42,7 +44,8 @@ void Progress::update(int64_t step, double loss, double tokens_per_s, const nloh
     std::printf("step %lld/%lld loss %.4f grad_norm %.3f lr %.3g %.0f tok/s %.0f ms",
                 (long long)step, (long long)total_, loss, rec.value("grad_norm", 0.0),
                 rec.value("lr", 0.0), tokens_per_s, rec.value("step_ms", 0.0));
-    if (rec.contains("answer_acc")) std::printf(" answer_acc %.3f", rec["answer_acc"].get<double>());
+    if (rec.contains("answer_acc"))
+      std::printf(" answer_acc %.3f", rec["answer_acc"].get<double>());
     std::printf("\n");
     std::fflush(stdout);
   }

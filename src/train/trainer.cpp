@@ -68,27 +68,45 @@ void TrainConfig::validate() const {
 
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j = model.to_json();
-  j.update({{"seq_len", seq_len},       {"batch", batch},     {"steps", steps},
-            {"lr", lr},                 {"min_lr", min_lr},   {"warmup", warmup},
-            {"weight_decay", weight_decay}, {"beta1", beta1}, {"beta2", beta2},
-            {"eps", eps},               {"grad_clip", grad_clip}, {"seed", seed},
-            {"data", data},             {"out", out},         {"ckpt_every", ckpt_every},
-            {"threads", threads},       {"log_every", log_every}, {"progress", progress},
-            {"sp_strategy", strategy},  {"sp", sp},           {"layout", layout},
-            {"mqsp_micro", mqsp_micro}, {"usp_ulysses", usp_ulysses}, {"tp", tp},
-            {"recompute", recompute}, {"tp_sp", tp_sp}});
+  j.update({{"seq_len", seq_len},
+            {"batch", batch},
+            {"steps", steps},
+            {"lr", lr},
+            {"min_lr", min_lr},
+            {"warmup", warmup},
+            {"weight_decay", weight_decay},
+            {"beta1", beta1},
+            {"beta2", beta2},
+            {"eps", eps},
+            {"grad_clip", grad_clip},
+            {"seed", seed},
+            {"data", data},
+            {"out", out},
+            {"ckpt_every", ckpt_every},
+            {"threads", threads},
+            {"log_every", log_every},
+            {"progress", progress},
+            {"sp_strategy", strategy},
+            {"sp", sp},
+            {"layout", layout},
+            {"mqsp_micro", mqsp_micro},
+            {"usp_ulysses", usp_ulysses},
+            {"tp", tp},
+            {"recompute", recompute},
+            {"tp_sp", tp_sp}});
   return j;
 }
 
 void TrainConfig::merge_json(const nlohmann::json& j) {
   SP_CHECK(j.is_object(), "config must be a JSON object");
-  static const char* known[] = {"model", "layers", "dim", "heads", "kv_heads", "ffn", "vocab",
-                                "dropout", "attn_dropout", "rope_theta", "init_std", "seq_len",
-                                "batch", "steps", "lr", "min_lr", "warmup", "weight_decay",
-                                "beta1", "beta2", "eps", "grad_clip", "seed", "data", "out",
-                                "ckpt_every", "threads", "log_every", "progress", "sp_strategy",
-                                "sp", "layout", "resume", "stop_after", "mqsp_micro",
-                                "usp_ulysses", "tp", "recompute", "tp_sp"};
+  static const char* known[] = {
+      "model", "layers",     "dim",          "heads",      "kv_heads",   "ffn",
+      "vocab", "dropout",    "attn_dropout", "rope_theta", "init_std",   "seq_len",
+      "batch", "steps",      "lr",           "min_lr",     "warmup",     "weight_decay",
+      "beta1", "beta2",      "eps",          "grad_clip",  "seed",       "data",
+      "out",   "ckpt_every", "threads",      "log_every",  "progress",   "sp_strategy",
+      "sp",    "layout",     "resume",       "stop_after", "mqsp_micro", "usp_ulysses",
+      "tp",    "recompute",  "tp_sp"};
   for (auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok |= k == n;
@@ -106,14 +124,33 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     auto get = [&](const char* key, auto& field) {
       if (j.contains(key)) field = j.at(key).get<std::decay_t<decltype(field)>>();
     };
-    get("seq_len", seq_len); get("batch", batch); get("steps", steps); get("lr", lr);
-    get("min_lr", min_lr); get("warmup", warmup); get("weight_decay", weight_decay);
-    get("beta1", beta1); get("beta2", beta2); get("eps", eps); get("grad_clip", grad_clip);
-    get("seed", seed); get("data", data); get("out", out); get("ckpt_every", ckpt_every);
-    get("threads", threads); get("log_every", log_every); get("progress", progress);
-    get("sp_strategy", strategy); get("sp", sp); get("layout", layout); get("resume", resume);
-    get("stop_after", stop_after); get("mqsp_micro", mqsp_micro);
-    get("usp_ulysses", usp_ulysses); get("tp", tp); get("recompute", recompute);
+    get("seq_len", seq_len);
+    get("batch", batch);
+    get("steps", steps);
+    get("lr", lr);
+    get("min_lr", min_lr);
+    get("warmup", warmup);
+    get("weight_decay", weight_decay);
+    get("beta1", beta1);
+    get("beta2", beta2);
+    get("eps", eps);
+    get("grad_clip", grad_clip);
+    get("seed", seed);
+    get("data", data);
+    get("out", out);
+    get("ckpt_every", ckpt_every);
+    get("threads", threads);
+    get("log_every", log_every);
+    get("progress", progress);
+    get("sp_strategy", strategy);
+    get("sp", sp);
+    get("layout", layout);
+    get("resume", resume);
+    get("stop_after", stop_after);
+    get("mqsp_micro", mqsp_micro);
+    get("usp_ulysses", usp_ulysses);
+    get("tp", tp);
+    get("recompute", recompute);
     get("tp_sp", tp_sp);
   } catch (const nlohmann::json::exception& e) {
     SP_FAIL("config value of the wrong type: ", e.what());
@@ -167,8 +204,7 @@ void scatter_tensors(const std::vector<ParamSpec>& specs, float* block,
     auto it = by_name.find(prefix + s.name);
     SP_CHECK(it != by_name.end(), "checkpoint ", file, " has no tensor '", prefix + s.name, "'");
     SP_CHECK(it->second->shape == s.global_shape, "checkpoint tensor '", prefix + s.name,
-             "' has a different shape than the model (", it->second->data.size(),
-             " elements)");
+             "' has a different shape than the model (", it->second->data.size(), " elements)");
     shard_from_global(s, it->second->data.data(), block + s.offset);
   }
 }
@@ -176,7 +212,10 @@ void scatter_tensors(const std::vector<ParamSpec>& specs, float* block,
 std::string human_bytes(double b) {
   const char* u[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   int i = 0;
-  while (b >= 1024 && i < 4) { b /= 1024; ++i; }
+  while (b >= 1024 && i < 4) {
+    b /= 1024;
+    ++i;
+  }
   char buf[32];
   std::snprintf(buf, sizeof(buf), "%.1f %s", b, u[i]);
   return buf;
@@ -257,21 +296,27 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   auto save = [&](int64_t step) {
     // Full tensors are assembled on every rank of the tp group (collective), then world
     // rank 0 writes them; a failure there is reported on every rank.
-    std::vector<NamedTensor> weights = gather_tensors(cfg.model, model.specs(), model.params(), "", tp_comm);
-    std::vector<NamedTensor> opt = gather_tensors(cfg.model, model.specs(), m.data(), "m.", tp_comm);
+    std::vector<NamedTensor> weights =
+        gather_tensors(cfg.model, model.specs(), model.params(), "", tp_comm);
+    std::vector<NamedTensor> opt =
+        gather_tensors(cfg.model, model.specs(), m.data(), "m.", tp_comm);
     auto vt = gather_tensors(cfg.model, model.specs(), v.data(), "v.", tp_comm);
     opt.insert(opt.end(), std::make_move_iterator(vt.begin()), std::make_move_iterator(vt.end()));
     bool ok = true;
     std::string msg;
     if (rank0) {
       try {
-        nlohmann::json state = {{"step", step}, {"seed", cfg.seed}, {"next_sample",
-                                 uint64_t(step) * uint64_t(B) * uint64_t(dp)},
+        nlohmann::json state = {{"step", step},
+                                {"seed", cfg.seed},
+                                {"next_sample", uint64_t(step) * uint64_t(B) * uint64_t(dp)},
                                 {"lr", lr_at(cfg, std::max<int64_t>(0, step - 1))}};
         nlohmann::json extra = {{"model", cfg.model.to_json()},
-                                {"parallel", {{"dp", dp}, {"sp", sp}, {"tp", tp},
-                                              {"sp_strategy", cfg.strategy},
-                                              {"layout", cfg.layout}}},
+                                {"parallel",
+                                 {{"dp", dp},
+                                  {"sp", sp},
+                                  {"tp", tp},
+                                  {"sp_strategy", cfg.strategy},
+                                  {"layout", cfg.layout}}},
                                 {"train", shared_cfg}};
         std::string dir = save_checkpoint(ckpt_root, step, weights, opt, state, extra);
         std::cout << "saved checkpoint " << dir << std::endl;
@@ -280,8 +325,9 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
         msg = e.what();
       }
     }
-    if (!world.all_ok(ok)) SP_FAIL("saving the checkpoint at step ", step, " failed on rank 0: ",
-                                   rank0 ? msg : std::string("see rank 0's message"));
+    if (!world.all_ok(ok))
+      SP_FAIL("saving the checkpoint at step ", step,
+              " failed on rank 0: ", rank0 ? msg : std::string("see rank 0's message"));
   };
 
   Progress progress(cfg.progress, rank0, cfg.steps);
@@ -344,14 +390,14 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     double ss_shard = sum_squares(model.grads() + P_repl, P - P_repl);
     if (tp_comm) tp_comm->allreduce_sum(&ss_shard, 1);
     const double gnorm = std::sqrt(sum_squares(model.grads(), P_repl) + ss_shard);
-    SP_CHECK(std::isfinite(gnorm), "gradient norm is ", gnorm, " at step ", s,
-             " (loss ", sums[0] / sums[1], "): training diverged; lower --lr");
+    SP_CHECK(std::isfinite(gnorm), "gradient norm is ", gnorm, " at step ", s, " (loss ",
+             sums[0] / sums[1], "): training diverged; lower --lr");
     if (cfg.grad_clip > 0 && gnorm > cfg.grad_clip)
       scale_inplace(model.grads(), P, float(cfg.grad_clip / gnorm));
     for (const auto& spec : model.specs())
-      adamw_update(model.params() + spec.offset, model.grads() + spec.offset, m.data() + spec.offset,
-                   v.data() + spec.offset, spec.numel, lr, cfg.beta1, cfg.beta2, cfg.eps,
-                   spec.decay ? cfg.weight_decay : 0.0f, s + 1);
+      adamw_update(model.params() + spec.offset, model.grads() + spec.offset,
+                   m.data() + spec.offset, v.data() + spec.offset, spec.numel, lr, cfg.beta1,
+                   cfg.beta2, cfg.eps, spec.decay ? cfg.weight_decay : 0.0f, s + 1);
 
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const double loss = sums[0] / sums[1];
@@ -359,8 +405,12 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     result.last_loss = loss;
     result.losses.push_back(loss);
     if (rank0 && ((s + 1) % cfg.log_every == 0 || s + 1 == cfg.steps)) {
-      nlohmann::json rec = {{"step", s + 1}, {"loss", loss}, {"grad_norm", gnorm}, {"lr", lr},
-                            {"tokens_per_s", global_tokens_per_step / dt}, {"step_ms", dt * 1e3}};
+      nlohmann::json rec = {{"step", s + 1},
+                            {"loss", loss},
+                            {"grad_norm", gnorm},
+                            {"lr", lr},
+                            {"tokens_per_s", global_tokens_per_step / dt},
+                            {"step_ms", dt * 1e3}};
       if (sums[3] > 0) rec["answer_acc"] = sums[2] / sums[3];
       nlohmann::json peak;
       for (int c = 0; c < kMemCategories; ++c) peak[mem_name(Mem(c))] = arena.peak(Mem(c));
@@ -368,10 +418,10 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
       rec["peak_bytes"] = peak;
       // Bytes this rank sent during the step: attention (sp group) and the rest (gradient
       // all-reduce and loss sums over the world), as comm/ counts them.
-      rec["bytes_sent"] = {{"sp", mesh.sp_comm.stats().total_bytes_sent()},
-                           {"tp", mesh.tp_comm.stats().total_bytes_sent()},
-                           {"world", world.stats().total_bytes_sent() +
-                                         mesh.shard_comm.stats().total_bytes_sent()}};
+      rec["bytes_sent"] = {
+          {"sp", mesh.sp_comm.stats().total_bytes_sent()},
+          {"tp", mesh.tp_comm.stats().total_bytes_sent()},
+          {"world", world.stats().total_bytes_sent() + mesh.shard_comm.stats().total_bytes_sent()}};
       metrics << rec.dump() << "\n";
       metrics.flush();
       progress.update(s + 1, loss, global_tokens_per_step / dt, rec);

@@ -38,8 +38,8 @@ struct TrainConfig {
   int tp = 1;                      // Megatron tensor (+ sequence) parallel degree
   std::string recompute = "none";  // none | selective | full
   bool tp_sp = true;               // Megatron sequence parallelism inside the tp group
-  int mqsp_micro = 0;   // MQSP micro-query count m (0: m = sp)
-  int usp_ulysses = 0;  // USP Ulysses group size u, sp = u·r (0: automatic)
+  int mqsp_micro = 0;              // MQSP micro-query count m (0: m = sp)
+  int usp_ulysses = 0;             // USP Ulysses group size u, sp = u·r (0: automatic)
 
   void validate() const;  // throws seqpar::Error naming the value
   nlohmann::json to_json() const;
@@ -54,7 +54,7 @@ float lr_at(const TrainConfig& c, int64_t s);
 struct TrainResult {
   int64_t last_step = 0;  // number of completed steps
   double last_loss = 0.0;
-  bool interrupted = false;  // stopped by a signal or stop_after, after saving
+  bool interrupted = false;    // stopped by a signal or stop_after, after saving
   std::vector<double> losses;  // loss of each step run by this call
   uint64_t arena_peak = 0;     // this rank's arena peak (bytes) over the whole run
 };

@@ -73,8 +73,10 @@ std::vector<std::vector<float>> global_grads(Model& m, Comm* tp, const ModelConf
       if (tp) tp->allreduce_sum(g.data(), g.size());
     } else {
       std::vector<float> all(size_t(s.numel) * t);
-      if (tp) tp->allgather(m.grads() + s.offset, all.data(), size_t(s.numel));
-      else std::copy_n(m.grads() + s.offset, s.numel, all.begin());
+      if (tp)
+        tp->allgather(m.grads() + s.offset, all.data(), size_t(s.numel));
+      else
+        std::copy_n(m.grads() + s.offset, s.numel, all.begin());
       for (int r = 0; r < t; ++r)
         shard_to_global(param_specs(cfg, t, r)[i], all.data() + size_t(s.numel) * r, g.data());
     }
@@ -234,7 +236,10 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
   const int W = world.size();
   Comm self = world.split(world.rank(), 0, "self");
   // Meshes for this world size: (tp, sp, strategy); dp = W / (tp·sp), batch 2 per replica.
-  struct M { int tp, sp; const char* strategy; };
+  struct M {
+    int tp, sp;
+    const char* strategy;
+  };
   std::vector<M> meshes = {{W, 1, "local"}};
   if (W == 4) meshes = {{2, 2, "ring"}, {2, 1, "local"}, {4, 1, "local"}, {2, 2, "ulysses"}};
   for (const M& mesh : meshes) {

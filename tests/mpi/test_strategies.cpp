@@ -73,8 +73,8 @@ TEST_P(Strategies, MatchLocalForwardBackwardAndBytes) {
   std::vector<int64_t> all_pos(L);
   for (int64_t i = 0; i < L; ++i) all_pos[i] = i;
 
-  AttnShard g{qkv.data(), all_pos.data(), B, int(L), c.H, c.Hkv, c.d, L, c.causal,
-              c.dropout, 99, 7, 3};
+  AttnShard g{qkv.data(), all_pos.data(), B,         int(L), c.H, c.Hkv, c.d,
+              L,          c.causal,       c.dropout, 99,     7,   3};
   std::vector<float> o_ref(B * L * HD), lse_ref(B * c.H * L), dqkv_ref(B * L * W, 0.0f);
   {
     Arena a;
@@ -125,7 +125,8 @@ TEST_P(Strategies, MatchLocalForwardBackwardAndBytes) {
         got.push_back(dqkv[row * W + j]);
         want.push_back(dqkv_exp[row * W + j]);
       }
-    EXPECT_LT(rel_err(got, want), 3e-5) << "d" << "QKV"[part] << " on rank " << r;
+    EXPECT_LT(rel_err(got, want), 3e-5) << "d"
+                                        << "QKV"[part] << " on rank " << r;
   }
   EXPECT_EQ(fwd_bytes, strat->bytes_forward(s)) << "forward bytes on rank " << r;
   EXPECT_EQ(bwd_bytes, strat->bytes_backward(s)) << "backward bytes on rank " << r;
@@ -136,12 +137,12 @@ std::vector<Case> cases() {
   for (std::string st : {"ring", "ulysses", "usp", "mqsp", "rsa"})
     for (bool causal : {true, false})
       for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag}) {
-        v.push_back({st, causal, 4, 4, 16, 5, layout, 0.0f});   // MHA, odd shard
-        v.push_back({st, causal, 4, 2, 64, 8, layout, 0.0f});   // GQA, d = 64
-        v.push_back({st, causal, 6, 1, 16, 3, layout, 0.0f});   // MQA, H not a power of 2
+        v.push_back({st, causal, 4, 4, 16, 5, layout, 0.0f});  // MHA, odd shard
+        v.push_back({st, causal, 4, 2, 64, 8, layout, 0.0f});  // GQA, d = 64
+        v.push_back({st, causal, 6, 1, 16, 3, layout, 0.0f});  // MQA, H not a power of 2
       }
   for (std::string st : {"ring", "ulysses", "usp", "mqsp", "rsa"})
-    v.push_back({st, true, 4, 2, 16, 6, ShardLayout::zigzag, 0.1f});  // attention dropout
+    v.push_back({st, true, 4, 2, 16, 6, ShardLayout::zigzag, 0.1f});            // attention dropout
   v.push_back({"mqsp", true, 4, 2, 16, 12, ShardLayout::contiguous, 0.0f, 3});  // m ≠ N
   v.push_back({"mqsp", false, 4, 4, 16, 7, ShardLayout::contiguous, 0.0f, 1});  // m = 1
   return v;

@@ -79,7 +79,7 @@ TEST_P(ShardBoundaries, PerTokenLossEqualsOneRank) {
         const int64_t p = pos[t];
         b.tokens.push_back(seq[p % 128]);
         b.targets.push_back(c.kind == ModelKind::gpt ? seq[(p + 1) % 128]
-                                                      : ((p * 7 + i) % 3 == 0 ? seq[p % 128] : -1));
+                                                     : ((p * 7 + i) % 3 == 0 ? seq[p % 128] : -1));
         b.row_key.push_back(int64_t(i) * L + p);
       }
     }
@@ -112,8 +112,8 @@ TEST_P(ShardBoundaries, PerTokenLossEqualsOneRank) {
       const float got = m.losses()[i * T + t], want = ref.losses()[i * L + pos[t]];
       // fp32 rounding through two layers: 1e-5 relative (see test_strategies.cpp).
       EXPECT_NEAR(got, want, 1e-5f * std::max(1.0f, std::fabs(want)))
-          << (boundary ? "shard-boundary " : "") << "token at position " << pos[t]
-          << " of sample " << i << " on rank " << r;
+          << (boundary ? "shard-boundary " : "") << "token at position " << pos[t] << " of sample "
+          << i << " on rank " << r;
     }
 }
 
@@ -152,7 +152,6 @@ TrainConfig train_config(const std::string& out) {
 constexpr double kCurveTol = 1e-4;
 
 class SequenceParallelTraining : public testing::TestWithParam<std::string> {};
-
 
 TEST_P(SequenceParallelTraining, LossCurveEqualsOneRank) {
   Comm world = Comm::world();

@@ -4,6 +4,38 @@
 
 namespace seqpar {
 
+AttnParams shard_kernel_params(const AttnShard& s) {
+  AttnParams p;
+  p.B = s.B;
+  p.H = s.H;
+  p.Hkv = s.Hkv;
+  p.d = s.d;
+  p.causal = s.causal;
+  p.dropout_p = s.dropout_p;
+  p.seed = s.seed;
+  p.step = s.step;
+  p.layer = s.layer;
+  p.head_offset = s.head_offset;  // tensor parallelism: global index of local head 0
+  return p;
+}
+
+AttnParams shard_self_params(const AttnShard& s, float* o, float* lse) {
+  const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;  // floats per token of packed QKV
+  AttnParams p = shard_kernel_params(s);
+  p.q = s.qkv;
+  p.k = s.qkv + int64_t(s.H) * s.d;
+  p.v = s.qkv + int64_t(s.H + s.Hkv) * s.d;
+  p.o = o;
+  p.lse = lse;
+  p.q_stride = p.kv_stride = W;
+  p.q_bstride = p.kv_bstride = W * s.T;
+  p.o_stride = int64_t(s.H) * s.d;
+  p.o_bstride = int64_t(s.H) * s.d * s.T;
+  p.q_pos = p.k_pos = s.pos;
+  p.Tq = p.Tk = s.T;
+  return p;
+}
+
 int SpSetup::sp_size() const { return comm ? comm->size() : 1; }
 int SpSetup::sp_rank() const { return comm ? comm->rank() : 0; }
 
