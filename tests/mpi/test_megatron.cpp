@@ -235,13 +235,18 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
   Comm world = Comm::world();
   const int W = world.size();
   Comm self = world.split(world.rank(), 0, "self");
-  // Meshes for this world size: (tp, sp, strategy); dp = W / (tp·sp), batch 2 per replica.
+  // Meshes for this world size: (tp, sp, strategy, recompute); dp = W / (tp·sp), batch 2
+  // per replica. Recomputation must work in every parallel mode.
   struct M {
     int tp, sp;
     const char* strategy;
+    const char* recompute;
   };
-  std::vector<M> meshes = {{W, 1, "local"}};
-  if (W == 4) meshes = {{2, 2, "ring"}, {2, 1, "local"}, {4, 1, "local"}, {2, 2, "ulysses"}};
+  std::vector<M> meshes = {{W, 1, "local", "selective"}, {W, 1, "local", "full"}};
+  if (W == 4)
+    meshes = {{2, 2, "ring", "full"},         {2, 1, "local", "selective"}, {4, 1, "local", "none"},
+              {2, 2, "ulysses", "selective"}, {2, 2, "mqsp", "full"},       {1, 4, "usp", "full"},
+              {1, 4, "rsa", "selective"}};
   for (const M& mesh : meshes) {
     const int dp = W / (mesh.tp * mesh.sp);
     TrainConfig ref = train_config(tmpdir("ref" + std::to_string(world.rank())));
@@ -252,12 +257,13 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
     c.tp = mesh.tp;
     c.sp = mesh.sp;
     c.strategy = mesh.strategy;
-    c.recompute = "selective";
+    c.recompute = mesh.recompute;
     TrainResult rm = train(c, world);
     ASSERT_EQ(r1.losses.size(), rm.losses.size());
     for (size_t i = 0; i < r1.losses.size(); ++i)
       EXPECT_NEAR(rm.losses[i], r1.losses[i], 1e-4 * r1.losses[i])
-          << "tp " << mesh.tp << " sp " << mesh.sp << " dp " << dp << " step " << i + 1;
+          << "tp " << mesh.tp << " sp " << mesh.sp << " (" << mesh.strategy << ") dp " << dp
+          << " recompute " << mesh.recompute << " step " << i + 1;
     std::filesystem::remove_all(ref.out);
   }
 }
