@@ -13,6 +13,7 @@ micro-query chunks (the paper's setting), ring and usp the zigzag layout.
 
 Usage: /usr/bin/python3 bench/sp_bench.py memory [--budget 1GiB] [--out docs/img]
        /usr/bin/python3 bench/sp_bench.py time [--lens 2048,4096,8192] [--ranks 1,2,4]
+                                               [--strategies local,ring,ulysses]
 """
 import argparse
 import json
@@ -102,6 +103,8 @@ def time_mode(a):
     for L in map(int, a.lens.split(",")):
         for n in map(int, a.ranks.split(",")):
             for s in (["local"] if n == 1 else []) + ALL:
+                if a.strategies and s not in a.strategies.split(","):
+                    continue
                 with tempfile.TemporaryDirectory() as tmp:
                     args = [a.seqpar, "train"] + parallel_args(s, n) + [
                             "--seq-len", str(L), "--steps", "3", "--threads", "1",
@@ -134,6 +137,7 @@ def main():
     ap.add_argument("--lens", default="2048,4096,8192")
     ap.add_argument("--ranks", default="1,2,4")
     ap.add_argument("--timeout", type=int, default=300)
+    ap.add_argument("--strategies", default="", help="comma-separated subset (time mode)")
     a = ap.parse_args()
     memory(a) if a.mode == "memory" else time_mode(a)
 
