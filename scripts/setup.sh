@@ -23,6 +23,7 @@ fi
 
 if [ ! -s data/kjv.txt ] && command -v bible >/dev/null 2>&1; then
   echo "setup: extracting the King James Bible to data/kjv.txt"
+  mkdir -p data
   bible -f Gen1:1-Rev22:21 > data/kjv.txt.tmp && mv data/kjv.txt.tmp data/kjv.txt
 fi
 

@@ -39,6 +39,7 @@ double norm_err(const std::vector<float>& a, const std::vector<float>& b) {
       if (a[i] != b[i]) return INFINITY;
       continue;
     }
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;  // std::max would drop NaN
     num = std::max(num, std::abs(double{a[i]} - b[i]));
     den = std::max(den, std::abs(double{b[i]}));
   }

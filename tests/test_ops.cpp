@@ -36,6 +36,7 @@ VecD to_d(const VecF& v) { return VecD(v.begin(), v.end()); }
 double nerr(const float* a, const double* b, size_t n) {
   double num = 0.0, den = 1e-30;
   for (size_t i = 0; i < n; ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;  // NaN would otherwise vanish in std::max
     num = std::max(num, std::fabs(static_cast<double>(a[i]) - b[i]));
     den = std::max(den, std::fabs(b[i]));
   }

@@ -14,6 +14,7 @@
 
 #include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "train/checkpoint.hpp"
 #include "train/planner.hpp"
 #include "train/trainer.hpp"
 
@@ -154,7 +155,8 @@ int main(int argc, char** argv) {
     opt_i("--seed", "seed",
           "seed of initialisation, data sampling, masking and dropout, default 1234");
     opt_s("--out", "out",
-          "run directory: config.json, metrics.jsonl, checkpoints/ (default runs/default)");
+          "run directory: config.json, metrics.jsonl, checkpoints/ (default runs/default, or "
+          "runs/default-2, -3, ... when that already holds checkpoints)");
     opt_i("--ckpt-every", "ckpt_every",
           "checkpoint every N steps (0 = only at the end), default 0");
     opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default 0");
@@ -212,8 +214,22 @@ int main(int argc, char** argv) {
 
   TrainConfig cfg;
   try {
-    if (!config_path.empty()) cfg.merge_json(load_config_file(config_path));
-    cfg.merge_json(flags);
+    // One merge of (file, then flags over it), so defaults that follow other keys
+    // (ffn = 4·dim, kv_heads = heads, vocab by model) see both sources.
+    nlohmann::json merged =
+        config_path.empty() ? nlohmann::json::object() : load_config_file(config_path);
+    SP_CHECK(merged.is_object(), "config file '", config_path, "' must hold a JSON object");
+    merged.update(flags);
+    // Without an explicit --out, a fresh run never lands on an earlier run's checkpoints:
+    // runs/default, then runs/default-2, -3, ... (every rank scans before anything is
+    // written, so all pick the same name). --resume keeps runs/default.
+    if (!merged.contains("out") && !resume) {
+      std::string out = "runs/default";
+      for (int k = 2; has_checkpoint(out + "/checkpoints"); ++k)
+        out = "runs/default-" + std::to_string(k);
+      merged["out"] = out;
+    }
+    cfg.merge_json(merged);
     if (resume) cfg.resume = true;
     cfg.validate();
   } catch (const std::exception& e) {

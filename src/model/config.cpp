@@ -46,23 +46,22 @@ nlohmann::json ModelConfig::to_json() const {
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   ModelConfig c;
-  if (j.contains("model")) c.kind = parse_model_kind(j.at("model").get<std::string>());
+  std::string kind;
+  json_get(j, "model", kind);
+  if (!kind.empty()) c.kind = parse_model_kind(kind);
   if (c.kind == ModelKind::bert) c.V = 257;
-  auto get = [&](const char* key, auto& field) {
-    if (j.contains(key)) field = j.at(key).get<std::decay_t<decltype(field)>>();
-  };
-  get("layers", c.n_layer);
-  get("dim", c.C);
-  get("heads", c.H);
+  json_get(j, "layers", c.n_layer);
+  json_get(j, "dim", c.C);
+  json_get(j, "heads", c.H);
   c.Hkv = c.H;
-  get("kv_heads", c.Hkv);
+  json_get(j, "kv_heads", c.Hkv);
   c.F = 4 * c.C;
-  get("ffn", c.F);
-  get("vocab", c.V);
-  get("dropout", c.dropout);
-  get("attn_dropout", c.attn_dropout);
-  get("rope_theta", c.rope_theta);
-  get("init_std", c.init_std);
+  json_get(j, "ffn", c.F);
+  json_get(j, "vocab", c.V);
+  json_get(j, "dropout", c.dropout);
+  json_get(j, "attn_dropout", c.attn_dropout);
+  json_get(j, "rope_theta", c.rope_theta);
+  json_get(j, "init_std", c.init_std);
   return c;
 }
 

@@ -2,10 +2,47 @@
 // heads, d = C/H head dim, F feed-forward width, V vocabulary, n_layer blocks.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <type_traits>
+
+#include "core/check.hpp"
 
 namespace seqpar {
+
+// Reads j[key] into field if present, refusing a value of the wrong type or out of the
+// field's range with the key named (no silent truncation of 2.9 → 2 or 2³²+2 → 2).
+template <class T>
+void json_get(const nlohmann::json& j, const char* key, T& field) {
+  if (!j.contains(key)) return;
+  const nlohmann::json& v = j.at(key);
+  if constexpr (std::is_same_v<T, bool>) {
+    SP_CHECK(v.is_boolean(), "config '", key, "' must be true or false, got ", v.dump());
+    field = v.get<bool>();
+  } else if constexpr (std::is_integral_v<T>) {
+    SP_CHECK(v.is_number_integer(), "config '", key, "' must be an integer, got ", v.dump());
+    if (v.is_number_unsigned()) {
+      const uint64_t x = v.get<uint64_t>();
+      SP_CHECK(x <= uint64_t(std::numeric_limits<T>::max()), "config '", key, "' = ", x,
+               " is out of range (at most ", std::numeric_limits<T>::max(), ")");
+      field = static_cast<T>(x);
+    } else {
+      const int64_t x = v.get<int64_t>();
+      SP_CHECK(x >= int64_t(std::numeric_limits<T>::min()) &&
+                   (x < 0 || uint64_t(x) <= uint64_t(std::numeric_limits<T>::max())),
+               "config '", key, "' = ", x, " is out of range [", +std::numeric_limits<T>::min(),
+               ", ", +std::numeric_limits<T>::max(), "]");
+      field = static_cast<T>(x);
+    }
+  } else if constexpr (std::is_floating_point_v<T>) {
+    SP_CHECK(v.is_number(), "config '", key, "' must be a number, got ", v.dump());
+    field = v.get<T>();
+  } else {
+    SP_CHECK(v.is_string(), "config '", key, "' must be a string, got ", v.dump());
+    field = v.get<std::string>();
+  }
+}
 
 enum class ModelKind { gpt, bert };
 const char* model_kind_name(ModelKind k);

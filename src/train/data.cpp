@@ -22,6 +22,8 @@ std::string read_file(const std::string& path) {
   std::error_code ec;
   SP_CHECK(std::filesystem::exists(path, ec), "data file '", path, "' does not exist");
   SP_CHECK(!std::filesystem::is_directory(path, ec), "data file '", path, "' is a directory");
+  SP_CHECK(std::filesystem::is_regular_file(path, ec), "data file '", path,
+           "' is not a regular file (a device or a pipe cannot be sampled)");
   std::ifstream f(path, std::ios::binary);
   SP_CHECK(f.good(), "data file '", path, "' cannot be opened for reading");
   std::ostringstream os;
@@ -182,7 +184,10 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
             rng_counter(uint32_t(p), uint32_t(s), uint32_t(s >> 32), 0, 0, RngSite::mlm_mask),
             seed);
         const float pick = u32_to_unit(u[0]), how = u32_to_unit(u[1]);
-        if (pick < 0.15f) {
+        // One position per sample is always picked, so no sample (and no step) is without
+        // a counted target; it is a function of (seed, s) only, like every other pick.
+        const bool forced = p == int64_t(draw(seed, s, 3) % uint64_t(L));
+        if (pick < 0.15f || forced) {
           b.targets[r] = seq[p];
           b.tokens[r] = how < 0.8f ? kMaskToken : how < 0.9f ? int32_t(u[2] & 0xFF) : seq[p];
         } else {

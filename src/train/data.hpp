@@ -6,7 +6,8 @@
 //   gpt : input x[0..L),  target x[1..L]          (every position counts)
 //   bert: input = mask(x[0..L)), target x[i] at masked positions, −1 elsewhere.
 // BERT masking picks 15 % of positions; of those 80 % become [MASK], 10 % a random byte,
-// 10 % stay — each decision drawn from the counter-based RNG keyed by (s, position).
+// 10 % stay — each decision drawn from the counter-based RNG keyed by (s, position); one
+// position per sample, drawn from (seed, s), is always picked so every sample counts.
 #pragma once
 #include <cstdint>
 #include <memory>

@@ -56,6 +56,8 @@ void TrainConfig::validate() const {
   SP_CHECK(stop_after >= 0, "stop_after must be >= 0, got ", stop_after);
   SP_CHECK(threads >= 0, "threads must be >= 0, got ", threads);
   SP_CHECK(sp >= 1, "sp must be >= 1, got ", sp);
+  SP_CHECK(seq_len / sp <= (int64_t(1) << 30), "seq_len/sp = ", seq_len / sp,
+           " tokens per rank is beyond what this engine indexes (2^30); use more ranks");
   SP_CHECK(tp >= 1, "tp must be >= 1, got ", tp);
   parse_recompute(recompute);
   SP_CHECK(mqsp_micro >= 0, "mqsp_micro must be >= 0 (0 = sp), got ", mqsp_micro);
@@ -121,9 +123,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
   if (!j.contains("vocab") && j.contains("model")) m.erase("vocab");
   try {
     model = ModelConfig::from_json(m);
-    auto get = [&](const char* key, auto& field) {
-      if (j.contains(key)) field = j.at(key).get<std::decay_t<decltype(field)>>();
-    };
+    auto get = [&](const char* key, auto& field) { json_get(j, key, field); };
     get("seq_len", seq_len);
     get("batch", batch);
     get("steps", steps);
@@ -259,6 +259,11 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const std::string ckpt_root = cfg.out + "/checkpoints";
   int64_t start = 0;
   std::error_code ec;
+  // Nothing the user saved is overwritten: a run directory that already holds checkpoints
+  // is only continued (--resume), never restarted over. Every rank sees the same files.
+  SP_CHECK(cfg.resume || !has_checkpoint(ckpt_root), "output directory '", cfg.out,
+           "' already holds checkpoints of an earlier run; pass --resume to continue it, or "
+           "choose another --out");
   if (cfg.resume && has_checkpoint(ckpt_root)) {
     Checkpoint ck = load_checkpoint(ckpt_root);
     const nlohmann::json saved_model = ck.manifest.value("model", nlohmann::json::object());
@@ -278,12 +283,26 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   }
 
   std::ofstream metrics;
+  {
+    // Rank 0 writes the run directory; a failure there is reported on every rank (the
+    // others would otherwise wait in the first collective).
+    std::string msg;
+    if (rank0) {
+      try {
+        std::filesystem::create_directories(cfg.out, ec);
+        SP_CHECK(!ec, "cannot create output directory '", cfg.out, "': ", ec.message());
+        write_file_atomic(cfg.out + "/config.json", shared_cfg.dump(2) + "\n");
+        metrics.open(cfg.out + "/metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
+        SP_CHECK(metrics.good(), "cannot write ", cfg.out, "/metrics.jsonl");
+      } catch (const std::exception& e) {
+        msg = e.what();
+      }
+    }
+    if (!world.all_ok(msg.empty()))
+      SP_FAIL("setting up the run directory failed on rank 0: ",
+              rank0 ? msg : std::string("see rank 0's message"));
+  }
   if (rank0) {
-    std::filesystem::create_directories(cfg.out, ec);
-    SP_CHECK(!ec, "cannot create output directory '", cfg.out, "': ", ec.message());
-    write_file_atomic(cfg.out + "/config.json", shared_cfg.dump(2) + "\n");
-    metrics.open(cfg.out + "/metrics.jsonl", start > 0 ? std::ios::app : std::ios::trunc);
-    SP_CHECK(metrics.good(), "cannot write ", cfg.out, "/metrics.jsonl");
     std::cout << "seqpar train: " << W << " rank(s) = dp " << dp << " x sp " << sp << " ("
               << cfg.strategy << ", " << cfg.layout << "), " << threads << " thread(s)/rank\n"
               << "data: " << src->describe() << "\n"
@@ -424,6 +443,8 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
           {"world", world.stats().total_bytes_sent() + mesh.shard_comm.stats().total_bytes_sent()}};
       metrics << rec.dump() << "\n";
       metrics.flush();
+      if (!metrics.good())  // reported, not fatal: the run and its checkpoints go on
+        std::cerr << "seqpar: warning: writing " << cfg.out << "/metrics.jsonl failed" << std::endl;
       progress.update(s + 1, loss, global_tokens_per_step / dt, rec);
     }
     if (cfg.ckpt_every > 0 && (s + 1) % cfg.ckpt_every == 0 && s + 1 < cfg.steps) save(s + 1);

@@ -1,9 +1,34 @@
 // gtest main for multi-rank tests: initialises MPI, runs the suite on every rank and
 // makes the exit code agree across ranks (a failure on any rank fails all of them).
+// Rank 0 prints gtest's usual progress; every other rank prints only its failures,
+// each line prefixed with its rank.
 #include <gtest/gtest.h>
 #include <mpi.h>
 
+#include <cstdio>
+
 #include "core/check.hpp"
+
+namespace {
+
+class FailurePrinter : public ::testing::EmptyTestEventListener {
+ public:
+  explicit FailurePrinter(int rank) : rank_(rank) {}
+  void OnTestPartResult(const ::testing::TestPartResult& r) override {
+    if (!r.failed()) return;
+    std::fprintf(stderr, "[rank %d] %s:%d: Failure\n%s\n", rank_,
+                 r.file_name() ? r.file_name() : "unknown", r.line_number(), r.message());
+  }
+  void OnTestEnd(const ::testing::TestInfo& t) override {
+    if (t.result()->Failed())
+      std::fprintf(stderr, "[rank %d] FAILED %s.%s\n", rank_, t.test_suite_name(), t.name());
+  }
+
+ private:
+  int rank_;
+};
+
+}  // namespace
 
 int main(int argc, char** argv) {
   MPI_Init(&argc, &argv);
@@ -12,9 +37,9 @@ int main(int argc, char** argv) {
   seqpar::error_rank() = rank;
   ::testing::InitGoogleTest(&argc, argv);
   if (rank != 0) {
-    // Only rank 0 prints the progress; failures still print on every rank.
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new FailurePrinter(rank));
   }
   int rc = RUN_ALL_TESTS();
   int any = 0;

@@ -52,6 +52,7 @@ Batch make_test_batch(int B, int T, int64_t seed) {
 double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 1e-30;
   for (size_t i = 0; i < a.size(); ++i) {
+    if (!std::isfinite(a[i])) return INFINITY;  // NaN would vanish in std::max
     num = std::max(num, double(std::fabs(a[i] - b[i])));
     den = std::max(den, double(std::fabs(b[i])));
   }
@@ -266,6 +267,8 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
           << " recompute " << mesh.recompute << " step " << i + 1;
     std::filesystem::remove_all(ref.out);
   }
+  world.barrier();
+  if (world.rank() == 0) std::filesystem::remove_all(tmpdir("mesh"));
 }
 
 TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
@@ -297,6 +300,8 @@ TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
     second.tp = 1;
     second.sp = variant == 0 ? W : 1;
     second.strategy = second.sp > 1 ? "ulysses" : "local";
+    // Variant 1: one rank alone (the others would share its run directory).
+    if (variant == 1 && world.rank() != 0) continue;
     TrainResult c = variant == 0 ? train(second, world) : train(second, self);
     ASSERT_EQ(c.losses.size(), 3u);
     for (int i = 0; i < 3; ++i)

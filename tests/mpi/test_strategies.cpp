@@ -49,6 +49,7 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   double num = 0, den = 1e-30;
   for (size_t i = 0; i < a.size(); ++i) {
     if (std::isinf(b[i]) && a[i] == b[i]) continue;  // LSE of a row that sees no key
+    if (!std::isfinite(a[i])) return INFINITY;       // NaN would vanish in std::max
     num = std::max(num, double(std::fabs(a[i] - b[i])));
     den = std::max(den, double(std::fabs(b[i])));
   }
