@@ -33,6 +33,7 @@ struct Case {
   ShardLayout layout;
   float dropout;
   int mqsp_micro = 0;
+  int usp_u = 0;  // usp Ulysses group size; used where it divides N, else automatic
 };
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
@@ -42,6 +43,7 @@ std::string case_name(const testing::TestParamInfo<Case>& info) {
                   std::to_string(c.chunk) + "_" + layout_name(c.layout);
   if (c.dropout > 0) n += "_dropout";
   if (c.mqsp_micro > 0) n += "_m" + std::to_string(c.mqsp_micro);
+  if (c.usp_u > 0) n += "_u" + std::to_string(c.usp_u);
   return n;
 }
 
@@ -94,7 +96,7 @@ TEST_P(Strategies, MatchLocalForwardBackwardAndBytes) {
       std::copy_n(&dout[(b * L + pos[t]) * HD], HD, &do_sh[(b * T + t) * HD]);
     }
   Arena arena;
-  SpSetup sp{&world, c.layout, L, c.mqsp_micro, 0};
+  SpSetup sp{&world, c.layout, L, c.mqsp_micro, c.usp_u > 0 && N % c.usp_u == 0 ? c.usp_u : 0};
   auto strat = make_attention(c.strategy, arena, sp, B, T, c.H, c.Hkv, c.d);
   AttnShard s{q_sh.data(), pos.data(), B, T, c.H, c.Hkv, c.d, L, c.causal, c.dropout, 99, 7, 3};
   std::vector<float> o(B * T * HD), lse(B * c.H * T), dqkv(B * T * W, 0.0f);
@@ -146,6 +148,22 @@ std::vector<Case> cases() {
     v.push_back({st, true, 4, 2, 16, 6, ShardLayout::zigzag, 0.1f});            // attention dropout
   v.push_back({"mqsp", true, 4, 2, 16, 12, ShardLayout::contiguous, 0.0f, 3});  // m ≠ N
   v.push_back({"mqsp", false, 4, 4, 16, 7, ShardLayout::contiguous, 0.0f, 1});  // m = 1
+  for (std::string st : {"ring", "ulysses", "usp", "mqsp", "rsa"}) {
+    // Shards longer than the kernels' tiles (64 query rows, 128 keys), so the tiled and
+    // multi-piece paths run: ring splits a block into several kernel calls, rsa its dP
+    // tiles, the blocked kernel several tiles per shard.
+    v.push_back({st, true, 4, 2, 16, 300, ShardLayout::contiguous, 0.0f});
+    v.push_back({st, false, 4, 1, 16, 150, ShardLayout::zigzag, 0.1f});
+    // Heads that do not divide by N = 3 or 4: uneven Ulysses head groups with kv heads
+    // replicated across ranks, several pieces per rank.
+    v.push_back({st, true, 8, 2, 16, 5, ShardLayout::contiguous, 0.0f});
+    v.push_back({st, false, 6, 2, 16, 4, ShardLayout::zigzag, 0.0f});
+  }
+  // usp with forced Ulysses group sizes (where u divides N): uneven heads inside a
+  // group with a ring across groups, and fewer heads than ranks in a group.
+  v.push_back({"usp", true, 6, 2, 16, 6, ShardLayout::zigzag, 0.0f, 0, 2});
+  v.push_back({"usp", false, 3, 1, 16, 5, ShardLayout::contiguous, 0.1f, 0, 2});
+  v.push_back({"usp", true, 2, 1, 16, 4, ShardLayout::contiguous, 0.0f, 0, 4});
   return v;
 }
 
