@@ -24,15 +24,23 @@ Recompute parse_recompute(const std::string& s) {
 int TpSetup::size() const { return comm ? comm->size() : 1; }
 int TpSetup::rank() const { return comm ? comm->rank() : 0; }
 
+int kv_heads_per_rank(const ModelConfig& c, int t) { return c.Hkv >= t ? c.Hkv / t : 1; }
+
+int kv_replicas(const ModelConfig& c, int t) { return c.Hkv >= t ? 1 : t / c.Hkv; }
+
 std::vector<ParamSpec> param_specs(const ModelConfig& c, int t, int r) {
   SP_CHECK(t >= 1 && r >= 0 && r < t, "tensor-parallel rank ", r, " of ", t);
   SP_CHECK(c.H % t == 0, "heads H=", c.H, " are not divisible by tp=", t,
            " (each tensor-parallel rank owns H/t heads)");
-  SP_CHECK(c.Hkv % t == 0, "kv heads Hkv=", c.Hkv, " are not divisible by tp=", t,
-           " (each tensor-parallel rank owns Hkv/t kv heads; use tp dividing Hkv)");
+  SP_CHECK(c.Hkv % t == 0 || t % c.Hkv == 0, "kv heads Hkv=", c.Hkv, " and tp=", t,
+           " do not fit: each tensor-parallel rank owns Hkv/t kv heads (tp dividing Hkv) or "
+           "one kv head replicated on tp/Hkv ranks (Hkv dividing tp)");
   SP_CHECK(c.F % t == 0, "ffn width F=", c.F, " is not divisible by tp=", t);
   const int64_t C = c.C, F = c.F, V = c.V, d = c.d(), H = c.H, Hkv = c.Hkv;
-  const int64_t Ht = H / t, Hkvt = Hkv / t, Ft = F / t, Wt = (Ht + 2 * Hkvt) * d;
+  // Hkv ≥ t: this rank's Hkv/t kv heads. Hkv < t: the one kv head its H/t query heads
+  // read (group j = r / (t/Hkv)), replicated on the t/Hkv ranks of that group.
+  const int64_t Hkvt = kv_heads_per_rank(c, t), kv0 = Hkv >= t ? r * Hkvt : r / (t / Hkv);
+  const int64_t Ht = H / t, Ft = F / t, Wt = (Ht + 2 * Hkvt) * d;
   std::vector<ParamSpec> s;
   int64_t off = 0;
   auto add = [&](std::string name, std::vector<int64_t> global, bool decay, int split,
@@ -63,9 +71,7 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, int t, int r) {
   add("lnf.bias", {C}, false, -1, {});
   // Shards: rows [q heads | k heads | v heads] of this rank's heads, its F/t columns.
   const std::vector<std::pair<int64_t, int64_t>> qkv_rows = {
-      {r * Ht * d, Ht * d},
-      {H * d + r * Hkvt * d, Hkvt * d},
-      {(H + Hkv) * d + r * Hkvt * d, Hkvt * d}};
+      {r * Ht * d, Ht * d}, {H * d + kv0 * d, Hkvt * d}, {(H + Hkv) * d + kv0 * d, Hkvt * d}};
   for (int l = 0; l < c.n_layer; ++l) {
     add(lp(l) + "attn.qkv.weight", {(H + 2 * Hkv) * d, C}, true, 0, qkv_rows);
     add(lp(l) + "attn.qkv.bias", {(H + 2 * Hkv) * d}, false, 0, qkv_rows);
@@ -190,7 +196,7 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   R_ = seq_par_ ? N_ / tp_ : N_;
   specs_ = param_specs(cfg_, tp_, tp_rank_);
   Ht_ = cfg_.H / tp_;
-  Hkvt_ = cfg_.Hkv / tp_;
+  Hkvt_ = kv_heads_per_rank(cfg_, tp_);
   Ft_ = cfg_.F / tp_;
   n_params_ = specs_.back().offset + specs_.back().numel;
   n_repl_ = 0;
@@ -290,6 +296,18 @@ void Model::layout_buffers() {
   dgelu_ = take(p, N * Ft);
   dlogits_ = take(p, R * V);
   dlosses_ = take(p, R);
+}
+
+std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
+  std::vector<std::pair<int64_t, int64_t>> r;
+  if (kv_replicas(cfg_, tp_) == 1) return r;
+  const int64_t d = cfg_.d(), C = cfg_.C, kv_rows = 2 * int64_t(Hkvt_) * d;
+  for (const ParamSpec& s : specs_) {
+    // The K and V rows follow this rank's Ht·d query rows of the QKV weight and bias.
+    if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht_ * d * C, kv_rows * C});
+    if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht_ * d, kv_rows});
+  }
+  return r;
 }
 
 void Model::init_weights(uint64_t seed) {

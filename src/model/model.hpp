@@ -13,7 +13,8 @@
 //  * Megatron tensor + sequence parallel (tp = t, parallel/megatron.hpp): the B·T rows of
 //    the sp shard are split again into R = B·T/t rows per tp rank, on which embedding,
 //    LayerNorm, dropout, residual, head and loss run; QKV and FC1 are column-parallel
-//    (H/t heads, Hkv/t kv heads, F/t columns), proj and FC2 row-parallel; the sequence is
+//    (H/t heads, Hkv/t kv heads — or one kv head replicated on t/Hkv ranks when Hkv < t —
+//    F/t columns), proj and FC2 row-parallel; the sequence is
 //    all-gathered before each column-parallel linear and reduce-scattered after each
 //    row-parallel one. Embedding and head are replicated (byte vocabulary: docs/megatron.md).
 //
@@ -60,6 +61,10 @@ struct ParamSpec {
 // Replicated parameters first, then this rank's shards: gradients of the first range are
 // all-reduced over the world, of the second over the ranks holding the same shard.
 std::vector<ParamSpec> param_specs(const ModelConfig& c, int tp = 1, int tp_rank = 0);
+// kv heads a tp rank holds (Hkv/t, or 1 replicated when Hkv < t), and on how many ranks
+// each kv head lives (1, or t/Hkv).
+int kv_heads_per_rank(const ModelConfig& c, int tp);
+int kv_replicas(const ModelConfig& c, int tp);
 
 // Copies between a rank's shard and the global tensor (row-major) of one parameter.
 void shard_from_global(const ParamSpec& s, const float* global, float* shard);
@@ -134,6 +139,11 @@ class Model {
   // This rank's rows of the flattened (B·T) shard: [row_begin(), row_begin() + rows()).
   int64_t rows() const { return R_; }
   int64_t row_begin() const { return seq_par_ ? R_ * tp_rank_ : 0; }
+  // (offset, floats) of the parameter block holding replicated kv heads (Hkv < t): their
+  // gradients are partial on each replica and are summed over the t/Hkv ranks sharing the
+  // head. Empty when kv heads are not replicated.
+  std::vector<std::pair<int64_t, int64_t>> kv_replica_ranges() const;
+
   // True when every tp rank holds the same rows (tp > 1 without sequence parallelism):
   // losses must be counted once per tp group and replicated gradients are identical.
   bool rows_replicated_over_tp() const { return tp_ > 1 && !seq_par_; }

@@ -20,6 +20,8 @@ Mesh make_mesh(Comm& world, const TrainConfig& cfg) {
   m.sp_comm = world.split(m.dp_rank * m.tp + m.tp_rank, m.sp_rank, "sp");
   m.tp_comm = world.split(m.dp_rank * m.sp + m.sp_rank, m.tp_rank, "tp");
   m.shard_comm = world.split(m.tp_rank, world.rank(), "shard");
+  const int replicas = kv_replicas(cfg.model, m.tp);
+  m.kv_comm = m.tp_comm.split(m.tp_rank / replicas, m.tp_rank, "kv");
   return m;
 }
 

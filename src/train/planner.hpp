@@ -22,6 +22,7 @@ struct Mesh {
   Comm sp_comm;     // same dp_rank and tp_rank: the attention strategy's group
   Comm tp_comm;     // same dp_rank and sp_rank: Megatron's all-gather / reduce-scatter group
   Comm shard_comm;  // same tp_rank: ranks holding the same parameter shards (their grads sum)
+  Comm kv_comm;     // within tp: the ranks sharing one replicated kv head (Hkv < tp)
   ModelParallel model_parallel(const TrainConfig& cfg);
 };
 Mesh make_mesh(Comm& world, const TrainConfig& cfg);

@@ -255,6 +255,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   Buffer &m = state.m, &v = state.v;
   const int64_t P = model.num_params(), P_repl = model.num_replicated();
   const int64_t R = model.rows(), rb = model.row_begin();
+  const auto kv_ranges = model.kv_replica_ranges();
 
   const std::string ckpt_root = cfg.out + "/checkpoints";
   int64_t start = 0;
@@ -405,8 +406,13 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     (model.rows_replicated_over_tp() ? mesh.shard_comm : world)
         .allreduce_sum(model.grads(), size_t(P_repl));
     if (P > P_repl) mesh.shard_comm.allreduce_sum(model.grads() + P_repl, size_t(P - P_repl));
-    // ‖g‖² = Σ replicated (same on every rank) + Σ over the tp group of each rank's shards.
+    // Replicated kv heads (Hkv < tp): each replica holds its query heads' share.
+    for (auto [off, n] : kv_ranges) mesh.kv_comm.allreduce_sum(model.grads() + off, size_t(n));
+    // ‖g‖² = Σ replicated (same on every rank) + Σ over the tp group of each rank's shards,
+    // a replicated kv head counted once (on the first rank of its group).
     double ss_shard = sum_squares(model.grads() + P_repl, P - P_repl);
+    if (mesh.kv_comm.rank() != 0)
+      for (auto [off, n] : kv_ranges) ss_shard -= sum_squares(model.grads() + off, n);
     if (tp_comm) tp_comm->allreduce_sum(&ss_shard, 1);
     const double gnorm = std::sqrt(sum_squares(model.grads(), P_repl) + ss_shard);
     SP_CHECK(std::isfinite(gnorm), "gradient norm is ", gnorm, " at step ", s, " (loss ",

@@ -41,6 +41,8 @@ run usp --sp 4 --sp-strategy usp --usp-ulysses 2
 run mqsp --sp 4 --sp-strategy mqsp
 run rsa --sp 4 --sp-strategy rsa
 run tp2-sp2 --tp 2 --sp 2 --sp-strategy ring --recompute selective
+# tp 4 with Hkv = 2: each kv head replicated on 2 ranks, its gradient summed over them.
+run tp4-kv-replicated --tp 4
 # dp 2 × sp 2: each replica takes batch 1, so the global batch is the reference's 2.
 run dp2-sp2 --sp 2 --sp-strategy ulysses --batch 1
 

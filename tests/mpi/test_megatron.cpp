@@ -95,13 +95,16 @@ constexpr double kTol = 1e-5;
 
 }  // namespace
 
-class TensorParallel : public testing::TestWithParam<bool> {};
+// (Megatron sequence parallelism in the tp group, kv heads): Hkv = 4 shards the kv heads,
+// Hkv < t replicates each kv head on t/Hkv ranks.
+class TensorParallel : public testing::TestWithParam<std::tuple<bool, int>> {};
 
 TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
-  const bool seq_par = GetParam();  // Megatron sequence parallelism in the tp group
+  const bool seq_par = std::get<0>(GetParam());
   Comm world = Comm::world();
   const int t = world.size();
-  const ModelConfig cfg = small_model();
+  ModelConfig cfg = small_model();
+  cfg.Hkv = std::get<1>(GetParam());
   const int B = 2, T = 16;
   Batch b = make_test_batch(B, T, 5);
   StepContext ctx{9, 2, true};
@@ -137,6 +140,11 @@ TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
       want(ref.logits() + m.row_begin() * V, ref.logits() + (m.row_begin() + R) * V);
   EXPECT_LT(rel_err(got, want), kTol) << "logits on rank " << world.rank();
 
+  // A replicated kv head's gradient is partial on each of its replicas: sum them first.
+  const int replicas = kv_replicas(cfg, t);
+  Comm kv = world.split(world.rank() / replicas, world.rank(), "kv");
+  for (auto [off, n] : m.kv_replica_ranges()) kv.allreduce_sum(m.grads() + off, size_t(n));
+  EXPECT_EQ(m.kv_replica_ranges().empty(), replicas == 1);
   // Replicated gradients: partial per rank with sequence parallelism (sum them), whole on
   // every rank without it.
   auto g = global_grads(m, t > 1 && seq_par ? &world : nullptr, cfg);
@@ -161,9 +169,12 @@ TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
   EXPECT_EQ(bwd_bytes, cfg.n_layer * (seq_par ? 6 : 4) * per);
 }
 
-INSTANTIATE_TEST_SUITE_P(Megatron, TensorParallel, testing::Values(true, false),
-                         [](const testing::TestParamInfo<bool>& i) {
-                           return i.param ? "sequence_parallel" : "allreduce";
+INSTANTIATE_TEST_SUITE_P(Megatron, TensorParallel,
+                         testing::Combine(testing::Values(true, false), testing::Values(4, 2, 1)),
+                         [](const testing::TestParamInfo<std::tuple<bool, int>>& i) {
+                           return std::string(std::get<0>(i.param) ? "sequence_parallel"
+                                                                   : "allreduce") +
+                                  "_kv" + std::to_string(std::get<1>(i.param));
                          });
 
 TEST(Recompute, SameLossesAndGradientsAndLowerActivationPeak) {
