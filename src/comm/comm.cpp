@@ -424,6 +424,17 @@ void Comm::wait_all(std::vector<Request>& rs) {
   check_multi(rc, "MPI_Waitall", st, __FILE__, __LINE__);
 }
 
+void Comm::cancel_all(std::vector<Request>& rs) noexcept {
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  for (Request& r : rs) {
+    if (r.req == MPI_REQUEST_NULL || finalized) continue;
+    MPI_Cancel(&r.req);
+    MPI_Request_free(&r.req);
+    r.req = MPI_REQUEST_NULL;
+  }
+}
+
 bool Comm::test_all(std::vector<Request>& rs) {
   if (rs.empty()) return true;
   std::vector<MPI_Request> reqs(rs.size());

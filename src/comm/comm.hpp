@@ -115,6 +115,9 @@ class Comm {
   // Drives MPI progress for outstanding requests (MPI_Testall), so a ring transfer
   // advances while the caller computes. Returns true when all are complete.
   bool test_all(std::vector<Request>& rs);
+  // Cancels and frees every request still pending (for unwinding after an error, so no
+  // transfer later lands in a buffer its owner has freed). Never throws.
+  void cancel_all(std::vector<Request>& rs) noexcept;
   void sendrecv(const float* send, size_t n_send, int dst, float* recv, size_t n_recv, int src,
                 int tag);
 

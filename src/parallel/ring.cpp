@@ -55,12 +55,15 @@ int64_t max_of(const int64_t* p, int n) {
 // The non-blocking transfers of one call, in fixed slots: MPI_Testall is all-or-nothing
 // (it changes no handle unless all completed), so polling every slot and waiting on one
 // slot see the same handles. Null slots complete at once. Every path that returns
-// normally has waited on every slot; after an exception the requests are left pending,
-// which is memory-safe because their buffers belong to the workspace, not to the call.
+// normally has waited on every slot; when an exception unwinds the call, the destructor
+// cancels what is still pending, so nothing lands later in freed workspace buffers.
 class InFlight {
  public:
   enum Slot { kv_send, kv_recv, dkv_send, dkv_recv, dkv_home, n_slots };
   explicit InFlight(Comm* comm) : comm_(comm), reqs_(n_slots) {}
+  ~InFlight() {
+    if (comm_) comm_->cancel_all(reqs_);
+  }
   InFlight(const InFlight&) = delete;
   InFlight& operator=(const InFlight&) = delete;
   Comm::Request& operator[](Slot s) { return reqs_[s]; }

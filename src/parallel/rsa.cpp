@@ -186,6 +186,14 @@ class RsaAttention final : public AttentionStrategy {
     const size_t n = block_floats();
     const bool with_acc = dqkv != nullptr;
     std::vector<Comm::Request> reqs;
+    // Pending transfers are cancelled if an exception unwinds this pass.
+    struct Cancel {
+      Comm* c;
+      std::vector<Comm::Request>& r;
+      ~Cancel() {
+        if (c) c->cancel_all(r);
+      }
+    } cancel{comm_, reqs};
     auto post_hop = [&](const float* send, float* recv) {
       reqs.push_back(comm_->irecv(recv, n, prev, tag));
       reqs.push_back(comm_->isend(send, n, next, tag));
