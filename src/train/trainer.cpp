@@ -314,14 +314,18 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   }
 
   auto save = [&](int64_t step) {
-    // Full tensors are assembled on every rank of the tp group (collective), then world
-    // rank 0 writes them; a failure there is reported on every rank.
-    std::vector<NamedTensor> weights =
-        gather_tensors(cfg.model, model.specs(), model.params(), "", tp_comm);
-    std::vector<NamedTensor> opt =
-        gather_tensors(cfg.model, model.specs(), m.data(), "m.", tp_comm);
-    auto vt = gather_tensors(cfg.model, model.specs(), v.data(), "v.", tp_comm);
-    opt.insert(opt.end(), std::make_move_iterator(vt.begin()), std::make_move_iterator(vt.end()));
+    // Full tensors are assembled by the tp group of world rank 0 (collective over that
+    // group only; every other rank skips it), then world rank 0 writes them; a failure
+    // there is reported on every rank. The host copies are transient and outside the
+    // arena: 3× the unsharded model on those ranks while the checkpoint is written.
+    std::vector<NamedTensor> weights, opt;
+    if (mesh.dp_rank == 0 && mesh.sp_rank == 0) {
+      weights = gather_tensors(cfg.model, model.specs(), model.params(), "", tp_comm);
+      opt = gather_tensors(cfg.model, model.specs(), m.data(), "m.", tp_comm);
+      auto vt = gather_tensors(cfg.model, model.specs(), v.data(), "v.", tp_comm);
+      opt.insert(opt.end(), std::make_move_iterator(vt.begin()),
+                 std::make_move_iterator(vt.end()));
+    }
     bool ok = true;
     std::string msg;
     if (rank0) {
