@@ -323,8 +323,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
       weights = gather_tensors(cfg.model, model.specs(), model.params(), "", tp_comm);
       opt = gather_tensors(cfg.model, model.specs(), m.data(), "m.", tp_comm);
       auto vt = gather_tensors(cfg.model, model.specs(), v.data(), "v.", tp_comm);
-      opt.insert(opt.end(), std::make_move_iterator(vt.begin()),
-                 std::make_move_iterator(vt.end()));
+      opt.insert(opt.end(), std::make_move_iterator(vt.begin()), std::make_move_iterator(vt.end()));
     }
     bool ok = true;
     std::string msg;
