@@ -36,6 +36,22 @@ AttnParams shard_self_params(const AttnShard& s, float* o, float* lse) {
   return p;
 }
 
+AttnBwdParams shard_self_bwd_params(const AttnShard& s, const float* o, const float* lse,
+                                    const float* dout, float* dqkv) {
+  const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
+  AttnBwdParams p;
+  // o and lse are only read in backward; AttnParams holds them as writable for forward.
+  static_cast<AttnParams&>(p) =
+      shard_self_params(s, const_cast<float*>(o), const_cast<float*>(lse));
+  p.dout = dout;
+  p.dq = dqkv;
+  p.dk = dqkv + int64_t(s.H) * s.d;
+  p.dv = dqkv + int64_t(s.H + s.Hkv) * s.d;
+  p.dq_stride = p.dkv_stride = W;
+  p.dq_bstride = p.dkv_bstride = W * s.T;
+  return p;
+}
+
 int SpSetup::sp_size() const { return comm ? comm->size() : 1; }
 int SpSetup::sp_rank() const { return comm ? comm->rank() : 0; }
 

@@ -68,6 +68,9 @@ AttnParams shard_kernel_params(const AttnShard& s);
 // The shard attending to itself: Q, K, V read from the packed QKV buffer, O (B, T, H, d)
 // and LSE (B, H, T) written, queries and keys at the shard's positions.
 AttnParams shard_self_params(const AttnShard& s, float* o, float* lse);
+// The same for backward: gradients dQ, dK, dV written into the packed dqkv buffer (+=).
+AttnBwdParams shard_self_bwd_params(const AttnShard& s, const float* o, const float* lse,
+                                    const float* dout, float* dqkv);
 
 // Builds a strategy by name. Scratch and communication buffers are allocated from `arena`
 // now, for the shapes given, so the arena peak covers them. Throws (on every rank, since

@@ -27,19 +27,11 @@ class LocalAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    AttnBwdParams p;
-    static_cast<AttnParams&>(p) = params(s, const_cast<float*>(o), const_cast<float*>(lse));
+    AttnBwdParams p = shard_self_bwd_params(s, o, lse, dout, dqkv);
+    p.scratch = scratch_.data();
+    p.scratch_floats = int64_t(scratch_.size());
     attention_delta(delta_.data(), dout, p);
-    const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
-    p.dout = dout;
     p.delta = delta_.data();
-    p.dq = dqkv;
-    p.dk = dqkv + int64_t(s.H) * s.d;
-    p.dv = dqkv + int64_t(s.H + s.Hkv) * s.d;
-    p.dq_stride = W;
-    p.dq_bstride = W * s.T;
-    p.dkv_stride = W;
-    p.dkv_bstride = W * s.T;
     attention_backward(p);
   }
 

@@ -354,17 +354,7 @@ class RingAttention final : public AttentionStrategy {
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
     check_shard(s);
-    AttnBwdParams p;
-    static_cast<AttnParams&>(p) = params(s, const_cast<float*>(o), const_cast<float*>(lse));
-    const int64_t W = int64_t(s.H + 2 * s.Hkv) * s.d;
-    p.dout = dout;
-    p.dq = dqkv;
-    p.dk = dqkv + int64_t(s.H) * s.d;
-    p.dv = dqkv + int64_t(s.H + s.Hkv) * s.d;
-    p.dq_stride = W;
-    p.dq_bstride = W * s.T;
-    p.dkv_stride = W;
-    p.dkv_bstride = W * s.T;
+    AttnBwdParams p = shard_self_bwd_params(s, o, lse, dout, dqkv);
     ring_attention_backward(comm_, p, kv_pos_, ws_);
   }
 
