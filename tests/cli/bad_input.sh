@@ -29,11 +29,14 @@ expect() {
 common=(--steps 1 --progress none --out "$tmp/run" --threads 1)
 expect missing-data 1 "does not exist" 2 -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/nope.txt"
 expect heads-not-dividing 2 "not divisible by heads" 2 -- mpi 2 "$bin" train "${common[@]}" --dim 30 --heads 4
-expect negative-steps 2 "steps must be >= 0" 1 -- "$bin" train "${common[@]}" --steps -3
-expect dropout-range 2 "dropout must be in" 1 -- "$bin" train "${common[@]}" --dropout 1.5
+expect negative-steps 2 "steps must be >= 0" 2 -- mpi 2 "$bin" train "${common[@]}" --steps -3
+expect dropout-range 2 "dropout must be in" 2 -- mpi 2 "$bin" train "${common[@]}" --dropout 1.5
+expect batch-overflow 2 "config 'batch' = 4294967298 is out of range" 2 -- mpi 2 "$bin" train "${common[@]}" --batch 4294967298
 expect unknown-flag 2 "unknown-flag" 2 -- mpi 2 "$bin" train --unknown-flag 3
 printf '{"seq_len": 64,' > "$tmp/bad.json"
-expect corrupt-config 2 "not valid JSON" 1 -- "$bin" train "${common[@]}" --config "$tmp/bad.json"
+expect corrupt-config 2 "not valid JSON" 2 -- mpi 2 "$bin" train "${common[@]}" --config "$tmp/bad.json"
+echo '{"layers": 2.5}' > "$tmp/frac.json"
+expect fractional-layers 2 "config 'layers' must be an integer" 1 -- "$bin" train "${common[@]}" --config "$tmp/frac.json"
 echo '{"seq_lenn": 64}' > "$tmp/typo.json"
 expect unknown-config-key 2 "unknown config key 'seq_lenn'" 1 -- "$bin" train "${common[@]}" --config "$tmp/typo.json"
 printf 'short' > "$tmp/short.txt"
@@ -46,6 +49,12 @@ expect unknown-strategy 1 "unknown attention strategy 'bogus'" 2 -- mpi 2 "$bin"
 expect ranks-disagree 1 "disagrees across ranks" 2 -- timeout 120 mpiexec --oversubscribe \
   -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 128 : \
   -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 256
+
+# A run directory holding checkpoints is never restarted over without --resume.
+"$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 1 --out "$tmp/keep" >/dev/null 2>&1
+expect no-overwrite 1 "already holds checkpoints" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --out "$tmp/keep"
+mkfifo "$tmp/fifo"
+expect data-not-regular 1 "is not a regular file" 2 -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/fifo"
 
 # A corrupt checkpoint is refused on resume, and the checkpoint is left as it was.
 "$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 2 >/dev/null 2>&1 || { echo "FAIL setup run"; fails=$((fails + 1)); }
