@@ -163,7 +163,7 @@ int main(int argc, char** argv) {
     opt_i("--log-every", "log_every", "log a metrics line every N steps, default 1");
     opt_s("--progress", "progress", "auto (bar on a terminal, lines otherwise), bar, lines or none")
         ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
-    opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · sp), default 1");
+    opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · tp · sp), default 1");
     opt_s("--sp-strategy", "sp_strategy",
           "attention strategy: local (1 rank), ring, ulysses, usp, mqsp, rsa, or materialized "
           "(sp 1: keeps every T×T score matrix, the Megatron paper's baseline); default local");
