@@ -15,6 +15,7 @@
 #include "comm/comm.hpp"
 #include "core/check.hpp"
 #include "train/checkpoint.hpp"
+#include "train/data.hpp"
 #include "train/planner.hpp"
 #include "train/trainer.hpp"
 
@@ -104,6 +105,11 @@ int main(int argc, char** argv) {
       "plan",
       "Longest sequence that fits a per-rank memory budget (dry run: allocation only, no "
       "arithmetic). Run under mpiexec -n N with --sp N for N ranks.");
+  CLI::App* ck = app.add_subcommand(
+      "check",
+      "Validate a configuration on every rank (values, mesh, shapes, data) and print its "
+      "per-rank memory by category from a dry run, without training. Run under the same "
+      "mpiexec as the training job.");
   std::string config_path;
   CLI::App* cur = tr;  // the subcommand the shared options below are added to
   // Flags are collected into a JSON object with the config-file key names, so the
@@ -189,6 +195,8 @@ int main(int argc, char** argv) {
   add_shared_options();
   cur = pl;
   add_shared_options();
+  cur = ck;
+  add_shared_options();
   cur = tr;
   std::string budget_str = "1GiB";
   int64_t max_len = int64_t(1) << 26;
@@ -234,6 +242,24 @@ int main(int argc, char** argv) {
     cfg.validate();
   } catch (const std::exception& e) {
     return fail(2, e.what(), rank, size);
+  }
+
+  if (ck->parsed()) {
+    try {
+      Comm world = Comm::world();
+      world.check_same("configuration", cfg.to_json().dump());
+      make_source(cfg.data, cfg.seed, cfg.seq_len);  // the data exists and is long enough
+      MemoryPlan p = dry_run_peak(cfg, world);
+      if (rank == 0) {
+        nlohmann::json j = {{"ok", true}, {"config", cfg.to_json()}, {"peak_bytes", p.peak_total}};
+        for (int c = 0; c < kMemCategories; ++c)
+          j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
+        std::cout << j.dump(2) << std::endl;
+      }
+    } catch (const std::exception& e) {
+      return fail(1, e.what(), rank, size);
+    }
+    return 0;
   }
 
   if (pl->parsed()) {

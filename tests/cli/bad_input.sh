@@ -50,6 +50,11 @@ expect ranks-disagree 1 "disagrees across ranks" 2 -- timeout 120 mpiexec --over
   -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 128 : \
   -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 256
 
+# `seqpar check` validates without training: a good config prints its memory, a bad one
+# is refused on every rank.
+expect check-ok 0 '"peak_bytes"' 1 -- mpi 2 "$bin" check --data passkey --seq-len 256 --sp 2 --sp-strategy ring --layout zigzag
+expect check-uneven 1 "does not divide into 4 zigzag chunks" 2 -- mpi 2 "$bin" check --data passkey --seq-len 130 --sp 2 --sp-strategy ring --layout zigzag
+
 # A run directory holding checkpoints is never restarted over without --resume.
 "$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 1 --out "$tmp/keep" >/dev/null 2>&1
 expect no-overwrite 1 "already holds checkpoints" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --out "$tmp/keep"
