@@ -1,6 +1,7 @@
 // Blocked attention (kernels/attention.cpp) against the double-precision naive reference,
-// plus finite differences, LSE merging across key blocks, shard pairs, dropout and a
-// long-sequence memory check.
+// plus finite differences, LSE merging across key blocks, shard pairs, dropout, a
+// long-sequence memory check and bitwise determinism of backward across runs and thread
+// counts.
 //
 // Tolerances. Errors are normalised: max|a − b| / max|b| over the whole tensor.
 //  * forward O, LSE: fp32 sgemm accumulates ≤ a few hundred terms of O(1) values and the
@@ -23,6 +24,7 @@
 
 #include "core/arena.hpp"
 #include "core/check.hpp"
+#include "core/threads.hpp"
 #include "kernels/attention.hpp"
 
 namespace seqpar {
@@ -408,6 +410,47 @@ TEST(Attention, LongSequenceMemory) {
   EXPECT_LT(norm_err(as_vec(dq), dq1), kTolBwd);
   EXPECT_LT(norm_err(as_vec(dk), dk1), kTolBwd);
   EXPECT_LT(norm_err(as_vec(dv), dv1), kTolBwd);
+}
+
+// Backward is bitwise deterministic: the same call twice with 4 threads gives identical
+// dQ, dK, dV, and so do 1, 2 and 3 threads (dQ tiles are added in ascending key block
+// order whatever the thread timing). Shapes with many key and query blocks, GQA (several
+// units per group in flight) and MQA with one batch row (every unit in one group), causal
+// with contiguous and with zigzag positions (irregular fully-masked tiles), and
+// bidirectional.
+TEST(Attention, BackwardBitwiseDeterministic) {
+  const int saved = num_threads();
+  struct Shape {
+    int B, T, H, Hkv, d;
+    bool causal, zigzag;
+  };
+  for (const Shape& c :
+       {Shape{2, 777, 4, 2, 32, true, false}, Shape{2, 777, 4, 2, 32, false, false},
+        Shape{1, 640, 4, 1, 16, true, true}, Shape{1, 640, 2, 1, 16, false, false}}) {
+    SCOPED_TRACE(testing::Message() << "B=" << c.B << " T=" << c.T << " H=" << c.H << " Hkv="
+                                    << c.Hkv << " causal=" << c.causal << " zigzag=" << c.zigzag);
+    Problem pr(c.B, c.T, c.T, c.H, c.Hkv, c.d, c.causal, true);
+    if (c.zigzag)  // two chunks far apart, as a zigzag shard holds them
+      for (int i = 0; i < c.T; ++i) pr.q_pos[i] = pr.k_pos[i] = i < c.T / 2 ? i : 3 * c.T + i;
+    pr.scratch.assign(attention_scratch_floats(c.d, 4), 0.0f);
+    pr.p.scratch = pr.scratch.data(), pr.p.scratch_floats = int64_t(pr.scratch.size());
+    set_num_threads(4);
+    attention_forward(pr.p);
+    attention_delta(pr.delta.data(), pr.dout.data(), pr.p);
+    auto run = [&](int threads) {
+      set_num_threads(threads);
+      pr.zero_grads();
+      attention_backward(pr.p);
+      return std::make_pair(pr.dq_buf, pr.dkv_buf);
+    };
+    const auto first = run(4);
+    for (int threads : {4, 4, 1, 2, 3}) {
+      const auto again = run(threads);
+      EXPECT_TRUE(again.first == first.first) << "dQ differs with " << threads << " threads";
+      EXPECT_TRUE(again.second == first.second) << "dK/dV differ with " << threads << " threads";
+    }
+  }
+  set_num_threads(saved);
 }
 
 TEST(Attention, ChecksAtEntry) {

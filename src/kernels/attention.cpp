@@ -8,14 +8,34 @@
 //           l = l·e^{m−m'} + rowsum e^{S−m'};  at the end O = acc / l, LSE = m + log l.
 //           Units write disjoint rows: no race.
 // backward: one work unit = (b, kv head, key block j). The unit owns dK_j, dV_j (Bk×d
-//           tiles accumulated over every query head of the GQA group and every query
-//           block), so dK/dV need no synchronisation. dQ_i = Σ_j dS_ij K_j·scale gets
-//           contributions from every key block, i.e. from several units: each unit
-//           computes its Bq×d dQ tile with one sgemm and adds it to dq under a striped
-//           spin lock (hold time ~Bq·d adds, ≪ the 5 Bq×Bk×d sgemms of the tile, so
-//           contention is negligible). The order of those adds varies from run to run,
-//           so dQ is reproducible only up to float rounding; O, LSE, dK, dV are bitwise
-//           deterministic.
+//           tiles accumulated over its steps), so dK/dV need no synchronisation. Its steps
+//           are the (query block i, query head h of the GQA group) pairs, i descending
+//           (outer), h ascending (inner), step index s = (nqb − 1 − i)·group + h − h0.
+//           dQ_i = Σ_j scale·dS_ij K_j gets one Bq×d tile T_ij from every key block, i.e.
+//           from units running on different threads. Float addition is not associative,
+//           so for dQ to be bitwise reproducible the tiles must reach dq in an order fixed
+//           by the problem, not by thread timing. The order is ascending j:
+//             dq_i ← (((dq_i + T_i0) + T_i1) + …) + T_i,nkb−1,
+//           which does not depend on the thread count either, so dQ (like O, LSE, dK, dV)
+//           is bitwise identical across calls and across thread counts.
+//  ordering: units are numbered u = (b·Hkv + kv head)·nkb + j and claimed from one counter
+//           in increasing u. Each thread publishes a progress word u·(steps + 1) + (steps
+//           of u passed); a step is passed after its tile is added (or at once, when the
+//           tile is fully masked). Before adding T_ij at step s, unit u waits until every
+//           lower unit of its group still running has passed s; a lower unit that no word
+//           shows has finished (a claim publishes its word under the claim lock, so a
+//           claimed unit is never invisible while it runs), and higher units are claimed
+//           later and wait for u in turn. Hence the tiles of every (b, h, i) are added in
+//           ascending j. Deadlock-free: a unit waits only for lower-numbered units, and the
+//           lowest running unit never waits. Only the Bq·d adds are ordered: the tile's
+//           sgemm runs before the wait, and a masked step needs no wait.
+//  cost:    neighbouring key blocks of one group run side by side in lock step (which also
+//           shares their Q_i, dO_i, dq_i rows in cache). Without masking, unit j trails
+//           unit j − 1 by one step, once per unit. Under causal masking unit j has ~Bk/Bq
+//           fewer live query blocks than j − 1, all at low i; visiting i descending puts
+//           them at the end of j − 1's walk, where j does not wait for them, so j starts
+//           at once and simply finishes earlier. State: one progress word per thread in
+//           its scratch region, O(threads), independent of T.
 // GEMM shapes. All products are cblas_sgemm on strided views of the (B, T, heads, d)
 // tensors (lda = token stride), OpenBLAS held to one thread inside the OpenMP region.
 // OpenBLAS 0.3.x runs NN and row-major TN products of this size in its small-matrix
@@ -34,6 +54,8 @@
 #include <bit>
 #include <cmath>
 #include <limits>
+#include <new>
+#include <thread>
 #include <vector>
 
 #include "core/check.hpp"
@@ -51,20 +73,21 @@ int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }  // keep 64-byte align
 
 // Per-thread scratch layout (floats; every region a multiple of 16 so it stays aligned).
 struct Tiles {
-  float* s;    // (Bq, Bk) scores S, then P (or P̃ with dropout)
-  float* dp;   // (Bq, Bk) backward: dP = dO Vᵀ, then dS
-  float* acc;  // (kChunk·Bq, d) forward: unnormalised O; backward: (Bq, d) dQ tile
-  float* kt;   // (d, Bk)  Kᵀ_j
-  float* vt;   // (d, Bk)  backward: Vᵀ_j
-  float* dk;   // (Bk, d)  backward: dK_j accumulator (owned by the unit)
-  float* dv;   // (Bk, d)  backward: dV_j accumulator
-  float* m;    // (kChunk·Bq) forward: running row max
-  float* l;    // (kChunk·Bq) forward: running row sum
+  float* s;     // (Bq, Bk) scores S, then P (or P̃ with dropout)
+  float* dp;    // (Bq, Bk) backward: dP = dO Vᵀ, then dS
+  float* acc;   // (kChunk·Bq, d) forward: unnormalised O; backward: (Bq, d) dQ tile
+  float* kt;    // (d, Bk)  Kᵀ_j
+  float* vt;    // (d, Bk)  backward: Vᵀ_j
+  float* dk;    // (Bk, d)  backward: dK_j accumulator (owned by the unit)
+  float* dv;    // (Bk, d)  backward: dV_j accumulator
+  float* m;     // (kChunk·Bq) forward: running row max
+  float* l;     // (kChunk·Bq) forward: running row sum
+  float* sync;  // (16) backward: this thread's progress word (std::atomic<int64_t>)
 };
 
 int64_t per_thread_floats(int d) {
   const int64_t tile = round16(int64_t{kBq} * kBk), kd = round16(int64_t{kBk} * d);
-  return 2 * tile + round16(int64_t{kChunk} * kBq * d) + 4 * kd + 2 * round16(kChunk * kBq);
+  return 2 * tile + round16(int64_t{kChunk} * kBq * d) + 4 * kd + 2 * round16(kChunk * kBq) + 16;
 }
 
 Tiles thread_tiles(float* scratch, int d, int thread) {
@@ -79,7 +102,8 @@ Tiles thread_tiles(float* scratch, int d, int thread) {
   t.dk = p, p += kd;
   t.dv = p, p += kd;
   t.m = p, p += round16(kChunk * kBq);
-  t.l = p;
+  t.l = p, p += round16(kChunk * kBq);
+  t.sync = p;  // 64-byte region of its own: no false sharing between progress words
   return t;
 }
 
@@ -109,8 +133,6 @@ inline float exp_approx(float x) {
   return x < -87.0f ? 0.0f : (x != x ? x : y);
 }
 
-// Striped spin locks guarding dQ tiles in backward, keyed by (b, h, query block); a
-// collision of two keys on one stripe only costs waiting, never correctness.
 struct alignas(64) SpinLock {
   std::atomic<bool> busy{false};
   void lock() {
@@ -120,8 +142,64 @@ struct alignas(64) SpinLock {
   }
   void unlock() { busy.store(false, std::memory_order_release); }
 };
-constexpr int kDqStripes = 512;
-SpinLock g_dq_locks[kDqStripes];
+
+// Team-wide state of one attention_backward call (see the file comment).
+struct BwdSchedule {
+  SpinLock claim_lock;
+  int64_t next = 0;    // next unit to claim (guarded by claim_lock)
+  int64_t units = 0;   // B·Hkv·nkb
+  int64_t stride = 0;  // steps per unit + 1
+  int team = 0;        // threads in the team
+  float* scratch = nullptr;
+  int d = 0;
+  std::atomic<int64_t>& word(int thread) const {
+    return *std::launder(reinterpret_cast<std::atomic<int64_t>*>(thread_sync(thread)));
+  }
+  float* thread_sync(int thread) const;
+};
+
+float* BwdSchedule::thread_sync(int thread) const { return thread_tiles(scratch, d, thread).sync; }
+
+// Claims the next unit and publishes "unit, 0 steps passed" in this thread's word before
+// the next claim can happen, so a waiter never misses a running lower unit.
+int64_t claim_unit(BwdSchedule& sc, std::atomic<int64_t>& mine) {
+  sc.claim_lock.lock();
+  const int64_t u = sc.next++;
+  if (u < sc.units) mine.store(u * sc.stride, std::memory_order_release);
+  sc.claim_lock.unlock();
+  return u;
+}
+
+// Step ordering of one running unit against the lower units [first, unit) of its group.
+struct StepOrder {
+  const BwdSchedule* sc;
+  std::atomic<int64_t>* mine;
+  int64_t unit, first;
+  bool lower_done = false;  // no lower unit of the group is running any more
+  // True when no running unit w ∈ [first, unit) is still at a step ≤ s. A claimed unit
+  // that no word shows has finished; units claimed later are > unit and do not count.
+  bool ready(int64_t s) {
+    bool any = false;
+    for (int t = 0; t < sc->team; ++t) {
+      const int64_t v = sc->word(t).load(std::memory_order_acquire);
+      if (v < 0) continue;
+      const int64_t w = v / sc->stride;
+      if (w < first || w >= unit) continue;
+      if (v - w * sc->stride <= s) return false;
+      any = true;
+    }
+    lower_done = !any;
+    return true;
+  }
+  // Called before this unit adds its dQ tile of step s.
+  void wait(int64_t s) {
+    if (unit == first || lower_done) return;
+    for (int spins = 0; !ready(s); ++spins)
+      if (spins >= 64) std::this_thread::yield();  // a lower unit may be descheduled
+  }
+  // Called after step s (added or skipped).
+  void passed(int64_t s) { mine->store(unit * sc->stride + s + 1, std::memory_order_release); }
+};
 
 // dst (cols, ldd) = src (rows, lds)ᵀ over a rows×cols block, in 16×16 sub-blocks so
 // both sides stay within a few cache lines.
@@ -310,9 +388,10 @@ void forward_unit(const AttnParams& p, const Tiles& t, int b, int h, int i0, int
 }
 
 // One backward work unit: key rows [j0, j0 + bk) of kv head hk in batch b, against every
-// query head of the group and every query block. Owns dK_j, dV_j; adds dQ under a lock.
-void backward_unit(const AttnBwdParams& p, const Tiles& t, int b, int hk, int j0, int bk,
-                   float scale) {
+// query block and every query head of the group (steps s = qb·group + h − hk·group).
+// Owns dK_j, dV_j; adds its dQ tiles in the order enforced by `order`.
+void backward_unit(const AttnBwdParams& p, const Tiles& t, StepOrder& order, int b, int hk, int j0,
+                   int bk, float scale) {
   const int d = p.d, group = p.H / p.Hkv, nqb = (p.Tq + kBq - 1) / kBq;
   const bool dropout = p.dropout_p > 0.0f;
   const float* kj = p.k + b * p.kv_bstride + j0 * p.kv_stride + int64_t{hk} * d;  // (bk, d)
@@ -325,14 +404,19 @@ void backward_unit(const AttnBwdParams& p, const Tiles& t, int b, int hk, int j0
   transpose(t.kt, kBk, kj, p.kv_stride, bk, d);  // Kᵀ_j (d, bk)
   transpose(t.vt, kBk, vj, p.kv_stride, bk, d);  // Vᵀ_j (d, bk)
 
-  for (int h = hk * group; h < (hk + 1) * group; ++h) {
-    for (int qb = 0; qb < nqb; ++qb) {
-      const int i0 = qb * kBq, bq = std::min(kBq, p.Tq - i0);
-      const int64_t* pq = p.q_pos + i0;  // (bq)
-      int64_t qmin, qmax;
-      min_max(pq, bq, qmin, qmax);
-      if (p.causal && kmin > qmax) continue;
-      const bool mask = p.causal && kmax > qmin;
+  for (int qb = nqb - 1; qb >= 0; --qb) {  // last query blocks first (see file comment)
+    const int i0 = qb * kBq, bq = std::min(kBq, p.Tq - i0);
+    const int64_t* pq = p.q_pos + i0;  // (bq)
+    int64_t qmin, qmax;
+    min_max(pq, bq, qmin, qmax);
+    const int64_t s0 = int64_t{nqb - 1 - qb} * group;  // step of the group's first head
+    if (p.causal && kmin > qmax) {                     // fully masked: nothing to add, no wait
+      order.passed(s0 + group - 1);
+      continue;
+    }
+    const bool mask = p.causal && kmax > qmin;
+    for (int h = hk * group; h < (hk + 1) * group; ++h) {
+      const int64_t step = s0 + (h - hk * group);
       const float* qi = p.q + b * p.q_bstride + i0 * p.q_stride + int64_t{h} * d;      // (bq, d)
       const float* doi = p.dout + b * p.o_bstride + i0 * p.o_stride + int64_t{h} * d;  // (bq, d)
       const float* lse = p.lse + (int64_t{b} * p.H + h) * p.Tq + i0;                   // (bq)
@@ -377,17 +461,16 @@ void backward_unit(const AttnBwdParams& p, const Tiles& t, int b, int hk, int j0
                   p.o_stride, 1.0f, t.dv, d);
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bk, d, bq, scale, t.dp, kBk, qi,
                   p.q_stride, 1.0f, t.dk, d);
-      // dQ tile (bq, d) = scale · dS K_j, added to the shared dq rows under the stripe lock
+      // dQ tile (bq, d) = scale · dS K_j, added to dq after every lower key block's tile
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, bk, scale, t.dp, kBk, kj,
                   p.kv_stride, 0.0f, t.acc, d);
-      SpinLock& lk = g_dq_locks[((int64_t{b} * p.H + h) * nqb + qb) % kDqStripes];
-      lk.lock();
+      order.wait(step);
       for (int r = 0; r < bq; ++r) {
         float* dq = p.dq + b * p.dq_bstride + (i0 + r) * p.dq_stride + int64_t{h} * d;  // (d)
         const float* a = t.acc + int64_t{r} * d;
         for (int c = 0; c < d; ++c) dq[c] += a[c];
       }
-      lk.unlock();
+      order.passed(step);
     }
   }
   for (int r = 0; r < bk; ++r) {  // this unit is the only writer of these rows
@@ -455,22 +538,34 @@ void attention_backward(const AttnBwdParams& p) {
   check_params(p, "attention_backward", true);
   check_bwd_params(p, "attention_backward");
   SP_CHECK(p.delta != nullptr, "attention_backward: delta is null (call attention_delta)");
+  SP_CHECK(reinterpret_cast<uintptr_t>(p.scratch) % alignof(std::atomic<int64_t>) == 0,
+           "attention_backward: scratch must be 8-byte aligned");
   if (p.Tq == 0 || p.Tk == 0) return;
   const float scale = resolved_scale(p);
-  const int nkb = (p.Tk + kBk - 1) / kBk;
-  const int64_t units = int64_t{p.B} * p.Hkv * nkb;
+  const int nkb = (p.Tk + kBk - 1) / kBk, nqb = (p.Tq + kBq - 1) / kBq;
+  BwdSchedule sc;
+  sc.units = int64_t{p.B} * p.Hkv * nkb;
+  sc.stride = int64_t{nqb} * (p.H / p.Hkv) + 1;
+  sc.scratch = p.scratch;
+  sc.d = p.d;
   const int nt = threads_for(p);
   BlasSingleThread blas_one;
 #pragma omp parallel num_threads(nt)
   {
-    const Tiles t = thread_tiles(p.scratch, p.d, omp_get_thread_num());
-#pragma omp for schedule(dynamic, 1)
-    for (int64_t u = 0; u < units; ++u) {
-      // first key blocks first: under causal masking they see the most queries
-      const int kb = static_cast<int>(u % nkb);
-      const int hk = static_cast<int>(u / nkb % p.Hkv), b = static_cast<int>(u / nkb / p.Hkv);
+    const int me = omp_get_thread_num();
+    const Tiles t = thread_tiles(p.scratch, p.d, me);
+    // no unit yet: −1 lies below every unit's range
+    std::atomic<int64_t>* mine = new (t.sync) std::atomic<int64_t>(-1);
+#pragma omp single
+    sc.team = omp_get_num_threads();  // implicit barrier: every word is initialised
+    for (int64_t u = claim_unit(sc, *mine); u < sc.units; u = claim_unit(sc, *mine)) {
+      // u = g·nkb + kb: group g = (b, kv head); first key blocks first within a group
+      // (under causal masking they see the most queries)
+      const int kb = static_cast<int>(u % nkb), g = static_cast<int>(u / nkb);
+      const int hk = g % p.Hkv, b = g / p.Hkv;
+      StepOrder order{&sc, mine, u, u - kb};
       const int j0 = kb * kBk;
-      backward_unit(p, t, b, hk, j0, std::min(kBk, p.Tk - j0), scale);
+      backward_unit(p, t, order, b, hk, j0, std::min(kBk, p.Tk - j0), scale);
     }
   }
 }
