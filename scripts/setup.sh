@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-openmp-dev libgtest-dev
-      libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv)
+      libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv procps)
 if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do
