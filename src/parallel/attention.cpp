@@ -52,6 +52,19 @@ AttnBwdParams shard_self_bwd_params(const AttnShard& s, const float* o, const fl
   return p;
 }
 
+void agree_on_shard(Comm* comm, const char* who, const std::function<void()>& local_check) {
+  std::exception_ptr err;
+  try {
+    local_check();
+  } catch (...) {
+    err = std::current_exception();
+  }
+  const bool all = comm == nullptr || comm->size() == 1 ? err == nullptr : comm->all_ok(!err);
+  if (err) std::rethrow_exception(err);
+  SP_CHECK(all, who, ": the shard given to another rank of the sp group is not the one the ",
+           "strategy was built for (see that rank's message)");
+}
+
 int SpSetup::sp_size() const { return comm ? comm->size() : 1; }
 int SpSetup::sp_rank() const { return comm ? comm->rank() : 0; }
 

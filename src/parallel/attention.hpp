@@ -10,6 +10,7 @@
 // the formulas are in docs/strategies.md).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -71,6 +72,12 @@ AttnParams shard_self_params(const AttnShard& s, float* o, float* lse);
 // The same for backward: gradients dQ, dK, dV written into the packed dqkv buffer (+=).
 AttnBwdParams shard_self_bwd_params(const AttnShard& s, const float* o, const float* lse,
                                     const float* dout, float* dqkv);
+
+// Runs a strategy's per-call shard check on every rank of the sp group and agrees on the
+// outcome (one all-reduce of a flag), so a shard that is wrong on one rank is refused on
+// every rank instead of leaving the others waiting in the strategy's first collective.
+// The failing rank rethrows its own message; the others name the failure as remote.
+void agree_on_shard(Comm* comm, const char* who, const std::function<void()>& local_check);
 
 // Builds a strategy by name. Scratch and communication buffers are allocated from `arena`
 // now, for the shapes given, so the arena peak covers them. Throws (on every rank, since

@@ -127,7 +127,7 @@ class MqspAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    check_shard(s);
+    agree_on_shard(comm_, "mqsp", [&] { check_shard(s); });
     const int B = B_, T = T_, H = H_, d = d_, group = H_ / Hkv_;
     const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d, QB = int64_t(B) * T * HD;
     const int64_t BHD = int64_t(B) * HD, cT = int64_t(c_max_) * T;
@@ -230,7 +230,7 @@ class MqspAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    check_shard(s);
+    agree_on_shard(comm_, "mqsp", [&] { check_shard(s); });
     const int B = B_, T = T_, H = H_, d = d_, group = H_ / Hkv_;
     const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d, QB = int64_t(B) * T * HD;
     const int64_t BHD = int64_t(B) * HD, cT = int64_t(c_max_) * T, PB = pack_floats();

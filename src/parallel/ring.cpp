@@ -347,13 +347,13 @@ class RingAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    check_shard(s);
+    agree_on_shard(comm_, "ring", [&] { check_shard(s); });
     ring_attention_forward(comm_, params(s, o, lse), kv_pos_, ws_);
   }
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    check_shard(s);
+    agree_on_shard(comm_, "ring", [&] { check_shard(s); });
     AttnBwdParams p = shard_self_bwd_params(s, o, lse, dout, dqkv);
     ring_attention_backward(comm_, p, kv_pos_, ws_);
   }

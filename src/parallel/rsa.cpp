@@ -92,7 +92,7 @@ class RsaAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    check_shard(s);
+    agree_on_shard(comm_, "rsa", [&] { check_shard(s); });
     const float scale = 1.0f / std::sqrt(float(d_));
     ring_pass(s, H_, kTagFwdK, nullptr,
               [&](int j, const float* k, float*) { score_block(s, j, k, scale, nullptr); });
@@ -104,7 +104,7 @@ class RsaAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    check_shard(s);
+    agree_on_shard(comm_, "rsa", [&] { check_shard(s); });
     const float scale = 1.0f / std::sqrt(float(d_));
     compute_delta(o, dout);
     ring_pass(s, H_, kTagBwdP, nullptr,

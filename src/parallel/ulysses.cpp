@@ -291,6 +291,8 @@ class UlyssesAttention final : public AttentionStrategy {
         delta_h_(arena, Mem::scratch, size_t(B) * nq_ * L_, "ulysses delta (head layout)"),
         delta_(arena, Mem::scratch, size_t(B) * H * T, "ulysses delta (seq layout)"),
         scratch_(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch") {
+    // The positions this rank's shard must carry (checked on every call).
+    if (sp.L > 0) mine_ = shard_positions(sp.L, plan_.N, plan_.rank, sp.layout);
     // With one rank the head layout is the shard itself and its positions are s.pos.
     if (plan_.N == 1) return;
     check_shardable(sp.L, plan_.N, sp.layout);
@@ -320,7 +322,7 @@ class UlyssesAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    check_shape(s);
+    agree_on_shard(comm_, "ulysses", [&] { check_shape(s); });
     ulysses_seq_to_heads(comm_, plan_, UlyssesParts::qkv, s.qkv, qkv_h_.data(), buf_.data());
     for_each_call(s, [&](const AttnParams& p) { attention_forward(p, false); });
     ulysses_heads_to_seq(comm_, plan_, UlyssesParts::q, o_h_.data(), o, false, buf_.data());
@@ -330,7 +332,7 @@ class UlyssesAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    check_shape(s);
+    agree_on_shard(comm_, "ulysses", [&] { check_shape(s); });
     // Δ = rowsum(dO∘O) in sequence layout, (B, H, T) like LSE.
     {
       AttnParams p;
@@ -374,6 +376,11 @@ class UlyssesAttention final : public AttentionStrategy {
              "ulysses: shard B=", s.B, " T=", s.T, " H=", s.H, " Hkv=", s.Hkv, " d=", s.d,
              " L=", s.L, ", built for B=", plan_.B, " T=", plan_.T, " H=", plan_.H,
              " Hkv=", plan_.Hkv, " d=", plan_.d, " L=", L_);
+    SP_CHECK(s.pos != nullptr, "ulysses: shard positions are null");
+    for (int t = 0; t < s.T && !mine_.empty(); ++t)
+      SP_CHECK(s.pos[t] == mine_[t], "ulysses: token ", t, " of rank ", plan_.rank,
+               " has position ", s.pos[t], " but the layout gives ", mine_[t],
+               "; the data loader and the sp setup disagree on the layout");
   }
 
   // Calls fn with the kernel parameters of each piece of this rank's heads, reading
@@ -415,19 +422,20 @@ class UlyssesAttention final : public AttentionStrategy {
   Comm* comm_;
   UlyssesPlan plan_;
   int64_t L_;
-  int wq_;             // heads per token of this rank's head-layout QKV: nq + 2·nkv
-  int nq_;             // query heads this rank owns
-  Buffer pos_;         // (L) int64 positions of the head-layout tokens
-  Buffer buf_;         // (T, Σ_r w[r], d) staging slab of every all-to-all
-  Buffer qkv_h_;       // (B, L, nq + 2·nkv, d)
-  Buffer dqkv_h_;      // (B, L, nq + 2·nkv, d)
-  Buffer o_h_;         // (B, L, nq, d): O in forward, dO in backward
-  Buffer stats_send_;  // (2·B·max(H·T, nq·L))
-  Buffer stats_recv_;  // (2·B·max(H·T, nq·L))
-  Buffer lse_h_;       // (B, nq, L)
-  Buffer delta_h_;     // (B, nq, L)
-  Buffer delta_;       // (B, H, T)
-  Buffer scratch_;     // kernel tiles
+  int wq_;                     // heads per token of this rank's head-layout QKV: nq + 2·nkv
+  int nq_;                     // query heads this rank owns
+  Buffer pos_;                 // (L) int64 positions of the head-layout tokens
+  std::vector<int64_t> mine_;  // (T) the positions of this rank's shard in the layout
+  Buffer buf_;                 // (T, Σ_r w[r], d) staging slab of every all-to-all
+  Buffer qkv_h_;               // (B, L, nq + 2·nkv, d)
+  Buffer dqkv_h_;              // (B, L, nq + 2·nkv, d)
+  Buffer o_h_;                 // (B, L, nq, d): O in forward, dO in backward
+  Buffer stats_send_;          // (2·B·max(H·T, nq·L))
+  Buffer stats_recv_;          // (2·B·max(H·T, nq·L))
+  Buffer lse_h_;               // (B, nq, L)
+  Buffer delta_h_;             // (B, nq, L)
+  Buffer delta_;               // (B, H, T)
+  Buffer scratch_;             // kernel tiles
 };
 
 }  // namespace

@@ -138,7 +138,7 @@ class UspAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    check_shard(s);
+    agree_on_shard(parent_, "usp", [&] { check_shard(s); });
     clear_sub_stats();
     const bool ul = u_ > 1;
     const float* qkv_h = ul ? qkv_h_.data() : s.qkv;  // u = 1: head layout = sequence layout
@@ -164,7 +164,7 @@ class UspAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    check_shard(s);
+    agree_on_shard(parent_, "usp", [&] { check_shard(s); });
     clear_sub_stats();
     const bool ul = u_ > 1;
     // Head-layout views; with u = 1 they are the caller's tensors themselves (dqkv

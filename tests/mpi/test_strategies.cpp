@@ -195,3 +195,37 @@ TEST(Layouts, ZigzagHoldsChunksRAndMirror) {
 }
 
 }  // namespace
+
+namespace {
+
+class WrongShard : public testing::TestWithParam<std::string> {};
+
+// A shard whose positions are not the layout's, on the last rank only, is refused on
+// EVERY rank (the strategies agree on their checks before communicating): no hang.
+TEST_P(WrongShard, IsRefusedOnEveryRank) {
+  Comm world = Comm::world();
+  const int N = world.size(), r = world.rank();
+  const int B = 1, H = 4, Hkv = 2, d = 16, W = (H + 2 * Hkv) * d;
+  const int64_t L = 8 * N;
+  std::vector<int64_t> pos = shard_positions(L, N, r, ShardLayout::contiguous);
+  if (r == N - 1) std::swap(pos.front(), pos.back());  // not the layout's order
+  const int T = int(pos.size());
+  std::vector<float> qkv(B * T * W, 0.5f), o(B * T * H * d), lse(B * H * T);
+  Arena arena;
+  auto strat = make_attention(GetParam(), arena, SpSetup{&world, ShardLayout::contiguous, L},
+                              B, T, H, Hkv, d);
+  AttnShard s{qkv.data(), pos.data(), B, T, H, Hkv, d, L, true};
+  try {
+    strat->forward(s, o.data(), lse.data());
+    ADD_FAILURE() << "no error on rank " << r;
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    if (r == N - 1) EXPECT_NE(m.find("position"), std::string::npos) << m;
+    else EXPECT_NE(m.find("another rank"), std::string::npos) << m;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, WrongShard,
+                         testing::Values("ring", "ulysses", "usp", "mqsp", "rsa"));
+
+}  // namespace
