@@ -212,20 +212,21 @@ TEST_P(WrongShard, IsRefusedOnEveryRank) {
   const int T = int(pos.size());
   std::vector<float> qkv(B * T * W, 0.5f), o(B * T * H * d), lse(B * H * T);
   Arena arena;
-  auto strat = make_attention(GetParam(), arena, SpSetup{&world, ShardLayout::contiguous, L},
-                              B, T, H, Hkv, d);
+  auto strat = make_attention(GetParam(), arena, SpSetup{&world, ShardLayout::contiguous, L}, B, T,
+                              H, Hkv, d);
   AttnShard s{qkv.data(), pos.data(), B, T, H, Hkv, d, L, true};
   try {
     strat->forward(s, o.data(), lse.data());
     ADD_FAILURE() << "no error on rank " << r;
   } catch (const Error& e) {
     const std::string m = e.what();
-    if (r == N - 1) EXPECT_NE(m.find("position"), std::string::npos) << m;
-    else EXPECT_NE(m.find("another rank"), std::string::npos) << m;
+    if (r == N - 1)
+      EXPECT_NE(m.find("position"), std::string::npos) << m;
+    else
+      EXPECT_NE(m.find("another rank"), std::string::npos) << m;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(All, WrongShard,
-                         testing::Values("ring", "ulysses", "usp", "mqsp", "rsa"));
+INSTANTIATE_TEST_SUITE_P(All, WrongShard, testing::Values("ring", "ulysses", "usp", "mqsp", "rsa"));
 
 }  // namespace
