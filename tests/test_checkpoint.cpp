@@ -321,18 +321,49 @@ TEST_F(CheckpointTest, LatestPointsAtNewestSaveAndOldOnesStay) {
   EXPECT_EQ(old.state["seed"], 1);
 }
 
-TEST_F(CheckpointTest, SaveOverExistingStepReplacesItAndLeavesNoTemps) {
+TEST_F(CheckpointTest, SaveOverExistingStepIsRefusedAndLeavesItIntact) {
   save(5, 1);
-  spit(dir_ / "step_00000005" / "stray.txt", "from the old copy");
-  save(5, 2);
+  const std::string before = slurp(dir_ / "step_00000005" / "model.safetensors");
+  expect_error([&] { save(5, 2); }, {"step_00000005", "already exists", "never written over"});
+  EXPECT_EQ(slurp(dir_ / "step_00000005" / "model.safetensors"), before);
   Checkpoint ck = load_checkpoint(dir_.string());
-  EXPECT_EQ(ck.step, 5);
-  expect_same_tensors(ck.weights, weights(2));
-  EXPECT_EQ(ck.state["seed"], 2);
-  EXPECT_FALSE(fs::exists(dir_ / "step_00000005" / "stray.txt"));  // whole dir replaced
+  expect_same_tensors(ck.weights, weights(1));
   std::set<std::string> names;
   for (auto& e : fs::directory_iterator(dir_)) names.insert(e.path().filename().string());
-  EXPECT_EQ(names, (std::set<std::string>{"latest", "step_00000005"}));
+  EXPECT_EQ(names, (std::set<std::string>{"latest", "step_00000005"}));  // no temporaries
+}
+
+// `latest` is a hint: a crash between installing a step directory and writing `latest`
+// (or a user deleting it) still finds the newest complete checkpoint.
+TEST_F(CheckpointTest, DiscoveryReadsStepDirectoriesNotLatest) {
+  save(4, 1);
+  save(8, 2);
+  fs::remove(dir_ / "latest");
+  EXPECT_TRUE(has_checkpoint(dir_.string()));
+  EXPECT_EQ(load_checkpoint(dir_.string()).step, 8);
+  spit(dir_ / "latest", "step_00000004\n");  // a stale hint
+  EXPECT_EQ(load_checkpoint(dir_.string()).step, 8);
+  // A step directory without a manifest is not complete: the newest complete one is used.
+  fs::create_directories(dir_ / "step_00000012");
+  spit(dir_ / "step_00000012" / "model.safetensors", "half");
+  EXPECT_EQ(load_checkpoint(dir_.string()).step, 8);
+  auto all = list_checkpoints(dir_.string());
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].step, 4);
+  EXPECT_TRUE(all[1].complete);
+  EXPECT_FALSE(all[2].complete);
+}
+
+TEST_F(CheckpointTest, TemporariesAreNotCheckpointsAndAreRemovedOnRequest) {
+  fs::create_directories(dir_ / "step_00000003.tmp.4242");
+  spit(dir_ / "step_00000003.tmp.4242" / "model.safetensors", "partial");
+  EXPECT_FALSE(has_checkpoint(dir_.string()));
+  EXPECT_TRUE(list_checkpoints(dir_.string()).empty());
+  save(2, 1);
+  auto removed = remove_checkpoint_temporaries(dir_.string());
+  ASSERT_EQ(removed.size(), 1u);
+  EXPECT_FALSE(fs::exists(dir_ / "step_00000003.tmp.4242"));
+  EXPECT_EQ(load_checkpoint(dir_.string()).step, 2);
 }
 
 TEST_F(CheckpointTest, ManifestExtraCannotOverrideReservedKeys) {

@@ -1,13 +1,20 @@
 // seqpar command line. The only place that parses argv or chooses an exit code:
-//   0 success, 1 runtime error (bad data, I/O, divergence), 2 usage error (flags, config).
-// Errors are printed on EVERY rank with the rank, then the ranks agree on failing: if all
-// of them failed (a bad flag or config is seen by each) they exit together; if only some
-// did, the job is aborted so no rank waits forever in a collective.
+//   0 success, 1 runtime error (bad data, I/O, divergence), 2 usage error (flags, config,
+//   shapes that do not divide, a setting a resume refuses).
+// Start-up is two phases. Each rank first parses its argv and config on its own, with no
+// communication, whatever it finds. Then every rank takes part in one agreement (an
+// all-gather of each rank's verdict, then of its command and configuration), so a rank
+// with a bad flag, an unknown one, or another subcommand (an MPMD launch) is refused on
+// every rank together: the bad rank prints its reason, the others "rank k refused: ...",
+// one line each. Errors found later that every rank learns of together (agree_or_throw)
+// exit at once; one that only some ranks hit waits briefly for the others, then aborts the
+// job so no rank waits forever in a collective.
 #include <mpi.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <chrono>
+#include <csignal>
 #include <fstream>
 #include <iostream>
 #include <thread>
@@ -38,13 +45,23 @@ bool all_ranks_arrive(double timeout_s) {
   return true;
 }
 
-int fail(int code, const std::string& msg, int rank, int size) {
-  std::string m = msg;
-  if (size > 1 && m.rfind("[rank ", 0) != 0) m = "[rank " + std::to_string(rank) + "] " + m;
-  std::cerr << "seqpar: error: " << m << std::endl;
-  if (size > 1 && !all_ranks_arrive(10.0)) {
-    std::cerr << "seqpar: [rank " << rank << "] other ranks did not fail; aborting the job"
-              << std::endl;
+// One line per error, written with one write(2) so ranks sharing a terminal do not
+// interleave mid-line.
+void print_line(const std::string& line) {
+  const std::string l = line + "\n";
+  (void)!::write(STDERR_FILENO, l.data(), l.size());
+}
+
+int fail(const std::exception& e, int rank, int size) {
+  const auto* err = dynamic_cast<const Error*>(&e);
+  const int code = dynamic_cast<const UsageError*>(&e) ? 2 : 1;
+  std::string m = e.what();
+  if (size > 1 && m.rfind("[rank ", 0) != 0 && m.rfind("rank ", 0) != 0)
+    m = "[rank " + std::to_string(rank) + "] " + m;
+  print_line("seqpar: error: " + m);
+  if (size > 1 && !(err && err->agreed) && !all_ranks_arrive(10.0)) {
+    print_line("seqpar: [rank " + std::to_string(rank) +
+               "] other ranks did not fail; aborting the job");
     MPI_Abort(MPI_COMM_WORLD, code);
   }
   return code;
@@ -57,7 +74,7 @@ uint64_t parse_bytes(const std::string& s) {
   try {
     v = std::stod(s, &used);
   } catch (const std::exception&) {
-    SP_FAIL("budget '", s, "' is not a number of bytes (e.g. 1GiB, 512MiB)");
+    SP_FAIL_USAGE("budget '", s, "' is not a number of bytes (e.g. 1GiB, 512MiB)");
   }
   std::string unit = s.substr(used);
   double mult = 1;
@@ -70,24 +87,27 @@ uint64_t parse_bytes(const std::string& s) {
   else if (unit == "G" || unit == "GiB")
     mult = 1024.0 * 1024 * 1024;
   else
-    SP_FAIL("budget '", s, "' has an unknown unit '", unit, "' (B, KiB, MiB, GiB)");
-  SP_CHECK(v > 0, "budget must be > 0, got '", s, "'");
+    SP_FAIL_USAGE("budget '", s, "' has an unknown unit '", unit, "' (B, KiB, MiB, GiB)");
+  SP_CHECK_USAGE(v > 0, "budget must be > 0, got '", s, "'");
   return uint64_t(v * mult);
 }
 
 nlohmann::json load_config_file(const std::string& path) {
   std::ifstream f(path);
-  SP_CHECK(f.good(), "config file '", path, "' cannot be opened");
+  SP_CHECK_USAGE(f.good(), "config file '", path, "' cannot be opened");
   try {
     return nlohmann::json::parse(f);
   } catch (const nlohmann::json::parse_error& e) {
-    SP_FAIL("config file '", path, "' is not valid JSON: ", e.what());
+    SP_FAIL_USAGE("config file '", path, "' is not valid JSON: ", e.what());
   }
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, reported like a full
+  // disk, instead of killing the process mid-checkpoint.
+  std::signal(SIGXFSZ, SIG_IGN);
   MpiSession mpi(&argc, &argv);
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -137,8 +157,7 @@ int main(int argc, char** argv) {
     cur->add_option("--config", config_path,
                     "JSON config file; flags given on the command line override its values")
         ->check(CLI::ExistingFile);
-    opt_s("--model", "model", "gpt (causal LM, default) or bert (masked LM, 15% masking)")
-        ->check(CLI::IsMember({"gpt", "bert"}));
+    opt_s("--model", "model", "gpt (causal LM, default) or bert (masked LM, 15% masking)");
     opt_s("--data", "data",
           "training text: 'kjv' (default, King James Bible from Debian's bible-kjv), "
           "'passkey' (synthetic long-range retrieval) or a path to any text file");
@@ -167,15 +186,14 @@ int main(int argc, char** argv) {
           "checkpoint every N steps (0 = only at the end), default 0");
     opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default 0");
     opt_i("--log-every", "log_every", "log a metrics line every N steps, default 1");
-    opt_s("--progress", "progress", "auto (bar on a terminal, lines otherwise), bar, lines or none")
-        ->check(CLI::IsMember({"auto", "bar", "lines", "none"}));
+    opt_s("--progress", "progress",
+          "auto (bar on a terminal, lines otherwise), bar, lines or none");
     opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · tp · sp), default 1");
     opt_s("--sp-strategy", "sp_strategy",
           "attention strategy: local (1 rank), ring, ulysses, usp, mqsp, rsa, or materialized "
           "(sp 1: keeps every T×T score matrix, the Megatron paper's baseline); default local");
     opt_s("--layout", "layout",
-          "token layout over the sp ranks: contiguous (default) or zigzag (balances causal work)")
-        ->check(CLI::IsMember({"contiguous", "zigzag"}));
+          "token layout over the sp ranks: contiguous (default) or zigzag (balances causal work)");
     opt_i("--tp", "tp",
           "Megatron tensor (+ sequence) parallel degree t (world = dp · tp · sp), default 1");
     cur->add_option_function<std::string>(
@@ -184,10 +202,9 @@ int main(int argc, char** argv) {
            "residual on L/t tokens; all-gather + reduce-scatter) or off (all-reduce)")
         ->check(CLI::IsMember({"on", "off"}))
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
-    opt_s(
-        "--recompute", "recompute",
-        "activation recomputation: none (default), selective (attention core) or full (each layer)")
-        ->check(CLI::IsMember({"none", "selective", "full"}));
+    opt_s("--recompute", "recompute",
+          "activation recomputation: none (default), selective (attention core) or full (each "
+          "layer)");
     opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
     opt_i("--usp-ulysses", "usp_ulysses",
           "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");
@@ -208,47 +225,89 @@ int main(int argc, char** argv) {
   opt_i("--stop-after", "stop_after",
         "checkpoint and stop after N steps, as a preempted job would (0 = off)");
   bool resume = false;
-  tr->add_flag("--resume", resume, "continue from <out>/checkpoints/latest if it exists");
+  tr->add_flag("--resume", resume,
+               "continue from the newest complete checkpoint in <out>/checkpoints, if any; the "
+               "data position, weights and optimizer continue, batch and mesh may change");
+  std::vector<std::string> overrides;
+  tr->add_option("--override", overrides,
+                 "with --resume: accept a new value for this setting (repeatable): data, "
+                 "seq_len, seed, steps, lr, min_lr, warmup, weight_decay, beta1, beta2, eps, "
+                 "grad_clip")
+      ->type_name("KEY");
 
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    if (e.get_exit_code() == 0) {
-      if (rank == 0) app.exit(e);
-      return 0;
-    }
-    return fail(2, std::string(e.what()) + " (see seqpar --help)", rank, size);
-  }
-
+  // ---- phase 1: this rank alone (no communication, whatever it finds) ----------------
+  std::string command;  // the subcommand, "help", or "" after an error
+  std::exception_ptr local_error;
   TrainConfig cfg;
+  nlohmann::json agreed;  // what every rank must have alike
+  uint64_t budget = 0;
   try {
-    // One merge of (file, then flags over it), so defaults that follow other keys
-    // (ffn = 4·dim, kv_heads = heads, vocab by model) see both sources.
-    nlohmann::json merged =
-        config_path.empty() ? nlohmann::json::object() : load_config_file(config_path);
-    SP_CHECK(merged.is_object(), "config file '", config_path, "' must hold a JSON object");
-    merged.update(flags);
-    // Without an explicit --out, a fresh run never lands on an earlier run's checkpoints:
-    // runs/default, then runs/default-2, -3, ... (every rank scans before anything is
-    // written, so all pick the same name). --resume keeps runs/default.
-    if (!merged.contains("out") && !resume) {
-      std::string out = "runs/default";
-      for (int k = 2; has_checkpoint(out + "/checkpoints"); ++k)
-        out = "runs/default-" + std::to_string(k);
-      merged["out"] = out;
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      if (e.get_exit_code() != 0)
+        SP_FAIL_USAGE(e.what(), " (see seqpar ",
+                      app.get_subcommands().empty()
+                          ? std::string("--help")
+                          : app.get_subcommands()[0]->get_name() + " --help",
+                      ")");
+      command = "help";
+      if (rank == 0) app.exit(e);  // prints the help or the version
     }
-    cfg.merge_json(merged);
-    if (resume) cfg.resume = true;
-    cfg.validate();
-  } catch (const std::exception& e) {
-    return fail(2, e.what(), rank, size);
+    if (command.empty()) {
+      command = app.get_subcommands().at(0)->get_name();
+      // One merge of (file, then flags over it), so defaults that follow other keys
+      // (ffn = 4·dim, kv_heads = heads, vocab by model) see both sources.
+      nlohmann::json merged =
+          config_path.empty() ? nlohmann::json::object() : load_config_file(config_path);
+      SP_CHECK_USAGE(merged.is_object(), "config file '", config_path, "' must hold a JSON object");
+      merged.update(flags);
+      if (!overrides.empty()) merged["overrides"] = overrides;
+      // Without an explicit --out, a fresh run never lands on an earlier run's checkpoints:
+      // runs/default, then runs/default-2, -3, ... (every rank scans before anything is
+      // written, so all pick the same name). --resume keeps runs/default.
+      if (!merged.contains("out") && !resume) {
+        std::string out = "runs/default";
+        for (int k = 2; has_checkpoint(out + "/checkpoints"); ++k)
+          out = "runs/default-" + std::to_string(k);
+        merged["out"] = out;
+      }
+      cfg.merge_json(merged);
+      if (resume) cfg.resume = true;
+      SP_CHECK_USAGE(cfg.overrides.empty() || cfg.resume, "--override only applies with --resume");
+      cfg.validate();
+      cfg.validate_for_world(size);
+      if (command == "plan") budget = parse_bytes(budget_str);
+      agreed = cfg.to_json();
+      agreed.update({{"resume", cfg.resume},
+                     {"overrides", cfg.overrides},
+                     {"stop_after", cfg.stop_after},
+                     {"budget", budget},
+                     {"max_len", max_len}});
+    }
+  } catch (...) {
+    local_error = std::current_exception();
   }
 
-  if (ck->parsed()) {
+  // ---- phase 2: one agreement that every rank reaches ---------------------------------
+  try {
+    Comm world = Comm::world();
+    agree_or_throw(world, [&] {
+      if (local_error) std::rethrow_exception(local_error);
+    });
     try {
-      Comm world = Comm::world();
-      world.check_same("configuration", cfg.to_json().dump());
-      make_source(cfg.data, cfg.seed, cfg.seq_len);  // the data exists and is long enough
+      world.check_same("the command line (subcommand and configuration)",
+                       command + " " + agreed.dump());
+    } catch (Error& e) {
+      UsageError u(e.what());
+      u.agreed = true;  // every rank saw the same values and throws alike
+      throw u;
+    }
+    if (command == "help") return 0;
+
+    // ---- phase 3: the subcommand -----------------------------------------------------
+    if (command == "check") {
+      agree_or_throw(world, [&] { make_source(cfg.data, cfg.seed, cfg.seq_len); });
       MemoryPlan p = dry_run_peak(cfg, world);
       if (rank == 0) {
         nlohmann::json j = {{"ok", true}, {"config", cfg.to_json()}, {"peak_bytes", p.peak_total}};
@@ -256,40 +315,32 @@ int main(int argc, char** argv) {
           j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
         std::cout << j.dump(2) << std::endl;
       }
-    } catch (const std::exception& e) {
-      return fail(1, e.what(), rank, size);
+      return 0;
     }
-    return 0;
-  }
-
-  if (pl->parsed()) {
-    try {
-      const uint64_t budget = parse_bytes(budget_str);
-      Comm world = Comm::world();
+    if (command == "plan") {
       MemoryPlan p = longest_under_budget(cfg, world, budget, max_len);
       if (rank == 0) {
-        nlohmann::json j = {{"strategy", cfg.strategy}, {"sp", cfg.sp},
-                            {"layout", cfg.layout},     {"budget_bytes", budget},
-                            {"longest_seq_len", p.L},   {"peak_bytes", p.peak_total}};
+        nlohmann::json j = {{"strategy", cfg.strategy},
+                            {"sp", cfg.sp},
+                            {"layout", layout_name(cfg.layout)},
+                            {"budget_bytes", budget},
+                            {"longest_seq_len", p.L},
+                            {"peak_bytes", p.peak_total}};
         for (int c = 0; c < kMemCategories; ++c)
           j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
         std::cout << j.dump() << std::endl;
       }
-    } catch (const std::exception& e) {
-      return fail(1, e.what(), rank, size);
+      return 0;
     }
-    return 0;
-  }
-
-  try {
     install_stop_handlers();
-    Comm world = Comm::world();
     TrainResult r = train(cfg, world);
-    if (rank == 0)
-      std::cout << (r.interrupted ? "stopped" : "done") << " after step " << r.last_step
-                << ", loss " << r.last_loss << std::endl;
+    if (rank == 0 && !r.nothing_to_do) {
+      std::cout << (r.interrupted ? "stopped" : "done") << " after step " << r.last_step;
+      if (r.last_step > r.start_step) std::cout << ", loss " << r.last_loss;
+      std::cout << std::endl;
+    }
   } catch (const std::exception& e) {
-    return fail(1, e.what(), rank, size);
+    return fail(e, rank, size);
   }
   return 0;
 }

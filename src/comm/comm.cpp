@@ -467,8 +467,8 @@ void Comm::check_same(const std::string& what, int64_t value) {
   if (!msg.empty()) SP_FAIL(msg);
 }
 
-void Comm::check_same(const std::string& what, const std::string& value) {
-  require_valid("check_same");
+std::vector<std::string> Comm::allgather_strings(const std::string& value) {
+  require_valid("allgather_strings");
   // Lengths first, then the bytes. Every rank sees the same lengths, so a refusal for
   // size is taken on every rank alike and nothing is left waiting.
   int64_t len = static_cast<int64_t>(value.size());
@@ -477,9 +477,8 @@ void Comm::check_same(const std::string& what, const std::string& value) {
   std::vector<int> cnts(size_), displs(size_);
   int64_t off = 0;
   for (int r = 0; r < size_; ++r) {
-    SP_CHECK(lens[r] <= INT_MAX && off <= INT_MAX - lens[r], what,
-             ": check_same of strings totalling more than ", INT_MAX,
-             " bytes across ranks is refused (rank ", r, " has ", lens[r], " bytes)");
+    SP_CHECK(lens[r] <= INT_MAX && off <= INT_MAX - lens[r], "allgather_strings of more than ",
+             INT_MAX, " bytes across ranks is refused (rank ", r, " has ", lens[r], " bytes)");
     cnts[r] = static_cast<int>(lens[r]);
     displs[r] = static_cast<int>(off);
     off += lens[r];
@@ -489,7 +488,11 @@ void Comm::check_same(const std::string& what, const std::string& value) {
                                           cnts.data(), displs.data(), MPI_CHAR, comm_));
   std::vector<std::string> all(size_);
   for (int r = 0; r < size_; ++r) all[r] = bytes.substr(displs[r], cnts[r]);
-  std::string msg = disagreement(what, all);
+  return all;
+}
+
+void Comm::check_same(const std::string& what, const std::string& value) {
+  std::string msg = disagreement(what, allgather_strings(value));
   if (!msg.empty()) SP_FAIL(msg);
 }
 
@@ -501,5 +504,44 @@ bool Comm::all_ok(bool ok) {
 }
 
 #undef SP_MPI
+
+void agree_or_throw(Comm& c, const std::function<void()>& fn) {
+  // Status word: "" ok, "U<message>" usage error, "E<message>" any other error.
+  std::string mine;
+  try {
+    fn();
+  } catch (const UsageError& e) {
+    mine = std::string("U") + e.what();
+  } catch (const std::exception& e) {
+    mine = std::string("E") + e.what();
+  }
+  const std::vector<std::string> all = c.allgather_strings(mine);
+  int first_bad = -1;
+  bool usage = false;
+  for (int r = 0; r < int(all.size()); ++r) {
+    if (all[r].empty()) continue;
+    if (first_bad < 0) first_bad = r;
+    usage |= all[r][0] == 'U';
+  }
+  if (first_bad < 0) return;
+  std::string msg;
+  if (!mine.empty()) {
+    msg = mine.substr(1);
+  } else {
+    std::string theirs = all[first_bad].substr(1);
+    const std::string tag = "[rank " + std::to_string(first_bad) + "] ";
+    if (theirs.rfind(tag, 0) == 0) theirs = theirs.substr(tag.size());
+    msg = "rank " + std::to_string(c.rank()) + " refused: rank " + std::to_string(first_bad) +
+          ": " + theirs;
+  }
+  if (usage) {
+    UsageError e(msg);
+    e.agreed = true;
+    throw e;
+  }
+  Error e(msg);
+  e.agreed = true;
+  throw e;
+}
 
 }  // namespace seqpar

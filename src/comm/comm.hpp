@@ -31,6 +31,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -129,6 +130,10 @@ class Comm {
   void check_same(const std::string& what, const std::string& value);
   void check_same(const std::string& what, int64_t value);
 
+  // Every rank's string, indexed by rank (control traffic, not counted). The one
+  // collective all ranks reach whatever they parsed: see cli/main.cpp's agreement.
+  std::vector<std::string> allgather_strings(const std::string& value);
+
   // True on every rank if `ok` is true on every rank (logical AND all-reduce).
   bool all_ok(bool ok);
 
@@ -151,5 +156,12 @@ class Comm {
   std::string name_;
   CommStats stats_;
 };
+
+// Runs fn on this rank, then agrees with every rank of c on whether it threw anywhere.
+// If it did, every rank throws, marked agreed: a failing rank its own message, the others
+// "rank k refused: rank j: <j's message>"; a UsageError if any failing rank's error was
+// one. One collective that every rank reaches whatever fn did, so a failure on one rank
+// never leaves the others waiting.
+void agree_or_throw(Comm& c, const std::function<void()>& fn);
 
 }  // namespace seqpar

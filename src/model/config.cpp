@@ -1,33 +1,45 @@
 #include "model/config.hpp"
 
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+
 #include "core/check.hpp"
 
 namespace seqpar {
+
+nlohmann::json json_float(float f) {
+  if (!std::isfinite(f)) return f;
+  char buf[32];
+  auto r = std::to_chars(buf, buf + sizeof buf, f);  // shortest round-trip form of the float
+  *r.ptr = '\0';
+  return std::strtod(buf, nullptr);
+}
 
 const char* model_kind_name(ModelKind k) { return k == ModelKind::gpt ? "gpt" : "bert"; }
 
 ModelKind parse_model_kind(const std::string& s) {
   if (s == "gpt") return ModelKind::gpt;
   if (s == "bert") return ModelKind::bert;
-  SP_FAIL("unknown model '", s, "' (expected gpt or bert)");
+  SP_FAIL_USAGE("unknown model '", s, "' (expected gpt or bert)");
 }
 
 void ModelConfig::validate() const {
-  SP_CHECK(n_layer >= 1, "layers must be >= 1, got ", n_layer);
-  SP_CHECK(C >= 2, "model width C must be >= 2, got ", C);
-  SP_CHECK(H >= 1, "heads H must be >= 1, got ", H);
-  SP_CHECK(C % H == 0, "model width C=", C, " is not divisible by heads H=", H);
-  SP_CHECK(d() % 2 == 0, "head dim d=C/H=", d(), " must be even for rotary embeddings");
-  SP_CHECK(Hkv >= 1 && H % Hkv == 0, "kv heads Hkv=", Hkv, " must divide heads H=", H);
-  SP_CHECK(F >= 1, "ffn width F must be >= 1, got ", F);
+  SP_CHECK_USAGE(n_layer >= 1, "layers must be >= 1, got ", n_layer);
+  SP_CHECK_USAGE(C >= 2, "model width C must be >= 2, got ", C);
+  SP_CHECK_USAGE(H >= 1, "heads H must be >= 1, got ", H);
+  SP_CHECK_USAGE(C % H == 0, "model width C=", C, " is not divisible by heads H=", H);
+  SP_CHECK_USAGE(d() % 2 == 0, "head dim d=C/H=", d(), " must be even for rotary embeddings");
+  SP_CHECK_USAGE(Hkv >= 1 && H % Hkv == 0, "kv heads Hkv=", Hkv, " must divide heads H=", H);
+  SP_CHECK_USAGE(F >= 1, "ffn width F must be >= 1, got ", F);
   int min_v = kind == ModelKind::bert ? 257 : 256;
-  SP_CHECK(V >= min_v, "vocab V=", V, " too small: byte tokens need ", min_v,
-           kind == ModelKind::bert ? " (256 bytes + [MASK])" : "");
-  SP_CHECK(dropout >= 0.0f && dropout < 1.0f, "dropout must be in [0, 1), got ", dropout);
-  SP_CHECK(attn_dropout >= 0.0f && attn_dropout < 1.0f, "attn dropout must be in [0, 1), got ",
-           attn_dropout);
-  SP_CHECK(rope_theta > 1.0f, "rope theta must be > 1, got ", rope_theta);
-  SP_CHECK(init_std > 0.0f, "init std must be > 0, got ", init_std);
+  SP_CHECK_USAGE(V >= min_v, "vocab V=", V, " too small: byte tokens need ", min_v,
+                 kind == ModelKind::bert ? " (256 bytes + [MASK])" : "");
+  SP_CHECK_USAGE(dropout >= 0.0f && dropout < 1.0f, "dropout must be in [0, 1), got ", dropout);
+  SP_CHECK_USAGE(attn_dropout >= 0.0f && attn_dropout < 1.0f,
+                 "attn dropout must be in [0, 1), got ", attn_dropout);
+  SP_CHECK_USAGE(rope_theta > 1.0f, "rope theta must be > 1, got ", rope_theta);
+  SP_CHECK_USAGE(init_std > 0.0f, "init std must be > 0, got ", init_std);
 }
 
 nlohmann::json ModelConfig::to_json() const {
@@ -38,10 +50,10 @@ nlohmann::json ModelConfig::to_json() const {
           {"kv_heads", Hkv},
           {"ffn", F},
           {"vocab", V},
-          {"dropout", dropout},
-          {"attn_dropout", attn_dropout},
-          {"rope_theta", rope_theta},
-          {"init_std", init_std}};
+          {"dropout", json_float(dropout)},
+          {"attn_dropout", json_float(attn_dropout)},
+          {"rope_theta", json_float(rope_theta)},
+          {"init_std", json_float(init_std)}};
 }
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {

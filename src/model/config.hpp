@@ -18,31 +18,35 @@ void json_get(const nlohmann::json& j, const char* key, T& field) {
   if (!j.contains(key)) return;
   const nlohmann::json& v = j.at(key);
   if constexpr (std::is_same_v<T, bool>) {
-    SP_CHECK(v.is_boolean(), "config '", key, "' must be true or false, got ", v.dump());
+    SP_CHECK_USAGE(v.is_boolean(), "config '", key, "' must be true or false, got ", v.dump());
     field = v.get<bool>();
   } else if constexpr (std::is_integral_v<T>) {
-    SP_CHECK(v.is_number_integer(), "config '", key, "' must be an integer, got ", v.dump());
+    SP_CHECK_USAGE(v.is_number_integer(), "config '", key, "' must be an integer, got ", v.dump());
     if (v.is_number_unsigned()) {
       const uint64_t x = v.get<uint64_t>();
-      SP_CHECK(x <= uint64_t(std::numeric_limits<T>::max()), "config '", key, "' = ", x,
-               " is out of range (at most ", std::numeric_limits<T>::max(), ")");
+      SP_CHECK_USAGE(x <= uint64_t(std::numeric_limits<T>::max()), "config '", key, "' = ", x,
+                     " is out of range (at most ", std::numeric_limits<T>::max(), ")");
       field = static_cast<T>(x);
     } else {
       const int64_t x = v.get<int64_t>();
-      SP_CHECK(x >= int64_t(std::numeric_limits<T>::min()) &&
-                   (x < 0 || uint64_t(x) <= uint64_t(std::numeric_limits<T>::max())),
-               "config '", key, "' = ", x, " is out of range [", +std::numeric_limits<T>::min(),
-               ", ", +std::numeric_limits<T>::max(), "]");
+      SP_CHECK_USAGE(x >= int64_t(std::numeric_limits<T>::min()) &&
+                         (x < 0 || uint64_t(x) <= uint64_t(std::numeric_limits<T>::max())),
+                     "config '", key, "' = ", x, " is out of range [",
+                     +std::numeric_limits<T>::min(), ", ", +std::numeric_limits<T>::max(), "]");
       field = static_cast<T>(x);
     }
   } else if constexpr (std::is_floating_point_v<T>) {
-    SP_CHECK(v.is_number(), "config '", key, "' must be a number, got ", v.dump());
+    SP_CHECK_USAGE(v.is_number(), "config '", key, "' must be a number, got ", v.dump());
     field = v.get<T>();
   } else {
-    SP_CHECK(v.is_string(), "config '", key, "' must be a string, got ", v.dump());
+    SP_CHECK_USAGE(v.is_string(), "config '", key, "' must be a string, got ", v.dump());
     field = v.get<std::string>();
   }
 }
+
+// A float as the user wrote it: the shortest decimal that reads back as the same float
+// (2e-3f is shown 0.002, not 0.0020000000949949026 as its widening to double prints).
+nlohmann::json json_float(float f);
 
 enum class ModelKind { gpt, bert };
 const char* model_kind_name(ModelKind k);

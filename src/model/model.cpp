@@ -18,7 +18,7 @@ Recompute parse_recompute(const std::string& s) {
   if (s == "none") return Recompute::none;
   if (s == "selective") return Recompute::selective;
   if (s == "full") return Recompute::full;
-  SP_FAIL("unknown recompute mode '", s, "' (expected none, selective or full)");
+  SP_FAIL_USAGE("unknown recompute mode '", s, "' (expected none, selective or full)");
 }
 
 int TpSetup::size() const { return comm ? comm->size() : 1; }
@@ -30,12 +30,12 @@ int kv_replicas(const ModelConfig& c, int t) { return c.Hkv >= t ? 1 : t / c.Hkv
 
 std::vector<ParamSpec> param_specs(const ModelConfig& c, int t, int r) {
   SP_CHECK(t >= 1 && r >= 0 && r < t, "tensor-parallel rank ", r, " of ", t);
-  SP_CHECK(c.H % t == 0, "heads H=", c.H, " are not divisible by tp=", t,
+  SP_CHECK_USAGE(c.H % t == 0, "heads H=", c.H, " are not divisible by tp=", t,
            " (each tensor-parallel rank owns H/t heads)");
   SP_CHECK(c.Hkv % t == 0 || t % c.Hkv == 0, "kv heads Hkv=", c.Hkv, " and tp=", t,
            " do not fit: each tensor-parallel rank owns Hkv/t kv heads (tp dividing Hkv) or "
            "one kv head replicated on tp/Hkv ranks (Hkv dividing tp)");
-  SP_CHECK(c.F % t == 0, "ffn width F=", c.F, " is not divisible by tp=", t);
+  SP_CHECK_USAGE(c.F % t == 0, "ffn width F=", c.F, " is not divisible by tp=", t);
   const int64_t C = c.C, F = c.F, V = c.V, d = c.d(), H = c.H, Hkv = c.Hkv;
   // Hkv ≥ t: this rank's Hkv/t kv heads. Hkv < t: the one kv head its H/t query heads
   // read (group j = r / (t/Hkv)), replicated on the t/Hkv ranks of that group.

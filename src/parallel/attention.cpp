@@ -86,7 +86,7 @@ std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena
   if (name == "materialized") return make_materialized_attention(arena, sp, B, T, H, Hkv, d);
   std::string all;
   for (const auto& n : attention_strategies()) all += (all.empty() ? "" : ", ") + n;
-  SP_FAIL("unknown attention strategy '", name, "' (available: ", all, ")");
+  SP_FAIL_USAGE("unknown attention strategy '", name, "' (available: ", all, ")");
 }
 
 }  // namespace seqpar

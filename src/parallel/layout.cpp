@@ -11,14 +11,14 @@ const char* layout_name(ShardLayout l) {
 ShardLayout parse_layout(const std::string& s) {
   if (s == "contiguous") return ShardLayout::contiguous;
   if (s == "zigzag") return ShardLayout::zigzag;
-  SP_FAIL("unknown shard layout '", s, "' (expected contiguous or zigzag)");
+  SP_FAIL_USAGE("unknown shard layout '", s, "' (expected contiguous or zigzag)");
 }
 
 void check_shardable(int64_t L, int N, ShardLayout layout) {
-  SP_CHECK(N >= 1, "sequence-parallel degree must be >= 1, got ", N);
-  SP_CHECK(L >= 1, "sequence length must be >= 1, got ", L);
+  SP_CHECK_USAGE(N >= 1, "sequence-parallel degree must be >= 1, got ", N);
+  SP_CHECK_USAGE(L >= 1, "sequence length must be >= 1, got ", L);
   const int64_t parts = layout == ShardLayout::zigzag ? 2 * int64_t(N) : N;
-  SP_CHECK(L % parts == 0, "sequence length L=", L, " does not divide into ", parts,
+  SP_CHECK_USAGE(L % parts == 0, "sequence length L=", L, " does not divide into ", parts,
            layout == ShardLayout::zigzag ? " zigzag chunks (2·sp)" : " shards (sp)", " for sp=", N,
            "; choose L a multiple of ", parts);
 }

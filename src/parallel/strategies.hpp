@@ -1,5 +1,5 @@
 // Factories of the attention strategies, one file each (parallel/<name>.cpp), gathered
-// by make_attention (parallel/registry.cpp).
+// by make_attention (parallel/attention.cpp).
 #pragma once
 #include <memory>
 

@@ -391,27 +391,31 @@ bool is_plain_name(const std::string& s) {
          s.find('\0') == std::string::npos;
 }
 
-// Moves the finished temp directory to `final_dir`. If `final_dir` exists, the two are
-// swapped atomically, so there is no moment at which `final_dir` is missing; afterwards
-// `tmp_dir` holds the replaced copy. Returns true if a copy was replaced.
-bool install_dir(const std::string& tmp_dir, const std::string& final_dir) {
-  std::error_code ec;
-  if (!fs::exists(final_dir, ec)) {
-    rename_checked(tmp_dir, final_dir);
-    return false;
-  }
-  if (::renameat2(AT_FDCWD, tmp_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_EXCHANGE) == 0)
-    return true;
+// Moves the finished temp directory to `final_dir`, which must not exist: a step directory
+// that exists is never written over (RENAME_NOREPLACE makes the check and the move one
+// atomic step, so two writers cannot both install the same step).
+void install_dir(const std::string& tmp_dir, const std::string& final_dir) {
+  if (::renameat2(AT_FDCWD, tmp_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) == 0)
+    return;
   int e = errno;
-  // Filesystems without RENAME_EXCHANGE: move the old copy aside first. Only in the
-  // instant between the two renames is `final_dir` absent.
-  if (e != EINVAL && e != ENOSYS && e != ENOTSUP)
-    SP_FAIL("renameat2(", tmp_dir, ", ", final_dir, ", RENAME_EXCHANGE) failed: ", errno_text(e));
-  std::string aside = final_dir + ".old." + pid_suffix();
-  rename_checked(final_dir, aside);
+  if (e == EEXIST)
+    SP_FAIL("checkpoint ", final_dir, " already exists; a saved checkpoint is never written over");
+  SP_CHECK(e == EINVAL || e == ENOSYS || e == ENOTSUP, "renameat2(", tmp_dir, ", ", final_dir,
+           ", RENAME_NOREPLACE) failed: ", errno_text(e));
+  // Filesystems without RENAME_NOREPLACE: check, then rename (the run's lock keeps other
+  // writers of this run directory out).
+  std::error_code ec;
+  SP_CHECK(!fs::exists(final_dir, ec), "checkpoint ", final_dir,
+           " already exists; a saved checkpoint is never written over");
   rename_checked(tmp_dir, final_dir);
-  rename_checked(aside, tmp_dir);
-  return true;
+}
+
+// "step_00000042" → 42; -1 for any other name (temporaries "step_N.tmp.PID" included).
+int64_t step_of_name(const std::string& name) {
+  if (name.size() <= 5 || name.rfind("step_", 0) != 0) return -1;
+  int64_t step = 0;
+  auto r = std::from_chars(name.data() + 5, name.data() + name.size(), step);
+  return r.ec == std::errc() && r.ptr == name.data() + name.size() ? step : -1;
 }
 
 nlohmann::json parse_json_file(const std::string& path, const std::string& what_if_bad) {
@@ -503,13 +507,14 @@ std::string save_checkpoint(const std::string& root, int64_t step,
 
   const std::string name = step_dir_name(step);
   const std::string final_dir = (fs::path(root) / name).string();
+  SP_CHECK(!fs::exists(final_dir, ec), "checkpoint ", final_dir,
+           " already exists; a saved checkpoint is never written over");
   const std::string tmp_dir = final_dir + ".tmp." + pid_suffix();
   fs::remove_all(tmp_dir, ec);  // left by an earlier crashed process that had our pid
   SP_CHECK(!ec, "save_checkpoint: cannot remove stale ", tmp_dir, ": ", ec.message());
   fs::create_directory(tmp_dir, ec);
   SP_CHECK(!ec, "save_checkpoint: cannot create ", tmp_dir, ": ", ec.message());
 
-  bool replaced = false;
   try {
     auto in_tmp = [&](const char* f) { return (fs::path(tmp_dir) / f).string(); };
     write_safetensors(in_tmp("model.safetensors"), weights);
@@ -531,18 +536,14 @@ std::string save_checkpoint(const std::string& root, int64_t step,
     write_file_atomic(in_tmp("manifest.json"),
                       dump_json(manifest, 2, "checkpoint manifest") + "\n");
 
-    replaced = install_dir(tmp_dir, final_dir);
+    install_dir(tmp_dir, final_dir);
     fsync_dir(root);
   } catch (...) {
-    if (!replaced) fs::remove_all(tmp_dir, ec);  // best effort; the error in flight matters more
+    fs::remove_all(tmp_dir, ec);  // best effort; the error in flight matters more
     throw;
   }
+  // A hint for people and scripts; discovery reads the step directories themselves.
   write_file_atomic((fs::path(root) / "latest").string(), name + "\n");
-  if (replaced) {
-    fs::remove_all(tmp_dir, ec);  // the copy this save replaced
-    SP_CHECK(!ec, "save_checkpoint: saved ", final_dir, " but cannot remove the replaced copy ",
-             tmp_dir, ": ", ec.message());
-  }
   return final_dir;
 }
 
@@ -554,15 +555,23 @@ Checkpoint load_checkpoint(const std::string& path) {
   SP_CHECK(fs::is_directory(path, ec), "no checkpoint at ", path, ": not a directory");
   const fs::path p(path);
   if (fs::exists(p / "manifest.json", ec)) return load_step_dir(path);
+  // A root: the newest complete step directory (one with a manifest, which is written
+  // last). `latest` is only a hint, consulted when there are no step directories at all.
+  std::vector<CheckpointEntry> all = list_checkpoints(path);
+  if (!all.empty()) {
+    for (auto it = all.rbegin(); it != all.rend(); ++it)
+      if (it->complete) return load_step_dir(it->dir);
+    SP_FAIL("checkpoint ", all.back().dir,
+            " is incomplete: manifest.json missing (and no "
+            "complete step directory in ",
+            path, ")");
+  }
   if (fs::exists(p / "latest", ec)) {
     std::string name = read_file((p / "latest").string());
     while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
     SP_CHECK(is_plain_name(name), "checkpoint root ", path, ": 'latest' holds '", name,
              "', not a step directory name");
-    const std::string dir = (p / name).string();
-    SP_CHECK(fs::is_directory(dir, ec), "checkpoint root ", path, ": 'latest' names ", name,
-             ", which does not exist");
-    return load_step_dir(dir);
+    SP_FAIL("checkpoint root ", path, ": 'latest' names ", name, ", which does not exist");
   }
   // A step directory that lost (or never got) its manifest says so, rather than "nothing".
   const fs::path base = p.has_filename() ? p.filename() : p.parent_path().filename();
@@ -572,9 +581,42 @@ Checkpoint load_checkpoint(const std::string& path) {
   SP_FAIL("no checkpoint at ", path, " (no 'latest' file and no manifest.json)");
 }
 
+std::vector<CheckpointEntry> list_checkpoints(const std::string& root) {
+  std::vector<CheckpointEntry> out;
+  std::error_code ec;
+  fs::directory_iterator it(root, ec), end;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    const int64_t step = step_of_name(name);
+    if (step < 0 || !it->is_directory(ec)) continue;
+    out.push_back({step, it->path().string(), fs::exists(it->path() / "manifest.json", ec)});
+  }
+  std::sort(out.begin(), out.end(),
+            [](const CheckpointEntry& a, const CheckpointEntry& b) { return a.step < b.step; });
+  return out;
+}
+
 bool has_checkpoint(const std::string& root) {
   std::error_code ec;
-  return fs::is_regular_file(fs::path(root) / "latest", ec);
+  return fs::is_regular_file(fs::path(root) / "latest", ec) || !list_checkpoints(root).empty();
+}
+
+std::vector<std::string> remove_checkpoint_temporaries(const std::string& root) {
+  std::vector<std::string> removed;
+  std::error_code ec;
+  fs::directory_iterator it(root, ec), end;
+  std::vector<fs::path> tmps;
+  for (; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.rfind("step_", 0) == 0 && name.find(".tmp.") != std::string::npos)
+      tmps.push_back(it->path());
+  }
+  for (const fs::path& t : tmps) {
+    fs::remove_all(t, ec);
+    SP_CHECK(!ec, "cannot remove the unfinished checkpoint ", t.string(), ": ", ec.message());
+    removed.push_back(t.string());
+  }
+  return removed;
 }
 
 }  // namespace seqpar

@@ -7,46 +7,11 @@
 
 namespace seqpar {
 
-Mesh make_mesh(Comm& world, const TrainConfig& cfg) {
-  Mesh m;
-  m.sp = cfg.sp;
-  m.tp = cfg.tp;
-  SP_CHECK(world.size() % (m.sp * m.tp) == 0, "world size ", world.size(),
-           " is not divisible by tp·sp = ", m.tp, "·", m.sp, " (world = dp · tp · sp)");
-  m.dp = world.size() / (m.sp * m.tp);
-  m.sp_rank = world.rank() % m.sp;
-  m.tp_rank = world.rank() / m.sp % m.tp;
-  m.dp_rank = world.rank() / (m.sp * m.tp);
-  m.sp_comm = world.split(m.dp_rank * m.tp + m.tp_rank, m.sp_rank, "sp");
-  m.tp_comm = world.split(m.dp_rank * m.sp + m.sp_rank, m.tp_rank, "tp");
-  m.shard_comm = world.split(m.tp_rank, world.rank(), "shard");
-  const int replicas = kv_replicas(cfg.model, m.tp);
-  m.kv_comm = m.tp_comm.split(m.tp_rank / replicas, m.tp_rank, "kv");
-  return m;
-}
-
-ModelParallel Mesh::model_parallel(const TrainConfig& cfg) {
-  ModelParallel p;
-  p.strategy = cfg.strategy;
-  p.sp = SpSetup{sp > 1 ? &sp_comm : nullptr, parse_layout(cfg.layout), cfg.seq_len, cfg.mqsp_micro,
-                 cfg.usp_ulysses};
-  p.tp = TpSetup{tp > 1 ? &tp_comm : nullptr};
-  p.recompute = parse_recompute(cfg.recompute);
-  p.tp_sequence_parallel = cfg.tp_sp;
-  return p;
-}
-
-TrainState::TrainState(const TrainConfig& cfg, Arena& arena, const ModelParallel& par, int B, int T)
-    : model(cfg.model, B, T, arena, par),
-      m(arena, Mem::optim, model.num_params(), "adamw m"),
-      v(arena, Mem::optim, model.num_params(), "adamw v") {}
-
 MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
   Mesh mesh = make_mesh(world, cfg);
-  const ShardLayout layout = parse_layout(cfg.layout);
-  const auto pos = shard_positions(cfg.seq_len, mesh.sp, mesh.sp_rank, layout);
+  const auto pos = shard_positions(cfg.seq_len, mesh.sp, mesh.sp_rank, cfg.layout);
   Arena arena(/*dry_run=*/true);
-  { TrainState state(cfg, arena, mesh.model_parallel(cfg), cfg.batch, int(pos.size())); }
+  { TrainState state(cfg, arena, model_parallel(mesh, cfg), cfg.batch, int(pos.size())); }
   MemoryPlan p;
   p.L = cfg.seq_len;
   std::array<int64_t, kMemCategories + 1> v{};
@@ -60,7 +25,7 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
 
 MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len) {
   // L must split over sp (2·sp chunks for zigzag) and the B·L/sp rows of a shard over tp.
-  const int64_t unit = (parse_layout(cfg.layout) == ShardLayout::zigzag ? 2 * cfg.sp : cfg.sp) *
+  const int64_t unit = (cfg.layout == ShardLayout::zigzag ? 2 * cfg.sp : cfg.sp) *
                        (cfg.tp_sp ? cfg.tp / std::gcd(cfg.tp, cfg.batch) : 1);
   auto peak_at = [&](int64_t k) {
     cfg.seq_len = k * unit;

@@ -6,10 +6,10 @@
 
 namespace seqpar {
 
-Progress::Progress(const std::string& mode, bool active, int64_t total_steps)
+Progress::Progress(ProgressMode mode, bool active, int64_t total_steps)
     : total_(total_steps), start_(std::chrono::steady_clock::now()) {
-  if (!active || mode == "none") return;
-  bar_ = mode == "bar" || (mode == "auto" && isatty(STDERR_FILENO));
+  if (!active || mode == ProgressMode::none) return;
+  bar_ = mode == ProgressMode::bar || (mode == ProgressMode::automatic && isatty(STDERR_FILENO));
   lines_ = !bar_;
 }
 

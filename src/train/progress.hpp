@@ -6,11 +6,13 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
+#include "train/config.hpp"
+
 namespace seqpar {
 
 class Progress {
  public:
-  Progress(const std::string& mode, bool active, int64_t total_steps);
+  Progress(ProgressMode mode, bool active, int64_t total_steps);
   void update(int64_t step, double loss, double tokens_per_s, const nlohmann::json& record);
   void finish();
 

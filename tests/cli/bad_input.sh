@@ -41,23 +41,23 @@ echo '{"seq_lenn": 64}' > "$tmp/typo.json"
 expect unknown-config-key 2 "unknown config key 'seq_lenn'" 1 -- "$bin" train "${common[@]}" --config "$tmp/typo.json"
 printf 'short' > "$tmp/short.txt"
 expect data-too-short 1 "fewer than seq_len" 2 -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/short.txt"
-expect sp-not-dividing-world 1 "not divisible by tp·sp = 1·2" 3 -- mpi 3 "$bin" train "${common[@]}" --data passkey --seq-len 128 --sp 2
-expect tp-not-dividing-heads 1 "not divisible by tp=3" 3 -- mpi 3 "$bin" train "${common[@]}" --data passkey --seq-len 192 --tp 3 --batch 3
-expect zigzag-uneven 1 "does not divide into 4 zigzag chunks" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 130 --sp 2 --sp-strategy ring --layout zigzag
-expect unknown-strategy 1 "unknown attention strategy 'bogus'" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --sp 2 --sp-strategy bogus
+expect sp-not-dividing-world 2 "not divisible by tp·sp = 1·2" 3 -- mpi 3 "$bin" train "${common[@]}" --data passkey --seq-len 128 --sp 2
+expect tp-not-dividing-heads 2 "not divisible by tp=3" 3 -- mpi 3 "$bin" train "${common[@]}" --data passkey --seq-len 192 --tp 3 --batch 3
+expect zigzag-uneven 2 "does not divide into 4 zigzag chunks" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 130 --sp 2 --sp-strategy ring --layout zigzag
+expect unknown-strategy 2 "unknown attention strategy 'bogus'" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --sp 2 --sp-strategy bogus
 # Ranks launched with different arguments (MPMD): the configuration check names them.
-expect ranks-disagree 1 "disagrees across ranks" 2 -- timeout 120 mpiexec --oversubscribe \
+expect ranks-disagree 2 "disagrees across ranks" 2 -- timeout 120 mpiexec --oversubscribe \
   -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 128 : \
   -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 256
 
 # `seqpar check` validates without training: a good config prints its memory, a bad one
 # is refused on every rank.
 expect check-ok 0 '"peak_bytes"' 1 -- mpi 2 "$bin" check --data passkey --seq-len 256 --sp 2 --sp-strategy ring --layout zigzag
-expect check-uneven 1 "does not divide into 4 zigzag chunks" 2 -- mpi 2 "$bin" check --data passkey --seq-len 130 --sp 2 --sp-strategy ring --layout zigzag
+expect check-uneven 2 "does not divide into 4 zigzag chunks" 2 -- mpi 2 "$bin" check --data passkey --seq-len 130 --sp 2 --sp-strategy ring --layout zigzag
 
 # A run directory holding checkpoints is never restarted over without --resume.
 "$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 1 --out "$tmp/keep" >/dev/null 2>&1
-expect no-overwrite 1 "already holds checkpoints" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --out "$tmp/keep"
+expect no-overwrite 2 "already holds checkpoints" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --out "$tmp/keep"
 mkfifo "$tmp/fifo"
 expect data-not-regular 1 "is not a regular file" 2 -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/fifo"
 

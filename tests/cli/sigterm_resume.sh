@@ -48,7 +48,8 @@ step=$(sed -n 's/.*checkpointing at step \([0-9]*\).*/\1/p' "$tmp/log2" | head -
 [ -n "$step" ] || step=0
 
 # 3. resume for two more steps
-timeout 300 mpiexec -n 2 --oversubscribe --bind-to none "$bin" $(args "$tmp/two" $((step + 2))) --resume > "$tmp/log3" 2>&1
+# Another --steps changes the cosine schedule: the resume names it with --override.
+timeout 300 mpiexec -n 2 --oversubscribe --bind-to none "$bin" $(args "$tmp/two" $((step + 2))) --resume --override steps > "$tmp/log3" 2>&1
 rc=$?
 check "resume exit status 0 (got $rc)" '[ $rc = 0 ]'
 check "resumed at step $step" 'grep -q "resumed from .*step_$(printf %08d "$step") at step $step" "$tmp/log3"'

@@ -13,7 +13,7 @@ TEST(TrainConfigCheck, DisagreeingRanksAreRefusedOnEveryRank) {
   ASSERT_GE(world.size(), 2) << "registered for 2+ ranks only";
   TrainConfig c;
   c.data = "passkey";
-  c.progress = "none";
+  c.progress = ProgressMode::none;
   c.out = "/nonexistent/never-written";
   c.seq_len = world.rank() == 1 ? 256 : 128;
   try {
@@ -24,4 +24,25 @@ TEST(TrainConfigCheck, DisagreeingRanksAreRefusedOnEveryRank) {
     EXPECT_NE(m.find("disagree"), std::string::npos) << m;
     EXPECT_NE(m.find("rank 1"), std::string::npos) << m;
   }
+}
+
+// A failure on one rank only is known on every rank after one agreement: the failing rank
+// keeps its message, the others say they refused because of it, and a usage error stays
+// a usage error everywhere (so every rank exits 2).
+TEST(AgreeOrThrow, OneRankFailingIsRefusedOnEveryRank) {
+  Comm world = Comm::world();
+  ASSERT_GE(world.size(), 2) << "registered for 2+ ranks only";
+  try {
+    agree_or_throw(world, [&] { SP_CHECK_USAGE(world.rank() != 1, "lr must be > 0, got -1"); });
+    ADD_FAILURE() << "no error on rank " << world.rank();
+  } catch (const UsageError& e) {
+    const std::string m = e.what();
+    EXPECT_TRUE(e.agreed);
+    EXPECT_NE(m.find("lr must be > 0, got -1"), std::string::npos) << m;
+    if (world.rank() != 1)
+      EXPECT_EQ(m.rfind("rank " + std::to_string(world.rank()) + " refused: rank 1: ", 0), 0u) << m;
+  }
+  // Nobody failing: nobody throws, and the next collective still meets.
+  agree_or_throw(world, [] {});
+  world.barrier();
 }

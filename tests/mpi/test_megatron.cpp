@@ -238,7 +238,7 @@ TrainConfig train_config(const std::string& out) {
   c.lr = 3e-3f;
   c.data = "passkey";
   c.out = out;
-  c.progress = "none";
+  c.progress = ProgressMode::none;
   c.threads = 1;
   c.save_final = false;
   return c;
@@ -272,7 +272,7 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
     c.tp = mesh.tp;
     c.sp = mesh.sp;
     c.strategy = mesh.strategy;
-    c.recompute = mesh.recompute;
+    c.recompute = parse_recompute(mesh.recompute);
     TrainResult rm = train(c, world);
     ASSERT_EQ(r1.losses.size(), rm.losses.size());
     for (size_t i = 0; i < r1.losses.size(); ++i)
@@ -389,8 +389,8 @@ TEST(TensorTimesSequenceParallel, LossLogitsAndGradientsEqualOneRank) {
   cfg.tp = W >= 2 ? 2 : 1;
   cfg.sp = W / cfg.tp;
   cfg.strategy = cfg.sp > 1 ? "ring" : "local";
-  cfg.layout = "zigzag";
-  cfg.recompute = "full";
+  cfg.layout = ShardLayout::zigzag;
+  cfg.recompute = Recompute::full;
   cfg.seq_len = 32;
   const int B = 2;
   const int64_t L = cfg.seq_len;
@@ -410,7 +410,7 @@ TEST(TensorTimesSequenceParallel, LossLogitsAndGradientsEqualOneRank) {
   const auto pos = shard_positions(L, mesh.sp, mesh.sp_rank, ShardLayout::zigzag);
   Batch b = shard_batch(B, L, pos, 9);
   Arena a2;
-  Model m(cfg.model, B, int(pos.size()), a2, mesh.model_parallel(cfg));
+  Model m(cfg.model, B, int(pos.size()), a2, model_parallel(mesh, cfg));
   m.init_weights(8);
   m.zero_grad();
   double loss = m.forward(b, ctx);

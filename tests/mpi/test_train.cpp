@@ -33,7 +33,7 @@ TrainConfig small_config(const std::string& out) {
   c.data = "passkey";  // in-process data: no file needed
   c.seq_len = 128;
   c.out = out;
-  c.progress = "none";
+  c.progress = ProgressMode::none;
   c.threads = 1;
   return c;
 }

@@ -141,7 +141,7 @@ TrainConfig train_config(const std::string& out) {
   c.lr = 3e-3f;
   c.data = "passkey";
   c.out = out;
-  c.progress = "none";
+  c.progress = ProgressMode::none;
   c.threads = 1;
   c.save_final = false;
   return c;
@@ -165,7 +165,7 @@ TEST_P(SequenceParallelTraining, LossCurveEqualsOneRank) {
   sp.batch = 2;
   sp.sp = N;
   sp.strategy = GetParam();
-  sp.layout = GetParam() == "ring" ? "zigzag" : "contiguous";
+  sp.layout = GetParam() == "ring" ? ShardLayout::zigzag : ShardLayout::contiguous;
   TrainResult rn = train(sp, world);
   ASSERT_EQ(r1.losses.size(), rn.losses.size());
   for (size_t i = 0; i < r1.losses.size(); ++i)
@@ -191,7 +191,7 @@ TEST(DataTimesSequenceParallel, MeshEqualsOneRankWithTheWholeBatch) {
   mesh.batch = 2;
   mesh.sp = sp;
   mesh.strategy = "ring";
-  mesh.layout = "zigzag";
+  mesh.layout = ShardLayout::zigzag;
   TrainResult rm = train(mesh, world);
   ASSERT_EQ(r1.losses.size(), rm.losses.size());
   for (size_t i = 0; i < r1.losses.size(); ++i)

@@ -1,0 +1,69 @@
+// Training configuration: every setting of a run, read once (defaults < config file <
+// flags) and parsed there into typed values, so the rest of the code never compares
+// strings. validate() checks each value alone; validate_for_world() checks what depends on
+// the number of ranks (the mesh, the shard shapes). Both throw seqpar::UsageError naming
+// the value.
+#pragma once
+#include <cstdint>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "model/config.hpp"
+#include "model/model.hpp"
+#include "parallel/layout.hpp"
+
+namespace seqpar {
+
+enum class ProgressMode { automatic, bar, lines, none };
+const char* progress_name(ProgressMode p);
+ProgressMode parse_progress(const std::string& s);
+
+struct TrainConfig {
+  ModelConfig model;
+  int64_t seq_len = 256;  // L, global sequence length
+  int batch = 8;          // sequences per data-parallel replica per step
+  int64_t steps = 200;
+  float lr = 1e-3f, min_lr = 1e-4f;
+  int64_t warmup = 20;
+  float weight_decay = 0.1f, beta1 = 0.9f, beta2 = 0.95f, eps = 1e-8f;
+  float grad_clip = 1.0f;  // 0: off
+  uint64_t seed = 1234;
+  std::string data = "kjv";  // "kjv", "passkey" or a path to a text file
+  std::string out = "runs/default";
+  int64_t ckpt_every = 0;  // 0: only at the end (and on SIGTERM)
+  bool resume = false;
+  bool save_final = true;
+  int64_t stop_after = 0;  // >0: checkpoint and stop after this many steps, as if interrupted
+  int threads = 0;         // per rank; 0: OMP_NUM_THREADS or all cores / ranks on the node
+  int64_t log_every = 1;
+  ProgressMode progress = ProgressMode::automatic;
+  std::string strategy = "local";  // a name from attention_strategies()
+  int sp = 1;
+  ShardLayout layout = ShardLayout::contiguous;
+  int tp = 1;                             // Megatron tensor (+ sequence) parallel degree
+  Recompute recompute = Recompute::none;  // none | selective | full
+  bool tp_sp = true;                      // Megatron sequence parallelism inside the tp group
+  int mqsp_micro = 0;                     // MQSP micro-query count m (0: m = sp)
+  int usp_ulysses = 0;                    // USP Ulysses group size u, sp = u·r (0: automatic)
+  // Settings (config key names) that --resume may accept with a value other than the
+  // checkpoint's; the rest of resume_keys() must match.
+  std::vector<std::string> overrides;
+
+  void validate() const;                     // throws UsageError naming the value
+  void validate_for_world(int world) const;  // mesh and shard shapes for `world` ranks
+  nlohmann::json to_json() const;            // the run's identity: config.json, manifest
+  // Overlays the keys present in j (same names as to_json, plus resume, stop_after and
+  // overrides) onto *this; the wrong type or an unknown key throws UsageError.
+  void merge_json(const nlohmann::json& j);
+};
+
+// Keys whose value changes what a resumed run means (its data, its shapes, its schedule
+// and optimizer): resuming with another value is refused unless named in --override.
+const std::vector<std::string>& resume_keys();
+
+// Learning rate at step s (0-based): linear warm-up to lr over `warmup` steps, then
+// cosine decay to min_lr at the last step.
+float lr_at(const TrainConfig& c, int64_t s);
+
+}  // namespace seqpar

@@ -1,0 +1,79 @@
+#include "train/step.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include "core/check.hpp"
+#include "kernels/ops.hpp"
+
+namespace seqpar {
+
+StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainConfig& cfg,
+                      const DataSource& src, const std::vector<int64_t>& pos, int64_t s,
+                      uint64_t first_sample) {
+  Model& model = state.model;
+  const int B = cfg.batch, T = int(pos.size());
+  const int64_t P = model.num_params(), P_repl = model.num_replicated();
+  const int64_t R = model.rows(), rb = model.row_begin();
+  const uint64_t first = first_sample + uint64_t(mesh.dp_rank) * B;
+  Batch batch = make_batch(src, cfg.model.kind, cfg.seed, first, B, cfg.seq_len, pos);
+  StepContext ctx{cfg.seed, uint32_t(s), true};
+  StepResult out;
+  out.lr = lr_at(cfg, s);
+
+  model.zero_grad();
+  double local_loss = model.forward(batch, ctx);
+  // Token-weighted loss over all ranks: Σ losses / Σ counted tokens.
+  // This rank's rows: [rb, rb + R) of the flattened (B, T) shard (all of it when tp = 1).
+  double sums[4] = {local_loss, 0.0, 0.0, 0.0};
+  for (int64_t g = rb; g < rb + R; ++g) sums[1] += batch.targets[g] >= 0;
+  // Without Megatron sequence parallelism every tp rank holds the same rows: count once.
+  const bool count_rows = !model.rows_replicated_over_tp() || mesh.tp_rank == 0;
+  // Retrieval accuracy on answer positions held by this rank.
+  for (int i = 0; i < B; ++i)
+    for (int64_t ap : src.answer_positions(first + i, cfg.seq_len))
+      for (int t = 0; t < T; ++t) {
+        const int64_t g = int64_t(i) * T + t;
+        if (!count_rows || pos[t] != ap || g < rb || g >= rb + R) continue;
+        const float* lg = model.logits() + (g - rb) * cfg.model.V;
+        int best = int(std::max_element(lg, lg + cfg.model.V) - lg);
+        sums[2] += best == batch.targets[g];
+        sums[3] += 1;
+      }
+  if (!count_rows) sums[0] = sums[1] = 0.0;
+  world.allreduce_sum(sums, 4);
+  SP_CHECK(sums[1] > 0, "step ", s, " has no counted target tokens");
+  model.backward(batch, ctx, float(1.0 / sums[1]));
+  // Replicated parameters: every rank holds a partial gradient, sum over the world.
+  // Tensor-parallel shards: sum over the ranks holding the same shard.
+  // (Without Megatron sequence parallelism they are already identical across tp.)
+  (model.rows_replicated_over_tp() ? mesh.shard_comm : world)
+      .allreduce_sum(model.grads(), size_t(P_repl));
+  if (P > P_repl) mesh.shard_comm.allreduce_sum(model.grads() + P_repl, size_t(P - P_repl));
+  // Replicated kv heads (Hkv < tp): each replica holds its query heads' share.
+  const auto kv_ranges = model.kv_replica_ranges();
+  for (auto [off, n] : kv_ranges) mesh.kv_comm.allreduce_sum(model.grads() + off, size_t(n));
+  // ‖g‖² = Σ replicated (same on every rank) + Σ over the tp group of each rank's shards,
+  // a replicated kv head counted once (on the first rank of its group).
+  double ss_shard = sum_squares(model.grads() + P_repl, P - P_repl);
+  if (mesh.kv_comm.rank() != 0)
+    for (auto [off, n] : kv_ranges) ss_shard -= sum_squares(model.grads() + off, n);
+  if (mesh.tp > 1) mesh.tp_comm.allreduce_sum(&ss_shard, 1);
+  const double gnorm = std::sqrt(sum_squares(model.grads(), P_repl) + ss_shard);
+  SP_CHECK(std::isfinite(gnorm), "gradient norm is ", gnorm, " at step ", s, " (loss ",
+           sums[0] / sums[1], "): training diverged; lower --lr");
+  if (cfg.grad_clip > 0 && gnorm > cfg.grad_clip)
+    scale_inplace(model.grads(), P, float(cfg.grad_clip / gnorm));
+  for (const auto& spec : model.specs())
+    adamw_update(model.params() + spec.offset, model.grads() + spec.offset,
+                 state.m.data() + spec.offset, state.v.data() + spec.offset, spec.numel, out.lr,
+                 cfg.beta1, cfg.beta2, cfg.eps, spec.decay ? cfg.weight_decay : 0.0f, s + 1);
+
+  out.loss = sums[0] / sums[1];
+  out.grad_norm = gnorm;
+  out.answers_correct = sums[2];
+  out.answers = sums[3];
+  return out;
+}
+
+}  // namespace seqpar
