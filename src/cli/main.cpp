@@ -12,6 +12,7 @@
 #include <iostream>
 #include <thread>
 
+#include "cli/tokenize.hpp"
 #include "comm/comm.hpp"
 #include "core/check.hpp"
 #include "train/checkpoint.hpp"
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
       "Validate a configuration on every rank (values, mesh, shapes, data) and print its "
       "per-rank memory by category from a dry run, without training. Run under the same "
       "mpiexec as the training job.");
+  CLI::App* tok = add_tokenize_command(app);
   std::string config_path;
   CLI::App* cur = tr;  // the subcommand the shared options below are added to
   // Flags are collected into a JSON object with the config-file key names, so the
@@ -219,6 +221,7 @@ int main(int argc, char** argv) {
     }
     return fail(2, std::string(e.what()) + " (see seqpar --help)", rank, size);
   }
+  if (tok->parsed()) return run_tokenize(rank, size);
 
   TrainConfig cfg;
   try {
