@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Installs what seqpar needs from Debian (idempotent), builds it in ./build, and
-# extracts the embedded default corpus (King James Bible from bible-kjv) to data/kjv.txt.
+# Installs what seqpar needs from Debian (idempotent), builds it in ./build, extracts the
+# embedded default corpus (King James Bible from bible-kjv) to data/kjv.txt, and trains
+# its tokenizer and token file once: data/kjv-bpe8k.model and data/kjv-bpe8k.tok.
 #   bash scripts/setup.sh            # install + build
 #   SEQPAR_NO_APT=1 bash scripts/setup.sh   # build only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-openmp-dev libgtest-dev
-      libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv procps)
+      libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv procps pkg-config
+      libsentencepiece-dev sentencepiece)
 if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do
@@ -29,3 +31,23 @@ fi
 
 cmake --preset release >/dev/null
 cmake --build --preset release
+
+# The KJV's 8k BPE tokenizer and token file (one document per chapter, each ending with
+# EOS). Deterministic: the same text gives the same model bytes and the same tokens, so
+# this is done once; outputs that are present and valid (the file checks against the
+# model, whose vocabulary is 8192) are kept. About 2 s in all.
+if [ -s data/kjv.txt ]; then
+  export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1  # seqpar is an MPI program
+  tok=(./build/seqpar tokenize)
+  model=data/kjv-bpe8k.model tokens=data/kjv-bpe8k.tok
+  if "${tok[@]}" info --model "$model" --input "$tokens" 2>/dev/null | grep -q '"vocab": 8192'; then
+    echo "setup: $model and $tokens are present and valid"
+  else
+    if ! "${tok[@]}" info --model "$model" 2>/dev/null | grep -q '"vocab": 8192'; then
+      echo "setup: training the KJV tokenizer $model"
+      "${tok[@]}" train --input data/kjv.txt --vocab-size 8192 --model "$model" >/dev/null
+    fi
+    echo "setup: encoding data/kjv.txt into $tokens"
+    "${tok[@]}" encode --model "$model" --input data/kjv.txt --output "$tokens" --doc-split kjv-chapter --quiet >/dev/null
+  fi
+fi

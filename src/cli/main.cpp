@@ -19,6 +19,7 @@
 #include <iostream>
 #include <thread>
 
+#include "cli/tokenize.hpp"
 #include "comm/comm.hpp"
 #include "core/check.hpp"
 #include "train/checkpoint.hpp"
@@ -130,6 +131,7 @@ int main(int argc, char** argv) {
       "Validate a configuration on every rank (values, mesh, shapes, data) and print its "
       "per-rank memory by category from a dry run, without training. Run under the same "
       "mpiexec as the training job.");
+  CLI::App* tok = add_tokenize_command(app);
   std::string config_path;
   CLI::App* cur = tr;  // the subcommand the shared options below are added to
   // Flags are collected into a JSON object with the config-file key names, so the
@@ -254,8 +256,11 @@ int main(int argc, char** argv) {
       command = "help";
       if (rank == 0) app.exit(e);  // prints the help or the version
     }
-    if (command.empty()) {
-      command = app.get_subcommands().at(0)->get_name();
+    if (command.empty()) command = app.get_subcommands().at(0)->get_name();
+    if (command == "tokenize") {
+      SP_CHECK_USAGE(size == 1, "seqpar tokenize runs on one process, got ", size,
+                     " ranks: run it without mpiexec");
+    } else if (command != "help") {
       // One merge of (file, then flags over it), so defaults that follow other keys
       // (ffn = 4·dim, kv_heads = heads, vocab by model) see both sources.
       nlohmann::json merged =
@@ -304,6 +309,7 @@ int main(int argc, char** argv) {
       throw u;
     }
     if (command == "help") return 0;
+    if (command == "tokenize") return run_tokenize(rank, size);
 
     // ---- phase 3: the subcommand -----------------------------------------------------
     if (command == "check") {

@@ -197,26 +197,6 @@ std::string hex64(uint64_t h) {
 
 }  // namespace
 
-uint64_t fnv1a64(const void* data, size_t n, uint64_t h) {
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h;
-}
-
-uint64_t fnv1a64_file(const std::string& path) {
-  Fd fd = open_checked(path, O_RDONLY);
-  std::vector<char> buf(1 << 20);
-  uint64_t h = kFnv1a64Basis;
-  for (;;) {
-    ssize_t r = ::read(fd.get(), buf.data(), buf.size());
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) SP_FAIL("read(", path, ") failed: ", errno_text(errno));
-    if (r == 0) break;
-    h = fnv1a64(buf.data(), static_cast<size_t>(r), h);
-  }
-  return h;
-}
-
 void write_file_atomic(const std::string& path, const std::string& contents) {
   AtomicWriter w(path);
   w.write(contents.data(), contents.size());

@@ -21,6 +21,8 @@
 #include <string>
 #include <vector>
 
+#include "core/file.hpp"  // fnv1a64, fnv1a64_file (manifest hashes)
+
 namespace seqpar {
 
 constexpr int kCheckpointFormatVersion = 1;
@@ -87,12 +89,5 @@ std::vector<std::string> remove_checkpoint_temporaries(const std::string& root);
 
 // Atomic small-file write: temp + fsync + rename + fsync(dir).
 void write_file_atomic(const std::string& path, const std::string& contents);
-
-// FNV-1a 64: h = 0xcbf29ce484222325; for each byte b: h = (h ^ b) * 0x100000001b3.
-// Pass the previous result as `h` to continue a stream.
-constexpr uint64_t kFnv1a64Basis = 0xcbf29ce484222325ull;
-uint64_t fnv1a64(const void* data, size_t n, uint64_t h = kFnv1a64Basis);
-// FNV-1a 64 of a whole file, read in chunks.
-uint64_t fnv1a64_file(const std::string& path);
 
 }  // namespace seqpar

@@ -1,0 +1,144 @@
+// Token files: pre-tokenized training data, written once by `seqpar tokenize encode` and
+// read through a memory map, so nothing is tokenized in the training loop and every rank
+// on a node shares one copy of the data in the page cache (the idea of Megatron's
+// .bin/.idx pair and of llm.c's shards, in one self-describing file).
+//
+// Layout (little-endian; docs/data.md has the rationale):
+//   [0, 64)          header
+//       0  char[8]   magic "SEQPTOKS"
+//       8  u32       format version (1)
+//      12  u32       bytes per token: 2 (uint16) when V <= 65536, else 4 (uint32)
+//      16  u32       vocabulary size V: every token is < V
+//      20  i32       EOS id that ends every document, -1 if none
+//      24  u64       number of tokens n
+//      32  u64       number of documents D
+//      40  u64       tokenizer hash (FNV-1a 64 of the SentencePiece .model file; 0 = none)
+//      48  u64       reserved, 0
+//      56  u64       FNV-1a 64 of bytes [0, 56): a corrupt header is refused, not trusted
+//   [64, 64 + n·w)   the tokens
+//   zero padding to a multiple of 8 bytes
+//   (D + 1) × u64    document offsets: doc i is tokens [off[i], off[i+1]); off[0] = 0,
+//                    off[D] = n, strictly increasing (no empty document)
+//   end of file: nothing may follow.
+// The offsets come after the tokens so a writer streams tokens without knowing D.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "core/file.hpp"
+
+namespace seqpar {
+
+constexpr uint32_t kTokenFileVersion = 1;
+constexpr uint64_t kTokenFileHeaderBytes = 64;
+
+// Bytes per stored token for a vocabulary of V ids: 2 (uint16) when V <= 65536, else 4.
+constexpr uint32_t token_bytes_for_vocab(uint64_t V) { return V <= 65536 ? 2 : 4; }
+
+// True if `path` is a regular file starting with the token-file magic: how `--data`
+// tells a token file from a text file. False for anything else, including a missing path.
+bool is_token_file(const std::string& path);
+
+// Streams a token file: append() tokens, end_document() after each document, finish().
+// The file appears under `path` only when finish() succeeds (temp file + rename);
+// destroying the writer before that leaves `path` as it was.
+class TokenFileWriter {
+ public:
+  // vocab: V (every token must be < V); tokenizer_hash: Tokenizer::hash() of the model
+  // that produced the tokens (0 if none); eos: id end_document() appends (-1: none).
+  TokenFileWriter(const std::string& path, uint32_t vocab, uint64_t tokenizer_hash, int32_t eos);
+  TokenFileWriter(const TokenFileWriter&) = delete;
+  TokenFileWriter& operator=(const TokenFileWriter&) = delete;
+
+  // Appends n tokens to the current document; each must be in [0, V).
+  void append(const int32_t* tokens, size_t n);
+  // Ends the current document, appending EOS first if the file has one. An empty
+  // document (no tokens and no EOS) is refused.
+  void end_document();
+  void add_document(const int32_t* tokens, size_t n) {
+    append(tokens, n);
+    end_document();
+  }
+  uint64_t num_tokens() const { return n_; }
+  int64_t num_docs() const { return int64_t(offsets_.size()) - 1; }
+  // Writes the document table and the header, fsyncs and renames into place. Refused if
+  // tokens were appended after the last end_document().
+  void finish();
+
+ private:
+  void flush();
+  AtomicFileWriter out_;
+  uint32_t vocab_, width_;
+  uint64_t hash_;
+  int32_t eos_;
+  uint64_t n_ = 0;
+  std::vector<uint64_t> offsets_{0};  // D + 1 entries once D documents have ended
+  std::vector<unsigned char> buf_;    // tokens not yet written
+};
+
+// Read-only view of a token file. The constructor validates everything and throws
+// seqpar::Error naming the file, the value found and what was expected: wrong magic,
+// unknown version, corrupt header, a dtype that does not fit V, a size that disagrees
+// with the header (truncated or trailing bytes), a bad document table, a document not
+// ending with EOS, and (with scan_tokens) any token >= V. read() checks its tokens too,
+// so data is never trusted even when the scan is skipped.
+class TokenFile {
+ public:
+  struct Options {
+    // Check every token < V on open: memory bandwidth, ~25 ms per 200 M uint16 tokens
+    // from the page cache (docs/data.md); disk speed when cold. Off: only read() checks
+    // the tokens it copies.
+    bool scan_tokens = true;
+  };
+  explicit TokenFile(const std::string& path) : TokenFile(path, Options{}) {}
+  TokenFile(const std::string& path, Options opt);
+
+  const std::string& path() const { return map_.path(); }
+  uint32_t version() const { return kTokenFileVersion; }
+  uint32_t vocab() const { return vocab_; }
+  uint32_t token_bytes() const { return width_; }  // 2 (uint16) or 4 (uint32)
+  int32_t eos() const { return eos_; }             // -1 if documents carry no EOS
+  uint64_t tokenizer_hash() const { return hash_; }
+  uint64_t file_bytes() const { return map_.size(); }
+
+  size_t num_tokens() const { return n_; }
+  int64_t num_docs() const { return D_; }
+  // Document i is tokens [doc_begin(i), doc_end(i)), EOS included; 0 <= i < num_docs().
+  uint64_t doc_begin(int64_t i) const;
+  uint64_t doc_end(int64_t i) const;
+  // The document holding token `offset` (< num_tokens()): binary search, O(log D).
+  int64_t doc_of(uint64_t offset) const;
+  // Document id of each of the tokens [offset, offset + n): what document masks need.
+  void doc_ids(uint64_t offset, size_t n, int64_t* out) const;
+
+  // Copies tokens [offset, offset + n) to out, widened to int32. The range must lie
+  // within the file; a token >= V is an error naming its index.
+  void read(uint64_t offset, size_t n, int32_t* out) const;
+
+  // Throws unless the file was written with the tokenizer whose hash is `hash`;
+  // `tokenizer` names it in the message (e.g. "tokenizer 'data/kjv-bpe8k.model'").
+  void check_tokenizer(uint64_t hash, const std::string& tokenizer) const;
+  // Throws unless a model with `model_vocab` embedding rows can take every id (a model
+  // may pad its vocabulary, e.g. to a multiple of 64, so >= V is accepted).
+  void check_vocab(int64_t model_vocab) const;
+
+ private:
+  const uint64_t* offsets() const {
+    return reinterpret_cast<const uint64_t*>(map_.data() + table_);
+  }
+  const unsigned char* body() const { return map_.data() + kTokenFileHeaderBytes; }
+  uint32_t token_at(uint64_t i) const;
+  // Index of the first token >= V in [begin, end), or end if none.
+  uint64_t first_bad_token(uint64_t begin, uint64_t end) const;
+  [[noreturn]] void fail_bad_token(uint64_t index) const;
+
+  MappedFile map_;
+  uint32_t vocab_ = 0, width_ = 0;
+  int32_t eos_ = -1;
+  uint64_t hash_ = 0, n_ = 0, table_ = 0;
+  int64_t D_ = 0;
+};
+
+}  // namespace seqpar

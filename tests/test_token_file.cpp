@@ -1,0 +1,371 @@
+// Token files (data/token_file.hpp): write/read round trips in both dtypes, document
+// boundaries and lookups, the byte layout documented in docs/data.md, and refusal of every
+// kind of damage with a message naming the file, the value found and what was expected.
+#include <gtest/gtest.h>
+#include <stdlib.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <numeric>
+#include <random>
+
+#include "core/check.hpp"
+#include "core/file.hpp"
+#include "data/token_file.hpp"
+
+using namespace seqpar;
+namespace fs = std::filesystem;
+
+namespace {
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  EXPECT_TRUE(f.good()) << p;
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+void spit(const fs::path& p, const std::string& s) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f.write(s.data(), static_cast<std::streamsize>(s.size()));
+  ASSERT_TRUE(f.good()) << p;
+}
+
+template <class T>
+T get(const std::string& b, size_t at) {
+  T v;
+  std::memcpy(&v, b.data() + at, sizeof v);
+  return v;
+}
+template <class T>
+void put(std::string& b, size_t at, T v) {
+  std::memcpy(b.data() + at, &v, sizeof v);
+}
+// Recomputes the header hash (bytes [0, 56) → 56), so a patched field is seen by the
+// field's own check rather than as a corrupt header.
+void rehash(std::string& b) { put<uint64_t>(b, 56, fnv1a64(b.data(), 56)); }
+
+template <class Fn>
+void expect_error(Fn fn, std::initializer_list<std::string> words) {
+  try {
+    fn();
+    ADD_FAILURE() << "no exception; expected one mentioning '" << *words.begin() << "'";
+  } catch (const Error& e) {
+    std::string m = e.what();
+    for (const std::string& w : words)
+      EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m;
+  }
+}
+
+// Documents of awkward lengths (1, 2, 7, 300, ...) with tokens drawn below V − 1; the
+// writer appends EOS = V − 1 after each.
+std::vector<std::vector<int32_t>> make_docs(uint32_t V, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<std::vector<int32_t>> docs;
+  for (size_t len : {size_t(1), size_t(2), size_t(7), size_t(300), size_t(0), size_t(4099)}) {
+    std::vector<int32_t> d(len);
+    for (auto& t : d) t = int32_t(rng() % (V - 1));
+    docs.push_back(d);
+  }
+  docs[3][0] = int32_t(V - 2);  // the largest non-EOS id
+  return docs;
+}
+
+class TokenFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/seqpar_test_tokfile_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  // Writes docs with EOS = V − 1 and tokenizer hash 0x1234; returns the path.
+  std::string write(const std::string& name, uint32_t V,
+                    const std::vector<std::vector<int32_t>>& docs, int32_t eos = -2) {
+    const std::string p = (dir_ / name).string();
+    TokenFileWriter w(p, V, 0x1234, eos == -2 ? int32_t(V - 1) : eos);
+    for (const auto& d : docs) w.add_document(d.data(), d.size());
+    w.finish();
+    return p;
+  }
+
+  // Writes, reads back, and compares every token and every boundary.
+  void round_trip(uint32_t V, uint32_t expected_width) {
+    const auto docs = make_docs(V, V);
+    const std::string p = write("rt.tok", V, docs);
+    TokenFile f(p);
+    EXPECT_EQ(f.vocab(), V);
+    EXPECT_EQ(f.token_bytes(), expected_width);
+    EXPECT_EQ(f.eos(), int32_t(V - 1));
+    EXPECT_EQ(f.tokenizer_hash(), 0x1234u);
+    EXPECT_EQ(f.version(), 1u);
+    ASSERT_EQ(f.num_docs(), int64_t(docs.size()));
+    std::vector<int32_t> all;
+    for (const auto& d : docs) {
+      all.insert(all.end(), d.begin(), d.end());
+      all.push_back(int32_t(V - 1));
+    }
+    ASSERT_EQ(f.num_tokens(), all.size());
+    // Header + tokens padded to 8 + (D + 1) offsets, nothing else.
+    const uint64_t body_end = 64 + all.size() * expected_width;
+    EXPECT_EQ(f.file_bytes(), (body_end + 7) / 8 * 8 + 8 * (docs.size() + 1));
+    std::vector<int32_t> got(all.size());
+    f.read(0, got.size(), got.data());
+    EXPECT_EQ(got, all);
+    // Reads at every document boundary, of awkward lengths, and an empty read at the end.
+    uint64_t begin = 0;
+    for (int64_t i = 0; i < f.num_docs(); ++i) {
+      const uint64_t end = begin + docs[size_t(i)].size() + 1;
+      EXPECT_EQ(f.doc_begin(i), begin);
+      EXPECT_EQ(f.doc_end(i), end);
+      EXPECT_EQ(f.doc_of(begin), i);
+      EXPECT_EQ(f.doc_of(end - 1), i);
+      std::vector<int32_t> d(end - begin);
+      f.read(begin, d.size(), d.data());
+      EXPECT_EQ(d.back(), int32_t(V - 1)) << "document " << i << " ends with EOS";
+      EXPECT_TRUE(std::equal(docs[size_t(i)].begin(), docs[size_t(i)].end(), d.begin()));
+      begin = end;
+    }
+    f.read(f.num_tokens(), 0, nullptr);
+    // Document ids across boundaries: tokens [5, 320) span documents 1..4.
+    std::vector<int64_t> ids(315);
+    f.doc_ids(5, ids.size(), ids.data());
+    for (size_t k = 0; k < ids.size(); ++k) {
+      const uint64_t t = 5 + k;
+      EXPECT_EQ(ids[k], f.doc_of(t)) << "token " << t;
+      EXPECT_GE(t, f.doc_begin(ids[k]));
+      EXPECT_LT(t, f.doc_end(ids[k]));
+    }
+  }
+
+  fs::path dir_;
+};
+
+TEST_F(TokenFileTest, RoundTripUint16) { round_trip(8192, 2); }
+TEST_F(TokenFileTest, RoundTripUint16AtTheLimit) { round_trip(65536, 2); }  // ids up to 65535
+TEST_F(TokenFileTest, RoundTripUint32) { round_trip(65537, 4); }
+TEST_F(TokenFileTest, RoundTripUint32LargeVocab) { round_trip(128256, 4); }  // LLaMA-3 size
+
+TEST_F(TokenFileTest, DtypeFollowsVocab) {
+  EXPECT_EQ(token_bytes_for_vocab(1), 2u);
+  EXPECT_EQ(token_bytes_for_vocab(65536), 2u);
+  EXPECT_EQ(token_bytes_for_vocab(65537), 4u);
+}
+
+// The byte layout documented in token_file.hpp and docs/data.md, field by field.
+TEST_F(TokenFileTest, HeaderLayoutIsAsDocumented) {
+  const std::vector<std::vector<int32_t>> docs = {{5, 6, 7}, {8}};
+  const std::string b = slurp(write("h.tok", 1000, docs));
+  EXPECT_EQ(b.substr(0, 8), "SEQPTOKS");
+  EXPECT_EQ(get<uint32_t>(b, 8), 1u);      // version
+  EXPECT_EQ(get<uint32_t>(b, 12), 2u);     // bytes per token
+  EXPECT_EQ(get<uint32_t>(b, 16), 1000u);  // V
+  EXPECT_EQ(get<int32_t>(b, 20), 999);     // EOS
+  EXPECT_EQ(get<uint64_t>(b, 24), 6u);     // tokens: 3 + EOS + 1 + EOS
+  EXPECT_EQ(get<uint64_t>(b, 32), 2u);     // documents
+  EXPECT_EQ(get<uint64_t>(b, 40), 0x1234u);
+  EXPECT_EQ(get<uint64_t>(b, 48), 0u);
+  EXPECT_EQ(get<uint64_t>(b, 56), fnv1a64(b.data(), 56));
+  const uint16_t body[6] = {5, 6, 7, 999, 8, 999};
+  EXPECT_EQ(std::memcmp(b.data() + 64, body, sizeof body), 0);
+  EXPECT_EQ(get<uint32_t>(b, 76), 0u);  // 12 token bytes padded to 16
+  EXPECT_EQ(get<uint64_t>(b, 80), 0u);  // offsets 0, 4, 6
+  EXPECT_EQ(get<uint64_t>(b, 88), 4u);
+  EXPECT_EQ(get<uint64_t>(b, 96), 6u);
+  EXPECT_EQ(b.size(), 104u);
+}
+
+TEST_F(TokenFileTest, WithoutEosDocumentsAreJustRanges) {
+  const std::vector<std::vector<int32_t>> docs = {{1, 2}, {3}, {4, 5, 6}};
+  TokenFile f(write("noeos.tok", 7, docs, -1));
+  EXPECT_EQ(f.eos(), -1);
+  EXPECT_EQ(f.num_tokens(), 6u);
+  EXPECT_EQ(f.doc_end(0), 2u);
+  EXPECT_EQ(f.doc_of(2), 1);
+  EXPECT_EQ(f.doc_of(3), 2);
+}
+
+TEST_F(TokenFileTest, EmptyFileHasNoDocuments) {
+  TokenFile f(write("empty.tok", 10, {}));
+  EXPECT_EQ(f.num_tokens(), 0u);
+  EXPECT_EQ(f.num_docs(), 0);
+  expect_error([&] { f.doc_of(0); }, {"token 0", "has 0 tokens"});
+}
+
+TEST_F(TokenFileTest, OutOfRangeQueriesAreRefused) {
+  TokenFile f(write("q.tok", 100, {{1, 2, 3}}));
+  std::vector<int32_t> out(8);
+  expect_error([&] { f.read(2, 3, out.data()); }, {"reading tokens [2, 5)", "has 4 tokens"});
+  expect_error([&] { f.doc_begin(1); }, {"document 1", "has 1 documents"});
+  expect_error([&] { f.doc_of(4); }, {"token 4", "has 4 tokens"});
+}
+
+TEST_F(TokenFileTest, WriterRefusesBadInput) {
+  const std::string p = (dir_ / "w.tok").string();
+  {
+    TokenFileWriter w(p, 100, 0, 99);
+    const int32_t bad[3] = {1, 100, 2};
+    expect_error([&] { w.append(bad, 3); }, {"w.tok", "token 1 is 100", "[0, 100)"});
+    const int32_t neg = -1;
+    expect_error([&] { w.append(&neg, 1); }, {"token 0 is -1"});
+    const int32_t ok[2] = {1, 2};
+    w.append(ok, 2);  // the refused calls stored nothing
+    EXPECT_EQ(w.num_tokens(), 2u);
+    expect_error([&] { w.finish(); }, {"2 tokens after the end of the last document"});
+  }
+  EXPECT_FALSE(fs::exists(p)) << "an unfinished writer leaves no file";
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 0)
+      << "nor a temp file";
+  expect_error([&] { TokenFileWriter(p, 100, 0, 100); }, {"EOS id 100", "[0, 100)"});
+  TokenFileWriter w(p, 100, 0, -1);
+  expect_error([&] { w.end_document(); }, {"document 0 is empty"});
+}
+
+TEST_F(TokenFileTest, IsTokenFile) {
+  const std::string p = write("t.tok", 100, {{1}});
+  EXPECT_TRUE(is_token_file(p));
+  spit(dir_ / "text.txt", "Ge1:1 In the beginning");
+  EXPECT_FALSE(is_token_file((dir_ / "text.txt").string()));
+  EXPECT_FALSE(is_token_file((dir_ / "missing").string()));
+  EXPECT_FALSE(is_token_file(dir_.string()));
+}
+
+// ---- every corruption is refused, naming the file, the value and what was expected ----
+
+class TokenFileCorruption : public TokenFileTest {
+ protected:
+  void SetUp() override {
+    TokenFileTest::SetUp();
+    good_ = slurp(write("good.tok", 1000, {{1, 2, 3}, {4, 5}, {6}}));
+    path_ = (dir_ / "bad.tok").string();
+  }
+  template <class Fn>
+  void expect_refused(Fn damage, std::initializer_list<std::string> words) {
+    std::string b = good_;
+    damage(b);
+    spit(path_, b);
+    expect_error([&] { TokenFile f(path_); }, words);
+  }
+  std::string good_, path_;
+};
+
+TEST_F(TokenFileCorruption, WrongMagic) {
+  spit(path_, "Ge1:1 In the beginning God created the heaven and the earth.\n");
+  expect_error([&] { TokenFile f(path_); },
+               {"bad.tok", "is not a seqpar token file", "\"Ge1:1 In\"", "SEQPTOKS"});
+  expect_refused([](std::string& b) { b[3] = 'X'; }, {"bad.tok", "SEQXTOKS", "SEQPTOKS"});
+  spit(path_, std::string("\x00\x01", 2));
+  expect_error([&] { TokenFile f(path_); }, {"\\x00\\x01"});
+  spit(path_, "");
+  expect_error([&] { TokenFile f(path_); }, {"bad.tok", "not a seqpar token file"});
+}
+
+TEST_F(TokenFileCorruption, WrongVersion) {
+  expect_refused([](std::string& b) { put<uint32_t>(b, 8, 2); },
+                 {"bad.tok", "format version 2", "reads version 1"});
+}
+
+TEST_F(TokenFileCorruption, TruncatedHeader) {
+  expect_refused([](std::string& b) { b.resize(40); },
+                 {"bad.tok", "truncated", "40 bytes", "64-byte header"});
+  expect_refused([](std::string& b) { b.resize(5); }, {"bad.tok", "truncated", "5 bytes"});
+}
+
+TEST_F(TokenFileCorruption, TruncatedBody) {
+  // 9 tokens (6 + 3 EOS) of 2 bytes: 64 + 18 → 88 (padded) + 4 offsets = 120 bytes.
+  ASSERT_EQ(good_.size(), 120u);
+  expect_refused([](std::string& b) { b.resize(100); },
+                 {"bad.tok", "truncated", "100 bytes", "9 tokens of 2 bytes", "3 documents",
+                  "120 bytes in all"});
+  expect_refused([](std::string& b) { b += "junk"; }, {"bad.tok", "4 bytes after its end"});
+}
+
+TEST_F(TokenFileCorruption, CorruptHeader) {
+  // A changed count without the header hash to match: refused before it is trusted.
+  expect_refused([](std::string& b) { put<uint64_t>(b, 24, 8); }, {"bad.tok", "corrupt header"});
+  expect_refused(
+      [](std::string& b) {
+        put<uint64_t>(b, 24, 1ull << 63);
+        rehash(b);
+      },
+      {"bad.tok", "impossible counts"});
+}
+
+TEST_F(TokenFileCorruption, DtypeDoesNotFitVocab) {
+  expect_refused(
+      [](std::string& b) {
+        put<uint32_t>(b, 12, 4);
+        rehash(b);
+      },
+      {"bad.tok", "4-byte tokens", "V=1000", "expected 2"});
+  expect_refused(
+      [](std::string& b) {
+        put<uint32_t>(b, 16, 70000);
+        rehash(b);
+      },
+      {"bad.tok", "2-byte tokens", "V=70000", "expected 4"});
+}
+
+TEST_F(TokenFileCorruption, TokenOutOfVocabulary) {
+  // Token 4 (document 1) becomes 1000 = V.
+  auto damage = [](std::string& b) { put<uint16_t>(b, 64 + 4 * 2, 1000); };
+  expect_refused(damage, {"bad.tok", "token 4", "document 1", "is 1000", "V=1000"});
+  // Without the scan on open, read() finds it, naming the same index; reads that do not
+  // cover it succeed.
+  std::string b = good_;
+  damage(b);
+  spit(path_, b);
+  TokenFile f(path_, TokenFile::Options{.scan_tokens = false});
+  std::vector<int32_t> out(9);
+  f.read(0, 4, out.data());
+  f.read(5, 4, out.data());
+  expect_error([&] { f.read(2, 5, out.data()); }, {"bad.tok", "token 4", "is 1000", "V=1000"});
+}
+
+TEST_F(TokenFileCorruption, DocumentTable) {
+  // offsets live at 88: 0, 4, 7, 9.
+  expect_refused([](std::string& b) { put<uint64_t>(b, 96, 7); },
+                 {"bad.tok", "document 1 spans tokens [7, 7)"});
+  expect_refused([](std::string& b) { put<uint64_t>(b, 88, 1); },
+                 {"bad.tok", "document 0 starts at token 1"});
+  expect_refused([](std::string& b) { put<uint64_t>(b, 112, 8); },
+                 {"bad.tok", "ends at token 8", "9"});
+  expect_refused([](std::string& b) { put<uint64_t>(b, 96, 3); },
+                 {"bad.tok", "document 0 ends with token 3", "EOS=999"});
+}
+
+TEST_F(TokenFileCorruption, BadEosAndReserved) {
+  expect_refused(
+      [](std::string& b) {
+        put<int32_t>(b, 20, 1000);
+        rehash(b);
+      },
+      {"bad.tok", "EOS id 1000"});
+  expect_refused(
+      [](std::string& b) {
+        put<uint64_t>(b, 48, 5);
+        rehash(b);
+      },
+      {"bad.tok", "reserved header field 5"});
+}
+
+TEST_F(TokenFileCorruption, TokenizerAndModelChecks) {
+  spit(path_, good_);
+  TokenFile f(path_);
+  f.check_tokenizer(0x1234, "tokenizer 'a.model'");
+  expect_error([&] { f.check_tokenizer(0xabcd, "tokenizer 'b.model'"); },
+               {"bad.tok", "0000000000001234", "tokenizer 'b.model'", "000000000000abcd",
+                "seqpar tokenize encode"});
+  f.check_vocab(1000);
+  f.check_vocab(1024);  // a padded embedding
+  expect_error([&] { f.check_vocab(512); }, {"bad.tok", "V=1000", "vocabulary of 512"});
+}
+
+TEST_F(TokenFileCorruption, MissingOrNotAFile) {
+  expect_error([&] { TokenFile f((dir_ / "nope.tok").string()); }, {"nope.tok", "does not exist"});
+  expect_error([&] { TokenFile f(dir_.string()); }, {"is a directory"});
+}
+
+}  // namespace
