@@ -8,6 +8,7 @@
 #include <sstream>
 
 #include "core/check.hpp"
+#include "core/file.hpp"
 #include "core/rng.hpp"
 
 namespace seqpar {
@@ -39,13 +40,18 @@ std::string exe_dir() {
   return std::filesystem::path(buf).parent_path().string();
 }
 
+// Where the bundled data files are looked for, in order: $SEQPAR_DATA_DIR, data/ (the
+// repository root), <exe>/../data/ (a build directory beside data/).
+std::vector<std::string> data_candidates(const std::string& name) {
+  std::vector<std::string> c;
+  if (const char* d = std::getenv("SEQPAR_DATA_DIR")) c.push_back(std::string(d) + "/" + name);
+  c.push_back("data/" + name);
+  c.push_back(exe_dir() + "/../data/" + name);
+  return c;
+}
+
 std::string load_kjv(std::string* where) {
-  std::vector<std::string> candidates;
-  if (const char* d = std::getenv("SEQPAR_DATA_DIR"))
-    candidates.push_back(std::string(d) + "/kjv.txt");
-  candidates.push_back("data/kjv.txt");
-  candidates.push_back(exe_dir() + "/../data/kjv.txt");
-  for (const auto& c : candidates) {
+  for (const auto& c : data_candidates("kjv.txt")) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(c, ec) && std::filesystem::file_size(c, ec) > 0) {
       *where = c;
@@ -133,6 +139,35 @@ class PasskeySource final : public DataSource {
 
 }  // namespace
 
+int32_t mask_token(const DataSource& src) { return int32_t(src.vocab()); }
+
+TokenSource::TokenSource(const std::string& path, std::string origin, uint64_t seed, int64_t L)
+    : file_(path), origin_(std::move(origin)), seed_(seed) {
+  SP_CHECK(L >= 1, "seq_len must be >= 1, got ", L);
+  SP_CHECK(uint64_t(L) + 1 <= file_.num_tokens(), "token file ", origin_, " has ",
+           file_.num_tokens(), " tokens, fewer than seq_len + 1 = ", L + 1);
+}
+
+uint64_t TokenSource::window_start(uint64_t s, int64_t L) const {
+  SP_CHECK(L >= 1 && uint64_t(L) + 1 <= file_.num_tokens(), "token file ", origin_, " has ",
+           file_.num_tokens(), " tokens, fewer than a sample of L + 1 = ", L + 1);
+  const uint64_t n_start = file_.num_tokens() - uint64_t(L);  // valid starts: [0, n − L − 1]
+  return draw(seed_, s, 0) % n_start;
+}
+
+void TokenSource::sample(uint64_t s, int64_t L, int32_t* out) const {
+  file_.read(window_start(s, L), size_t(L) + 1, out);  // checks every token < V
+}
+
+void TokenSource::doc_ids(uint64_t s, int64_t L, int64_t* out) const {
+  file_.doc_ids(window_start(s, L), size_t(L) + 1, out);
+}
+
+std::string TokenSource::describe() const {
+  return origin_ + " (" + std::to_string(file_.num_tokens()) + " tokens, " +
+         std::to_string(file_.num_docs()) + " documents, V=" + std::to_string(file_.vocab()) + ")";
+}
+
 std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uint64_t seed,
                                              int64_t L) {
   std::string origin;
@@ -151,9 +186,47 @@ std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L) {
   return std::make_unique<PasskeySource>(seed, L);
 }
 
+std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t seed, int64_t L) {
+  return std::make_unique<TokenSource>(path, "'" + path + "'", seed, L);
+}
+
 std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L) {
   if (spec == "passkey") return make_passkey_source(seed, L);
+  if (spec == "kjv-bpe8k") {
+    const std::vector<std::string> candidates = data_candidates("kjv-bpe8k.tok");
+    for (const auto& c : candidates) {
+      std::error_code ec;
+      if (std::filesystem::is_regular_file(c, ec))
+        return std::make_unique<TokenSource>(c, "kjv-bpe8k from '" + c + "'", seed, L);
+    }
+    std::string looked;
+    for (const auto& c : candidates) looked += (looked.empty() ? "" : ", ") + c;
+    SP_FAIL("the corpus 'kjv-bpe8k' needs the token file kjv-bpe8k.tok, not found (looked in ",
+            looked, "): run `bash scripts/setup.sh` to build it, or pass --data PATH");
+  }
+  if (spec != "kjv" && is_token_file(spec)) return make_token_source(spec, seed, L);
   return make_text_source(spec, seed, L);
+}
+
+void check_data_matches_model(const DataSource& src, int64_t model_vocab,
+                              uint64_t model_tokenizer_hash, const std::string& what,
+                              ModelKind kind) {
+  const uint64_t data_hash = src.tokenizer_hash();
+  SP_CHECK_USAGE(data_hash != 0 || model_tokenizer_hash == 0, "the data ", src.describe(),
+                 " is bytes (no tokenizer), but ", what, " was built for the tokenizer of hash ",
+                 hash_hex(model_tokenizer_hash), ": train it on the token file of that tokenizer");
+  SP_CHECK_USAGE(data_hash == 0 || model_tokenizer_hash != 0, "the data ", src.describe(),
+                 " was written with the tokenizer of hash ", hash_hex(data_hash), ", but ", what,
+                 " is a byte model (no tokenizer): its ids would be read as bytes");
+  SP_CHECK_USAGE(data_hash == model_tokenizer_hash, "the data ", src.describe(),
+                 " was written with the tokenizer of hash ", hash_hex(data_hash), ", but ", what,
+                 " was built for the tokenizer of hash ", hash_hex(model_tokenizer_hash),
+                 ": its ids would mean other pieces");
+  const bool bert = kind == ModelKind::bert;
+  const int64_t need = src.vocab() + (bert ? 1 : 0);
+  SP_CHECK_USAGE(model_vocab >= need, what, " has a vocabulary of ", model_vocab,
+                 ", smaller than the data's V=", src.vocab(), bert ? " + 1 for [MASK]" : "", " (",
+                 src.describe(), "): ids from ", model_vocab, " up have no embedding row");
 }
 
 Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample, int B,
@@ -168,6 +241,8 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
   b.targets.resize(B * T);
   b.row_key.resize(B * T);
   std::vector<int32_t> seq(L + 1);
+  const uint64_t V = uint64_t(src.vocab());
+  const int32_t mask = mask_token(src);
   for (int i = 0; i < B; ++i) {
     const uint64_t s = first_sample + i;
     src.sample(s, L, seq.data());
@@ -175,7 +250,7 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
       const int64_t p = pos[t];
       const int64_t r = int64_t(i) * T + t;
       b.row_key[r] = int64_t(s) * L + p;
-      if (kind == ModelKind::gpt) {
+      if (kind != ModelKind::bert) {  // causal LM: predict the next token
         b.tokens[r] = seq[p];
         b.targets[r] = seq[p + 1];
       } else {
@@ -189,7 +264,8 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
         const bool forced = p == int64_t(draw(seed, s, 3) % uint64_t(L));
         if (pick < 0.15f || forced) {
           b.targets[r] = seq[p];
-          b.tokens[r] = how < 0.8f ? kMaskToken : how < 0.9f ? int32_t(u[2] & 0xFF) : seq[p];
+          // u mod V: for bytes (V = 256) exactly the low byte, as before token files.
+          b.tokens[r] = how < 0.8f ? mask : how < 0.9f ? int32_t(uint64_t(u[2]) % V) : seq[p];
         } else {
           b.targets[r] = -1;
           b.tokens[r] = seq[p];

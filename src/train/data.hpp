@@ -1,11 +1,13 @@
-// Training data. Tokens are bytes (vocabulary 256; BERT adds [MASK] = 256).
+// Training data. Tokens are bytes (text files, "kjv", "passkey": vocabulary 256) or the ids
+// of a token file (data/token_file.hpp: vocabulary V, read through a memory map, so nothing
+// is tokenized in the training loop). BERT adds [MASK] = the data's vocabulary (256, or V).
 //
 // A data source produces global sequence number s of length L+1 as a pure function of
 // (seed, s), so every rank can build exactly the tokens it needs and a resumed run sees
 // the same data. Labels are shifted on the GLOBAL sequence before sharding:
 //   gpt : input x[0..L),  target x[1..L]          (every position counts)
 //   bert: input = mask(x[0..L)), target x[i] at masked positions, −1 elsewhere.
-// BERT masking picks 15 % of positions; of those 80 % become [MASK], 10 % a random byte,
+// BERT masking picks 15 % of positions; of those 80 % become [MASK], 10 % a random token,
 // 10 % stay — each decision drawn from the counter-based RNG keyed by (s, position); one
 // position per sample, drawn from (seed, s), is always picked so every sample counts.
 #pragma once
@@ -14,13 +16,15 @@
 #include <string>
 #include <vector>
 
+#include "data/token_file.hpp"
 #include "model/config.hpp"
 #include "model/model.hpp"
 #include "parallel/layout.hpp"
 
 namespace seqpar {
 
-constexpr int32_t kMaskToken = 256;
+constexpr int64_t kByteVocab = 256;
+constexpr int32_t kMaskToken = 256;  // [MASK] for byte data: mask_token() of a byte source
 
 class DataSource {
  public:
@@ -31,6 +35,43 @@ class DataSource {
   // accuracy reporting; empty for plain text.
   virtual std::vector<int64_t> answer_positions(uint64_t s, int64_t L) const { return {}; }
   virtual std::string describe() const = 0;
+  // Every token is in [0, vocab()): 256 for bytes.
+  virtual int64_t vocab() const { return kByteVocab; }
+  // Tokenizer::hash() of the tokenizer that wrote the ids; 0 for bytes (no tokenizer).
+  virtual uint64_t tokenizer_hash() const { return 0; }
+  // The id that ends every document, -1 if none (bytes).
+  virtual int32_t eos() const { return -1; }
+};
+
+// BERT's [MASK] id: one past the data's ids, vocab() (kMaskToken = 256 for bytes), so a
+// BERT model needs vocab() + 1 embedding rows.
+int32_t mask_token(const DataSource& src);
+
+// Pre-tokenized data: a token file, opened once (memory-mapped, validated on open: a wrong
+// magic, a damaged header or body, a token >= V each throw TokenFile's error naming the
+// file). Sample s is the window of L+1 consecutive tokens from window_start(s, L), drawn as
+// TextSource draws its byte offset. Windows may cross document boundaries (EOS between).
+class TokenSource final : public DataSource {
+ public:
+  // Throws naming the file if it holds fewer than L+1 tokens.
+  TokenSource(const std::string& path, std::string origin, uint64_t seed, int64_t L);
+  void sample(uint64_t s, int64_t L, int32_t* out) const override;
+  std::string describe() const override;
+  int64_t vocab() const override { return file_.vocab(); }
+  uint64_t tokenizer_hash() const override { return file_.tokenizer_hash(); }
+  int32_t eos() const override { return file_.eos(); }
+
+  // First token of sample s: draw(seed, s) mod (n − L), uniform over the n − L windows.
+  uint64_t window_start(uint64_t s, int64_t L) const;
+  // Document id of each of sample s's L+1 tokens. Unused for now: packing and document
+  // masks (the next issue) will carry them in the batch.
+  void doc_ids(uint64_t s, int64_t L, int64_t* out) const;
+  const TokenFile& file() const { return file_; }
+
+ private:
+  TokenFile file_;
+  std::string origin_;
+  uint64_t seed_;
 };
 
 // Byte corpus from a file; "kjv" is the embedded default (King James Bible from Debian's
@@ -41,10 +82,30 @@ std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uin
 // Synthetic long-range retrieval: a 5-digit pass key is stated early in a long filler
 // text and asked for at the very end; the answer digits are the last 5 targets.
 std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L);
+// A token file: a TokenSource over `path`.
+std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t seed, int64_t L);
+// What `--data` accepts:
+//   "passkey"    the synthetic retrieval task (bytes)
+//   "kjv"        the embedded byte corpus (make_text_source)
+//   "kjv-bpe8k"  kjv-bpe8k.tok, looked up as kjv.txt is ($SEQPAR_DATA_DIR, data/,
+//                <exe>/../data/); built by scripts/setup.sh
+//   a path       a token file if it starts with the token-file magic (is_token_file), even
+//                a damaged one (refused with TokenFile's error, never read as text);
+//                otherwise a text file of bytes
 std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L);
 
+// Refuses (seqpar::UsageError) a model that cannot read this data: one built for another
+// tokenizer (hashes compared in hex; 0 means bytes, so a byte model on a token file and a
+// token model on bytes are refused too), or one whose vocabulary model_vocab is smaller than
+// the data's (vocab() + 1 for BERT, whose [MASK] is vocab()). `what` names the model in the
+// message (e.g. "the model of checkpoint 'runs/x/step_100'").
+void check_data_matches_model(const DataSource& src, int64_t model_vocab,
+                              uint64_t model_tokenizer_hash, const std::string& what,
+                              ModelKind kind = ModelKind::gpt);
+
 // Builds this rank's shard of one step: samples first_sample .. first_sample+B−1 of the
-// global batch, positions `pos` (from shard_positions) of each.
+// global batch, positions `pos` (from shard_positions) of each. Every kind but bert is a
+// causal LM; bert's [MASK] is mask_token(src) and its random replacement is u mod vocab().
 Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample, int B,
                  int64_t L, const std::vector<int64_t>& pos);
 
