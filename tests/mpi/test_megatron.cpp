@@ -17,6 +17,7 @@
 
 #include "comm/comm.hpp"
 #include "core/arena.hpp"
+#include "core/check.hpp"
 #include "model/model.hpp"
 #include "parallel/layout.hpp"
 #include "train/planner.hpp"
@@ -62,19 +63,29 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
   return num / den;
 }
 
-// Global gradient of every parameter: shards gathered over tp, replicated grads summed
-// over tp (each rank holds the contribution of its rows).
+// Global gradient of every parameter. `tp` is the model's own tensor-parallel group
+// (nullptr only when tp = 1): shards are gathered over it. Replicated gradients are summed
+// over it when each rank holds the contribution of its own rows (Megatron sequence
+// parallelism), and taken as they are when every rank holds all rows and so the whole
+// gradient (rows_replicated_over_tp).
 std::vector<std::vector<float>> global_grads(Model& m, Comm* tp, const ModelConfig& cfg) {
   const int t = tp ? tp->size() : 1;
+  const std::vector<ParamSpec> mine = param_specs(cfg, t, tp ? tp->rank() : 0);
+  SP_CHECK(mine.size() == m.specs().size(), "global_grads: tp=", t, " has ", mine.size(),
+           " parameters, the model ", m.specs().size());
+  const bool sum_replicated = tp && !m.rows_replicated_over_tp();
   std::vector<std::vector<float>> out;
   for (size_t i = 0; i < m.specs().size(); ++i) {
     const ParamSpec& s = m.specs()[i];
+    // A shard read with another tp's specs would read past it: the model's tp must be `tp`.
+    SP_CHECK(mine[i].numel == s.numel, "global_grads: ", s.name, " holds ", s.numel,
+             " floats on this rank, tp=", t, " expects ", mine[i].numel);
     int64_t n = 1;
     for (int64_t x : s.global_shape) n *= x;
     std::vector<float> g(n, 0.0f);
     if (s.replicated) {
       std::copy_n(m.grads() + s.offset, n, g.begin());
-      if (tp) tp->allreduce_sum(g.data(), g.size());
+      if (sum_replicated) tp->allreduce_sum(g.data(), g.size());
     } else {
       std::vector<float> all(size_t(s.numel) * t);
       if (tp)
@@ -145,14 +156,7 @@ TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
   Comm kv = world.split(world.rank() / replicas, world.rank(), "kv");
   for (auto [off, n] : m.kv_replica_ranges()) kv.allreduce_sum(m.grads() + off, size_t(n));
   EXPECT_EQ(m.kv_replica_ranges().empty(), replicas == 1);
-  // Replicated gradients: partial per rank with sequence parallelism (sum them), whole on
-  // every rank without it.
-  auto g = global_grads(m, t > 1 && seq_par ? &world : nullptr, cfg);
-  if (t > 1 && !seq_par) {
-    auto sharded = global_grads(m, &world, cfg);
-    for (size_t i = 0; i < g.size(); ++i)
-      if (!m.specs()[i].replicated) g[i] = sharded[i];
-  }
+  auto g = global_grads(m, t > 1 ? &world : nullptr, cfg);
   for (size_t i = 0; i < ref.specs().size(); ++i) {
     std::vector<float> r(ref.grads() + ref.specs()[i].offset,
                          ref.grads() + ref.specs()[i].offset + ref.specs()[i].numel);
