@@ -9,7 +9,9 @@ figure is the median tokens/s of the steps after the first two (warm-up), and th
 resident memory of the process (ru_maxrss). seqpar also reports its arena peak.
 
 Usage: /usr/bin/python3 bench/train_vs_pytorch.py [--seqpar build/seqpar] [--threads 2]
-                                                  [--lens 1024,4096] [--steps 6]
+                                                  [--lens 1024,4096] [--steps 6] [--arch llama]
+--arch llama: 2 layers, C=256, H=4, Hkv=2, SwiGLU F=704, V=8192, untied head (PyTorch:
+RMSNorm, SwiGLU and the same attention, cross-entropy over the full logits).
 """
 import argparse
 import json
@@ -23,8 +25,57 @@ import tempfile
 import time
 
 
-def torch_run(L, B, steps, threads):
+LLAMA_TORCH = """
+class RMSNorm(torch.nn.Module):
+    def __init__(s):
+        super().__init__(); s.w = torch.nn.Parameter(torch.ones(C))
+    def forward(s, x):
+        return x * torch.rsqrt((x * x).mean(-1, keepdim=True) + 1e-5) * s.w
+class Block(torch.nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.n1, s.n2 = RMSNorm(), RMSNorm()
+        s.qkv = torch.nn.Linear(C, (H + 2 * HKV) * d, bias=False)
+        s.proj = torch.nn.Linear(C, C, bias=False)
+        s.gu = torch.nn.Linear(C, 2 * F, bias=False)
+        s.down = torch.nn.Linear(F, C, bias=False)
+    def forward(s, x, cos, sin, mask):
+        q, k, v = s.qkv(s.n1(x)).split([H * d, HKV * d, HKV * d], -1)
+        q, k, v = q.view(B, L, H, d), k.view(B, L, HKV, d), v.view(B, L, HKV, d)
+        def rope(t):
+            t0, t1 = t[..., 0::2], t[..., 1::2]
+            return torch.stack((t0 * cos - t1 * sin, t0 * sin + t1 * cos), -1).flatten(-2)
+        q, k = rope(q), rope(k)
+        k, v = k.repeat_interleave(H // HKV, 2), v.repeat_interleave(H // HKV, 2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        att = (q @ k.transpose(-1, -2)) / math.sqrt(d)
+        att = att.masked_fill(mask, float('-inf')).softmax(-1)
+        x = x + s.proj((att @ v).transpose(1, 2).reshape(B, L, C))
+        g, u = s.gu(s.n2(x)).chunk(2, -1)
+        return x + s.down(torch.nn.functional.silu(g) * u)
+class GPT(torch.nn.Module):
+    def __init__(s):
+        super().__init__()
+        s.wte = torch.nn.Embedding(V, C)
+        s.blocks = torch.nn.ModuleList([Block() for _ in range(NL)])
+        s.lnf = RMSNorm()
+        s.head = torch.nn.Linear(C, V, bias=False)
+    def forward(s, idx, tgt, cos, sin, mask):
+        x = s.wte(idx)
+        for b in s.blocks: x = b(x, cos, sin, mask)
+        logits = s.head(s.lnf(x))
+        return torch.nn.functional.cross_entropy(logits.view(-1, V), tgt.view(-1))
+"""
+
+
+def torch_run(L, B, steps, threads, arch="gpt"):
     # Runs in a child process so its peak RSS is its own.
+    if arch == "llama":
+        head = f"L, B, C, H, HKV, F, V, NL = {L}, {B}, 256, 4, 2, 704, 8192, 2\nd = C // H\n"
+        code = (f"import math, resource, statistics, time, json, torch\n"
+                f"torch.set_num_threads({threads}); torch.manual_seed(0)\n" + head + LLAMA_TORCH +
+                TORCH_LOOP.format(steps=steps))
+        return torch_measure(code)
     code = f"""
 import math, resource, statistics, time, json, torch
 torch.set_num_threads({threads}); torch.manual_seed(0)
@@ -57,6 +108,11 @@ class GPT(torch.nn.Module):
         for b in s.blocks: x = b(x, cos, sin, mask)
         logits = s.lnf(x) @ s.wte.weight.T
         return torch.nn.functional.cross_entropy(logits.view(-1, V), tgt.view(-1))
+""" + TORCH_LOOP.format(steps=steps)
+    return torch_measure(code)
+
+
+TORCH_LOOP = """
 m = GPT()
 opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
 pos = torch.arange(L, dtype=torch.float32)
@@ -72,6 +128,9 @@ for s in range({steps}):
 print(json.dumps({{"tok_s": B * L / statistics.median(times[2:]),
                   "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}}))
 """
+
+
+def torch_measure(code):
     rc, stdout, stderr, rss = run_measured(["/usr/bin/python3", "-c", code])
     if rc != 0:
         return {"error": stderr.strip().splitlines()[-1] if stderr else "failed"}
@@ -91,11 +150,13 @@ def run_measured(cmd):
         return p.returncode, o.read(), e.read(), ru.ru_maxrss * 1024
 
 
-def seqpar_run(binary, L, B, steps, threads):
+def seqpar_run(binary, L, B, steps, threads, arch="gpt"):
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [binary, "train", "--seq-len", str(L), "--batch", str(B), "--steps", str(steps),
                "--dim", "256", "--heads", "4", "--layers", "2", "--threads", str(threads),
                "--progress", "none", "--out", tmp, "--data", "passkey"]
+        if arch == "llama":  # the passkey bytes are ids < 256 of an 8192-id vocabulary
+            cmd += ["--arch", "llama", "--kv-heads", "2", "--ffn", "704", "--vocab", "8192"]
         rc, _, stderr, rss = run_measured(cmd)
         if rc != 0:
             return {"error": stderr.strip()}
@@ -112,16 +173,18 @@ def main():
     ap.add_argument("--lens", default="1024,4096")
     ap.add_argument("--tokens", type=int, default=4096, help="tokens per step (B = tokens / L)")
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--arch", default="gpt", choices=["gpt", "llama"])
     a = ap.parse_args()
     mib = lambda b: f"{b / 2**20:.0f}"
-    print(f"GPT 2 layers, C=256, H=4, F=1024, V=256; {a.threads} threads; {a.tokens} tokens/step; "
-          f"median of steps 3..{a.steps}")
+    model = ("GPT 2 layers, C=256, H=4, F=1024, V=256" if a.arch == "gpt" else
+             "LLaMA 2 layers, C=256, H=4, Hkv=2, SwiGLU F=704, V=8192, untied head")
+    print(f"{model}; {a.threads} threads; {a.tokens} tokens/step; median of steps 3..{a.steps}")
     print("| L | B | seqpar tok/s | PyTorch tok/s | speed-up | seqpar RSS MiB | seqpar arena MiB | PyTorch RSS MiB |")
     print("|---|---|---|---|---|---|---|---|")
     for L in map(int, a.lens.split(",")):
         B = max(1, a.tokens // L)
-        s = seqpar_run(a.seqpar, L, B, a.steps, a.threads)
-        t = torch_run(L, B, a.steps, a.threads)
+        s = seqpar_run(a.seqpar, L, B, a.steps, a.threads, a.arch)
+        t = torch_run(L, B, a.steps, a.threads, a.arch)
         if "error" in s or "error" in t:
             print(f"| {L} | {B} | {s.get('error', '')} | {t.get('error', '')} |")
             continue

@@ -39,6 +39,20 @@ inline void layernorm_row(double* y, double* mean, double* rstd, const double* x
   if (rstd) *rstd = rs;
 }
 
+// One row of RMSNorm: y = x/√(mean(x²) + eps)·w.
+inline void rmsnorm_row(double* y, double* rstd, const double* x, const double* w, int64_t C,
+                        double eps) {
+  double ms = 0.0;
+  for (int64_t c = 0; c < C; ++c) ms += x[c] * x[c];
+  ms /= static_cast<double>(C);
+  const double rs = 1.0 / std::sqrt(ms + eps);
+  for (int64_t c = 0; c < C; ++c) y[c] = x[c] * rs * w[c];
+  if (rstd) *rstd = rs;
+}
+
+// SwiGLU of one (gate, up) pair: silu(g)·u, silu(g) = g/(1 + e^(−g)).
+inline double swiglu(double g, double u) { return g / (1.0 + std::exp(-g)) * u; }
+
 // gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))
 inline double gelu(double x) {
   const double k = std::sqrt(2.0 / std::numbers::pi);

@@ -10,12 +10,16 @@ GQA) and a small BERT (bidirectional, masked-LM targets) it stores the weights, 
 inputs, the logits, the loss, every parameter gradient, and the losses and weights of
 3 AdamW steps (PyTorch's torch.optim.AdamW) on the same batch.
 
-Run:  /usr/bin/python3 tools/make_fixture.py   (writes tests/fixtures/*.safetensors)
+A small LLaMA (RMSNorm, SwiGLU, no biases, untied head, GQA, a 300-token vocabulary) is
+the third case, with Hugging Face's tensor names.
+
+Run:  /usr/bin/python3 tools/make_fixture.py [NAME ...]   (writes tests/fixtures/*.safetensors)
 """
 import json
 import math
 import os
 import struct
+import sys
 
 import torch
 
@@ -24,6 +28,8 @@ DT = torch.float64
 
 
 def param_specs(c):
+    if c["model"] == "llama":
+        return llama_param_specs(c)
     C, F, V, W = c["dim"], c["ffn"], c["vocab"], (c["heads"] + 2 * c["kv_heads"]) * (c["dim"] // c["heads"])
     s = [("wte.weight", (V, C), True)]
     for l in range(c["layers"]):
@@ -35,6 +41,26 @@ def param_specs(c):
               (p + "mlp.fc1.weight", (F, C), True), (p + "mlp.fc1.bias", (F,), False),
               (p + "mlp.fc2.weight", (C, F), True), (p + "mlp.fc2.bias", (C,), False)]
     s += [("lnf.weight", (C,), False), ("lnf.bias", (C,), False)]
+    return s
+
+
+def llama_param_specs(c):
+    # Hugging Face LLaMA names, [out, in] layouts, no biases, untied head.
+    C, F, V, H, Hkv = c["dim"], c["ffn"], c["vocab"], c["heads"], c["kv_heads"]
+    d = C // H
+    s = [("model.embed_tokens.weight", (V, C), True), ("lm_head.weight", (V, C), True)]
+    for l in range(c["layers"]):
+        p = f"model.layers.{l}."
+        s += [(p + "input_layernorm.weight", (C,), False),
+              (p + "self_attn.q_proj.weight", (H * d, C), True),
+              (p + "self_attn.k_proj.weight", (Hkv * d, C), True),
+              (p + "self_attn.v_proj.weight", (Hkv * d, C), True),
+              (p + "self_attn.o_proj.weight", (C, H * d), True),
+              (p + "post_attention_layernorm.weight", (C,), False),
+              (p + "mlp.gate_proj.weight", (F, C), True),
+              (p + "mlp.up_proj.weight", (F, C), True),
+              (p + "mlp.down_proj.weight", (C, F), True)]
+    s += [("model.norm.weight", (C,), False)]
     return s
 
 
@@ -51,7 +77,39 @@ def rope(x, pos, theta):
     return out
 
 
+def llama_forward(P, c, tokens, targets, pos):
+    # RMSNorm, GQA attention with interleaved-pair rotary embeddings (the engine's
+    # convention), SwiGLU, untied head.
+    B, T = tokens.shape
+    C, H, Hkv = c["dim"], c["heads"], c["kv_heads"]
+    d = C // H
+    rms = lambda x, w: x * torch.rsqrt((x * x).mean(-1, keepdim=True) + c["norm_eps"]) * w
+    x = P["model.embed_tokens.weight"][tokens]
+    for l in range(c["layers"]):
+        p = f"model.layers.{l}."
+        h = rms(x, P[p + "input_layernorm.weight"])
+        q = (h @ P[p + "self_attn.q_proj.weight"].T).view(B, T, H, d)
+        k = (h @ P[p + "self_attn.k_proj.weight"].T).view(B, T, Hkv, d)
+        v = (h @ P[p + "self_attn.v_proj.weight"].T).view(B, T, Hkv, d)
+        q, k = rope(q, pos, c["rope_theta"]), rope(k, pos, c["rope_theta"])
+        k = k.repeat_interleave(H // Hkv, dim=2)
+        v = v.repeat_interleave(H // Hkv, dim=2)
+        s = torch.einsum("bihd,bjhd->bhij", q, k) / math.sqrt(d)
+        s = s.masked_fill(pos[None, :] > pos[:, None], float("-inf"))
+        a = torch.einsum("bhij,bjhd->bihd", s.softmax(-1), v).reshape(B, T, C)
+        x = x + a @ P[p + "self_attn.o_proj.weight"].T
+        h = rms(x, P[p + "post_attention_layernorm.weight"])
+        g = torch.nn.functional.silu(h @ P[p + "mlp.gate_proj.weight"].T)
+        x = x + (g * (h @ P[p + "mlp.up_proj.weight"].T)) @ P[p + "mlp.down_proj.weight"].T
+    x = rms(x, P["model.norm.weight"])
+    logits = x @ P["lm_head.weight"].T
+    loss = torch.nn.functional.cross_entropy(logits.view(B * T, -1), targets.view(-1), ignore_index=-1)
+    return logits, loss
+
+
 def forward(P, c, tokens, targets, pos):
+    if c["model"] == "llama":
+        return llama_forward(P, c, tokens, targets, pos)
     B, T = tokens.shape
     C, H, Hkv = c["dim"], c["heads"], c["kv_heads"]
     d = C // H
@@ -86,13 +144,13 @@ def make(c, B, T):
     P = {}
     for name, shape, _ in specs:
         if len(shape) == 1:
-            base = 1.0 if "ln" in name and name.endswith("weight") else 0.0
+            base = 1.0 if name.endswith("weight") else 0.0  # norm weights near 1, biases near 0
             P[name] = (base + 0.1 * torch.randn(shape, dtype=DT)).requires_grad_()
         else:
             P[name] = (0.08 * torch.randn(shape, dtype=DT)).requires_grad_()
     V = c["vocab"]
     tokens = torch.randint(0, V, (B, T))
-    if c["model"] == "gpt":
+    if c["model"] != "bert":
         targets = torch.randint(0, V, (B, T))
         targets[0, 3] = -1  # one ignored position exercises ignore_index
     else:
@@ -148,8 +206,19 @@ if __name__ == "__main__":
     base = {"layers": 2, "dim": 32, "heads": 4, "ffn": 64, "rope_theta": 10000.0, "dropout": 0.0,
             "attn_dropout": 0.0}
     cases = {"gpt_small": dict(base, model="gpt", kv_heads=2, vocab=256),
-             "bert_small": dict(base, model="bert", kv_heads=4, vocab=257)}
+             "bert_small": dict(base, model="bert", kv_heads=4, vocab=257),
+             # a subword vocabulary (not a power of two), GQA, untied head, another RoPE base
+             "llama_small": dict(base, model="llama", kv_heads=2, vocab=300, ffn=48,
+                                 rope_theta=1000.0, norm_eps=1e-5, tie_embeddings=False)}
+    # gpt_small and bert_small come from the one stream seeded 0 at the top (regenerate them
+    # together); later cases seed their own, so each can be regenerated alone.
+    seeds = {"llama_small": 2}
+    only = sys.argv[1:]  # names to regenerate (default: all)
     for name, c in cases.items():
+        if only and name not in only:
+            continue
+        if name in seeds:
+            torch.manual_seed(seeds[name])
         out = make(c, B=2, T=24)
         meta = {"config": json.dumps(c), "B": "2", "T": "24", "torch": torch.__version__}
         write_safetensors(os.path.join(here, name + ".safetensors"), out, meta)

@@ -15,6 +15,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <csignal>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <thread>
@@ -24,6 +25,7 @@
 #include "core/check.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
+#include "train/hf_export.hpp"
 #include "train/planner.hpp"
 #include "train/trainer.hpp"
 
@@ -131,7 +133,21 @@ int main(int argc, char** argv) {
       "Validate a configuration on every rank (values, mesh, shapes, data) and print its "
       "per-rank memory by category from a dry run, without training. Run under the same "
       "mpiexec as the training job.");
-  CLI::App* tok = add_tokenize_command(app);
+  add_tokenize_command(app);
+  CLI::App* ex = app.add_subcommand(
+      "export",
+      "Write a llama checkpoint as a Hugging Face LLaMA directory (model.safetensors, "
+      "config.json, tokenizer.model, and seqpar's logits for a reference window; "
+      "tools/check_hf_export.py checks them with PyTorch). One process.");
+  std::string ex_ckpt, ex_out, ex_tok;
+  ex->add_option("--checkpoint", ex_ckpt,
+                 "a step directory, a checkpoints/ root or a run directory (its newest "
+                 "complete checkpoint)")
+      ->required();
+  ex->add_option("--out", ex_out, "directory to write")->required();
+  ex->add_option("--tokenizer", ex_tok,
+                 "SentencePiece .model to copy beside the weights (checked against the model's "
+                 "tokenizer hash); data/kjv-bpe8k.model for models trained on kjv-bpe8k");
   std::string config_path;
   CLI::App* cur = tr;  // the subcommand the shared options below are added to
   // Flags are collected into a JSON object with the config-file key names, so the
@@ -159,10 +175,14 @@ int main(int argc, char** argv) {
     cur->add_option("--config", config_path,
                     "JSON config file; flags given on the command line override its values")
         ->check(CLI::ExistingFile);
-    opt_s("--model", "model", "gpt (causal LM, default) or bert (masked LM, 15% masking)");
+    opt_s("--model,--arch", "model",
+          "architecture: gpt (causal LM, default), bert (masked LM, 15% masking) or llama "
+          "(causal LM: RMSNorm, SwiGLU, no biases, untied head)");
     opt_s("--data", "data",
-          "training text: 'kjv' (default, King James Bible from Debian's bible-kjv), "
-          "'passkey' (synthetic long-range retrieval) or a path to any text file");
+          "training data: 'kjv' (default, King James Bible from Debian's bible-kjv, bytes), "
+          "'kjv-bpe8k' (the same as 8k BPE tokens, built by scripts/setup.sh), 'passkey' "
+          "(synthetic long-range retrieval), a token file (seqpar tokenize encode) or any "
+          "text file (bytes)");
     opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
     opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
     opt_i("--steps", "steps", "optimizer steps, default 200");
@@ -170,7 +190,17 @@ int main(int argc, char** argv) {
     opt_i("--dim", "dim", "model width C, default 256");
     opt_i("--heads", "heads", "query heads H, default 4 (head dim d = C/H)");
     opt_i("--kv-heads", "kv_heads", "key/value heads Hkv (grouped-query attention), default = H");
-    opt_i("--ffn", "ffn", "feed-forward width F, default 4·C");
+    opt_i("--ffn", "ffn", "feed-forward width F, default 4·C (llama: 8·C/3 rounded up to 32)");
+    cur->add_flag_function(
+        "--tie-embeddings,!--untie-embeddings",
+        [&flags](int64_t n) { flags["tie_embeddings"] = n > 0; },
+        "the output head shares the input embedding (gpt/bert default); --untie-embeddings "
+        "gives it its own matrix (llama default)");
+    opt_f("--rope-theta", "rope_theta", "RoPE base θ, default 10000");
+    opt_i("--vocab", "vocab",
+          "vocabulary size V (default: 256 bytes, 257 for bert; a token file's vocabulary, +1 "
+          "for bert)");
+    opt_f("--norm-eps", "norm_eps", "RMSNorm epsilon (llama), default 1e-5");
     opt_f("--dropout", "dropout", "dropout on embeddings and residual branches, default 0");
     opt_f("--attn-dropout", "attn_dropout", "attention-probability dropout, default 0");
     opt_f("--lr", "lr", "peak learning rate, default 1e-3");
@@ -207,6 +237,10 @@ int main(int argc, char** argv) {
     opt_s("--recompute", "recompute",
           "activation recomputation: none (default), selective (attention core) or full (each "
           "layer)");
+    opt_s("--loss", "loss",
+          "fused (default: hidden states to the loss in chunks of tokens and vocabulary, no "
+          "logits buffer) or materialized (the (rows, V) logits and their gradient in full)");
+    opt_i("--loss-chunk", "loss_chunk", "fused loss: tokens per chunk (0 = the kernel's default)");
     opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
     opt_i("--usp-ulysses", "usp_ulysses",
           "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");
@@ -257,8 +291,8 @@ int main(int argc, char** argv) {
       if (rank == 0) app.exit(e);  // prints the help or the version
     }
     if (command.empty()) command = app.get_subcommands().at(0)->get_name();
-    if (command == "tokenize") {
-      SP_CHECK_USAGE(size == 1, "seqpar tokenize runs on one process, got ", size,
+    if (command == "tokenize" || command == "export") {
+      SP_CHECK_USAGE(size == 1, "seqpar ", command, " runs on one process, got ", size,
                      " ranks: run it without mpiexec");
     } else if (command != "help") {
       // One merge of (file, then flags over it), so defaults that follow other keys
@@ -278,6 +312,8 @@ int main(int argc, char** argv) {
         merged["out"] = out;
       }
       cfg.merge_json(merged);
+      fit_model_to_data(cfg.model, cfg.data, merged.contains("vocab"),
+                        merged.contains("tokenizer_hash"));
       if (resume) cfg.resume = true;
       SP_CHECK_USAGE(cfg.overrides.empty() || cfg.resume, "--override only applies with --resume");
       cfg.validate();
@@ -310,10 +346,21 @@ int main(int argc, char** argv) {
     }
     if (command == "help") return 0;
     if (command == "tokenize") return run_tokenize(rank, size);
+    if (command == "export") {
+      // A run directory stands for its checkpoints.
+      std::string path = ex_ckpt;
+      if (std::filesystem::is_directory(path + "/checkpoints")) path += "/checkpoints";
+      std::cout << export_hf(path, ex_out, ex_tok) << std::endl;
+      return 0;
+    }
 
     // ---- phase 3: the subcommand -----------------------------------------------------
     if (command == "check") {
-      agree_or_throw(world, [&] { make_source(cfg.data, cfg.seed, cfg.seq_len); });
+      agree_or_throw(world, [&] {
+        auto src = make_source(cfg.data, cfg.seed, cfg.seq_len);
+        check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
+                                 cfg.model.kind);
+      });
       MemoryPlan p = dry_run_peak(cfg, world);
       if (rank == 0) {
         nlohmann::json j = {{"ok", true}, {"config", cfg.to_json()}, {"peak_bytes", p.peak_total}};

@@ -2,6 +2,7 @@
 // `<op>_forward` / `<op>_backward`, arguments ordered outputs, inputs, saved values,
 // dimensions. Every backward ACCUMULATES (+=) into every gradient it writes (inputs
 // and parameters), so callers zero gradient buffers once and micro-batches add up.
+// One exception, stated at its declaration: swiglu_backward OVERWRITES dgu.
 // Each op has a double-precision `_naive` reference in tests/.
 #pragma once
 #include <cstdint>
@@ -31,6 +32,24 @@ void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, c
                        const float* b, int64_t N, int64_t C);
 void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
                         const float* w, const float* mean, const float* rstd, int64_t N, int64_t C);
+
+// ---- RMSNorm over the last dim C (LLaMA): y = x·rstd·w, rstd = 1/√(mean(x²) + eps) ----
+// out (N, C); saves rstd (N). inp (N, C), w (C). LLaMA uses eps = 1e-5 or 1e-6.
+void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int64_t N,
+                     int64_t C, float eps);
+// With x̂ = x·rstd and g = w∘dout:  dinp (N, C) += rstd·(g − x̂·mean(g∘x̂)),
+// dw (C) += Σ_rows dout∘x̂. Both ACCUMULATE (+=), as layernorm_backward does.
+void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+                      const float* rstd, int64_t N, int64_t C);
+
+// ---- SwiGLU (LLaMA feed-forward activation) -----------------------------------------
+// gu (N, 2F) holds per row [gate (F) | up (F)]; out (N, F) = silu(gate)·up,
+// silu(g) = g·σ(g).
+void swiglu_forward(float* out, const float* gu, int64_t N, int64_t F);
+// dgu (N, 2F) is OVERWRITTEN (not accumulated) with [d gate | d up]:
+//   d gate = dout·up·σ(g)·(1 + g·(1 − σ(g))),  d up = dout·silu(g).
+// dout (N, F). dgu must not alias gu.
+void swiglu_backward(float* dgu, const float* dout, const float* gu, int64_t N, int64_t F);
 
 // ---- GELU, tanh approximation (PyTorch gelu(approximate="tanh")) ---------------------
 // gelu(x) = 0.5·x·(1 + tanh(√(2/π)·(x + 0.044715·x³)))

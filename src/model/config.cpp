@@ -16,12 +16,15 @@ nlohmann::json json_float(float f) {
   return std::strtod(buf, nullptr);
 }
 
-const char* model_kind_name(ModelKind k) { return k == ModelKind::gpt ? "gpt" : "bert"; }
+const char* model_kind_name(ModelKind k) {
+  return k == ModelKind::gpt ? "gpt" : k == ModelKind::bert ? "bert" : "llama";
+}
 
 ModelKind parse_model_kind(const std::string& s) {
   if (s == "gpt") return ModelKind::gpt;
   if (s == "bert") return ModelKind::bert;
-  SP_FAIL_USAGE("unknown model '", s, "' (expected gpt or bert)");
+  if (s == "llama") return ModelKind::llama;
+  SP_FAIL_USAGE("unknown model '", s, "' (expected gpt, bert or llama)");
 }
 
 void ModelConfig::validate() const {
@@ -32,9 +35,13 @@ void ModelConfig::validate() const {
   SP_CHECK_USAGE(d() % 2 == 0, "head dim d=C/H=", d(), " must be even for rotary embeddings");
   SP_CHECK_USAGE(Hkv >= 1 && H % Hkv == 0, "kv heads Hkv=", Hkv, " must divide heads H=", H);
   SP_CHECK_USAGE(F >= 1, "ffn width F must be >= 1, got ", F);
-  int min_v = kind == ModelKind::bert ? 257 : 256;
-  SP_CHECK_USAGE(V >= min_v, "vocab V=", V, " too small: byte tokens need ", min_v,
-                 kind == ModelKind::bert ? " (256 bytes + [MASK])" : "");
+  if (tokenizer_hash == 0) {
+    int min_v = kind == ModelKind::bert ? 257 : 256;
+    SP_CHECK_USAGE(V >= min_v, "vocab V=", V, " too small: byte tokens need ", min_v,
+                   kind == ModelKind::bert ? " (256 bytes + [MASK])" : "");
+  }
+  SP_CHECK_USAGE(V >= 2, "vocab V=", V, " must be >= 2");
+  SP_CHECK_USAGE(norm_eps > 0.0f, "norm eps must be > 0, got ", norm_eps);
   SP_CHECK_USAGE(dropout >= 0.0f && dropout < 1.0f, "dropout must be in [0, 1), got ", dropout);
   SP_CHECK_USAGE(attn_dropout >= 0.0f && attn_dropout < 1.0f,
                  "attn dropout must be in [0, 1), got ", attn_dropout);
@@ -53,7 +60,10 @@ nlohmann::json ModelConfig::to_json() const {
           {"dropout", json_float(dropout)},
           {"attn_dropout", json_float(attn_dropout)},
           {"rope_theta", json_float(rope_theta)},
-          {"init_std", json_float(init_std)}};
+          {"init_std", json_float(init_std)},
+          {"tie_embeddings", tie_embeddings},
+          {"norm_eps", json_float(norm_eps)},
+          {"tokenizer_hash", tokenizer_hash}};
 }
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
@@ -67,8 +77,14 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   json_get(j, "heads", c.H);
   c.Hkv = c.H;
   json_get(j, "kv_heads", c.Hkv);
-  c.F = 4 * c.C;
+  // LLaMA's SwiGLU has three matrices where GELU has two: F = 8·C/3 (rounded up to a
+  // multiple of 32) keeps the parameter count of a 4·C GELU MLP.
+  c.F = c.kind == ModelKind::llama ? (8 * c.C / 3 + 31) / 32 * 32 : 4 * c.C;
   json_get(j, "ffn", c.F);
+  c.tie_embeddings = c.kind != ModelKind::llama;
+  json_get(j, "tie_embeddings", c.tie_embeddings);
+  json_get(j, "norm_eps", c.norm_eps);
+  json_get(j, "tokenizer_hash", c.tokenizer_hash);
   json_get(j, "vocab", c.V);
   json_get(j, "dropout", c.dropout);
   json_get(j, "attn_dropout", c.attn_dropout);

@@ -48,7 +48,10 @@ void json_get(const nlohmann::json& j, const char* key, T& field) {
 // (2e-3f is shown 0.002, not 0.0020000000949949026 as its widening to double prints).
 nlohmann::json json_float(float f);
 
-enum class ModelKind { gpt, bert };
+// gpt: GPT-style causal LM (LayerNorm, GELU, biases, tied head); bert: the same blocks,
+// bidirectional, masked-LM targets; llama: LLaMA-style causal LM (RMSNorm, SwiGLU, no
+// biases, tied or untied head).
+enum class ModelKind { gpt, bert, llama };
 const char* model_kind_name(ModelKind k);
 ModelKind parse_model_kind(const std::string& s);
 
@@ -64,10 +67,17 @@ struct ModelConfig {
   float attn_dropout = 0.0f;  // attention-probability dropout
   float rope_theta = 10000.0f;
   float init_std = 0.02f;
+  bool tie_embeddings = true;  // output head = input embedding (default: gpt/bert yes, llama no)
+  float norm_eps = 1e-5f;      // RMSNorm epsilon (llama; LayerNorm uses 1e-5)
+  // FNV-1a 64 of the SentencePiece model the vocabulary comes from; 0 = byte tokens.
+  uint64_t tokenizer_hash = 0;
 
   int d() const { return C / H; }
   int qkv_width() const { return (H + 2 * Hkv) * d(); }
-  bool causal() const { return kind == ModelKind::gpt; }
+  bool causal() const { return kind != ModelKind::bert; }
+  bool llama() const { return kind == ModelKind::llama; }
+  // Floats of one row of the first feed-forward product: [gate | up] for SwiGLU.
+  int fc1_width() const { return llama() ? 2 * F : F; }
   // Throws seqpar::Error naming the offending value.
   void validate() const;
   nlohmann::json to_json() const;

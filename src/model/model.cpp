@@ -1,7 +1,10 @@
 #include "model/model.hpp"
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstring>
+#include <tuple>
 
 #include "comm/comm.hpp"
 #include "core/check.hpp"
@@ -21,6 +24,19 @@ Recompute parse_recompute(const std::string& s) {
   SP_FAIL_USAGE("unknown recompute mode '", s, "' (expected none, selective or full)");
 }
 
+const char* loss_name(LossImpl l) { return l == LossImpl::fused ? "fused" : "materialized"; }
+
+LossImpl parse_loss(const std::string& s) {
+  if (s == "fused") return LossImpl::fused;
+  if (s == "materialized") return LossImpl::materialized;
+  SP_FAIL_USAGE("unknown loss '", s, "' (expected fused or materialized)");
+}
+
+std::pair<int64_t, int64_t> vocab_range(int64_t V, int t, int r) {
+  const int64_t base = V / t, extra = V % t;
+  return {r * base + std::min<int64_t>(r, extra), base + (r < extra ? 1 : 0)};
+}
+
 int TpSetup::size() const { return comm ? comm->size() : 1; }
 int TpSetup::rank() const { return comm ? comm->rank() : 0; }
 
@@ -31,7 +47,7 @@ int kv_replicas(const ModelConfig& c, int t) { return c.Hkv >= t ? 1 : t / c.Hkv
 std::vector<ParamSpec> param_specs(const ModelConfig& c, int t, int r) {
   SP_CHECK(t >= 1 && r >= 0 && r < t, "tensor-parallel rank ", r, " of ", t);
   SP_CHECK_USAGE(c.H % t == 0, "heads H=", c.H, " are not divisible by tp=", t,
-           " (each tensor-parallel rank owns H/t heads)");
+                 " (each tensor-parallel rank owns H/t heads)");
   SP_CHECK(c.Hkv % t == 0 || t % c.Hkv == 0, "kv heads Hkv=", c.Hkv, " and tp=", t,
            " do not fit: each tensor-parallel rank owns Hkv/t kv heads (tp dividing Hkv) or "
            "one kv head replicated on tp/Hkv ranks (Hkv dividing tp)");
@@ -56,9 +72,49 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, int t, int r) {
     s.push_back({std::move(name), shape, global, off, n, decay, split < 0, split, std::move(segs)});
     off += n;
   };
+  // Embedding and output head: replicated at t = 1; under tensor parallelism split by
+  // vocabulary rows (Megatron's vocabulary parallelism), among the shards.
+  auto add_vocab = [&](const std::string& embed, const std::string& head) {
+    const auto vr = vocab_range(V, t, r);
+    const int split = t > 1 ? 0 : -1;
+    add(embed, {V, C}, true, split,
+        t > 1 ? std::vector<std::pair<int64_t, int64_t>>{vr}
+              : std::vector<std::pair<int64_t, int64_t>>{});
+    if (!c.tie_embeddings)
+      add(head, {V, C}, true, split,
+          t > 1 ? std::vector<std::pair<int64_t, int64_t>>{vr}
+                : std::vector<std::pair<int64_t, int64_t>>{});
+  };
+  // Shards: rows [q heads | k heads | v heads] of this rank's heads, its F/t columns.
+  const std::vector<std::pair<int64_t, int64_t>> q_rows = {{r * Ht * d, Ht * d}},
+                                                 k_rows = {{kv0 * d, Hkvt * d}};
+  if (c.llama()) {
+    // Hugging Face LLaMA names and [out, in] layouts. q, k, v (and gate, up) follow each
+    // other in the block, so this rank's shards form one (Ht + 2·Hkvt)·d × C QKV matrix
+    // (and one 2·Ft × C gate|up matrix) for a single product each.
+    auto lp = [](int l) { return "model.layers." + std::to_string(l) + "."; };
+    if (t == 1) add_vocab("model.embed_tokens.weight", "lm_head.weight");
+    for (int l = 0; l < c.n_layer; ++l) {
+      add(lp(l) + "input_layernorm.weight", {C}, false, -1, {});
+      add(lp(l) + "post_attention_layernorm.weight", {C}, false, -1, {});
+    }
+    add("model.norm.weight", {C}, false, -1, {});
+    if (t > 1) add_vocab("model.embed_tokens.weight", "lm_head.weight");
+    for (int l = 0; l < c.n_layer; ++l) {
+      add(lp(l) + "self_attn.q_proj.weight", {H * d, C}, true, 0, q_rows);
+      add(lp(l) + "self_attn.k_proj.weight", {Hkv * d, C}, true, 0, k_rows);
+      add(lp(l) + "self_attn.v_proj.weight", {Hkv * d, C}, true, 0, k_rows);
+      add(lp(l) + "self_attn.o_proj.weight", {C, H * d}, true, 1, {{r * Ht * d, Ht * d}});
+      add(lp(l) + "mlp.gate_proj.weight", {F, C}, true, 0, {{r * Ft, Ft}});
+      add(lp(l) + "mlp.up_proj.weight", {F, C}, true, 0, {{r * Ft, Ft}});
+      add(lp(l) + "mlp.down_proj.weight", {C, F}, true, 1, {{r * Ft, Ft}});
+    }
+    (void)Wt;
+    return s;
+  }
   auto lp = [](int l) { return "layers." + std::to_string(l) + "."; };
   // Replicated on every tensor-parallel rank.
-  add("wte.weight", {V, C}, true, -1, {});
+  if (t == 1) add_vocab("wte.weight", "head.weight");
   for (int l = 0; l < c.n_layer; ++l) {
     add(lp(l) + "ln1.weight", {C}, false, -1, {});
     add(lp(l) + "ln1.bias", {C}, false, -1, {});
@@ -69,7 +125,7 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, int t, int r) {
   }
   add("lnf.weight", {C}, false, -1, {});
   add("lnf.bias", {C}, false, -1, {});
-  // Shards: rows [q heads | k heads | v heads] of this rank's heads, its F/t columns.
+  if (t > 1) add_vocab("wte.weight", "head.weight");
   const std::vector<std::pair<int64_t, int64_t>> qkv_rows = {
       {r * Ht * d, Ht * d}, {H * d + kv0 * d, Hkvt * d}, {(H + Hkv) * d + kv0 * d, Hkvt * d}};
   for (int l = 0; l < c.n_layer; ++l) {
@@ -129,54 +185,85 @@ void shard_to_global(const ParamSpec& s, const float* shard, float* global) {
   for_each_element(s, [&](int64_t li, int64_t gi) { global[gi] = shard[li]; });
 }
 
+std::vector<float> gather_param(const ModelConfig& cfg, size_t i, const float* shard, Comm* tp) {
+  const int t = tp ? tp->size() : 1;
+  const ParamSpec s = param_specs(cfg, t, tp ? tp->rank() : 0).at(i);
+  int64_t n = 1;
+  for (int64_t x : s.global_shape) n *= x;
+  std::vector<float> g(size_t(n), 0.0f);
+  if (s.replicated || t == 1) {
+    shard_to_global(s, shard, g.data());
+    return g;
+  }
+  std::vector<ParamSpec> rank_spec;
+  std::vector<int64_t> counts;
+  int64_t total = 0;
+  for (int r = 0; r < t; ++r) {
+    rank_spec.push_back(param_specs(cfg, t, r).at(i));
+    counts.push_back(rank_spec.back().numel);
+    total += counts.back();
+  }
+  std::vector<float> all(static_cast<size_t>(total));
+  tp->allgatherv(shard, all.data(), counts);
+  int64_t off = 0;
+  for (int r = 0; r < t; ++r) {
+    shard_to_global(rank_spec[r], all.data() + off, g.data());
+    off += counts[r];
+  }
+  return g;
+}
+
 ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* block) {
   ParamViews v;
   v.layers.resize(n_layer);
+  // Tensor name (after the layer prefix) → view; gpt/bert names, then LLaMA's. LLaMA has no
+  // biases (their views stay null); its q (gate) view spans q|k|v (gate|up), which follow
+  // each other in the block.
   for (const auto& s : specs) {
     float* p = block + s.offset;
-    if (s.name == "wte.weight") {
+    const std::string& n = s.name;
+    if (n == "wte.weight" || n == "model.embed_tokens.weight") {
       v.wte = p;
-      continue;
-    }
-    if (s.name == "lnf.weight") {
+    } else if (n == "head.weight" || n == "lm_head.weight") {
+      v.head = p;
+    } else if (n == "lnf.weight" || n == "model.norm.weight") {
       v.lnf_w = p;
-      continue;
-    }
-    if (s.name == "lnf.bias") {
+    } else if (n == "lnf.bias") {
       v.lnf_b = p;
-      continue;
+    } else {
+      const size_t at = n.rfind("layers.", 0) == 0 ? 7 : n.rfind("model.layers.", 0) == 0 ? 13 : 0;
+      SP_CHECK(at > 0, "unknown parameter ", n);
+      const size_t dot = n.find('.', at);
+      const int l = std::stoi(n.substr(at, dot - at));
+      const std::string f = n.substr(dot + 1);
+      LayerParams& L = v.layers.at(l);
+      const std::pair<const char*, float**> fields[] = {
+          {"ln1.weight", &L.ln1_w},
+          {"ln1.bias", &L.ln1_b},
+          {"attn.qkv.weight", &L.qkv_w},
+          {"attn.qkv.bias", &L.qkv_b},
+          {"attn.proj.weight", &L.proj_w},
+          {"attn.proj.bias", &L.proj_b},
+          {"ln2.weight", &L.ln2_w},
+          {"ln2.bias", &L.ln2_b},
+          {"mlp.fc1.weight", &L.fc1_w},
+          {"mlp.fc1.bias", &L.fc1_b},
+          {"mlp.fc2.weight", &L.fc2_w},
+          {"mlp.fc2.bias", &L.fc2_b},
+          {"input_layernorm.weight", &L.ln1_w},
+          {"self_attn.q_proj.weight", &L.qkv_w},
+          {"self_attn.o_proj.weight", &L.proj_w},
+          {"post_attention_layernorm.weight", &L.ln2_w},
+          {"mlp.gate_proj.weight", &L.fc1_w},
+          {"mlp.down_proj.weight", &L.fc2_w}};
+      bool found = f == "self_attn.k_proj.weight" || f == "self_attn.v_proj.weight" ||
+                   f == "mlp.up_proj.weight";  // inside the q|k|v and gate|up views
+      for (auto [name, view] : fields)
+        if (f == name) *view = p, found = true;
+      SP_CHECK(found, "unknown parameter ", n);
     }
-    const size_t dot = s.name.find('.', 7);
-    const int l = std::stoi(s.name.substr(7, dot - 7));
-    const std::string f = s.name.substr(dot + 1);
-    LayerParams& L = v.layers.at(l);
-    if (f == "ln1.weight")
-      L.ln1_w = p;
-    else if (f == "ln1.bias")
-      L.ln1_b = p;
-    else if (f == "attn.qkv.weight")
-      L.qkv_w = p;
-    else if (f == "attn.qkv.bias")
-      L.qkv_b = p;
-    else if (f == "attn.proj.weight")
-      L.proj_w = p;
-    else if (f == "attn.proj.bias")
-      L.proj_b = p;
-    else if (f == "ln2.weight")
-      L.ln2_w = p;
-    else if (f == "ln2.bias")
-      L.ln2_b = p;
-    else if (f == "mlp.fc1.weight")
-      L.fc1_w = p;
-    else if (f == "mlp.fc1.bias")
-      L.fc1_b = p;
-    else if (f == "mlp.fc2.weight")
-      L.fc2_w = p;
-    else if (f == "mlp.fc2.bias")
-      L.fc2_b = p;
-    else
-      SP_FAIL("unknown parameter ", s.name);
   }
+  if (!v.head) v.head = v.wte;  // tied
   return v;
 }
 
@@ -198,6 +285,7 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   Ht_ = cfg_.H / tp_;
   Hkvt_ = kv_heads_per_rank(cfg_, tp_);
   Ft_ = cfg_.F / tp_;
+  std::tie(v0_, Vt_) = vocab_range(cfg_.V, tp_, tp_rank_);
   n_params_ = specs_.back().offset + specs_.back().numel;
   n_repl_ = 0;
   for (const auto& s : specs_)
@@ -220,11 +308,13 @@ Model::~Model() = default;
 void Model::layout_buffers() {
   const int64_t N = N_, R = R_, C = cfg_.C, V = cfg_.V, d = cfg_.d();
   const int64_t Wt = int64_t(Ht_ + 2 * Hkvt_) * d, HDt = int64_t(Ht_) * d, Ft = Ft_;
+  const int64_t F1t = cfg_.llama() ? 2 * Ft : Ft;  // first feed-forward product: [gate | up]
   const Recompute rc = par_.recompute;
-  // Floats of each saved tensor of one layer (sizes in one place).
+  // Floats of each saved tensor of one layer (sizes in one place). (RMSNorm keeps no mean:
+  // its slot is allocated all the same, 4·R bytes, to keep one layout.)
   struct Sizes {
     int64_t x_in, ln1, stats, qkv, att, lse, x_mid, ln2, fc1, gelu;
-  } z{R * C, R * C, 2 * R, N * Wt, N * HDt, N * Ht_, R * C, R * C, N * Ft, N * Ft};
+  } z{R * C, R * C, 2 * R, N * Wt, N * HDt, N * Ht_, R * C, R * C, N * F1t, N * Ft};
   const int64_t all =
       z.x_in + z.ln1 + z.stats + z.qkv + z.att + z.lse + z.x_mid + z.ln2 + z.stats + z.fc1 + z.gelu;
   // What each layer keeps, and what one shared working set holds (recomputed in backward):
@@ -237,7 +327,12 @@ void Model::layout_buffers() {
   const int64_t shared = rc == Recompute::none        ? 0
                          : rc == Recompute::selective ? z.att
                                                       : all - z.x_in;
-  const int64_t tail = R * C /*x_out*/ + R * C /*lnf*/ + 2 * R + R * V /*logits*/ + R /*losses*/;
+  // The head sees all N rows of the sp shard (gathered over tp under Megatron sequence
+  // parallelism) and this rank's Vt vocabulary rows; the materialized loss keeps their
+  // (N, Vt) logits, the fused one only per-row statistics.
+  const bool mat = par_.loss == LossImpl::materialized;
+  const int64_t Vt = Vt_, nlog = mat ? N * Vt : 0;
+  const int64_t tail = R * C /*x_out*/ + R * C /*lnf*/ + 2 * R + nlog + N /*lse*/ + R /*losses*/;
   acts_ = Buffer(arena_, Mem::acts, per_layer * cfg_.n_layer + tail, "activations");
   if (shared > 0) work_ = Buffer(arena_, Mem::acts, shared, "recompute working set");
   float* p = acts_.data();
@@ -278,11 +373,14 @@ void Model::layout_buffers() {
   lnf_ = take(p, R * C);
   lnf_mean_ = take(p, R);
   lnf_rstd_ = take(p, R);
-  logits_ = take(p, R * V);
+  logits_ = take(p, nlog);
+  lse_ = take(p, N);
   losses_ = take(p, R);
   // Backward scratch, reused by every layer.
   const int64_t full = tp_ > 1 && seq_par_ ? N * C : 0;
-  const int64_t n_scratch = 3 * R * C + 2 * full + N * Wt + N * HDt + 2 * N * Ft + R * V + R;
+  const int64_t n_xent = mat ? 0 : fused_xent_scratch_floats(par_.loss_chunks, N, Vt);
+  const int64_t n_scratch =
+      3 * R * C + 2 * full + N * Wt + N * HDt + N * F1t + N * Ft + nlog + 4 * N + n_xent + Vt;
   scratch_ = Buffer(arena_, Mem::scratch, n_scratch, "backward scratch");
   p = scratch_.data();
   dx_ = take(p, R * C);
@@ -292,10 +390,16 @@ void Model::layout_buffers() {
   dfull_ = take(p, full);
   dqkv_ = take(p, N * Wt);
   datt_ = take(p, N * HDt);
-  dfc1_ = take(p, N * Ft);
+  dfc1_ = take(p, N * F1t);
   dgelu_ = take(p, N * Ft);
-  dlogits_ = take(p, R * V);
-  dlosses_ = take(p, R);
+  dlogits_ = take(p, nlog);
+  dlosses_ = take(p, N);
+  xent_m_ = take(p, N);
+  xent_s_ = take(p, N);
+  xent_zt_ = take(p, N);
+  xent_scratch_ = take(p, n_xent);
+  row_logits_ = take(p, Vt);
+  (void)V;
 }
 
 std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
@@ -306,6 +410,8 @@ std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
     // The K and V rows follow this rank's Ht·d query rows of the QKV weight and bias.
     if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht_ * d * C, kv_rows * C});
     if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht_ * d, kv_rows});
+    if (s.name.ends_with("self_attn.k_proj.weight") || s.name.ends_with("self_attn.v_proj.weight"))
+      r.push_back({s.offset, s.numel});
   }
   return r;
 }
@@ -318,14 +424,13 @@ void Model::init_weights(uint64_t seed) {
   const float std_resid = cfg_.init_std / std::sqrt(2.0f * cfg_.n_layer);
   for (const ParamSpec& s : specs_) {
     float* w = params_.data() + s.offset;
-    if (s.global_shape.size() == 1) {
-      const bool ln_weight =
-          s.name.find("ln") != std::string::npos && s.name.find(".weight") != std::string::npos;
-      for (int64_t e = 0; e < s.numel; ++e) w[e] = ln_weight ? 1.0f : 0.0f;
+    if (s.global_shape.size() == 1) {  // norm weights 1, biases 0
+      const bool norm_weight = s.name.ends_with(".weight");
+      for (int64_t e = 0; e < s.numel; ++e) w[e] = norm_weight ? 1.0f : 0.0f;
       continue;
     }
-    const bool resid = s.name.find("attn.proj.weight") != std::string::npos ||
-                       s.name.find("mlp.fc2.weight") != std::string::npos;
+    const bool resid = s.name.ends_with("attn.proj.weight") || s.name.ends_with("mlp.fc2.weight") ||
+                       s.name.ends_with("o_proj.weight") || s.name.ends_with("down_proj.weight");
     const double sd = resid ? std_resid : cfg_.init_std;
     const uint32_t key = name_hash(s.name);
     for_each_element(s, [&](int64_t li, int64_t gi) {
@@ -375,6 +480,24 @@ void Model::attention_forward(int l, const Batch& b, const StepContext& ctx, Lay
   attn_[0]->forward(shard(l, b, ctx, a), a.att, a.lse);
 }
 
+// LayerNorm (gpt, bert) or RMSNorm (llama) over this rank's R rows. RMSNorm has no mean
+// and no bias: `mean` and `b` are unused. Backward accumulates into dinp and dw (db).
+void Model::norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
+                         const float* b) {
+  if (cfg_.llama())
+    rmsnorm_forward(out, rstd, in, w, R_, cfg_.C, cfg_.norm_eps);
+  else
+    layernorm_forward(out, mean, rstd, in, w, b, R_, cfg_.C);
+}
+
+void Model::norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                          const float* w, const float* mean, const float* rstd) {
+  if (cfg_.llama())
+    rmsnorm_backward(dinp, dw, dout, inp, w, rstd, R_, cfg_.C);
+  else
+    layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, R_, cfg_.C);
+}
+
 void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a,
                           float* next) {
   const int64_t N = N_, R = R_, C = cfg_.C, d = cfg_.d();
@@ -383,7 +506,7 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
   const int64_t* keys = b.row_key.data() + row_begin();
   // Attention block: LN on this rank's rows; all-gather the sequence; column-parallel QKV.
-  layernorm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.x_in, P.ln1_w, P.ln1_b, R, C);
+  norm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.x_in, P.ln1_w, P.ln1_b);
   const bool sp = tp_ > 1 && seq_par_;  // Megatron sequence parallelism in the tp group
   const float* in = a.ln1;
   if (sp) {
@@ -400,40 +523,223 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   } else if (sp) {
     linear_forward(full_, a.att, P.proj_w, nullptr, N, HDt, C);
     reduce_scatter_rows(full_, a.x_mid, C);
-    bias_forward(a.x_mid, P.proj_b, R, C);
+    if (P.proj_b) bias_forward(a.x_mid, P.proj_b, R, C);
   } else {
     linear_forward(a.x_mid, a.att, P.proj_w, nullptr, N, HDt, C);
     allreduce_rows(a.x_mid, C);
-    bias_forward(a.x_mid, P.proj_b, R, C);
+    if (P.proj_b) bias_forward(a.x_mid, P.proj_b, R, C);
   }
   if (p_drop > 0)
     dropout_forward(a.x_mid, a.x_mid, keys, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, uint32_t(l), RngSite::attn_out_dropout});
   residual_forward(a.x_mid, a.x_in, a.x_mid, R * C);
   // MLP block, same pattern with FC1 column-parallel and FC2 row-parallel.
-  layernorm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x_mid, P.ln2_w, P.ln2_b, R, C);
+  norm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x_mid, P.ln2_w, P.ln2_b);
   in = a.ln2;
   if (sp) {
     gather_rows(a.ln2, full_, C);
     in = full_;
   }
-  linear_forward(a.fc1, in, P.fc1_w, P.fc1_b, N, C, Ft);
-  gelu_forward(a.gelu, a.fc1, N * Ft);
+  if (cfg_.llama()) {  // SwiGLU: one product for [gate | up], then silu(gate)·up
+    linear_forward(a.fc1, in, P.fc1_w, nullptr, N, C, 2 * Ft);
+    swiglu_forward(a.gelu, a.fc1, N, Ft);
+  } else {
+    linear_forward(a.fc1, in, P.fc1_w, P.fc1_b, N, C, Ft);
+    gelu_forward(a.gelu, a.fc1, N * Ft);
+  }
   if (tp_ == 1) {
     linear_forward(next, a.gelu, P.fc2_w, P.fc2_b, N, Ft, C);
   } else if (sp) {
     linear_forward(full_, a.gelu, P.fc2_w, nullptr, N, Ft, C);
     reduce_scatter_rows(full_, next, C);
-    bias_forward(next, P.fc2_b, R, C);
+    if (P.fc2_b) bias_forward(next, P.fc2_b, R, C);
   } else {
     linear_forward(next, a.gelu, P.fc2_w, nullptr, N, Ft, C);
     allreduce_rows(next, C);
-    bias_forward(next, P.fc2_b, R, C);
+    if (P.fc2_b) bias_forward(next, P.fc2_b, R, C);
   }
   if (p_drop > 0)
     dropout_forward(next, next, keys, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, uint32_t(l), RngSite::mlp_out_dropout});
   residual_forward(next, a.x_mid, next, R * C);
+}
+
+// ---- embedding and loss: replicated at tp = 1, vocabulary-parallel under tp ------------
+//
+// Vocabulary parallelism (Megatron): tp rank r holds vocabulary rows [v0, v0 + Vt) of the
+// embedding and of the head.
+//  embedding: each rank looks up the tokens it holds (0 for the others) for all N rows of
+//    the shard; the partial rows are summed over tp (reduce-scattered to this rank's R rows
+//    under sequence parallelism, all-reduced otherwise).
+//  loss: the head sees the final norm's output for all N rows; each rank computes, over its
+//    Vt logits per row, m = max, s = Σ exp(z − m) and the target logit z_t if it holds the
+//    target; then over tp  M = max_r m_r,  S = Σ_r s_r·exp(m_r − M),  Z = Σ_r z_t,r, and
+//    lse = M + log S, loss = lse − Z. Backward: ∂loss/∂z = softmax(z) − onehot = exp(z −
+//    lse) − onehot on each rank's shard; ∂/∂x sums the shards' products over tp (reduce-
+//    scattered to R rows, or all-reduced).
+
+const float* Model::head_input() {
+  if (tp_ > 1 && seq_par_) {
+    gather_rows(lnf_, full_, cfg_.C);
+    return full_;
+  }
+  return lnf_;  // R = N
+}
+
+void Model::embed_forward(const Batch& b) {
+  const int64_t C = cfg_.C, V = cfg_.V;
+  float* x = la_[0].x_in;
+  if (tp_ == 1) {
+    embedding_forward(x, b.tokens.data(), pv_.wte, R_, C, V);
+    return;
+  }
+  float* part = seq_par_ ? full_ : x;  // (N, C)
+  for (int64_t i = 0; i < N_; ++i) {
+    const int32_t tok = b.tokens[i];
+    SP_CHECK(tok >= 0 && tok < V, "token at row ", i, " is ", tok, ", expected in [0, ", V, ")");
+    float* o = part + i * C;
+    if (tok >= v0_ && tok < v0_ + Vt_)
+      std::memcpy(o, pv_.wte + (tok - v0_) * C, sizeof(float) * C);
+    else
+      std::memset(o, 0, sizeof(float) * C);
+  }
+  if (seq_par_)
+    reduce_scatter_rows(full_, x, C);
+  else
+    allreduce_rows(x, C);
+}
+
+void Model::embed_backward(const Batch& b, const float* dx) {
+  const int64_t C = cfg_.C;
+  if (tp_ == 1) {
+    embedding_backward(gv_.wte, dx, b.tokens.data(), R_, C);
+    return;
+  }
+  const float* full = dx;  // (N, C): identical on every tp rank without sequence parallelism
+  if (seq_par_) {
+    gather_rows(dx, dfull_, C);
+    full = dfull_;
+  }
+  for (int64_t i = 0; i < N_; ++i) {
+    const int32_t tok = b.tokens[i];
+    if (tok < v0_ || tok >= v0_ + Vt_) continue;
+    float* g = gv_.wte + (tok - v0_) * C;
+    for (int64_t c = 0; c < C; ++c) g[c] += full[i * C + c];
+  }
+}
+
+double Model::loss_forward(const Batch& b) {
+  const int64_t N = N_, C = cfg_.C, Vt = Vt_;
+  const int32_t* tg = b.targets.data();  // (N) the whole sp shard
+  const float* x = head_input();
+  if (par_.loss == LossImpl::fused) {
+    fused_xent_stats(xent_m_, xent_s_, xent_zt_, x, pv_.head, tg, N, C, Vt, v0_, par_.loss_chunks,
+                     xent_scratch_);
+  } else {
+    linear_forward(logits_, x, pv_.head, nullptr, N, C, Vt);
+    for (int64_t i = 0; i < N; ++i) {
+      const float* z = logits_ + i * Vt;
+      const float m = *std::max_element(z, z + Vt);
+      double s = 0.0;
+      for (int64_t j = 0; j < Vt; ++j) s += std::exp(double(z[j]) - m);
+      xent_m_[i] = m;
+      xent_s_[i] = float(s);
+      xent_zt_[i] = tg[i] >= v0_ && tg[i] < v0_ + Vt ? z[tg[i] - v0_] : 0.0f;
+    }
+  }
+  if (tp_ > 1) {
+    // Combine the shards' statistics (see above): M, then S rescaled to M, then Z.
+    std::memcpy(dlosses_, xent_m_, sizeof(float) * N);  // dlosses_: free until backward
+    par_.tp.comm->allreduce_max(xent_m_, size_t(N));
+    for (int64_t i = 0; i < N; ++i) xent_s_[i] *= std::exp(dlosses_[i] - xent_m_[i]);
+    par_.tp.comm->allreduce_sum(xent_s_, size_t(N));
+    par_.tp.comm->allreduce_sum(xent_zt_, size_t(N));
+  }
+  const int64_t rb = row_begin();
+  double sum = 0.0;
+  for (int64_t i = 0; i < N; ++i) lse_[i] = xent_m_[i] + std::log(xent_s_[i]);
+  for (int64_t i = 0; i < R_; ++i) {
+    const int64_t g = rb + i;
+    losses_[i] = tg[g] >= 0 ? lse_[g] - xent_zt_[g] : 0.0f;
+    sum += losses_[i];
+  }
+  return sum;
+}
+
+void Model::loss_backward(const Batch& b, float loss_scale) {
+  const int64_t N = N_, C = cfg_.C, Vt = Vt_;
+  const int32_t* tg = b.targets.data();
+  // Every row's loss is counted once in the global sum, so every rank takes loss_scale for
+  // all N rows of its vocabulary shard.
+  for (int64_t i = 0; i < N; ++i) dlosses_[i] = tg[i] >= 0 ? loss_scale : 0.0f;
+  const float* x = head_input();
+  const bool sp = tp_ > 1 && seq_par_;
+  float* dx = sp ? dfull_ : dln_;  // (N, C)
+  std::memset(dx, 0, sizeof(float) * N * C);
+  if (par_.loss == LossImpl::fused) {
+    fused_xent_backward(dx, gv_.head, x, pv_.head, tg, lse_, dlosses_, N, C, Vt, v0_,
+                        par_.loss_chunks, xent_scratch_);
+  } else {
+    for (int64_t i = 0; i < N; ++i) {
+      const float* z = logits_ + i * Vt;
+      float* dz = dlogits_ + i * Vt;
+      for (int64_t j = 0; j < Vt; ++j)
+        dz[j] = (std::exp(z[j] - lse_[i]) - float(tg[i] == v0_ + j)) * dlosses_[i];
+    }
+    linear_backward(dx, gv_.head, nullptr, dlogits_, x, pv_.head, N, C, Vt);
+  }
+  if (sp)
+    reduce_scatter_rows(dfull_, dln_, C);
+  else if (tp_ > 1)
+    allreduce_rows(dln_, C);
+}
+
+std::vector<int32_t> Model::argmax(const std::vector<int64_t>& rows) {
+  std::vector<int32_t> out(rows.size(), 0);
+  if (rows.empty() || arena_.dry_run()) return out;
+  const int64_t C = cfg_.C, Vt = Vt_;
+  const float* x = head_input();  // collective over tp: every rank calls argmax alike
+  std::vector<float> best(rows.size());
+  std::vector<int64_t> idx(rows.size());
+  for (size_t k = 0; k < rows.size(); ++k) {
+    linear_forward(row_logits_, x + rows[k] * C, pv_.head, nullptr, 1, C, Vt);
+    const int64_t j = std::max_element(row_logits_, row_logits_ + Vt) - row_logits_;
+    best[k] = row_logits_[j];
+    idx[k] = v0_ + j;
+  }
+  if (tp_ > 1) {
+    // The best value over the shards, then the smallest token id that attains it.
+    std::vector<float> top = best;
+    par_.tp.comm->allreduce_max(top.data(), top.size());
+    for (size_t k = 0; k < rows.size(); ++k)
+      if (best[k] < top[k]) idx[k] = INT64_MAX;
+    par_.tp.comm->allreduce_min(idx.data(), idx.size());
+  }
+  for (size_t k = 0; k < rows.size(); ++k) out[k] = int32_t(idx[k]);
+  return out;
+}
+
+std::vector<float> Model::logits() {
+  const int64_t R = R_, N = N_, C = cfg_.C, V = cfg_.V, Vt = Vt_, rb = row_begin();
+  std::vector<float> out(size_t(R * V));
+  if (arena_.dry_run()) return out;
+  if (tp_ == 1) {
+    linear_forward(out.data(), lnf_, pv_.head, nullptr, R, C, V);
+    return out;
+  }
+  // Every tp rank's vocabulary block of all N rows (they hold different rows under sequence
+  // parallelism), broadcast from each owner in turn; this rank keeps its R rows.
+  std::vector<float> mine(size_t(N * Vt));
+  linear_forward(mine.data(), head_input(), pv_.head, nullptr, N, C, Vt);
+  for (int r = 0; r < tp_; ++r) {
+    const auto [v0, vt] = vocab_range(V, tp_, r);
+    std::vector<float> blk(size_t(N * vt));
+    if (r == tp_rank_) blk = mine;
+    par_.tp.comm->bcast(blk.data(), blk.size() * sizeof(float), r);
+    for (int64_t i = 0; i < R; ++i)
+      std::copy_n(blk.data() + (rb + i) * vt, vt, out.data() + i * V + v0);
+  }
+  return out;
 }
 
 double Model::forward(const Batch& b, const StepContext& ctx) {
@@ -442,18 +748,14 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
   if (arena_.dry_run()) return 0.0;
   const int64_t R = R_, C = cfg_.C, V = cfg_.V, rb = row_begin();
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
-  embedding_forward(la_[0].x_in, b.tokens.data() + rb, pv_.wte, R, C, V);
+  embed_forward(b);
   if (p_drop > 0)
     dropout_forward(la_[0].x_in, la_[0].x_in, b.row_key.data() + rb, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, 0, RngSite::embed_dropout});
   for (int l = 0; l < cfg_.n_layer; ++l)
     layer_forward(l, b, ctx, la_[l], l + 1 < cfg_.n_layer ? la_[l + 1].x_in : x_out_);
-  layernorm_forward(lnf_, lnf_mean_, lnf_rstd_, x_out_, pv_.lnf_w, pv_.lnf_b, R, C);
-  linear_forward(logits_, lnf_, pv_.wte, nullptr, R, C, V);
-  crossentropy_forward(losses_, logits_, b.targets.data() + rb, R, V);
-  double sum = 0.0;
-  for (int64_t i = 0; i < R; ++i) sum += losses_[i];
-  return sum;
+  norm_forward(lnf_, lnf_mean_, lnf_rstd_, x_out_, pv_.lnf_w, pv_.lnf_b);
+  return loss_forward(b);
 }
 
 void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
@@ -470,14 +772,9 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
   // ar: plain tensor parallelism (all rows everywhere, all-reduce of input gradients).
   const bool tp = tp_ > 1 && seq_par_, ar = tp_ > 1 && !seq_par_;
 
-  for (int64_t i = 0; i < R; ++i) dlosses_[i] = loss_scale;
-  zero(dlogits_, R * V);
-  crossentropy_backward(dlogits_, logits_, b.targets.data() + rb, dlosses_, R, V);
-  zero(dln_, R * C);
-  linear_backward(dln_, gv_.wte, nullptr, dlogits_, lnf_, pv_.wte, R, C, V);
+  loss_backward(b, loss_scale);
   zero(dx_, R * C);
-  layernorm_backward(dx_, gv_.lnf_w, gv_.lnf_b, dln_, x_out_, pv_.lnf_w, lnf_mean_, lnf_rstd_, R,
-                     C);
+  norm_backward(dx_, gv_.lnf_w, gv_.lnf_b, dln_, x_out_, pv_.lnf_w, lnf_mean_, lnf_rstd_);
   for (int l = cfg_.n_layer - 1; l >= 0; --l) {
     const LayerParams& P = pv_.layers[l];
     LayerParams& G = gv_.layers[l];
@@ -489,31 +786,36 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
     dropout_backward(dtmp_, dx_, keys, R, C, key(l, RngSite::mlp_out_dropout));
     const float* dnext = dtmp_;
     if (tp) {
-      bias_backward(G.fc2_b, dtmp_, R, C);
+      if (G.fc2_b) bias_backward(G.fc2_b, dtmp_, R, C);
       gather_rows(dtmp_, dfull_, C);  // backward of the reduce-scatter
       dnext = dfull_;
     }
     zero(dgelu_, N * Ft);
     linear_backward(dgelu_, G.fc2_w, tp ? nullptr : G.fc2_b, dnext, a.gelu, P.fc2_w, N, Ft, C);
-    zero(dfc1_, N * Ft);
-    gelu_backward(dfc1_, a.fc1, dgelu_, N * Ft);
+    const int64_t F1t = cfg_.llama() ? 2 * Ft : Ft;
+    if (cfg_.llama()) {
+      swiglu_backward(dfc1_, dgelu_, a.fc1, N, Ft);
+    } else {
+      zero(dfc1_, N * Ft);
+      gelu_backward(dfc1_, a.fc1, dgelu_, N * Ft);
+    }
     if (tp) {
       gather_rows(a.ln2, full_, C);  // the input was kept sharded: gather it again
       zero(dfull_, N * C);
-      linear_backward(dfull_, G.fc1_w, G.fc1_b, dfc1_, full_, P.fc1_w, N, C, Ft);
+      linear_backward(dfull_, G.fc1_w, G.fc1_b, dfc1_, full_, P.fc1_w, N, C, F1t);
       reduce_scatter_rows(dfull_, dln_, C);  // backward of the all-gather
     } else {
       zero(dln_, R * C);
-      linear_backward(dln_, G.fc1_w, G.fc1_b, dfc1_, a.ln2, P.fc1_w, N, C, Ft);
+      linear_backward(dln_, G.fc1_w, G.fc1_b, dfc1_, a.ln2, P.fc1_w, N, C, F1t);
       if (ar) allreduce_rows(dln_, C);  // each rank holds its F/t columns' share
     }
-    layernorm_backward(dx_, G.ln2_w, G.ln2_b, dln_, a.x_mid, P.ln2_w, a.ln2_mean, a.ln2_rstd, R, C);
+    norm_backward(dx_, G.ln2_w, G.ln2_b, dln_, a.x_mid, P.ln2_w, a.ln2_mean, a.ln2_rstd);
     // dx_ = ∂loss/∂x_mid.
     zero(dtmp_, R * C);
     dropout_backward(dtmp_, dx_, keys, R, C, key(l, RngSite::attn_out_dropout));
     dnext = dtmp_;
     if (tp) {
-      bias_backward(G.proj_b, dtmp_, R, C);
+      if (G.proj_b) bias_backward(G.proj_b, dtmp_, R, C);
       gather_rows(dtmp_, dfull_, C);
       dnext = dfull_;
     }
@@ -533,12 +835,12 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
       linear_backward(dln_, G.qkv_w, G.qkv_b, dqkv_, a.ln1, P.qkv_w, N, C, Wt);
       if (ar) allreduce_rows(dln_, C);
     }
-    layernorm_backward(dx_, G.ln1_w, G.ln1_b, dln_, a.x_in, P.ln1_w, a.ln1_mean, a.ln1_rstd, R, C);
+    norm_backward(dx_, G.ln1_w, G.ln1_b, dln_, a.x_in, P.ln1_w, a.ln1_mean, a.ln1_rstd);
     // dx_ = ∂loss/∂x_in.
   }
   zero(dtmp_, R * C);
   dropout_backward(dtmp_, dx_, keys, R, C, key(0, RngSite::embed_dropout));
-  embedding_backward(gv_.wte, dtmp_, b.tokens.data() + rb, R, C);
+  embed_backward(b, dtmp_);
 }
 
 }  // namespace seqpar

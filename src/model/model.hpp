@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "core/arena.hpp"
+#include "kernels/fused_xent.hpp"
 #include "model/config.hpp"
 #include "parallel/attention.hpp"
 
@@ -61,6 +62,9 @@ struct ParamSpec {
 // Replicated parameters first, then this rank's shards: gradients of the first range are
 // all-reduced over the world, of the second over the ranks holding the same shard.
 std::vector<ParamSpec> param_specs(const ModelConfig& c, int tp = 1, int tp_rank = 0);
+// Vocabulary rows [begin, begin + len) of the embedding and head held by tp rank r (Megatron's
+// vocabulary parallelism): V split as evenly as it goes, the first V mod t ranks one more.
+std::pair<int64_t, int64_t> vocab_range(int64_t V, int tp, int tp_rank);
 // kv heads a tp rank holds (Hkv/t, or 1 replicated when Hkv < t), and on how many ranks
 // each kv head lives (1, or t/Hkv).
 int kv_heads_per_rank(const ModelConfig& c, int tp);
@@ -69,26 +73,33 @@ int kv_replicas(const ModelConfig& c, int tp);
 // Copies between a rank's shard and the global tensor (row-major) of one parameter.
 void shard_from_global(const ParamSpec& s, const float* global, float* shard);
 void shard_to_global(const ParamSpec& s, const float* shard, float* global);
+// The global tensor of parameter i of param_specs(cfg, t, ·) from every tp rank's shard
+// (shards may differ in size: a vocabulary V not divisible by t). Collective over tp
+// (null: t = 1, or a replicated parameter, copied as it is).
+std::vector<float> gather_param(const ModelConfig& cfg, size_t i, const float* shard, Comm* tp);
 
 // Views into the parameter (or gradient) block; shapes are this rank's.
 struct LayerParams {
-  float* ln1_w;   // (C)
-  float* ln1_b;   // (C)
-  float* qkv_w;   // ((H + 2Hkv)·d / t, C)  column-parallel
-  float* qkv_b;   // ((H + 2Hkv)·d / t)
-  float* proj_w;  // (C, H·d / t)           row-parallel
-  float* proj_b;  // (C)
-  float* ln2_w;   // (C)
-  float* ln2_b;   // (C)
-  float* fc1_w;   // (F / t, C)             column-parallel
-  float* fc1_b;   // (F / t)
-  float* fc2_w;   // (C, F / t)             row-parallel
-  float* fc2_b;   // (C)
+  float* ln1_w = nullptr;   // (C)
+  float* ln1_b = nullptr;   // (C)
+  float* qkv_w = nullptr;   // ((H + 2Hkv)·d / t, C)  column-parallel
+  float* qkv_b = nullptr;   // ((H + 2Hkv)·d / t)
+  float* proj_w = nullptr;  // (C, H·d / t)           row-parallel
+  float* proj_b = nullptr;  // (C)
+  float* ln2_w = nullptr;   // (C)
+  float* ln2_b = nullptr;   // (C)
+  float* fc1_w = nullptr;   // (F / t, C), llama (2·F / t, C)  column-parallel
+  float* fc1_b = nullptr;   // (F / t)
+  float* fc2_w = nullptr;   // (C, F / t)             row-parallel
+  float* fc2_b = nullptr;   // (C)
 };
+// LLaMA: ln* are RMSNorm weights, qkv_w spans q_proj|k_proj|v_proj, fc1_w spans
+// gate_proj|up_proj ((2·F/t, C)), proj_w is o_proj, fc2_w down_proj; biases are null.
 struct ParamViews {
-  float* wte;    // (V, C), tied with the output head
-  float* lnf_w;  // (C)
-  float* lnf_b;  // (C)
+  float* wte = nullptr;    // (V, C) input embedding
+  float* head = nullptr;   // (V, C) output head: == wte when tied
+  float* lnf_w = nullptr;  // (C)
+  float* lnf_b = nullptr;  // (C), null for llama
   std::vector<LayerParams> layers;
 };
 ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* block);
@@ -109,6 +120,13 @@ struct StepContext {
   bool train = true;  // dropout on
 };
 
+// How the loss is computed: fused (hidden states straight to the loss in chunks of tokens
+// and vocabulary, never holding the (rows, V) logits) or materialized (the logits and their
+// gradient in full: the reference and the baseline).
+enum class LossImpl { fused, materialized };
+const char* loss_name(LossImpl l);
+LossImpl parse_loss(const std::string& s);
+
 struct ModelParallel {
   std::string strategy = "local";
   SpSetup sp;
@@ -119,6 +137,8 @@ struct ModelParallel {
   // head, and an all-reduce follows each row-parallel linear (and each column-parallel
   // input gradient) instead of the reduce-scatter / all-gather pair.
   bool tp_sequence_parallel = true;
+  LossImpl loss = LossImpl::fused;
+  XentChunks loss_chunks;  // fused loss chunk sizes (0: the kernel's defaults)
 };
 
 class Model {
@@ -158,7 +178,12 @@ class Model {
   void backward(const Batch& b, const StepContext& ctx, float loss_scale);
   void zero_grad();
 
-  const float* logits() const { return logits_; }  // (rows(), V) after forward
+  // After forward. Logits of this rank's rows (rows(), V), recomputed from the final norm's
+  // output, for tests and inspection. Collective over tp.
+  std::vector<float> logits();
+  // After forward, before backward: argmax token of rows `rows` (indices into the B·T sp
+  // shard, the same list on every tp rank). Collective over tp.
+  std::vector<int32_t> argmax(const std::vector<int64_t>& rows);
   const float* losses() const { return losses_; }  // (rows())
 
  private:
@@ -178,6 +203,15 @@ class Model {
     float* gelu;      // (N, F/t)
   };
   void layout_buffers();
+  void norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
+                    const float* b);
+  void norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+                     const float* w, const float* mean, const float* rstd);
+  const float* head_input();  // the final norm's output for all N rows (gathered under tp·sp)
+  void embed_forward(const Batch& b);
+  void embed_backward(const Batch& b, const float* dx);  // dx (R, C)
+  double loss_forward(const Batch& b);
+  void loss_backward(const Batch& b, float loss_scale);  // leaves ∂loss/∂lnf (R, C) in dln_
   void layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, float* next);
   void attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a);
   AttnShard shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const;
@@ -188,7 +222,8 @@ class Model {
 
   ModelConfig cfg_;
   int B_, T_;
-  int64_t N_, R_;  // sp-shard rows B·T, and this tp rank's rows N/t
+  int64_t v0_ = 0, Vt_ = 0;  // this rank's vocabulary rows [v0, v0 + Vt) (all of V when tp = 1)
+  int64_t N_, R_;            // sp-shard rows B·T, and this tp rank's rows N/t
   int tp_ = 1, tp_rank_ = 0;
   bool seq_par_ = true;  // Megatron sequence parallelism (meaningful when tp > 1)
   int Ht_, Hkvt_, Ft_;   // heads, kv heads, ffn columns on this tp rank
@@ -204,20 +239,26 @@ class Model {
   float* lnf_;                 // (R, C)
   float* lnf_mean_;            // (R)
   float* lnf_rstd_;            // (R)
-  float* logits_;              // (R, V)
+  float* logits_;              // (N, Vt) materialized loss only
+  float* lse_;                 // (N) log-sum-exp of each row's logits over the whole V
   float* losses_;              // (R)
   // backward scratch (reused by every layer)
-  float* dx_;       // (R, C) gradient of the residual stream
-  float* dtmp_;     // (R, C)
-  float* dln_;      // (R, C)
-  float* full_;     // (N, C) gathered LayerNorm output / row-parallel partial sums
-  float* dfull_;    // (N, C)
-  float* dqkv_;     // (N, Wt)
-  float* datt_;     // (N, H·d/t)
-  float* dfc1_;     // (N, F/t)
-  float* dgelu_;    // (N, F/t)
-  float* dlogits_;  // (R, V)
-  float* dlosses_;  // (R)
+  float* dx_;            // (R, C) gradient of the residual stream
+  float* dtmp_;          // (R, C)
+  float* dln_;           // (R, C)
+  float* full_;          // (N, C) gathered LayerNorm output / row-parallel partial sums
+  float* dfull_;         // (N, C)
+  float* dqkv_;          // (N, Wt)
+  float* datt_;          // (N, H·d/t)
+  float* dfc1_;          // (N, F/t)
+  float* dgelu_;         // (N, F/t)
+  float* dlogits_;       // (N, Vt) materialized loss only
+  float* dlosses_;       // (N)
+  float* xent_m_;        // (N) loss statistics over this rank's vocabulary shard: max,
+  float* xent_s_;        // (N)   Σ exp(z − max),
+  float* xent_zt_;       // (N)   target logit (0 when the target is elsewhere)
+  float* xent_scratch_;  // fused loss chunk logits
+  float* row_logits_;    // (Vt) one row, for argmax
   std::vector<std::unique_ptr<AttentionStrategy>> attn_;  // one per layer
 };
 

@@ -53,6 +53,7 @@ void TrainConfig::validate() const {
   SP_CHECK_USAGE(mqsp_micro >= 0, "mqsp_micro must be >= 0 (0 = sp), got ", mqsp_micro);
   SP_CHECK_USAGE(usp_ulysses >= 0, "usp_ulysses must be >= 0 (0 = automatic), got ", usp_ulysses);
   SP_CHECK_USAGE(!out.empty(), "out directory must not be empty");
+  SP_CHECK_USAGE(loss_chunk >= 0, "loss_chunk must be >= 0 (0 = default), got ", loss_chunk);
   const auto& names = attention_strategies();
   if (std::find(names.begin(), names.end(), strategy) == names.end()) {
     std::string all;
@@ -100,20 +101,59 @@ nlohmann::json TrainConfig::to_json() const {
             {"usp_ulysses", usp_ulysses},
             {"tp", tp},
             {"recompute", recompute_name(recompute)},
-            {"tp_sp", tp_sp}});
+            {"tp_sp", tp_sp},
+            {"loss", loss_name(loss)},
+            {"loss_chunk", loss_chunk}});
   return j;
 }
 
 void TrainConfig::merge_json(const nlohmann::json& j) {
   SP_CHECK_USAGE(j.is_object(), "config must be a JSON object");
-  static const char* known[] = {
-      "model", "layers",     "dim",          "heads",      "kv_heads",   "ffn",
-      "vocab", "dropout",    "attn_dropout", "rope_theta", "init_std",   "seq_len",
-      "batch", "steps",      "lr",           "min_lr",     "warmup",     "weight_decay",
-      "beta1", "beta2",      "eps",          "grad_clip",  "seed",       "data",
-      "out",   "ckpt_every", "threads",      "log_every",  "progress",   "sp_strategy",
-      "sp",    "layout",     "resume",       "stop_after", "mqsp_micro", "usp_ulysses",
-      "tp",    "recompute",  "tp_sp",        "overrides"};
+  static const char* known[] = {"model",
+                                "layers",
+                                "dim",
+                                "heads",
+                                "kv_heads",
+                                "ffn",
+                                "vocab",
+                                "dropout",
+                                "attn_dropout",
+                                "rope_theta",
+                                "init_std",
+                                "seq_len",
+                                "batch",
+                                "steps",
+                                "lr",
+                                "min_lr",
+                                "warmup",
+                                "weight_decay",
+                                "beta1",
+                                "beta2",
+                                "eps",
+                                "grad_clip",
+                                "seed",
+                                "data",
+                                "out",
+                                "ckpt_every",
+                                "threads",
+                                "log_every",
+                                "progress",
+                                "sp_strategy",
+                                "sp",
+                                "layout",
+                                "resume",
+                                "stop_after",
+                                "mqsp_micro",
+                                "usp_ulysses",
+                                "tp",
+                                "recompute",
+                                "tp_sp",
+                                "overrides",
+                                "tie_embeddings",
+                                "norm_eps",
+                                "tokenizer_hash",
+                                "loss",
+                                "loss_chunk"};
   for (auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok |= k == n;
@@ -123,7 +163,8 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
   for (auto& [k, v] : j.items())
     if (m.contains(k)) m[k] = v;
   // Width-dependent defaults (ffn = 4·dim, kv_heads = heads) follow the new values unless set.
-  if (!j.contains("ffn") && j.contains("dim")) m.erase("ffn");
+  if (!j.contains("ffn") && (j.contains("dim") || j.contains("model"))) m.erase("ffn");
+  if (!j.contains("tie_embeddings") && j.contains("model")) m.erase("tie_embeddings");
   if (!j.contains("kv_heads") && j.contains("heads")) m.erase("kv_heads");
   if (!j.contains("vocab") && j.contains("model")) m.erase("vocab");
   try {
@@ -158,6 +199,8 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     if (j.contains("progress")) get("progress", s), progress = parse_progress(s);
     if (j.contains("layout")) get("layout", s), layout = parse_layout(s);
     if (j.contains("recompute")) get("recompute", s), recompute = parse_recompute(s);
+    if (j.contains("loss")) get("loss", s), loss = parse_loss(s);
+    get("loss_chunk", loss_chunk);
     if (j.contains("overrides")) {
       const auto& o = j.at("overrides");
       SP_CHECK_USAGE(o.is_array(), "config 'overrides' must be a list of setting names");

@@ -46,6 +46,8 @@ struct TrainConfig {
   bool tp_sp = true;                      // Megatron sequence parallelism inside the tp group
   int mqsp_micro = 0;                     // MQSP micro-query count m (0: m = sp)
   int usp_ulysses = 0;                    // USP Ulysses group size u, sp = u·r (0: automatic)
+  LossImpl loss = LossImpl::fused;        // fused (chunked, no logits) or materialized
+  int64_t loss_chunk = 0;                 // fused loss: tokens per chunk (0: the default)
   // Settings (config key names) that --resume may accept with a value other than the
   // checkpoint's; the rest of resume_keys() must match.
   std::vector<std::string> overrides;

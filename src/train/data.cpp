@@ -190,22 +190,40 @@ std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t 
   return std::make_unique<TokenSource>(path, "'" + path + "'", seed, L);
 }
 
-std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L) {
-  if (spec == "passkey") return make_passkey_source(seed, L);
+std::string token_file_path(const std::string& spec) {
   if (spec == "kjv-bpe8k") {
     const std::vector<std::string> candidates = data_candidates("kjv-bpe8k.tok");
     for (const auto& c : candidates) {
       std::error_code ec;
-      if (std::filesystem::is_regular_file(c, ec))
-        return std::make_unique<TokenSource>(c, "kjv-bpe8k from '" + c + "'", seed, L);
+      if (std::filesystem::is_regular_file(c, ec)) return c;
     }
     std::string looked;
     for (const auto& c : candidates) looked += (looked.empty() ? "" : ", ") + c;
     SP_FAIL("the corpus 'kjv-bpe8k' needs the token file kjv-bpe8k.tok, not found (looked in ",
             looked, "): run `bash scripts/setup.sh` to build it, or pass --data PATH");
   }
-  if (spec != "kjv" && is_token_file(spec)) return make_token_source(spec, seed, L);
+  if (spec != "kjv" && spec != "passkey" && is_token_file(spec)) return spec;
+  return "";
+}
+
+std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L) {
+  if (spec == "passkey") return make_passkey_source(seed, L);
+  const std::string tok = token_file_path(spec);
+  if (spec == "kjv-bpe8k")
+    return std::make_unique<TokenSource>(tok, "kjv-bpe8k from '" + tok + "'", seed, L);
+  if (!tok.empty()) return make_token_source(tok, seed, L);
   return make_text_source(spec, seed, L);
+}
+
+void fit_model_to_data(ModelConfig& model, const std::string& spec, bool vocab_given,
+                       bool hash_given) {
+  const std::string tok = token_file_path(spec);
+  if (tok.empty()) return;  // bytes: the defaults fit
+  TokenFile::Options opt;
+  opt.scan_tokens = false;  // the header is all this needs; training validates the tokens
+  const TokenFile f(tok, opt);
+  if (!vocab_given) model.V = int(f.vocab()) + (model.kind == ModelKind::bert ? 1 : 0);
+  if (!hash_given) model.tokenizer_hash = f.tokenizer_hash();
 }
 
 void check_data_matches_model(const DataSource& src, int64_t model_vocab,

@@ -99,6 +99,15 @@ std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, 
 // token model on bytes are refused too), or one whose vocabulary model_vocab is smaller than
 // the data's (vocab() + 1 for BERT, whose [MASK] is vocab()). `what` names the model in the
 // message (e.g. "the model of checkpoint 'runs/x/step_100'").
+// The token file `spec` names ("kjv-bpe8k", or a path holding a token file), or "" for byte
+// data (text, kjv, passkey). Throws if kjv-bpe8k.tok is missing.
+std::string token_file_path(const std::string& spec);
+
+// Sizes the model for token data: the vocabulary (+1 for bert's [MASK]) and the tokenizer
+// hash from the token file's header, unless the user set them. Byte data changes nothing.
+void fit_model_to_data(ModelConfig& model, const std::string& spec, bool vocab_given,
+                       bool hash_given);
+
 void check_data_matches_model(const DataSource& src, int64_t model_vocab,
                               uint64_t model_tokenizer_hash, const std::string& what,
                               ModelKind kind = ModelKind::gpt);

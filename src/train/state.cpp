@@ -17,6 +17,8 @@ ModelParallel model_parallel(Mesh& mesh, const TrainConfig& cfg) {
                  cfg.usp_ulysses};
   p.tp = TpSetup{mesh.tp > 1 ? &mesh.tp_comm : nullptr};
   p.recompute = cfg.recompute;
+  p.loss = cfg.loss;
+  p.loss_chunks.tokens = cfg.loss_chunk;
   p.tp_sequence_parallel = cfg.tp_sp;
   return p;
 }
@@ -33,27 +35,11 @@ namespace {
 // not depend on the layout it was saved from. Collective over tp (when given).
 std::vector<NamedTensor> gather_tensors(const ModelConfig& cfg, const std::vector<ParamSpec>& specs,
                                         const float* block, const std::string& prefix, Comm* tp) {
-  const int t = tp ? tp->size() : 1;
-  std::vector<std::vector<ParamSpec>> rank_specs;
-  for (int r = 0; r < t; ++r) rank_specs.push_back(param_specs(cfg, t, r));
   std::vector<NamedTensor> out;
   out.reserve(specs.size());
-  std::vector<float> all;
-  for (size_t i = 0; i < specs.size(); ++i) {
-    const ParamSpec& s = specs[i];
-    int64_t n = 1;
-    for (int64_t x : s.global_shape) n *= x;
-    NamedTensor nt{prefix + s.name, s.global_shape, std::vector<float>(n)};
-    if (s.replicated || t == 1) {
-      shard_to_global(s, block + s.offset, nt.data.data());
-    } else {
-      all.resize(size_t(s.numel) * t);
-      tp->allgather(block + s.offset, all.data(), size_t(s.numel));
-      for (int r = 0; r < t; ++r)
-        shard_to_global(rank_specs[r][i], all.data() + size_t(s.numel) * r, nt.data.data());
-    }
-    out.push_back(std::move(nt));
-  }
+  for (size_t i = 0; i < specs.size(); ++i)
+    out.push_back({prefix + specs[i].name, specs[i].global_shape,
+                   gather_param(cfg, i, block + specs[i].offset, tp)});
   return out;
 }
 

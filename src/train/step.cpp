@@ -29,17 +29,23 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   for (int64_t g = rb; g < rb + R; ++g) sums[1] += batch.targets[g] >= 0;
   // Without Megatron sequence parallelism every tp rank holds the same rows: count once.
   const bool count_rows = !model.rows_replicated_over_tp() || mesh.tp_rank == 0;
-  // Retrieval accuracy on answer positions held by this rank.
+  // Retrieval accuracy on the answer positions of the sp shard (every tp rank asks for the
+  // same rows: argmax is collective over tp), counted on the rank that owns each row.
+  std::vector<int64_t> rows;
+  std::vector<int32_t> want;
   for (int i = 0; i < B; ++i)
     for (int64_t ap : src.answer_positions(first + i, cfg.seq_len))
-      for (int t = 0; t < T; ++t) {
-        const int64_t g = int64_t(i) * T + t;
-        if (!count_rows || pos[t] != ap || g < rb || g >= rb + R) continue;
-        const float* lg = model.logits() + (g - rb) * cfg.model.V;
-        int best = int(std::max_element(lg, lg + cfg.model.V) - lg);
-        sums[2] += best == batch.targets[g];
-        sums[3] += 1;
-      }
+      for (int t = 0; t < T; ++t)
+        if (pos[t] == ap) {
+          rows.push_back(int64_t(i) * T + t);
+          want.push_back(batch.targets[size_t(i) * T + t]);
+        }
+  const std::vector<int32_t> got = model.argmax(rows);
+  for (size_t k = 0; k < rows.size(); ++k) {
+    if (!count_rows || rows[k] < rb || rows[k] >= rb + R) continue;
+    sums[2] += got[k] == want[k];
+    sums[3] += 1;
+  }
   if (!count_rows) sums[0] = sums[1] = 0.0;
   world.allreduce_sum(sums, 4);
   SP_CHECK(sums[1] > 0, "step ", s, " has no counted target tokens");

@@ -109,7 +109,11 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   set_num_threads(threads);
 
   std::unique_ptr<DataSource> src;
-  agree_or_throw(world, [&] { src = make_source(cfg.data, cfg.seed, cfg.seq_len); });
+  agree_or_throw(world, [&] {
+    src = make_source(cfg.data, cfg.seed, cfg.seq_len);
+    check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
+                             cfg.model.kind);
+  });
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
   const int B = cfg.batch;
 
@@ -213,15 +217,14 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
       if (rank0)
         std::cout << (stop ? "stop signal received" : "stop_after reached")
                   << ": checkpointing at step " << s << std::endl;
-      save(s);
-      if (rank0 && stop && W > 1)
-        std::cout << "every rank saved and exits 0. If the signal went to mpiexec itself, "
-                     "mpiexec itself exits 1 all the same (OpenMPI counts a signalled job as "
-                     "failed), and kills the ranks odls_base_sigkill_timeout seconds (default "
-                     "1) after forwarding the signal, which can cut a long save short; signal "
-                     "the rank processes instead, or raise it with --mca "
-                     "odls_base_sigkill_timeout 60 (docs/checkpoints.md)"
+      if (rank0 && stop && W > 1)  // said first: mpiexec may not let the save finish
+        std::cout << "note: if the signal went to mpiexec itself, mpiexec itself exits 1 all "
+                     "the same (OpenMPI counts a signalled job as failed), and it kills the "
+                     "ranks odls_base_sigkill_timeout seconds (default 1) after forwarding the "
+                     "signal, which cuts a longer save short (the previous checkpoint stays); "
+                     "signal the rank processes instead (docs/checkpoints.md)"
                   << std::endl;
+      save(s);
       result.interrupted = true;
       return result;
     }

@@ -64,10 +64,10 @@ double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // Global gradient of every parameter. `tp` is the model's own tensor-parallel group
-// (nullptr only when tp = 1): shards are gathered over it. Replicated gradients are summed
-// over it when each rank holds the contribution of its own rows (Megatron sequence
-// parallelism), and taken as they are when every rank holds all rows and so the whole
-// gradient (rows_replicated_over_tp).
+// (nullptr only when tp = 1): shards are gathered over it (gather_param, uneven vocabulary
+// shards included). Replicated gradients are summed over it when each rank holds the
+// contribution of its own rows (Megatron sequence parallelism), and taken as they are when
+// every rank holds all rows and so the whole gradient (rows_replicated_over_tp).
 std::vector<std::vector<float>> global_grads(Model& m, Comm* tp, const ModelConfig& cfg) {
   const int t = tp ? tp->size() : 1;
   const std::vector<ParamSpec> mine = param_specs(cfg, t, tp ? tp->rank() : 0);
@@ -80,24 +80,19 @@ std::vector<std::vector<float>> global_grads(Model& m, Comm* tp, const ModelConf
     // A shard read with another tp's specs would read past it: the model's tp must be `tp`.
     SP_CHECK(mine[i].numel == s.numel, "global_grads: ", s.name, " holds ", s.numel,
              " floats on this rank, tp=", t, " expects ", mine[i].numel);
-    int64_t n = 1;
-    for (int64_t x : s.global_shape) n *= x;
-    std::vector<float> g(n, 0.0f);
-    if (s.replicated) {
-      std::copy_n(m.grads() + s.offset, n, g.begin());
-      if (sum_replicated) tp->allreduce_sum(g.data(), g.size());
-    } else {
-      std::vector<float> all(size_t(s.numel) * t);
-      if (tp)
-        tp->allgather(m.grads() + s.offset, all.data(), size_t(s.numel));
-      else
-        std::copy_n(m.grads() + s.offset, s.numel, all.begin());
-      for (int r = 0; r < t; ++r)
-        shard_to_global(param_specs(cfg, t, r)[i], all.data() + size_t(s.numel) * r, g.data());
-    }
+    std::vector<float> g = gather_param(cfg, i, m.grads() + s.offset, tp);
+    if (s.replicated && sum_replicated) tp->allreduce_sum(g.data(), g.size());
     out.push_back(std::move(g));
   }
   return out;
+}
+
+// The reference model's gradient of the parameter named `name`.
+std::vector<float> ref_grad(Model& ref, const std::string& name) {
+  for (const ParamSpec& s : ref.specs())
+    if (s.name == name) return {ref.grads() + s.offset, ref.grads() + s.offset + s.numel};
+  ADD_FAILURE() << "no parameter " << name << " in the reference model";
+  return {};
 }
 
 // fp32 rounding: TP splits the C- and F-length dot products of the row-parallel linears
@@ -147,8 +142,9 @@ TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
 
   // Logits of this rank's rows.
   const int64_t R = m.rows(), V = cfg.V;
-  std::vector<float> got(m.logits(), m.logits() + R * V),
-      want(ref.logits() + m.row_begin() * V, ref.logits() + (m.row_begin() + R) * V);
+  const std::vector<float> got = m.logits(), all = ref.logits();
+  const std::vector<float> want(all.begin() + m.row_begin() * V,
+                                all.begin() + (m.row_begin() + R) * V);
   EXPECT_LT(rel_err(got, want), kTol) << "logits on rank " << world.rank();
 
   // A replicated kv head's gradient is partial on each of its replicas: sum them first.
@@ -157,20 +153,27 @@ TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
   for (auto [off, n] : m.kv_replica_ranges()) kv.allreduce_sum(m.grads() + off, size_t(n));
   EXPECT_EQ(m.kv_replica_ranges().empty(), replicas == 1);
   auto g = global_grads(m, t > 1 ? &world : nullptr, cfg);
-  for (size_t i = 0; i < ref.specs().size(); ++i) {
-    std::vector<float> r(ref.grads() + ref.specs()[i].offset,
-                         ref.grads() + ref.specs()[i].offset + ref.specs()[i].numel);
-    EXPECT_LT(rel_err(g[i], r), 3e-5) << "gradient of " << ref.specs()[i].name;
-  }
+  ASSERT_EQ(m.specs().size(), ref.specs().size());
+  for (size_t i = 0; i < m.specs().size(); ++i)
+    EXPECT_LT(rel_err(g[i], ref_grad(ref, m.specs()[i].name)), 3e-5)
+        << "gradient of " << m.specs()[i].name;
 
-  // Bytes over tp per layer, in units of one (t−1)/t·B·T·C·4 exchange, i.e. (t−1)·R'·C·4
-  // with R' = B·T/t: with sequence parallelism 4 forward (2 all-gathers, 2 reduce-scatters)
-  // and 6 backward (the sharded inputs are gathered again); without it one all-reduce
-  // (= 2 units) after each row-parallel linear forward and after each column-parallel
-  // input gradient backward, 4 each way.
+  // Bytes over tp, in units of one (t−1)/t·B·T·C·4 exchange, i.e. (t−1)·R'·C·4 with
+  // R' = B·T/t. Per layer: with sequence parallelism 4 forward (2 all-gathers, 2
+  // reduce-scatters) and 6 backward (the sharded inputs are gathered again); without it
+  // one all-reduce (= 2 units) after each row-parallel linear forward and after each
+  // column-parallel input gradient backward, 4 each way. Vocabulary parallelism adds, with
+  // sequence parallelism: forward the embedding's reduce-scatter and the head input's
+  // all-gather (2 units), backward the head input's all-gather, its gradient's
+  // reduce-scatter and the embedding gradient's all-gather (3 units); without it the
+  // embedding's all-reduce forward and the head input gradient's all-reduce backward (2
+  // units each). The loss adds three all-reduces of one float per row (max, Σexp, target
+  // logit): 3·2·(t−1)·R'·4 bytes, = 6 units / C.
   const uint64_t per = uint64_t(t - 1) * (B * T / t) * cfg.C * 4;
-  EXPECT_EQ(fwd_bytes, cfg.n_layer * 4 * per);
-  EXPECT_EQ(bwd_bytes, cfg.n_layer * (seq_par ? 6 : 4) * per);
+  const uint64_t stats = t > 1 ? 6 * per / cfg.C : 0;
+  EXPECT_EQ(fwd_bytes, cfg.n_layer * 4 * per + (t > 1 ? 2 : 0) * per + stats);
+  EXPECT_EQ(bwd_bytes,
+            cfg.n_layer * (seq_par ? 6 : 4) * per + (t > 1 ? (seq_par ? 3 : 2) : 0) * per);
 }
 
 INSTANTIATE_TEST_SUITE_P(Megatron, TensorParallel,
@@ -424,9 +427,10 @@ TEST(TensorTimesSequenceParallel, LossLogitsAndGradientsEqualOneRank) {
 
   // Logits of this rank's rows, found in the reference by (sample, global position).
   const int64_t R = m.rows(), V = cfg.model.V, T = int64_t(pos.size());
-  std::vector<float> got(m.logits(), m.logits() + R * V), want;
+  const std::vector<float> got = m.logits(), ref_logits = ref.logits();
+  std::vector<float> want;
   for (int64_t g = m.row_begin(); g < m.row_begin() + R; ++g) {
-    const float* r = ref.logits() + ((g / T) * L + pos[g % T]) * V;
+    const float* r = ref_logits.data() + ((g / T) * L + pos[g % T]) * V;
     want.insert(want.end(), r, r + V);
   }
   EXPECT_LT(rel_err(got, want), kTol) << "logits on rank " << world.rank();
@@ -437,20 +441,13 @@ TEST(TensorTimesSequenceParallel, LossLogitsAndGradientsEqualOneRank) {
   for (size_t i = 0; i < m.specs().size(); ++i) {
     const ParamSpec& s = m.specs()[i];
     std::vector<float> part(m.grads() + s.offset, m.grads() + s.offset + s.numel);
-    std::vector<float> g(ref.specs()[i].numel, 0.0f);
+    std::vector<float> g;
     if (s.replicated) {
       world.allreduce_sum(part.data(), part.size());
       g = part;
     } else {
       mesh.shard_comm.allreduce_sum(part.data(), part.size());
-      std::vector<float> gathered(part.size() * t);
-      if (t > 1)
-        mesh.tp_comm.allgather(part.data(), gathered.data(), part.size());
-      else
-        gathered = part;
-      for (int r = 0; r < t; ++r)
-        shard_to_global(param_specs(cfg.model, t, r)[i], gathered.data() + part.size() * r,
-                        g.data());
+      g = gather_param(cfg.model, i, part.data(), t > 1 ? &mesh.tp_comm : nullptr);
     }
     const ParamSpec* rs = nullptr;
     for (const auto& x : ref.specs())

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# `seqpar export` of a llama checkpoint loads in PyTorch alone (tools/check_hf_export.py,
+# rotate-half RoPE as Hugging Face's LLaMA) with seqpar's logits. Needs Debian's
+# python3-torch: without it the test reports itself skipped (exit 77), never passed.
+# Usage: hf_export.sh SEQPAR_BINARY SOURCE_DIR
+set -u
+bin=$1
+src=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+fails=0
+passes=0
+check() { if eval "$2"; then echo "ok   $1"; passes=$((passes + 1)); else echo "FAIL $1"; fails=$((fails + 1)); fi; }
+cd "$src" || exit 1
+small=(--data kjv-bpe8k --seq-len 64 --batch 2 --steps 3 --dim 32 --heads 4 --kv-heads 2 --layers 2
+       --progress none --threads 1)
+"$bin" train --arch llama "${small[@]}" --out "$tmp/run" > /dev/null 2>&1
+"$bin" export --checkpoint "$tmp/run" --out "$tmp/hf" --tokenizer data/kjv-bpe8k.model > "$tmp/e.log" 2>&1
+check "export writes the Hugging Face files" '[ -f "$tmp/hf/model.safetensors" ] && [ -f "$tmp/hf/config.json" ] && [ -f "$tmp/hf/tokenizer.model" ] && grep -q "\"num_key_value_heads\": 2" "$tmp/hf/config.json"'
+"$bin" train --arch gpt --data kjv --seq-len 64 --batch 2 --steps 1 --dim 32 --heads 4 --progress none --threads 1 --out "$tmp/gpt" > /dev/null 2>&1
+"$bin" export --checkpoint "$tmp/gpt" --out "$tmp/hf_gpt" > "$tmp/g.log" 2>&1; rc=$?
+check "a gpt checkpoint is refused, exit 2 (got $rc)" '[ $rc = 2 ] && grep -q "for llama models" "$tmp/g.log"'
+printf 'not the tokenizer' > "$tmp/other.model"
+"$bin" export --checkpoint "$tmp/run" --out "$tmp/hf2" --tokenizer "$tmp/other.model" > "$tmp/t.log" 2>&1; rc=$?
+check "a tokenizer that does not match is refused, exit 2 (got $rc)" '[ $rc = 2 ] && grep -q "is not the one the model was trained with" "$tmp/t.log"'
+if ! /usr/bin/python3 -c 'import torch' 2>/dev/null; then
+  echo "$passes passed, $fails failed; the PyTorch check is SKIPPED: no python3-torch (apt-get install python3-torch)"
+  [ $fails = 0 ] && exit 77
+  exit 1
+fi
+/usr/bin/python3 tools/check_hf_export.py "$tmp/hf" > "$tmp/py.log" 2>&1; rc=$?
+cat "$tmp/py.log"
+check "PyTorch reproduces seqpar's logits from the exported files" '[ $rc = 0 ]'
+# The check can fail: a config that disagrees with the weights (another RoPE base) is caught.
+python3 - "$tmp/hf/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); c["rope_theta"] *= 2; json.dump(c, open(sys.argv[1], "w"))
+PY
+/usr/bin/python3 tools/check_hf_export.py "$tmp/hf" > /dev/null 2>&1; rc=$?
+check "a wrong RoPE base is caught by the check (exit $rc)" '[ $rc = 1 ]'
+echo "$passes passed, $fails failed"
+[ $fails = 0 ]
