@@ -9,6 +9,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <ostream>
 #include <random>
 #include <string>
 #include <vector>
@@ -160,7 +161,7 @@ TEST(SwiGlu, BackwardMatchesFiniteDifferencesAndOverwrites) {
   VecD g = fd_grad(gd, loss_at, 1e-4);
   VecF dgu(N * 2 * F, 123.0f);  // garbage: the kernel must overwrite
   swiglu_backward(dgu.data(), dout.data(), gu.data(), N, F);
-  // A few fp32 ops per element: observed ≤ 2e-7 of max|dgu|; tolerance 2e-6. Missing the
+  // A few fp32 ops per element: observed ≤ 3e-7 of max|dgu|; tolerance 2e-6. Missing the
   // g·(1 − σ) term of silu' is O(1); accumulating onto the 123s is O(100).
   EXPECT_LT(nerr(dgu, g), 2e-6);
   EXPECT_TRUE(all_finite(dgu));
@@ -170,7 +171,7 @@ TEST(SwiGlu, BackwardMatchesFiniteDifferencesAndOverwrites) {
 TEST(ExpSimd, WithinTwoUlpOfExactAndClean) {
   // Every 2⁻¹⁰ step over the normal range (≈ 180k points, both ends included), against
   // e^x in double rounded to float: the polynomial is ~1 ulp, the 2^n scaling exact.
-  // Any wrong polynomial coefficient or ln2 split shows as ≫ 2 ulp somewhere.
+  // Any wrong polynomial coefficient or ln2 split shows as ≫ 2 ulp somewhere. Observed 0.98.
   double worst = 0.0;
   for (double xd = -87.33; xd <= 88.0; xd += 1.0 / 1024) {
     const float x = static_cast<float>(xd);
@@ -235,6 +236,11 @@ struct XentShape {
   float scale;  // of x: logits ~ N(0, scale²·C·0.3²)
   const char* name;
 };
+
+void PrintTo(const XentShape& s, std::ostream* os) {
+  *os << s.name << " N=" << s.N << " C=" << s.C << " V=" << s.V << " chunks=" << s.chunks.tokens
+      << "x" << s.chunks.vocab;
+}
 
 class FusedXent : public ::testing::TestWithParam<XentShape> {};
 
@@ -419,7 +425,7 @@ TEST(FusedXentEdge, BackwardMatchesFiniteDifferences) {
   fused_xent_backward(dx.data(), dw.data(), x.data(), w.data(), tgt.data(), lse.data(), dl.data(),
                       N, C, V, 0, ch, scratch.data());
   // fp32 logits and softmax against the double loss: a few ulp of the gradient scale
-  // (observed ≤ 3e-7); tolerance 3e-6. Rows 1 (ignored) must contribute nothing to dx.
+  // (observed ≤ 2e-7); tolerance 3e-6. Row 1 (ignored) must contribute nothing to dx.
   EXPECT_LT(nerr(dx, g_x), 3e-6);
   EXPECT_LT(nerr(dw, g_w), 3e-6);
   for (int64_t c = 0; c < C; ++c) EXPECT_EQ(dx[1 * C + c], 0.0f);
