@@ -38,6 +38,10 @@ mpi 2 "$bin" "${args[@]}" --tp 2 --tp-sp off --loss materialized --out "$tmp/tp2
 check "tp 2 without sequence parallelism, materialized loss, equals one rank" 'same_curve "$tmp/ref" "$tmp/tp2m"'
 mpi 4 "$bin" "${args[@]}" --tp 2 --sp 2 --sp-strategy ring --recompute full --out "$tmp/tpsp" > /dev/null 2>&1
 check "tp 2 x sp 2 ring, full recompute, equals one rank" 'same_curve "$tmp/ref" "$tmp/tpsp"'
+# A vocabulary that does not divide by tp: 8193 rows split 4097 + 4096.
+"$bin" "${args[@]}" --vocab 8193 --out "$tmp/ref_odd" > /dev/null 2>&1
+mpi 2 "$bin" "${args[@]}" --vocab 8193 --tp 2 --out "$tmp/tp2_odd" > /dev/null 2>&1
+check "tp 2 with an uneven vocabulary (V = 8193) equals one rank" 'same_curve "$tmp/ref_odd" "$tmp/tp2_odd"'
 "$bin" "${args[@]}" --loss materialized --out "$tmp/mat" > /dev/null 2>&1
 check "materialized loss equals the fused one" 'same_curve "$tmp/ref" "$tmp/mat"'
 check "a model with another vocabulary than the data is refused" '"$bin" train --arch llama --data kjv-bpe8k --vocab 300 --steps 1 --out "$tmp/v" 2>&1 | grep -q "smaller than the data"'
