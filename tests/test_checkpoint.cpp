@@ -13,24 +13,14 @@
 #include <set>
 
 #include "core/check.hpp"
+#include "test_util.hpp"
 #include "train/checkpoint.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  EXPECT_TRUE(f.good()) << p;
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(s.data(), static_cast<std::streamsize>(s.size()));
-  ASSERT_TRUE(f.good()) << p;
-}
 
 std::string le64(uint64_t v) {
   std::string s(8, '\0');
@@ -79,19 +69,6 @@ void expect_same_tensors(const std::vector<NamedTensor>& a, const std::vector<Na
       EXPECT_EQ(0, std::memcmp(a[i].data.data(), b[i].data.data(), a[i].data.size() * 4))
           << a[i].name;
     }
-  }
-}
-
-// Expects `fn` to throw seqpar::Error whose message contains every one of `words`.
-template <class Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> words) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << *words.begin() << "'";
-  } catch (const Error& e) {
-    std::string m = e.what();
-    for (const std::string& w : words)
-      EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m;
   }
 }
 

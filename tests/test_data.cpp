@@ -13,39 +13,17 @@
 #include "core/check.hpp"
 #include "core/rng.hpp"
 #include "data/token_file.hpp"
+#include "test_util.hpp"
 #include "train/data.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 namespace fs = std::filesystem;
 
 namespace {
 
 constexpr uint32_t kV = 1000;  // not a power of two: u % V differs from any bit mask
 constexpr uint64_t kHash = 0xfeedfacecafef00dull;
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(s.data(), static_cast<std::streamsize>(s.size()));
-  ASSERT_TRUE(f.good()) << p;
-}
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-template <class E = Error, class Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> words) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << *words.begin() << "'";
-  } catch (const E& e) {
-    std::string m = e.what();
-    for (const std::string& w : words)
-      EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m;
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-  }
-}
 
 // The draw of train/data.cpp, written out: the sample's start is part of the data's
 // meaning (a resumed run must see the same windows), so the test pins the formula.

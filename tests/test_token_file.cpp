@@ -14,23 +14,13 @@
 #include "core/check.hpp"
 #include "core/file.hpp"
 #include "data/token_file.hpp"
+#include "test_util.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  EXPECT_TRUE(f.good()) << p;
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(s.data(), static_cast<std::streamsize>(s.size()));
-  ASSERT_TRUE(f.good()) << p;
-}
 
 template <class T>
 T get(const std::string& b, size_t at) {
@@ -45,18 +35,6 @@ void put(std::string& b, size_t at, T v) {
 // Recomputes the header hash (bytes [0, 56) → 56), so a patched field is seen by the
 // field's own check rather than as a corrupt header.
 void rehash(std::string& b) { put<uint64_t>(b, 56, fnv1a64(b.data(), 56)); }
-
-template <class Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> words) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << *words.begin() << "'";
-  } catch (const Error& e) {
-    std::string m = e.what();
-    for (const std::string& w : words)
-      EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m;
-  }
-}
 
 // Documents of awkward lengths (1, 2, 7, 300, ...) with tokens drawn below V − 1; the
 // writer appends EOS = V − 1 after each.

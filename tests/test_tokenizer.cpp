@@ -16,35 +16,13 @@
 #include "data/corpus.hpp"
 #include "data/token_file.hpp"
 #include "data/tokenizer.hpp"
+#include "test_util.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  EXPECT_TRUE(f.good()) << p;
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
-void spit(const fs::path& p, const std::string& s) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f.write(s.data(), static_cast<std::streamsize>(s.size()));
-  ASSERT_TRUE(f.good()) << p;
-}
-
-template <class Fn>
-void expect_error(Fn fn, std::initializer_list<std::string> words) {
-  try {
-    fn();
-    ADD_FAILURE() << "no exception; expected one mentioning '" << *words.begin() << "'";
-  } catch (const Error& e) {
-    std::string m = e.what();
-    for (const std::string& w : words)
-      EXPECT_NE(m.find(w), std::string::npos) << "'" << w << "' not in: " << m;
-  }
-}
 
 const fs::path kKjv = fs::path(SEQPAR_SOURCE_DIR) / "data" / "kjv.txt";
 
