@@ -123,7 +123,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "seqpar 0.1.0");
 
-  CLI::App* tr = app.add_subcommand("train", "Train a GPT (causal LM) or BERT (masked LM) model");
+  CLI::App* tr =
+      app.add_subcommand("train", "Train a GPT or LLaMA (causal LM) or BERT (masked LM) model");
   CLI::App* pl = app.add_subcommand(
       "plan",
       "Longest sequence that fits a per-rank memory budget (dry run: allocation only, no "
