@@ -24,7 +24,7 @@ namespace seqpar {
 
 // Tile sizes; 0 picks the default, 1024 tokens × 4096 vocabulary rows (16 MiB of scratch),
 // clamped to N and Vs. `bench_loss --sweep` (N = 4096, C = 512, V = 32000, 2 cores,
-// AVX-512) found forward+backward time flat within ±4% from 256×1024 to 4096×8192 tiles, so
+// AVX-512) found forward+backward time flat within ±5% from 256×1024 to 4096×8192 tiles, so
 // the default sits mid-grid: each tile GEMM is ~4 GFLOP, enough to amortise BLAS packing
 // and thread start on more cores, and the scratch is 125× smaller than logits + dlogits
 // at N = 8192.
