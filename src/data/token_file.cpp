@@ -83,6 +83,7 @@ TokenFileWriter::TokenFileWriter(const std::string& path, uint32_t vocab, uint64
 }
 
 void TokenFileWriter::append(const int32_t* tokens, size_t n) {
+  if (n == 0) return;  // an empty document's tokens may be a null pointer (memcpy refuses)
   // Check all before storing any, so a refused call leaves the writer as it was.
   for (size_t i = 0; i < n; ++i)
     SP_CHECK(tokens[i] >= 0 && uint32_t(tokens[i]) < vocab_, "token file '", out_.path(),
