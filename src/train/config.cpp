@@ -71,6 +71,8 @@ void TrainConfig::validate_for_world(int world) const {
   SP_CHECK_USAGE(world % (sp * tp) == 0, "world size ", world, " is not divisible by tp·sp = ", tp,
                  "·", sp, " (world = dp · tp · sp)");
   check_shardable(seq_len, sp, layout);
+  SP_CHECK_USAGE(strategy != "mqsp" || mqsp_micro <= seq_len,
+                 "mqsp: micro-query count m=", mqsp_micro, " must be at most L=", seq_len);
   param_specs(model, tp, 0);  // heads, kv heads and ffn width divide over tp
 }
 

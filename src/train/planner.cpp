@@ -31,10 +31,14 @@ MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, i
     cfg.seq_len = k * unit;
     return dry_run_peak(cfg, world);
   };
+  // The shortest L the configuration accepts: MQSP needs at least m rows to split into its
+  // m micro-query chunks.
+  const int64_t min_len = cfg.strategy == "mqsp" ? std::max(1, cfg.mqsp_micro) : 1;
+  const int64_t k0 = (min_len + unit - 1) / unit;
   MemoryPlan best;
   // Peak grows with L: double until it does not fit, then bisect on multiples of unit.
-  int64_t lo = 0, hi = 0;
-  for (int64_t k = 1;; k *= 2) {
+  int64_t lo = k0 - 1, hi = 0;
+  for (int64_t k = k0;; k *= 2) {
     if (k * unit > max_len) {
       hi = max_len / unit + 1;
       break;

@@ -53,6 +53,9 @@ expect ranks-disagree 2 "disagrees across ranks" 2 -- timeout 120 mpiexec --over
 # `seqpar check` validates without training: a good config prints its memory, a bad one
 # is refused on every rank.
 expect check-ok 0 '"peak_bytes"' 1 -- mpi 2 "$bin" check --data passkey --seq-len 256 --sp 2 --sp-strategy ring --layout zigzag
+# The planner starts its search where the configuration is valid (mqsp needs L >= m).
+expect plan-mqsp-micro 0 '"longest_seq_len":[1-9]' 1 -- mpi 2 "$bin" plan --sp 2 --sp-strategy mqsp --mqsp-micro 4 --budget 64MiB --dim 64 --heads 2
+expect mqsp-micro-above-L 2 "must be at most L=8" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 8 --sp 2 --sp-strategy mqsp --mqsp-micro 16
 expect check-uneven 2 "does not divide into 4 zigzag chunks" 2 -- mpi 2 "$bin" check --data passkey --seq-len 130 --sp 2 --sp-strategy ring --layout zigzag
 
 # A run directory holding checkpoints is never restarted over without --resume.
