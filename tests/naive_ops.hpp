@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <numbers>
 #include <vector>
 
@@ -101,6 +102,23 @@ inline void adamw_update(double* w, const double* g, double* m, double* v, int64
     const double vhat = v[i] / (1.0 - std::pow(beta2, static_cast<double>(t)));
     w[i] -= lr * mhat / (std::sqrt(vhat) + eps);
   }
+}
+
+// Central differences: g[i] = (L(x + h·e_i) − L(x − h·e_i)) / 2h, where loss_at(i) evaluates
+// (the part of) the double loss that x[i] influences, reading x as modified.
+inline std::vector<double> fd_grad(std::vector<double>& x,
+                                   const std::function<double(size_t)>& loss_at, double h) {
+  std::vector<double> g(x.size());
+  for (size_t i = 0; i < x.size(); ++i) {
+    const double s = x[i];
+    x[i] = s + h;
+    const double lp = loss_at(i);
+    x[i] = s - h;
+    const double lm = loss_at(i);
+    x[i] = s;
+    g[i] = (lp - lm) / (2.0 * h);
+  }
+  return g;
 }
 
 }  // namespace seqpar::naive

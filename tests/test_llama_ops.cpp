@@ -49,21 +49,7 @@ double nerr(const VecF& a, const std::vector<T>& b) {
   return num / den;
 }
 
-// Central differences: g[i] = (L(x + h·e_i) − L(x − h·e_i)) / 2h, where loss_at(i) evaluates
-// (the part of) the double loss that x[i] influences, reading x as modified.
-VecD fd_grad(VecD& x, const std::function<double(size_t)>& loss_at, double h) {
-  VecD g(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double s = x[i];
-    x[i] = s + h;
-    const double lp = loss_at(i);
-    x[i] = s - h;
-    const double lm = loss_at(i);
-    x[i] = s;
-    g[i] = (lp - lm) / (2.0 * h);
-  }
-  return g;
-}
+using naive::fd_grad;
 
 VecD plus(const VecF& a, const VecD& b) {
   VecD r(a.size());

@@ -19,8 +19,8 @@ void check_shardable(int64_t L, int N, ShardLayout layout) {
   SP_CHECK_USAGE(L >= 1, "sequence length must be >= 1, got ", L);
   const int64_t parts = layout == ShardLayout::zigzag ? 2 * int64_t(N) : N;
   SP_CHECK_USAGE(L % parts == 0, "sequence length L=", L, " does not divide into ", parts,
-           layout == ShardLayout::zigzag ? " zigzag chunks (2·sp)" : " shards (sp)", " for sp=", N,
-           "; choose L a multiple of ", parts);
+                 layout == ShardLayout::zigzag ? " zigzag chunks (2·sp)" : " shards (sp)",
+                 " for sp=", N, "; choose L a multiple of ", parts);
 }
 
 std::vector<int64_t> shard_positions(int64_t L, int N, int r, ShardLayout layout) {
