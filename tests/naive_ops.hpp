@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <numbers>
+#include <random>
 #include <vector>
 
 #include "core/rng.hpp"
@@ -120,5 +121,15 @@ inline std::vector<double> fd_grad(std::vector<double>& x,
   }
   return g;
 }
+
+// Normal(shift, scale²) floats from a fixed seed; the same float vector widened to double.
+inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f, float shift = 0.0f) {
+  std::mt19937 gen(seed);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = shift + scale * dist(gen);
+  return v;
+}
+inline std::vector<double> to_d(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
 }  // namespace seqpar::naive

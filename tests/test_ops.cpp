@@ -22,15 +22,8 @@ namespace {
 using VecF = std::vector<float>;
 using VecD = std::vector<double>;
 
-VecF randn(size_t n, uint32_t seed, float scale = 1.0f, float shift = 0.0f) {
-  std::mt19937 gen(seed);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
-  VecF v(n);
-  for (auto& x : v) x = shift + scale * dist(gen);
-  return v;
-}
-
-VecD to_d(const VecF& v) { return VecD(v.begin(), v.end()); }
+using naive::randn;
+using naive::to_d;
 
 // max|a − b| / max|b|: error relative to the scale of the reference.
 double nerr(const float* a, const double* b, size_t n) {

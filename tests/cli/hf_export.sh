@@ -4,13 +4,7 @@
 # python3-torch: without it the test reports itself skipped (exit 77), never passed.
 # Usage: hf_export.sh SEQPAR_BINARY SOURCE_DIR
 set -u
-bin=$1
-src=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-check() { if eval "$2"; then echo "ok   $1"; passes=$((passes + 1)); else echo "FAIL $1"; fails=$((fails + 1)); fi; }
+source "$(dirname "$0")/lib.bash"
 cd "$src" || exit 1
 small=(--data kjv-bpe8k --seq-len 64 --batch 2 --steps 3 --dim 32 --heads 4 --kv-heads 2 --layers 2
        --progress none --threads 1)
@@ -38,5 +32,4 @@ c = json.load(open(sys.argv[1])); c["rope_theta"] *= 2; json.dump(c, open(sys.ar
 PY
 /usr/bin/python3 tools/check_hf_export.py "$tmp/hf" > /dev/null 2>&1; rc=$?
 check "a wrong RoPE base is caught by the check (exit $rc)" '[ $rc = 1 ]'
-echo "$passes passed, $fails failed"
-[ $fails = 0 ]
+finish

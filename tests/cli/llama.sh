@@ -4,14 +4,7 @@
 # over 20 steps with dropout on, with the fused loss and with the materialized one.
 # Usage: llama.sh SEQPAR_BINARY SOURCE_DIR
 set -u
-bin=$1
-src=$2
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-check() { if eval "$2"; then echo "ok   $1"; passes=$((passes + 1)); else echo "FAIL $1"; fails=$((fails + 1)); fi; }
-mpi() { timeout 300 mpiexec -n "$1" --oversubscribe --bind-to none "${@:2}"; }
+source "$(dirname "$0")/lib.bash"
 cd "$src" || exit 1
 [ -f data/kjv-bpe8k.tok ] || { echo "FAIL data/kjv-bpe8k.tok is missing: run bash scripts/setup.sh"; exit 1; }
 args=(train --arch llama --data kjv-bpe8k --seq-len 64 --batch 2 --steps 20 --dim 32 --heads 4
@@ -45,5 +38,4 @@ check "tp 2 with an uneven vocabulary (V = 8193) equals one rank" 'same_curve "$
 "$bin" "${args[@]}" --loss materialized --out "$tmp/mat" > /dev/null 2>&1
 check "materialized loss equals the fused one" 'same_curve "$tmp/ref" "$tmp/mat"'
 check "a model with another vocabulary than the data is refused" '"$bin" train --arch llama --data kjv-bpe8k --vocab 300 --steps 1 --out "$tmp/v" 2>&1 | grep -q "smaller than the data"'
-echo "$passes passed, $fails failed"
-[ $fails = 0 ]
+finish

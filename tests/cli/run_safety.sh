@@ -14,13 +14,7 @@
 #  8. --steps 0 saves the initial weights as step 0
 # Usage: run_safety.sh SEQPAR_BINARY SOURCE_DIR
 set -u
-bin=$1
-tmp=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$tmp"' EXIT
-fails=0
-passes=0
-check() { if eval "$2"; then echo "ok   $1"; passes=$((passes + 1)); else echo "FAIL $1"; fails=$((fails + 1)); fi; }
-mpi() { timeout 120 mpiexec -n "$1" --oversubscribe --bind-to none "${@:2}"; }
+source "$(dirname "$0")/lib.bash"
 small=(--data passkey --seq-len 128 --batch 2 --dim 32 --heads 2 --layers 1 --threads 1 --progress lines --warmup 2)
 wait_for() { for _ in $(seq 1 600); do grep -qs "$2" "$1" && return 0; sleep 0.1; done; return 1; }
 json_lines_ok() { python3 -c 'import json,sys; [json.loads(l) for l in open(sys.argv[1])]' "$1" 2>/dev/null; }
@@ -161,5 +155,4 @@ rc=$?
 check "--steps 0 saves the initial model as step 0 (exit $rc)" '[ $rc = 0 ] && [ -f "$tmp/z/checkpoints/step_00000000/manifest.json" ] && grep -q "done after step 0$" "$tmp/z.log"'
 
 [ $fails = 0 ] || { echo "--- logs"; for f in "$tmp"/*.log; do echo "== $f"; tail -n 4 "$f"; done; }
-echo "$passes passed, $fails failed"
-[ $fails = 0 ]
+finish
