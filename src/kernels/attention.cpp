@@ -250,6 +250,10 @@ void check_params(const AttnParams& p, const char* who, bool blocked) {
     SP_CHECK(p.o_bstride >= p.Tq * p.o_stride, who, ": o_bstride=", p.o_bstride,
              " < Tq*o_stride=", p.Tq * p.o_stride);
   }
+  SP_CHECK((p.key_lo == nullptr) == (p.key_hi == nullptr), who,
+           ": key_lo and key_hi must be set together");
+  SP_CHECK(p.key_lo == nullptr || p.B == 1 || p.key_bstride >= p.Tq, who, ": key_bstride=",
+           p.key_bstride, " < Tq=", p.Tq);
   SP_CHECK(p.dropout_p >= 0.0f && p.dropout_p < 1.0f, who, ": dropout_p=", p.dropout_p,
            " outside [0, 1)");
   if (blocked) {
@@ -282,19 +286,47 @@ int threads_for(const AttnParams& p) {
   return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), fit)));
 }
 
+// Effective visible key range [lo_r, hi_r] of query rows [i0, i0 + n) of batch row b:
+// key_lo / key_hi when set, narrowed by causality (hi ≤ pos_q); unbounded otherwise.
+void row_bounds(const AttnParams& p, int b, int i0, int n, int64_t* lo, int64_t* hi) {
+  constexpr int64_t kMin = std::numeric_limits<int64_t>::min();
+  constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
+  const int64_t o = int64_t{b} * p.key_bstride + i0;
+  for (int r = 0; r < n; ++r) {
+    lo[r] = p.key_lo ? p.key_lo[o + r] : kMin;
+    hi[r] = p.key_hi ? p.key_hi[o + r] : kMax;
+    if (p.causal) hi[r] = std::min(hi[r], p.q_pos[i0 + r]);
+  }
+}
+
+// A (query block, key block) tile against the keys' position range [kmin, kmax]:
+// skip when no row's range meets it, full when every row's range covers it (no mask
+// needed: every key of the block is visible to every row), masked otherwise.
+enum class Tile { skip, full, masked };
+Tile classify(const int64_t* lo, const int64_t* hi, int n, int64_t kmin, int64_t kmax) {
+  bool live = false, full = true;
+  for (int r = 0; r < n; ++r) {
+    live |= hi[r] >= kmin && lo[r] <= kmax && lo[r] <= hi[r];
+    full &= lo[r] <= kmin && kmax <= hi[r];
+  }
+  return !live ? Tile::skip : full ? Tile::full : Tile::masked;
+}
+
 // Online-softmax update of one (query block, key block) tile: S (bq, bk) in t.s becomes
-// P̃; m, l (bq) and acc (bq, d) are this block's slices of the running state.
+// P̃; m, l (bq) and acc (bq, d) are this block's slices of the running state. lo, hi (bq)
+// are the rows' visible key ranges, applied when mask is set.
 void softmax_tile(const AttnParams& p, float* S, float* m, float* l, float* acc, int h,
-                  const int64_t* pq, const int64_t* pk, int bq, int bk, bool mask, float scale) {
+                  const int64_t* pq, const int64_t* pk, const int64_t* lo, const int64_t* hi,
+                  int bq, int bk, bool mask, float scale) {
   const int d = p.d;
   for (int r = 0; r < bq; ++r) {
     float* s = S + r * kBk;  // (bk)
     float mx = kNegInf;
     if (mask) {
-      const int64_t qr = pq[r];
+      const int64_t a = lo[r], z = hi[r];
 #pragma omp simd reduction(max : mx)
       for (int c = 0; c < bk; ++c) {
-        const float x = pk[c] > qr ? kNegInf : s[c] * scale;
+        const float x = pk[c] < a || pk[c] > z ? kNegInf : s[c] * scale;
         s[c] = x;
         mx = std::max(mx, x);
       }
@@ -335,10 +367,17 @@ void forward_unit(const AttnParams& p, const Tiles& t, int b, int h, int i0, int
   const float* kh = p.k + b * p.kv_bstride + int64_t{hk} * d;                 // (Tk, d)
   const float* vh = p.v + b * p.kv_bstride + int64_t{hk} * d;                 // (Tk, d)
   const int64_t* pq = p.q_pos + i0;                                           // (rows)
-  int64_t qlo[kChunk], qhi[kChunk];
-  for (int x = 0; x < nblk; ++x)
-    min_max(pq + x * kBq, std::min(kBq, rows - x * kBq), qlo[x], qhi[x]);
-  const int64_t qmax = *std::max_element(qhi, qhi + nblk);
+  // Visible key ranges of the rows, and per query block the loosest bounds (lo_min,
+  // hi_max): a key block outside [lo_min, hi_max] is skipped in O(1).
+  int64_t lo[kChunk * kBq], hi[kChunk * kBq], lo_min[kChunk], hi_max[kChunk];
+  row_bounds(p, b, i0, rows, lo, hi);
+  for (int x = 0; x < nblk; ++x) {
+    const int r0 = x * kBq, n = std::min(kBq, rows - r0);
+    lo_min[x] = *std::min_element(lo + r0, lo + r0 + n);
+    hi_max[x] = *std::max_element(hi + r0, hi + r0 + n);
+  }
+  const int64_t unit_lo = *std::min_element(lo_min, lo_min + nblk);
+  const int64_t unit_hi = *std::max_element(hi_max, hi_max + nblk);
   std::fill(t.m, t.m + rows, kNegInf);
   std::fill(t.l, t.l + rows, 0.0f);
   std::fill(t.acc, t.acc + int64_t{rows} * d, 0.0f);
@@ -348,17 +387,27 @@ void forward_unit(const AttnParams& p, const Tiles& t, int b, int h, int i0, int
     const int64_t* pk = p.k_pos + j0;  // (bk)
     int64_t kmin, kmax;
     min_max(pk, bk, kmin, kmax);
-    if (p.causal && kmin > qmax) continue;  // every (i, j) masked: pos_k > pos_q
+    if (kmin > unit_hi || kmax < unit_lo) continue;  // every (i, j) of the unit masked
+    Tile kind[kChunk];
+    bool any = false;
+    for (int x = 0; x < nblk; ++x) {
+      const int r0 = x * kBq;
+      kind[x] = kmin > hi_max[x] || kmax < lo_min[x]
+                    ? Tile::skip
+                    : classify(lo + r0, hi + r0, std::min(kBq, rows - r0), kmin, kmax);
+      any |= kind[x] != Tile::skip;
+    }
+    if (!any) continue;
     transpose(t.kt, kBk, kh + j0 * p.kv_stride, p.kv_stride, bk, d);  // Kᵀ_j (d, bk)
     for (int x = 0; x < nblk; ++x) {
       const int r0 = x * kBq, bq = std::min(kBq, rows - r0);
-      if (p.causal && kmin > qhi[x]) continue;
+      if (kind[x] == Tile::skip) continue;
       // S (bq, bk) = Q_i Kᵀ_j
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, bk, d, 1.0f, q + r0 * p.q_stride,
                   p.q_stride, t.kt, kBk, 0.0f, t.s, kBk);
       float* acc = t.acc + int64_t{r0} * d;  // (bq, d)
-      softmax_tile(p, t.s, t.m + r0, t.l + r0, acc, h, pq + r0, pk, bq, bk,
-                   p.causal && kmax > qlo[x], scale);
+      softmax_tile(p, t.s, t.m + r0, t.l + r0, acc, h, pq + r0, pk, lo + r0, hi + r0, bq, bk,
+                   kind[x] == Tile::masked, scale);
       // acc (bq, d) += P̃ (bq, bk) V_j (bk, d)
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, bk, 1.0f, t.s, kBk,
                   vh + j0 * p.kv_stride, p.kv_stride, 1.0f, acc, d);
@@ -407,14 +456,15 @@ void backward_unit(const AttnBwdParams& p, const Tiles& t, StepOrder& order, int
   for (int qb = nqb - 1; qb >= 0; --qb) {  // last query blocks first (see file comment)
     const int i0 = qb * kBq, bq = std::min(kBq, p.Tq - i0);
     const int64_t* pq = p.q_pos + i0;  // (bq)
-    int64_t qmin, qmax;
-    min_max(pq, bq, qmin, qmax);
+    int64_t lo[kBq], hi[kBq];
+    row_bounds(p, b, i0, bq, lo, hi);
+    const Tile kind = classify(lo, hi, bq, kmin, kmax);
     const int64_t s0 = int64_t{nqb - 1 - qb} * group;  // step of the group's first head
-    if (p.causal && kmin > qmax) {                     // fully masked: nothing to add, no wait
+    if (kind == Tile::skip) {                          // fully masked: nothing to add, no wait
       order.passed(s0 + group - 1);
       continue;
     }
-    const bool mask = p.causal && kmax > qmin;
+    const bool mask = kind == Tile::masked;
     for (int h = hk * group; h < (hk + 1) * group; ++h) {
       const int64_t step = s0 + (h - hk * group);
       const float* qi = p.q + b * p.q_bstride + i0 * p.q_stride + int64_t{h} * d;      // (bq, d)
@@ -432,10 +482,11 @@ void backward_unit(const AttnBwdParams& p, const Tiles& t, StepOrder& order, int
         // a row with LSE = −∞ saw no key at all: P = 0 (x = −∞), no NaN
         const float nl = lse[r] == kNegInf ? kNegInf : -lse[r];
         const float dl = delta[r];
-        const int64_t qr = pq[r];
+        const int64_t qr = pq[r], a = lo[r], z = hi[r];
         if (dropout) {  // dS = P∘(dP̃·keep/(1−p) − Δ), dV uses P̃ = P·keep/(1−p)
           for (int c = 0; c < bk; ++c) {
-            const float x = mask && pk[c] > qr ? kNegInf : std::fma(s[c], scale, nl);
+            const bool hidden = mask && (pk[c] < a || pk[c] > z);
+            const float x = hidden ? kNegInf : std::fma(s[c], scale, nl);
             const float pr = exp_approx(x), f = attention_dropout_factor(p, h, qr, pk[c]);
             s[c] = pr * f;
             dp[c] = pr * (dp[c] * f - dl);
@@ -443,7 +494,8 @@ void backward_unit(const AttnBwdParams& p, const Tiles& t, StepOrder& order, int
         } else if (mask) {
 #pragma omp simd
           for (int c = 0; c < bk; ++c) {
-            const float pr = exp_approx(pk[c] > qr ? kNegInf : std::fma(s[c], scale, nl));
+            const bool hidden = pk[c] < a || pk[c] > z;
+            const float pr = exp_approx(hidden ? kNegInf : std::fma(s[c], scale, nl));
             s[c] = pr;
             dp[c] = pr * (dp[c] - dl);
           }
@@ -483,6 +535,17 @@ void backward_unit(const AttnBwdParams& p, const Tiles& t, StepOrder& order, int
 }
 
 }  // namespace
+
+bool attention_any_visible(const AttnParams& p, int64_t kmin, int64_t kmax) {
+  int64_t lo[kBq], hi[kBq];
+  for (int b = 0; b < p.B; ++b)
+    for (int i0 = 0; i0 < p.Tq; i0 += kBq) {
+      const int n = std::min(kBq, p.Tq - i0);
+      row_bounds(p, b, i0, n, lo, hi);
+      if (classify(lo, hi, n, kmin, kmax) != Tile::skip) return true;
+    }
+  return false;
+}
 
 int64_t attention_scratch_floats(int d, int n_threads) {
   SP_CHECK(d > 0, "attention_scratch_floats: d=", d, " must be > 0");
@@ -585,7 +648,7 @@ void attention_forward_naive(const AttnParams& p) {
         double mx = -INFINITY;
         for (int j = 0; j < p.Tk; ++j) {
           double& s = S[static_cast<size_t>(i) * p.Tk + j];
-          if (p.causal && p.k_pos[j] > p.q_pos[i]) {
+          if (!attention_visible(p, b, i, p.k_pos[j])) {
             s = -INFINITY;
             continue;
           }
@@ -635,7 +698,7 @@ void attention_backward_naive(const AttnBwdParams& p) {
         double mx = -INFINITY;
         for (int j = 0; j < Tk; ++j) {
           double s = -INFINITY;
-          if (!(p.causal && p.k_pos[j] > p.q_pos[i])) {
+          if (attention_visible(p, b, i, p.k_pos[j])) {
             s = 0.0;
             for (int c = 0; c < d; ++c) s += double{Q(b, i, h)[c]} * K(b, j, hk)[c];
             s *= scale;

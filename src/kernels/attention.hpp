@@ -13,6 +13,12 @@
 // The kernel works on any (query block, key block) pair with the global positions of
 // their tokens, so sequence-parallel strategies call it on shard pairs:
 //  * masking is by global position: causal hides key j from query i when pos_k[j] > pos_q[i];
+//    document masks and sliding windows arrive as a visible key range per query row,
+//    key_lo[i] <= pos_k[j] <= key_hi[i] (parallel/mask.hpp builds them). Because the range
+//    is an interval of global positions, a (query block, key block) tile is classified
+//    from the block's key range [kmin, kmax] alone: skipped when no row's range meets it,
+//    computed without a mask when every row's range covers it, masked per element
+//    otherwise;
 //  * `accumulate` merges this key block's result into an existing (O, LSE) with the
 //    log-sum-exp rule  lse = max(a,b) + log1p(exp(min(a,b) − max(a,b))),
 //    O = O_a·exp(a − lse) + O_b·exp(b − lse);
@@ -43,6 +49,13 @@ struct AttnParams {
   const int64_t* k_pos = nullptr;         // (Tk) global positions of the key tokens
   int B = 0, Tq = 0, Tk = 0, H = 0, Hkv = 0, d = 0;
   bool causal = false;
+  // Visible key range of each query row (document masks, sliding windows): key j is
+  // visible to query i of batch row b only if
+  //   key_lo[b·key_bstride + i] <= k_pos[j] <= key_hi[b·key_bstride + i]
+  // (and k_pos[j] <= q_pos[i] when causal). Null: no bound. Set both or neither.
+  const int64_t* key_lo = nullptr;  // (B, Tq) with batch stride key_bstride
+  const int64_t* key_hi = nullptr;
+  int64_t key_bstride = 0;  // entries between batch rows of key_lo / key_hi (>= Tq if B > 1)
   float scale = 0.0f;  // 0: use 1/sqrt(d)
   // Attention-probability dropout (p = 0: off).
   float dropout_p = 0.0f;
@@ -92,6 +105,19 @@ void attention_backward_naive(const AttnBwdParams& p);
 // accounting); independent of T: the kernel never holds more than one Bq×Bk score tile
 // (plus one for dP in backward) per thread. n_threads <= 0 means num_threads().
 int64_t attention_scratch_floats(int d, int n_threads);
+
+// Whether query i of batch row b may attend to a key at global position pk under p's
+// causal flag and key bounds (the per-element rule; the blocked kernel applies it by tile).
+inline bool attention_visible(const AttnParams& p, int b, int i, int64_t pk) {
+  if (p.causal && pk > p.q_pos[i]) return false;
+  if (!p.key_lo) return true;
+  const int64_t o = int64_t{b} * p.key_bstride + i;
+  return p.key_lo[o] <= pk && pk <= p.key_hi[o];
+}
+
+// Whether any query of p may see a key whose position lies in [kmin, kmax] (a necessary
+// condition for a key block to matter: false means the block can be skipped, exactly).
+bool attention_any_visible(const AttnParams& p, int64_t kmin, int64_t kmax);
 
 // Attention-probability dropout keep factor for (query head h, global positions): 0 for a
 // dropped score, 1/(1−p) for a kept one. u = rng_uniform(seed, step, layer,

@@ -18,6 +18,7 @@
 #include "core/arena.hpp"
 #include "kernels/attention.hpp"
 #include "parallel/layout.hpp"
+#include "parallel/mask.hpp"
 
 namespace seqpar {
 
@@ -33,6 +34,9 @@ struct AttnShard {
   uint64_t seed = 0;
   uint32_t step = 0, layer = 0;
   int head_offset = 0;  // global index of local head 0 (tensor parallelism): dropout keys
+  // Document masks and sliding window of the whole (B, L) batch (parallel/mask.hpp),
+  // identical on every rank; null: causality alone.
+  const SeqMask* mask = nullptr;
 };
 
 // The sequence-parallel group a strategy runs in, and strategy options.

@@ -1,6 +1,7 @@
 // `local`: the single-rank reference strategy. The whole sequence is on this rank, so
 // one call of the blocked kernel (kernels/attention.hpp) over all keys is exact.
-// Memory: O(L·d) — the kernel's per-thread tiles plus Δ (B, H, T).
+// Memory: O(L·d) — the kernel's per-thread tiles plus Δ (B, H, T), and with a document
+// mask or window the visible key range of each row, 2·B·T int64.
 #include "comm/comm.hpp"
 #include "core/check.hpp"
 #include "core/threads.hpp"
@@ -22,6 +23,8 @@ class LocalAttention final : public AttentionStrategy {
 
   void forward(const AttnShard& s, float* o, float* lse) override {
     AttnParams p = params(s, o, lse);
+    bounds_.build(s.mask, s.pos, s.B, s.T, s.causal);
+    bounds_.apply(p);
     attention_forward(p, false);
   }
 
@@ -32,6 +35,8 @@ class LocalAttention final : public AttentionStrategy {
     p.scratch_floats = int64_t(scratch_.size());
     attention_delta(delta_.data(), dout, p);
     p.delta = delta_.data();
+    bounds_.build(s.mask, s.pos, s.B, s.T, s.causal);
+    bounds_.apply(p);
     attention_backward(p);
   }
 
@@ -45,6 +50,7 @@ class LocalAttention final : public AttentionStrategy {
 
   Buffer scratch_;
   Buffer delta_;
+  MaskBounds bounds_;  // visible key range of each query row (document masks, window)
 };
 
 }  // namespace
