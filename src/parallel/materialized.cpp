@@ -51,6 +51,7 @@ class MaterializedAttention final : public AttentionStrategy {
   uint64_t bytes_backward(const AttnShard&) const override { return 0; }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
+    refuse_mask(s, "materialized");
     check(s);
     const int T = T_, d = d_, G = H_ / Hkv_;
     const int64_t W = int64_t(H_ + 2 * Hkv_) * d, HD = int64_t(H_) * d;
@@ -99,6 +100,7 @@ class MaterializedAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
+    refuse_mask(s, "materialized");
     check(s);
     const int T = T_, d = d_, G = H_ / Hkv_;
     const int64_t W = int64_t(H_ + 2 * Hkv_) * d, HD = int64_t(H_) * d;

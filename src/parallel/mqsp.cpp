@@ -127,6 +127,7 @@ class MqspAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
+    refuse_mask(s, "mqsp");
     agree_on_shard(comm_, "mqsp", [&] { check_shard(s); });
     const int B = B_, T = T_, H = H_, d = d_, group = H_ / Hkv_;
     const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d, QB = int64_t(B) * T * HD;
@@ -230,6 +231,7 @@ class MqspAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
+    refuse_mask(s, "mqsp");
     agree_on_shard(comm_, "mqsp", [&] { check_shard(s); });
     const int B = B_, T = T_, H = H_, d = d_, group = H_ / Hkv_;
     const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d, QB = int64_t(B) * T * HD;

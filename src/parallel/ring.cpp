@@ -28,7 +28,8 @@ namespace seqpar {
 namespace {
 
 constexpr int kTagKv = 7301;   // K|V blocks
-constexpr int kTagDkv = 7302;  // dK|dV accumulators
+constexpr int kTagDkv = 7302;  // dK|dV accumulators, onward with their block
+constexpr int kTagDkvHome = 7303;  // dK|dV accumulators going home
 constexpr int kPieces = 8;     // target kernel calls (and MPI polls) per block
 constexpr int kKeyUnit = 128;  // forward pieces: multiple of the kernel's key tile (Bk)
 constexpr int kRowUnit = 64;   // backward pieces: multiple of the kernel's query tile (Bq)
@@ -59,7 +60,7 @@ int64_t max_of(const int64_t* p, int n) {
 // cancels what is still pending, so nothing lands later in freed workspace buffers.
 class InFlight {
  public:
-  enum Slot { kv_send, kv_recv, dkv_send, dkv_recv, dkv_home, n_slots };
+  enum Slot { kv_send, kv_recv, dkv_send, dkv_send2, dkv_recv, dkv_home, n_slots };
   explicit InFlight(Comm* comm) : comm_(comm), reqs_(n_slots) {}
   ~InFlight() {
     if (comm_) comm_->cancel_all(reqs_);
@@ -139,7 +140,7 @@ void point_at_block(AttnParams& q, const float* kv) {
 }  // namespace
 
 int64_t ring_comm_floats(int B, int Tk, int Hkv, int d) {
-  return 5 * int64_t{B} * Tk * 2 * Hkv * d;
+  return 6 * int64_t{B} * Tk * 2 * Hkv * d;
 }
 
 RingWorkspace::RingWorkspace(Arena& arena, int B_, int Tq_, int Tk_, int H_, int Hkv_, int d_)
@@ -150,6 +151,7 @@ RingWorkspace::RingWorkspace(Arena& arena, int B_, int Tq_, int Tk_, int H_, int
   const size_t blk = size_t(B) * Tk * 2 * Hkv * d;
   for (auto& b : kv) b = Buffer(arena, Mem::comm, blk, "ring kv block");
   for (auto& b : dkv) b = Buffer(arena, Mem::comm, blk, "ring dkv block");
+  home = Buffer(arena, Mem::comm, blk, "ring dkv home");
   lse_p = Buffer(arena, Mem::scratch, size_t(B) * H * Tq, "ring lse pieces");
   delta_p = Buffer(arena, Mem::scratch, size_t(B) * H * Tq, "ring delta");
   scratch = Buffer(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch");
@@ -163,12 +165,84 @@ uint64_t ring_bytes_backward(int N, int B, int Tk, int Hkv, int d) {
   return 2 * ring_bytes_forward(N, B, Tk, Hkv, d);
 }
 
+RingSchedule ring_schedule(const SeqMask* mask, bool causal, int B,
+                           const std::vector<std::vector<int64_t>>& kv_pos) {
+  RingSchedule sc;
+  const int N = static_cast<int>(kv_pos.size());
+  sc.N = N;
+  sc.need.assign(size_t(N) * N, 1);
+  sc.last.assign(N, N - 1);
+  sc.steps = N;
+  if (N == 1) return sc;
+  if (!causal && (mask == nullptr || mask->trivial())) return sc;  // everything everywhere
+  std::vector<std::vector<int64_t>> sorted = kv_pos;
+  for (auto& v : sorted) std::sort(v.begin(), v.end());
+  for (int r = 0; r < N; ++r)
+    for (int src = 0; src < N; ++src)
+      sc.need[size_t(r) * N + src] =
+          any_key_visible(mask, causal, B, kv_pos[r].data(), int(kv_pos[r].size()),
+                          sorted[src].data(), int64_t(sorted[src].size()));
+  sc.steps = 1;
+  for (int src = 0; src < N; ++src) {
+    int last = 0;
+    for (int k = 1; k < N; ++k)
+      if (sc.needs((src + k) % N, src)) last = k;
+    sc.last[src] = last;
+    sc.steps = std::max(sc.steps, last + 1);
+  }
+  return sc;
+}
+
+uint64_t ring_bytes_forward(const RingSchedule& sc, int r, uint64_t block_bytes) {
+  uint64_t n = 0;
+  for (int k = 0; k + 1 < sc.steps; ++k) n += sc.moves(((r - k) % sc.N + sc.N) % sc.N, k);
+  return n * block_bytes;
+}
+
+uint64_t ring_bytes_backward(const RingSchedule& sc, int r, uint64_t block_bytes) {
+  uint64_t n = 0;
+  for (int k = 1; k < sc.N; ++k) n += sc.last[((r - k) % sc.N + sc.N) % sc.N] >= k;
+  return ring_bytes_forward(sc, r, block_bytes) + n * block_bytes;
+}
+
+namespace {
+
+// Refreshes ws.schedule when the mask, causality or shape changed since the last call
+// (key: FNV-1a over everything the schedule depends on).
+const RingSchedule& schedule_for(RingWorkspace& ws, const SeqMask* mask, bool causal, int B,
+                                 const std::vector<std::vector<int64_t>>& kv_pos) {
+  uint64_t h = 1469598103934665603ull;
+  auto mix = [&h](uint64_t x) { h = (h ^ x) * 1099511628211ull; };
+  mix(causal), mix(uint64_t(B)), mix(kv_pos.size());
+  for (const auto& v : kv_pos) {
+    mix(v.size());
+    if (!v.empty()) mix(uint64_t(v.front())), mix(uint64_t(v.back()));
+  }
+  if (mask && !mask->trivial()) {
+    mix(uint64_t(mask->window)), mix(uint64_t(mask->L));
+    for (const auto& row : mask->doc_starts) {
+      mix(row.size());
+      for (int64_t x : row) mix(uint64_t(x));
+    }
+  }
+  if (h != ws.schedule_key || ws.schedule.N != int(kv_pos.size())) {
+    ws.schedule = ring_schedule(mask, causal, B, kv_pos);
+    ws.schedule_key = h;
+  }
+  return ws.schedule;
+}
+
+}  // namespace
+
 void ring_attention_forward(Comm* comm, const AttnParams& p_in,
-                            const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws) {
+                            const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws,
+                            const SeqMask* mask) {
   const int N = check_ring(comm, p_in, kv_pos, ws, "ring_attention_forward");
   const int r = comm ? comm->rank() : 0;
   const bool move = N > 1 && !ws.skip_comm;
   const size_t blk = size_t(p_in.B) * p_in.Tk * 2 * p_in.Hkv * p_in.d;
+  const RingSchedule& sc = schedule_for(ws, mask, p_in.causal, p_in.B, kv_pos);
+  auto owner = [N, r](int k) { return ((r - k) % N + N) % N; };
 
   pack_kv(ws.kv[0].data(), p_in);
   // (O, LSE) start as "no key seen" (0, −∞) so every block, the first included, merges
@@ -182,31 +256,35 @@ void ring_attention_forward(Comm* comm, const AttnParams& p_in,
   AttnParams p = p_in;
   p.scratch = ws.scratch.data();
   p.scratch_floats = static_cast<int64_t>(ws.scratch.size());
-  const int64_t qmax = max_of(p.q_pos, p.Tq);
+  ws.bounds.build(mask, p.q_pos, p.B, p.Tq, p.causal);
+  ws.bounds.apply(p);
   const int piece = piece_len(p.Tk, kKeyUnit);
 
   InFlight io(move ? comm : nullptr);
   int cur = 0;
-  for (int k = 0; k < N; ++k) {
-    const int src = ((r - k) % N + N) % N;
+  for (int k = 0; k < sc.steps; ++k) {
+    const int src = owner(k);
     const float* block = ws.kv[cur].data();
-    if (move && k < N - 1) {  // the block of step k+1 travels while this one computes
-      io[InFlight::kv_send] = comm->isend(block, blk, (r + 1) % N, kTagKv);
-      io[InFlight::kv_recv] = comm->irecv(ws.kv[1 - cur].data(), blk, (r + N - 1) % N, kTagKv);
+    if (move && k + 1 < sc.steps) {  // the block of step k+1 travels while this one computes
+      if (sc.moves(src, k)) io[InFlight::kv_send] = comm->isend(block, blk, (r + 1) % N, kTagKv);
+      if (sc.moves(owner(k + 1), k))
+        io[InFlight::kv_recv] = comm->irecv(ws.kv[1 - cur].data(), blk, (r + N - 1) % N, kTagKv);
     }
     const int64_t* kpos = kv_pos[src].data();
-    for (int j0 = 0; j0 < p.Tk; j0 += piece) {
-      const int len = std::min(piece, p.Tk - j0);
-      if (p.causal && min_of(kpos + j0, len) > qmax) continue;  // every key after every query
-      AttnParams q = p;
-      point_at_block(q, block);
-      q.k += j0 * q.kv_stride;
-      q.v += j0 * q.kv_stride;
-      q.k_pos = kpos + j0;
-      q.Tk = len;
-      attention_forward(q, true);
-      io.poll();
-    }
+    if (sc.needs(r, src) || !move)
+      for (int j0 = 0; j0 < p.Tk; j0 += piece) {
+        const int len = std::min(piece, p.Tk - j0);
+        // no query sees any key of the piece (causality, documents, window): skip it
+        if (!attention_any_visible(p, min_of(kpos + j0, len), max_of(kpos + j0, len))) continue;
+        AttnParams q = p;
+        point_at_block(q, block);
+        q.k += j0 * q.kv_stride;
+        q.v += j0 * q.kv_stride;
+        q.k_pos = kpos + j0;
+        q.Tk = len;
+        attention_forward(q, true);
+        io.poll();
+      }
     io.wait(InFlight::kv_send);
     io.wait(InFlight::kv_recv);
     if (move) cur = 1 - cur;
@@ -214,7 +292,8 @@ void ring_attention_forward(Comm* comm, const AttnParams& p_in,
 }
 
 void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
-                             const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws) {
+                             const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws,
+                             const SeqMask* mask) {
   const int N = check_ring(comm, p_in, kv_pos, ws, "ring_attention_backward");
   SP_CHECK(p_in.dout && p_in.dq && p_in.dk && p_in.dv,
            "ring_attention_backward: dout, dq, dk and dv must all be set");
@@ -223,6 +302,8 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
   const int B = p_in.B, H = p_in.H, Tq = p_in.Tq, Tk = p_in.Tk;
   const int64_t kvd = int64_t{p_in.Hkv} * p_in.d, W2 = 2 * kvd;
   const size_t blk = size_t(B) * Tk * W2;
+  const RingSchedule& sc = schedule_for(ws, mask, p_in.causal, B, kv_pos);
+  auto owner = [N, r](int k) { return ((r - k) % N + N) % N; };
 
   pack_kv(ws.kv[0].data(), p_in);
 
@@ -230,7 +311,6 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
   const int piece = piece_len(Tq, kRowUnit);
   float* lse_p = ws.lse_p.data();
   float* delta_p = ws.delta_p.data();
-  std::vector<int64_t> piece_qmax;
   for (int i0 = 0; i0 < Tq; i0 += piece) {
     const int len = std::min(piece, Tq - i0);
     const int64_t off = int64_t{B} * H * i0;
@@ -240,79 +320,87 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
     v.o += i0 * v.o_stride;
     v.Tq = len;
     attention_delta(delta_p + off, p_in.dout + i0 * p_in.o_stride, v);
-    piece_qmax.push_back(max_of(p_in.q_pos + i0, len));
   }
 
   AttnBwdParams p = p_in;
   p.scratch = ws.scratch.data();
   p.scratch_floats = static_cast<int64_t>(ws.scratch.size());
+  ws.bounds.build(mask, p.q_pos, B, Tq, p.causal);
 
+  // Two send slots for the accumulators: buffer dkv[k % 2] is reused at step k + 2, after
+  // its send (slot k % 2) has completed; the other one overlaps the next step.
   InFlight io(move ? comm : nullptr);
   const int next = (r + 1) % N, prev = (r + N - 1) % N;
+  if (move && sc.last[r] >= 1)  // our own block's accumulator comes home from its last user
+    io[InFlight::dkv_home] =
+        comm->irecv(ws.home.data(), blk, (r + sc.last[r]) % N, kTagDkvHome);
   int cur = 0;
-  float* home = nullptr;  // where this rank's own dK|dV accumulator arrives
-  for (int k = 0; k < N; ++k) {
-    const int src = ((r - k) % N + N) % N;
+  for (int k = 0; k < sc.steps; ++k) {
+    const int src = owner(k);
     const float* block = ws.kv[cur].data();
-    // Step k ≥ 1 computes into loc (alternating dkv[0], dkv[1]; the other one may still be
-    // in flight from step k−1) and adds the accumulator of the same block that rank r−1
-    // built over steps 1..k−1, which arrives in dkv[2] meanwhile.
     float* loc = ws.dkv[k % 2].data();
     float* in = ws.dkv[2].data();
+    const InFlight::Slot send_slot = k % 2 ? InFlight::dkv_send : InFlight::dkv_send2;
     if (move) {
-      if (k < N - 1) {
-        io[InFlight::kv_send] = comm->isend(block, blk, next, kTagKv);
-        io[InFlight::kv_recv] = comm->irecv(ws.kv[1 - cur].data(), blk, prev, kTagKv);
+      if (k + 1 < sc.steps) {
+        if (sc.moves(src, k)) io[InFlight::kv_send] = comm->isend(block, blk, next, kTagKv);
+        if (sc.moves(owner(k + 1), k))
+          io[InFlight::kv_recv] = comm->irecv(ws.kv[1 - cur].data(), blk, prev, kTagKv);
       }
-      if (k >= 2) io[InFlight::dkv_recv] = comm->irecv(in, blk, prev, kTagDkv);
-      if (k == N - 1) {  // no K|V arrives in the last step: its buffer takes our dK|dV
-        home = ws.kv[1 - cur].data();
-        io[InFlight::dkv_home] = comm->irecv(home, blk, prev, kTagDkv);
-      }
+      // the accumulator rank r−1 built for this block over steps 1..k−1
+      if (k >= 2 && sc.last[src] >= k) io[InFlight::dkv_recv] = comm->irecv(in, blk, prev, kTagDkv);
     }
+    const bool carries = move && k >= 1 && sc.last[src] >= k;  // an accumulator passes here
     AttnBwdParams q0 = p;
     point_at_block(q0, block);
     q0.k_pos = kv_pos[src].data();
     if (k > 0) {  // a visiting block: contributions go to the travelling accumulator
-      fill_zero(loc, static_cast<int64_t>(blk));
+      io.wait(send_slot);  // loc's previous send (step k − 2) has left
+      if (carries || !move) fill_zero(loc, static_cast<int64_t>(blk));
       q0.dk = loc;
       q0.dv = loc + kvd;
       q0.dkv_stride = W2;
       q0.dkv_bstride = W2 * Tk;
     }  // k = 0: our own block, straight into the caller's dk, dv
-    const int64_t kmin = min_of(q0.k_pos, Tk);
-    for (int i0 = 0, pi = 0; i0 < Tq; i0 += piece, ++pi) {
-      if (p.causal && kmin > piece_qmax[pi]) continue;  // every key after every query
-      const int len = std::min(piece, Tq - i0);
-      const int64_t off = int64_t{B} * H * i0;
-      AttnBwdParams q = q0;
-      q.q += i0 * q.q_stride;
-      q.q_pos += i0;
-      q.o += i0 * q.o_stride;
-      q.dout += i0 * q.o_stride;
-      q.dq += i0 * q.dq_stride;
-      q.lse = lse_p + off;
-      q.delta = delta_p + off;
-      q.Tq = len;
-      attention_backward(q);
-      io.poll();
-    }
-    if (move && k > 0) {
+    const int64_t kmin = min_of(q0.k_pos, Tk), kmax = max_of(q0.k_pos, Tk);
+    if ((k == 0 || carries || !move) && sc.needs(r, src))
+      for (int i0 = 0; i0 < Tq; i0 += piece) {
+        const int len = std::min(piece, Tq - i0);
+        const int64_t off = int64_t{B} * H * i0;
+        AttnBwdParams q = q0;
+        q.q += i0 * q.q_stride;
+        q.q_pos += i0;
+        q.o += i0 * q.o_stride;
+        q.dout += i0 * q.o_stride;
+        q.dq += i0 * q.dq_stride;
+        q.lse = lse_p + off;
+        q.delta = delta_p + off;
+        q.Tq = len;
+        ws.bounds.apply(q, i0);
+        if (!attention_any_visible(q, kmin, kmax)) continue;  // every key hidden from the piece
+        attention_backward(q);
+        io.poll();
+      }
+    if (carries) {
       if (k >= 2) {
         io.wait(InFlight::dkv_recv);
         add_into(loc, in, static_cast<int64_t>(blk));
       }
-      io.wait(InFlight::dkv_send);  // step k−1's accumulator has left
-      io[InFlight::dkv_send] = comm->isend(loc, blk, next, kTagDkv);
+      if (k < sc.last[src])  // onward with the block, or home after its last user
+        io[send_slot] = comm->isend(loc, blk, next, kTagDkv);
+      else
+        io[send_slot] = comm->isend(loc, blk, src, kTagDkvHome);
     }
     io.wait(InFlight::kv_send);
     io.wait(InFlight::kv_recv);
-    if (move && k < N - 1) cur = 1 - cur;
+    if (move && k + 1 < sc.steps) cur = 1 - cur;
   }
-  if (!move) return;
   io.wait(InFlight::dkv_send);
+  io.wait(InFlight::dkv_send2);
+  if (!move || sc.last[r] == 0) return;
   io.wait(InFlight::dkv_home);
-  // dK, dV of our own block += what the other N−1 ranks' queries contributed.
+  const float* home = ws.home.data();
+  // dK, dV of our own block += what the other ranks' queries contributed.
   const int64_t rows = int64_t{B} * Tk;
 #pragma omp parallel for schedule(static) num_threads(num_threads())
   for (int64_t u = 0; u < rows; ++u) {
@@ -339,23 +427,26 @@ class RingAttention final : public AttentionStrategy {
   }
 
   const char* name() const override { return "ring"; }
+  // Bytes follow the hop schedule of the shard's mask (parallel/ring.hpp).
   uint64_t bytes_forward(const AttnShard& s) const override {
-    return ring_bytes_forward(N_, s.B, s.T, s.Hkv, s.d);
+    return ring_bytes_forward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_,
+                              ring_bytes_forward(2, s.B, s.T, s.Hkv, s.d));
   }
   uint64_t bytes_backward(const AttnShard& s) const override {
-    return ring_bytes_backward(N_, s.B, s.T, s.Hkv, s.d);
+    return ring_bytes_backward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_,
+                               ring_bytes_forward(2, s.B, s.T, s.Hkv, s.d));
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
     agree_on_shard(comm_, "ring", [&] { check_shard(s); });
-    ring_attention_forward(comm_, params(s, o, lse), kv_pos_, ws_);
+    ring_attention_forward(comm_, params(s, o, lse), kv_pos_, ws_, s.mask);
   }
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
     agree_on_shard(comm_, "ring", [&] { check_shard(s); });
     AttnBwdParams p = shard_self_bwd_params(s, o, lse, dout, dqkv);
-    ring_attention_backward(comm_, p, kv_pos_, ws_);
+    ring_attention_backward(comm_, p, kv_pos_, ws_, s.mask);
   }
 
  private:

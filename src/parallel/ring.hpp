@@ -12,18 +12,47 @@
 // contribution to the visiting block's dK, dV into an accumulator that follows the block
 // one hop behind it and arrives at the block's owner after the last step.
 //
+// Skipped hops (causal masks, document masks, sliding windows). Rank r needs block src
+// when some query of r sees some key of src: need(r, src), decided exactly from the key
+// positions of every ring rank and the mask (every rank computes the same table). Block
+// src travels r = src, src+1, … only as far as its last user, last(src) = the largest k
+// with need(src + k, src); the ring runs max_src last(src) + 1 steps. A rank computes a
+// visiting block only when it needs it. In backward the dK|dV accumulator of block src
+// follows it to rank src + last(src), which sends it straight home to src.
 // Bytes this rank sends, S = B·Tk·2·Hkv·d·4 (one packed K|V block):
-//   forward  (N−1)·S        backward  2·(N−1)·S
+//   forward   S · #{k ∈ [0, steps−2] : last(r − k) ≥ k + 1}            (K|V onward)
+//   backward  forward + S · #{k ∈ [1, N−1] : last(r − k) ≥ k}          (accumulators)
+// Without any mask every block is needed everywhere: (N−1)·S and 2·(N−1)·S. Under a
+// causal mask with the contiguous layout block src is needed by ranks src..N−1 only, so
+// rank r sends (N−1−r)·S forward; zigzag needs every block on every rank.
 #pragma once
 #include <cstdint>
 #include <vector>
 
 #include "core/arena.hpp"
 #include "kernels/attention.hpp"
+#include "parallel/mask.hpp"
 
 namespace seqpar {
 
 class Comm;
+
+// Which blocks each ring rank needs, and how far each block travels (see above).
+struct RingSchedule {
+  int N = 1;
+  int steps = 1;              // max_src last(src) + 1
+  std::vector<int> last;      // (N)
+  std::vector<char> need;     // (N·N) need[r·N + src]
+  bool needs(int r, int src) const { return need[size_t(r) * N + src] != 0; }
+  // Block src leaves rank src + k for rank src + k + 1 after step k.
+  bool moves(int src, int k) const { return last[src] >= k + 1; }
+};
+// kv_pos[j]: the key (= query) positions of ring rank j, identical on every rank.
+RingSchedule ring_schedule(const SeqMask* mask, bool causal, int B,
+                           const std::vector<std::vector<int64_t>>& kv_pos);
+// Bytes rank r sends in one forward / backward call under a schedule; block_bytes = S.
+uint64_t ring_bytes_forward(const RingSchedule& sc, int r, uint64_t block_bytes);
+uint64_t ring_bytes_backward(const RingSchedule& sc, int r, uint64_t block_bytes);
 
 // Buffers of the ring core for one shape, all taken from the arena at construction (no
 // allocation inside forward/backward).
@@ -33,6 +62,7 @@ struct RingWorkspace {
   Buffer kv[2];    // (B, Tk, 2·Hkv·d) Mem::comm: travelling K|V block, double buffer
   Buffer dkv[3];   // (B, Tk, 2·Hkv·d) Mem::comm: dK|dV accumulators: 2 alternate as the
                    //   block being computed / the one in flight, 1 receives
+  Buffer home;     // (B, Tk, 2·Hkv·d) Mem::comm: our own block's accumulator coming home
   Buffer lse_p;    // (B·H·Tq) Mem::scratch: LSE regrouped by backward query piece
   Buffer delta_p;  // (B·H·Tq) Mem::scratch: Δ, same grouping
   Buffer scratch;  // attention_scratch_floats(d, num_threads()) Mem::scratch: kernel tiles
@@ -40,9 +70,14 @@ struct RingWorkspace {
   // calls with the same positions but move nothing (every step reuses the local block,
   // so results are wrong). Never set in training.
   bool skip_comm = false;
+  // Per call: the visible key range of each query row, and the schedule of the last mask
+  // seen (recomputed only when the mask, causality or positions change).
+  MaskBounds bounds;
+  RingSchedule schedule;
+  uint64_t schedule_key = 0;
 };
 
-// Floats of Mem::comm a RingWorkspace holds: 5·B·Tk·2·Hkv·d.
+// Floats of Mem::comm a RingWorkspace holds: 6·B·Tk·2·Hkv·d.
 int64_t ring_comm_floats(int B, int Tk, int Hkv, int d);
 
 // Forward. p describes this rank: q (B, Tq, H, d), k, v (B, Tk, Hkv, d) — its own block —
@@ -51,17 +86,22 @@ int64_t ring_comm_floats(int B, int Tk, int Hkv, int d);
 // Ignored: p.k_pos (the key positions of the block owned by ring rank j are kv_pos[j],
 // kv_pos.size() = N = comm size) and p.scratch (ws.scratch is used).
 // comm may be null when N = 1. Collective over comm.
+// mask (may be null): document masks and window of the whole batch; the query rows' key
+// ranges are built from it (p.key_lo / key_hi are ignored), hops and blocks skipped.
 void ring_attention_forward(Comm* comm, const AttnParams& p,
-                            const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws);
+                            const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws,
+                            const SeqMask* mask = nullptr);
 
 // Backward. p as for forward plus p.o, p.lse (the final forward outputs), p.dout
 // (B, Tq, H, d, strides o_stride / o_bstride), and dq (B, Tq, H, d), dk, dv (B, Tk, Hkv, d)
 // with their strides: all three ACCUMULATE (+=). p.delta is ignored (Δ is computed into
 // ws). Collective over comm.
 void ring_attention_backward(Comm* comm, const AttnBwdParams& p,
-                             const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws);
+                             const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws,
+                             const SeqMask* mask = nullptr);
 
-// Bytes this rank sends per call (fp32), as comm/ counts point-to-point traffic.
+// Bytes this rank sends per call (fp32) when every block is needed everywhere (no mask,
+// bidirectional), as comm/ counts point-to-point traffic.
 uint64_t ring_bytes_forward(int N, int B, int Tk, int Hkv, int d);
 uint64_t ring_bytes_backward(int N, int B, int Tk, int Hkv, int d);
 

@@ -92,6 +92,7 @@ class RsaAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
+    refuse_mask(s, "rsa");
     agree_on_shard(comm_, "rsa", [&] { check_shard(s); });
     const float scale = 1.0f / std::sqrt(float(d_));
     ring_pass(s, H_, kTagFwdK, nullptr,
@@ -104,6 +105,7 @@ class RsaAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
+    refuse_mask(s, "rsa");
     agree_on_shard(comm_, "rsa", [&] { check_shard(s); });
     const float scale = 1.0f / std::sqrt(float(d_));
     compute_delta(o, dout);

@@ -322,6 +322,7 @@ class UlyssesAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
+    refuse_mask(s, "ulysses");
     agree_on_shard(comm_, "ulysses", [&] { check_shape(s); });
     ulysses_seq_to_heads(comm_, plan_, UlyssesParts::qkv, s.qkv, qkv_h_.data(), buf_.data());
     for_each_call(s, [&](const AttnParams& p) { attention_forward(p, false); });
@@ -332,6 +333,7 @@ class UlyssesAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
+    refuse_mask(s, "ulysses");
     agree_on_shard(comm_, "ulysses", [&] { check_shape(s); });
     // Δ = rowsum(dO∘O) in sequence layout, (B, H, T) like LSE.
     {

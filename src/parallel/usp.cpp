@@ -121,7 +121,7 @@ class UspAttention final : public AttentionStrategy {
   uint64_t bytes_forward(const AttnShard& s) const override {
     check_shape(s);
     return plan_.bytes_seq_to_heads(UlyssesParts::qkv) + plan_.bytes_heads_to_seq(UlyssesParts::q) +
-           plan_.bytes_stats_to_seq(1) + ring_bytes_forward(r_, plan_.B, int(Lg_), nkv_, plan_.d);
+           plan_.bytes_stats_to_seq(1) + ring_bytes_forward(ring_sched(s), g_, ring_block_bytes());
   }
 
   // backward = Ulysses: stats seq→heads (r > 1: LSE; r = 1: LSE, Δ) + QKV seq→heads
@@ -134,10 +134,11 @@ class UspAttention final : public AttentionStrategy {
            plan_.bytes_seq_to_heads(UlyssesParts::qkv) +
            q_moves * plan_.bytes_seq_to_heads(UlyssesParts::q) +
            plan_.bytes_heads_to_seq(UlyssesParts::qkv) +
-           ring_bytes_backward(r_, plan_.B, int(Lg_), nkv_, plan_.d);
+           ring_bytes_backward(ring_sched(s), g_, ring_block_bytes());
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
+    refuse_mask(s, "usp");
     agree_on_shard(parent_, "usp", [&] { check_shard(s); });
     clear_sub_stats();
     const bool ul = u_ > 1;
@@ -164,6 +165,7 @@ class UspAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
+    refuse_mask(s, "usp");
     agree_on_shard(parent_, "usp", [&] { check_shard(s); });
     clear_sub_stats();
     const bool ul = u_ > 1;
@@ -228,6 +230,15 @@ class UspAttention final : public AttentionStrategy {
   }
 
  private:
+  // The ring's hop schedule (parallel/ring.hpp): under a causal mask with contiguous ring
+  // blocks a block travels only as far as the last group that needs it.
+  RingSchedule ring_sched(const AttnShard& s) const {
+    return ring_schedule(nullptr, s.causal, plan_.B, kv_pos_);
+  }
+  // One packed K|V block of the ring, all pieces and batch rows together (fp32 bytes).
+  uint64_t ring_block_bytes() const {
+    return uint64_t(plan_.B) * uint64_t(Lg_) * 2 * uint64_t(nkv_) * uint64_t(plan_.d) * 4;
+  }
   Comm* uc() { return ucomm_.valid() ? &ucomm_ : nullptr; }
   Comm* rc() { return rcomm_.valid() ? &rcomm_ : nullptr; }
   // One piece: one call over all B; several (uneven GQA split): one per (batch row,
