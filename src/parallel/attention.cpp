@@ -75,7 +75,7 @@ int SpSetup::sp_size() const { return comm ? comm->size() : 1; }
 int SpSetup::sp_rank() const { return comm ? comm->rank() : 0; }
 
 std::vector<std::string> attention_strategies() {
-  return {"local", "ring", "ulysses", "usp", "mqsp", "rsa", "materialized"};
+  return {"local", "ring", "allgather", "ulysses", "usp", "mqsp", "rsa", "materialized"};
 }
 
 std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena,
@@ -85,6 +85,7 @@ std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena
            " H=", H, " Hkv=", Hkv, " d=", d, " must be positive");
   if (name == "local") return make_local_attention(arena, sp, B, T, H, Hkv, d);
   if (name == "ring") return make_ring_attention(arena, sp, B, T, H, Hkv, d);
+  if (name == "allgather") return make_allgather_attention(arena, sp, B, T, H, Hkv, d);
   if (name == "ulysses") return make_ulysses_attention(arena, sp, B, T, H, Hkv, d);
   if (name == "usp") return make_usp_attention(arena, sp, B, T, H, Hkv, d);
   if (name == "mqsp") return make_mqsp_attention(arena, sp, B, T, H, Hkv, d);

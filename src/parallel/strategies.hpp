@@ -12,6 +12,7 @@ namespace seqpar {
                                         int Hkv, int d)
 SEQPAR_STRATEGY_FACTORY(make_local_attention);
 SEQPAR_STRATEGY_FACTORY(make_ring_attention);
+SEQPAR_STRATEGY_FACTORY(make_allgather_attention);
 SEQPAR_STRATEGY_FACTORY(make_ulysses_attention);
 SEQPAR_STRATEGY_FACTORY(make_usp_attention);
 SEQPAR_STRATEGY_FACTORY(make_mqsp_attention);

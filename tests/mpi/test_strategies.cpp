@@ -203,10 +203,19 @@ std::vector<Case> cases() {
   v.push_back({"usp", true, 6, 2, 16, 6, ShardLayout::zigzag, 0.0f, 0, 2});
   v.push_back({"usp", false, 3, 1, 16, 5, ShardLayout::contiguous, 0.1f, 0, 2});
   v.push_back({"usp", true, 2, 1, 16, 4, ShardLayout::contiguous, 0.0f, 0, 4});
+  // allgather (issue 9): the unmasked shapes above, and every masked case below.
+  for (bool causal : {true, false})
+    for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag}) {
+      v.push_back({"allgather", causal, 4, 4, 16, 5, layout, 0.0f});
+      v.push_back({"allgather", causal, 4, 2, 64, 8, layout, 0.0f});
+      v.push_back({"allgather", causal, 4, 1, 16, 150, layout, 0.1f});
+    }
   // Document masks and sliding windows (issue 9): documents shorter than a tile, of length
   // 1, longer than a shard and crossing shard boundaries; windows of 1, inside a shard,
   // across shards and >= L; both together; with dropout.
-  for (std::string st : masked_strategies())
+  std::vector<std::string> masked = masked_strategies();
+  masked.push_back("allgather");
+  for (std::string st : masked)
     for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag}) {
       v.push_back({st, true, 4, 2, 16, 20, layout, 0.0f, 0, 0, true, 0});
       v.push_back({st, false, 4, 4, 16, 13, layout, 0.0f, 0, 0, true, 0});
