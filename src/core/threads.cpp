@@ -16,7 +16,10 @@ void set_num_threads(int n) {
 
 int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
 
-BlasSingleThread::BlasSingleThread() { openblas_set_num_threads(1); }
-BlasSingleThread::~BlasSingleThread() { openblas_set_num_threads(num_threads()); }
+BlasSingleThread::BlasSingleThread() : prev_(num_threads()) { openblas_set_num_threads(1); }
+BlasSingleThread::~BlasSingleThread() {
+  openblas_set_num_threads(prev_);
+  omp_set_num_threads(prev_);
+}
 
 }  // namespace seqpar
