@@ -163,6 +163,10 @@ void bench_window(int argc, char** argv, Comm& world) {
   }
 }
 
+std::vector<ShardLayout> all_layouts() {
+  return {ShardLayout::contiguous, ShardLayout::zigzag, ShardLayout::striped};
+}
+
 void bench_balance(int argc, char** argv) {
   const int64_t L = arg_i(argc, argv, 2, 16384);
   const int H = arg_i(argc, argv, 3, 4), d = arg_i(argc, argv, 4, 64);
@@ -180,7 +184,7 @@ void bench_balance(int argc, char** argv) {
   for (int64_t i = 0; i < L; ++i) all[i] = i;
   Problem full(1, int(L), H, H, d, 3);  // Q, K, V of the whole sequence (one window)
   for (int N : {2, 4, 8})
-    for (ShardLayout lay : {ShardLayout::contiguous, ShardLayout::zigzag}) {
+    for (ShardLayout lay : all_layouts()) {
       double sum = 0, worst = 0;
       for (const SeqMask& m : masks) {
         std::vector<double> work;

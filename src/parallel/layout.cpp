@@ -1,17 +1,27 @@
 #include "parallel/layout.hpp"
 
+#include <numeric>
+
 #include "core/check.hpp"
 
 namespace seqpar {
 
 const char* layout_name(ShardLayout l) {
-  return l == ShardLayout::contiguous ? "contiguous" : "zigzag";
+  switch (l) {
+    case ShardLayout::contiguous: return "contiguous";
+    case ShardLayout::zigzag: return "zigzag";
+    case ShardLayout::striped: return "striped";
+  }
+  return "?";
 }
+
+int64_t stripe_width(int64_t L, int N) { return std::gcd(L / N, kStripe); }
 
 ShardLayout parse_layout(const std::string& s) {
   if (s == "contiguous") return ShardLayout::contiguous;
   if (s == "zigzag") return ShardLayout::zigzag;
-  SP_FAIL_USAGE("unknown shard layout '", s, "' (expected contiguous or zigzag)");
+  if (s == "striped") return ShardLayout::striped;
+  SP_FAIL_USAGE("unknown shard layout '", s, "' (expected contiguous, zigzag or striped)");
 }
 
 void check_shardable(int64_t L, int N, ShardLayout layout) {
@@ -31,6 +41,10 @@ std::vector<int64_t> shard_positions(int64_t L, int N, int r, ShardLayout layout
   if (layout == ShardLayout::contiguous) {
     const int64_t T = L / N;
     for (int64_t i = 0; i < T; ++i) pos.push_back(r * T + i);
+  } else if (layout == ShardLayout::striped) {
+    const int64_t c = stripe_width(L, N), stripes = L / c;
+    for (int64_t j = r; j < stripes; j += N)
+      for (int64_t i = 0; i < c; ++i) pos.push_back(j * c + i);
   } else {
     const int64_t c = L / (2 * N);
     for (int64_t i = 0; i < c; ++i) pos.push_back(r * c + i);

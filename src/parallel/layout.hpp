@@ -10,7 +10,14 @@
 
 namespace seqpar {
 
-enum class ShardLayout { contiguous, zigzag };
+enum class ShardLayout { contiguous, zigzag, striped };
+// striped: the sequence is cut into stripes of c = gcd(L/N, kStripe) tokens, and rank r
+// holds stripes r, r + N, r + 2N, … Every rank then holds an even sample of every part of
+// the sequence, so under any mask (causal, packed documents, windows) the work per rank
+// is close to even; the price is that every block is needed by every rank (no skipped
+// ring hops) and key tiles span N stripes (fewer skipped tiles than contiguous shards).
+constexpr int64_t kStripe = 64;  // the kernel's query tile
+int64_t stripe_width(int64_t L, int N);
 const char* layout_name(ShardLayout l);
 ShardLayout parse_layout(const std::string& s);
 
