@@ -52,12 +52,6 @@ AttnBwdParams shard_self_bwd_params(const AttnShard& s, const float* o, const fl
   return p;
 }
 
-void refuse_mask(const AttnShard& s, const char* who) {
-  SP_CHECK_USAGE(s.mask == nullptr || s.mask->trivial(), "attention strategy '", who,
-                 "' does not support document masks or a sliding window yet; use ring, "
-                 "allgather or local");
-}
-
 void agree_on_shard(Comm* comm, const char* who, const std::function<void()>& local_check) {
   std::exception_ptr err;
   try {

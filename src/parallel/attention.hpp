@@ -77,10 +77,6 @@ AttnParams shard_self_params(const AttnShard& s, float* o, float* lse);
 AttnBwdParams shard_self_bwd_params(const AttnShard& s, const float* o, const float* lse,
                                     const float* dout, float* dqkv);
 
-// Refuses a shard with a non-trivial mask in a strategy that cannot apply one yet (a clear
-// error instead of a silently unmasked result).
-void refuse_mask(const AttnShard& s, const char* who);
-
 // Runs a strategy's per-call shard check on every rank of the sp group and agrees on the
 // outcome (one all-reduce of a flag), so a shard that is wrong on one rank is refused on
 // every rank instead of leaving the others waiting in the strategy's first collective.

@@ -5,10 +5,13 @@
 // blocked kernel's; it is single-rank along the sequence (sp = 1) and runs on the H/t
 // heads of a tensor-parallel rank.
 //
-//   S = Q Kᵀ·scale (+ causal mask by position),  P = softmax(S) (kept),  LSE = logsumexp(S)
+//   S = Q Kᵀ·scale (−∞ outside [lo, hi]),  P = softmax(S) (kept),  LSE = logsumexp(S)
 //   O = P̃ V with P̃ = P·keep/(1−p) (the keep mask is regenerated from the RNG, not kept)
 // Backward from the kept P: dV = P̃ᵀ dO,  dP̃ = dO Vᵀ,  dP = dP̃·keep/(1−p),
 //   Δ = rowsum(dO∘O),  dS = P∘(dP − Δ),  dQ = dS K·scale,  dK = dSᵀ Q·scale.
+// [lo, hi] is query i's visible key range (parallel/mask.hpp: documents, window, causal;
+// causal alone (−∞, pos_i]), applied element by element; masked P is 0, so backward needs
+// no mask of its own. Nothing is skipped: the T×T GEMMs run in full, as the baseline's do.
 // Memory: P is (B, H, T, T) floats per kept layer (SpSetup::materialized_layers: every
 // layer without recomputation, one buffer when the attention core is recomputed), plus a
 // T×T tile per thread in backward.
@@ -51,8 +54,8 @@ class MaterializedAttention final : public AttentionStrategy {
   uint64_t bytes_backward(const AttnShard&) const override { return 0; }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    refuse_mask(s, "materialized");
     check(s);
+    bounds_.build(s.mask, s.pos, B_, T_, s.causal);
     const int T = T_, d = d_, G = H_ / Hkv_;
     const int64_t W = int64_t(H_ + 2 * Hkv_) * d, HD = int64_t(H_) * d;
     const float scale = 1.0f / std::sqrt(float(d));
@@ -71,9 +74,16 @@ class MaterializedAttention final : public AttentionStrategy {
                   0.0f, Pb, T);
       for (int i = 0; i < T; ++i) {
         float* row = Pb + int64_t(i) * T;
+        int64_t lo = std::numeric_limits<int64_t>::min(), hi = std::numeric_limits<int64_t>::max();
+        if (bounds_.active()) {
+          lo = bounds_.lo()[int64_t(b) * T + i];
+          hi = bounds_.hi()[int64_t(b) * T + i];
+        } else if (s.causal) {
+          hi = s.pos[i];
+        }
         float mx = -std::numeric_limits<float>::infinity();
         for (int j = 0; j < T; ++j) {
-          if (s.causal && s.pos[j] > s.pos[i]) row[j] = -std::numeric_limits<float>::infinity();
+          if (s.pos[j] < lo || s.pos[j] > hi) row[j] = -std::numeric_limits<float>::infinity();
           mx = std::max(mx, row[j]);
         }
         double sum = 0;
@@ -100,7 +110,6 @@ class MaterializedAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    refuse_mask(s, "materialized");
     check(s);
     const int T = T_, d = d_, G = H_ / Hkv_;
     const int64_t W = int64_t(H_ + 2 * Hkv_) * d, HD = int64_t(H_) * d;
@@ -172,6 +181,7 @@ class MaterializedAttention final : public AttentionStrategy {
   int B_, T_, H_, Hkv_, d_, nt_, layers_;
   std::vector<Buffer> probs_;
   Buffer tiles_, delta_;
+  MaskBounds bounds_;  // (B, T) visible key range of each query row (document mask, window)
 };
 
 }  // namespace

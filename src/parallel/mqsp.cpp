@@ -22,6 +22,13 @@
 //   P = exp(S − LSE),  dP = dO_c V_iᵀ,  dS = P∘(dP∘keep/(1−p) − Δ),
 //   dV_i += P̃ᵀ dO_c,  dK_i += dSᵀ Q_c/√d   (local, straight into dqkv),
 //   dQ_c = dS K_i/√d partial, reduced onto the owner of each segment, added into dqkv.
+//
+// Masks. Query row g of batch row b sees key j iff lo_b(g) ≤ pos_j ≤ hi_b(g), the visible
+// range of parallel/mask.hpp (document, window, causal; causal alone: (−∞, pos_g]). Masked
+// scores are −∞ (forward) and P = 0 (backward), element by element. A (segment, b) whose
+// rows see none of this rank's keys (decided exactly per row from the sorted local key
+// positions) skips its GEMMs; every collective runs unchanged, so the bytes do not depend
+// on the mask.
 #include <cblas.h>
 #include <omp.h>
 
@@ -50,7 +57,7 @@ uint64_t scaled(uint64_t bytes, uint64_t num, uint64_t den) {
 // Rows [t0, t0 + len) of rank `owner`, at rows [off, off + len) of a chunk.
 struct Segment {
   int owner = 0, t0 = 0, len = 0, off = 0;
-  int64_t qpos_max = 0;  // largest global position among these rows (causal skip)
+  int id = 0;  // index over all chunks' segments (the per-call live_ table)
 };
 
 // One micro-query chunk: gathered rows [g0, g0 + rows).
@@ -85,6 +92,10 @@ class MqspAttention final : public AttentionStrategy {
     SP_CHECK(m_ >= 1 && m_ <= L_, "mqsp: micro-query count m=", m_, " must be in [1, L=", L_,
              "] (0 selects m = sp = ", N_, ")");
     build_chunks();
+    // This rank's key positions, sorted (the per-row visibility search).
+    keys_sorted_.assign(all_pos_.begin() + int64_t(rank_) * T,
+                        all_pos_.begin() + int64_t(rank_ + 1) * T);
+    std::sort(keys_sorted_.begin(), keys_sorted_.end());
 
     const int64_t HD = int64_t(H) * d;
     const int64_t pack = pack_floats();  // one rank's block of the backward all-gather
@@ -127,14 +138,14 @@ class MqspAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    refuse_mask(s, "mqsp");
     agree_on_shard(comm_, "mqsp", [&] { check_shard(s); });
+    prepare_mask(s);
     const int B = B_, T = T_, H = H_, d = d_, group = H_ / Hkv_;
     const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d, QB = int64_t(B) * T * HD;
     const int64_t BHD = int64_t(B) * HD, cT = int64_t(c_max_) * T;
     const float scale = 1.0f / std::sqrt(float(d));
     const AttnParams drop = dropout_params(s);
-    const int64_t kmin = *std::min_element(s.pos, s.pos + T);
+    const bool masking = s.causal || bounds_.active();
     const int ft = std::max(1, std::min(num_threads(), B * H));
 
     // All-gather Q: rank j's block (B, T, H, d) lands at gath + j·QB.
@@ -150,14 +161,14 @@ class MqspAttention final : public AttentionStrategy {
       float* mx = stats_.data();                       // (B, H, c) row max, then global
       float* sm = stats_.data() + int64_t(B) * H * c;  // (B, H, c) row sum, then global
 #pragma omp parallel for schedule(dynamic, 1) num_threads(ft)
-      // (1) S = Q_c K_iᵀ·scale, causal mask, local row max
+      // (1) S = Q_c K_iᵀ·scale, mask (−∞ outside [lo, hi]), local row max
       for (int u = 0; u < B * H; ++u) {
         const int b = u / H, h = u % H, hk = h / group;
         float* S = scores_.data() + u * cT;  // (c, T)
         const float* k = s.qkv + int64_t(b) * T * W + HD + int64_t(hk) * d;
         for (const Segment& sg : ch.segs) {
           float* Sg = S + int64_t(sg.off) * T;
-          if (s.causal && kmin > sg.qpos_max) {  // every local key is after every row
+          if (!live(b, sg)) {  // no row of the segment sees any local key
             std::fill(Sg, Sg + int64_t(sg.len) * T, kNegInf);
             continue;
           }
@@ -167,10 +178,12 @@ class MqspAttention final : public AttentionStrategy {
         }
         for (int r = 0; r < c; ++r) {
           float* Sr = S + int64_t(r) * T;
-          const int64_t qp = all_pos_[ch.g0 + r];
           float m = kNegInf;
-          if (s.causal)
-            for (int j = 0; j < T; ++j) Sr[j] = s.pos[j] > qp ? kNegInf : Sr[j];
+          if (masking) {
+            int64_t lo, hi;
+            key_range(b, ch.g0 + r, s.causal, lo, hi);
+            for (int j = 0; j < T; ++j) Sr[j] = s.pos[j] < lo || s.pos[j] > hi ? kNegInf : Sr[j];
+          }
           for (int j = 0; j < T; ++j) m = std::max(m, Sr[j]);
           mx[int64_t(u) * c + r] = m;
         }
@@ -231,14 +244,13 @@ class MqspAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    refuse_mask(s, "mqsp");
     agree_on_shard(comm_, "mqsp", [&] { check_shard(s); });
+    prepare_mask(s);
     const int B = B_, T = T_, H = H_, d = d_, group = H_ / Hkv_;
     const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d, QB = int64_t(B) * T * HD;
     const int64_t BHD = int64_t(B) * HD, cT = int64_t(c_max_) * T, PB = pack_floats();
     const float scale = 1.0f / std::sqrt(float(d));
     const AttnParams drop = dropout_params(s);
-    const int64_t kmin = *std::min_element(s.pos, s.pos + T);
 
     // Pack [Q (B,T,H,d) | dO (B,T,H,d) | LSE (B,H,T) | Δ (B,H,T)] and all-gather it.
     float* gath = gath_.data();
@@ -277,7 +289,7 @@ class MqspAttention final : public AttentionStrategy {
           for (const Segment& sg : ch.segs) {
             float* Sg = S + int64_t(sg.off) * T;
             float* dPg = dP + int64_t(sg.off) * T;
-            if (s.causal && kmin > sg.qpos_max) {  // no visible key: P = dS = 0
+            if (!live(b, sg)) {  // no visible key: P = dS = 0
               std::fill(Sg, Sg + int64_t(sg.len) * T, 0.0f);
               std::fill(dPg, dPg + int64_t(sg.len) * T, 0.0f);
               continue;
@@ -296,9 +308,11 @@ class MqspAttention final : public AttentionStrategy {
               float* Sr = Sg + int64_t(r) * T;
               float* dPr = dPg + int64_t(r) * T;
               const int64_t qp = all_pos_[ch.g0 + sg.off + r];
+              int64_t lo, hi;
+              key_range(b, ch.g0 + sg.off + r, s.causal, lo, hi);
               const float nl = ls[r] == kNegInf ? kNegInf : -ls[r];  // no key: P = 0
               for (int j = 0; j < T; ++j) {
-                const bool masked = s.causal && s.pos[j] > qp;
+                const bool masked = s.pos[j] < lo || s.pos[j] > hi;
                 const float p = masked ? 0.0f : std::exp(Sr[j] + nl);
                 const float f =
                     s.dropout_p > 0.0f ? attention_dropout_factor(drop, h, qp, s.pos[j]) : 1.0f;
@@ -350,7 +364,7 @@ class MqspAttention final : public AttentionStrategy {
         sg.t0 = int(g - int64_t(j) * T_);
         sg.len = int(end - g);
         sg.off = int(g - ch.g0);
-        sg.qpos_max = *std::max_element(all_pos_.begin() + g, all_pos_.begin() + end);
+        sg.id = n_segs_++;
         ch.segs.push_back(sg);
         max_seg_ = std::max(max_seg_, sg.len);
         g = end;
@@ -359,6 +373,39 @@ class MqspAttention final : public AttentionStrategy {
       chunks_.push_back(std::move(ch));
     }
   }
+
+  // Visible key range [lo, hi] of gathered query row g in batch row b: the mask's bounds,
+  // or causality alone (−∞, pos_g], or everything.
+  void key_range(int b, int64_t g, bool causal, int64_t& lo, int64_t& hi) const {
+    if (bounds_.active()) {
+      lo = bounds_.lo()[int64_t(b) * L_ + g];
+      hi = bounds_.hi()[int64_t(b) * L_ + g];
+      return;
+    }
+    lo = std::numeric_limits<int64_t>::min();
+    hi = causal ? all_pos_[g] : std::numeric_limits<int64_t>::max();
+  }
+
+  // Per call: the key ranges of every gathered row under the shard's mask, and live_[b, id]
+  // = whether some row of segment id (batch row b) sees some key of this rank (exact:
+  // the first local key ≥ lo is ≤ hi). Without documents or a window under causality this
+  // is min_j pos_j ≤ max position of the segment's rows, as before masks existed.
+  void prepare_mask(const AttnShard& s) {
+    bounds_.build(s.mask, all_pos_.data(), B_, int(L_), s.causal);
+    live_.assign(size_t(B_) * n_segs_, 0);
+    for (int b = 0; b < B_; ++b)
+      for (const Chunk& ch : chunks_)
+        for (const Segment& sg : ch.segs) {
+          char& lv = live_[size_t(b) * n_segs_ + sg.id];
+          for (int r = 0; r < sg.len && !lv; ++r) {
+            int64_t lo, hi;
+            key_range(b, ch.g0 + sg.off + r, s.causal, lo, hi);
+            auto k = std::lower_bound(keys_sorted_.begin(), keys_sorted_.end(), lo);
+            lv = k != keys_sorted_.end() && *k <= hi;
+          }
+        }
+  }
+  bool live(int b, const Segment& sg) const { return live_[size_t(b) * n_segs_ + sg.id] != 0; }
 
   // Sums the segment's rows of part_ (len, B, H, d) over the ranks onto its owner; returns
   // where the owner finds the sum (null elsewhere).
@@ -388,9 +435,13 @@ class MqspAttention final : public AttentionStrategy {
   Comm* comm_;
   int N_, rank_, B_, T_, H_, Hkv_, d_;
   int64_t L_ = 0;
-  int m_ = 1, c_max_ = 0, max_seg_ = 0, nt_ = 1;
-  std::vector<int64_t> all_pos_;  // (L) global position of gathered row g
+  int m_ = 1, c_max_ = 0, max_seg_ = 0, nt_ = 1, n_segs_ = 0;
+  std::vector<int64_t> all_pos_;      // (L) global position of gathered row g
+  std::vector<int64_t> keys_sorted_;  // (T) this rank's key positions, ascending
   std::vector<Chunk> chunks_;
+  MaskBounds bounds_;       // (B, L) visible key range of each gathered row (mask only)
+  std::vector<char> live_;  // (B, segments) some row of the segment sees a local key
+
   Buffer pack_;    // (B·T·H·(2d+2)) all-gather send (N > 1)
   Buffer gath_;    // (N, B·T·H·(2d+2)) gathered Q (forward) or Q|dO|LSE|Δ (backward)
   Buffer part_;    // (c_max, B, H, d) partial O or dQ of one chunk

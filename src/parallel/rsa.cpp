@@ -18,6 +18,12 @@
 //           K ring (N−1 hops) + travelling dK accumulators (N−1 hops):
 //             dQ_i += dS_ij K_j·scale,  dK_j += dS_ijᵀ Q_i·scale.
 // Bytes sent per rank, KV = B·T·Hkv·d·4:  forward 2(N−1)·KV,  backward 5(N−1)·KV.
+// Masks: query t of batch row b sees key c iff lo_b(t) ≤ pos_c ≤ hi_b(t), the visible
+// range of parallel/mask.hpp (documents, window, causal; causal alone: (−∞, pos_t]);
+// masked scores are −∞, element by element. A block j that no row of batch row b sees
+// (decided exactly per row from the block's sorted key positions) is skipped for that
+// row: no score GEMM (−∞ / P = 0 filled), no P̃V, dS, dV, dQ or dK work. The rings stay
+// uniform, so the bytes do not depend on the mask.
 // Score columns are kept in block order (column j·T + t is token t of rank j), which the
 // row softmax does not care about; kpos_ maps a column to its global position.
 #include <cblas.h>
@@ -67,6 +73,9 @@ class RsaAttention final : public AttentionStrategy {
                " tokens under layout ", layout_name(sp.layout), ", expected T=", T);
       kpos_.insert(kpos_.end(), p.begin(), p.end());
     }
+    kpos_sorted_ = kpos_;
+    for (int j = 0; j < N_; ++j)
+      std::sort(kpos_sorted_.begin() + int64_t(j) * T, kpos_sorted_.begin() + int64_t(j + 1) * T);
     const size_t bh_t = size_t(B) * H * T, kv = block_floats();
     scores_ = Buffer(arena, Mem::scratch, bh_t * size_t(L), "rsa score rows (B,H,T,L)");
     tile_ = Buffer(arena, Mem::scratch, size_t(nt_) * rows_chunk_ * T, "rsa dP tiles");
@@ -92,21 +101,21 @@ class RsaAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    refuse_mask(s, "rsa");
     agree_on_shard(comm_, "rsa", [&] { check_shard(s); });
+    prepare_mask(s);
     const float scale = 1.0f / std::sqrt(float(d_));
     ring_pass(s, H_, kTagFwdK, nullptr,
               [&](int j, const float* k, float*) { score_block(s, j, k, scale, nullptr); });
     softmax_rows(s, lse);
     std::memset(o, 0, sizeof(float) * size_t(B_) * T_ * H_ * d_);
     ring_pass(s, H_ + Hkv_, kTagFwdV, nullptr,
-              [&](int j, const float* v, float*) { pv_block(s, j, v, o); });
+              [&](int j, const float* v, float*) { pv_block(j, v, o); });
   }
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    refuse_mask(s, "rsa");
     agree_on_shard(comm_, "rsa", [&] { check_shard(s); });
+    prepare_mask(s);
     const float scale = 1.0f / std::sqrt(float(d_));
     compute_delta(o, dout);
     ring_pass(s, H_, kTagBwdP, nullptr,
@@ -123,11 +132,37 @@ class RsaAttention final : public AttentionStrategy {
   int kv_head(int h) const { return h / (H_ / Hkv_); }
   // Row (b, h, t) of the score buffer starts at scores_ + ((b·H + h)·T + t)·L.
   float* score_rows(int64_t bh) const { return scores_.data() + bh * T_ * L_; }
-  // Under a causal mask, block j is invisible to every query row of this rank when its
-  // first key comes after this rank's last query (positions increase within a shard).
-  bool visible(const AttnShard& s, int j) const {
-    return !s.causal || kpos_[size_t(j) * T_] <= s.pos[T_ - 1];
+  // Visible key range [lo, hi] of this rank's query t in batch row b: the mask's bounds,
+  // or causality alone (−∞, pos_t], or everything.
+  void key_range(const AttnShard& s, int64_t b, int t, int64_t& lo, int64_t& hi) const {
+    if (bounds_.active()) {
+      lo = bounds_.lo()[b * T_ + t];
+      hi = bounds_.hi()[b * T_ + t];
+      return;
+    }
+    lo = std::numeric_limits<int64_t>::min();
+    hi = s.causal ? s.pos[t] : std::numeric_limits<int64_t>::max();
   }
+  // Per call: the key ranges of this rank's rows under the shard's mask, and vis_[b, j] =
+  // whether some query of batch row b sees some key of block j (exact: the first key of
+  // the sorted block ≥ lo is ≤ hi). Causal alone, this is "the block's first key is not
+  // after this rank's last query", as before masks existed.
+  void prepare_mask(const AttnShard& s) {
+    bounds_.build(s.mask, s.pos, B_, T_, s.causal);
+    vis_.assign(size_t(B_) * N_, 0);
+    for (int b = 0; b < B_; ++b)
+      for (int j = 0; j < N_; ++j) {
+        const auto first = kpos_sorted_.begin() + int64_t(j) * T_, last = first + T_;
+        char& v = vis_[size_t(b) * N_ + j];
+        for (int t = 0; t < T_ && !v; ++t) {
+          int64_t lo, hi;
+          key_range(s, b, t, lo, hi);
+          const auto k = std::lower_bound(first, last, lo);
+          v = k != last && *k <= hi;
+        }
+      }
+  }
+  bool visible(int64_t b, int j) const { return vis_[size_t(b) * N_ + j] != 0; }
 
   void check_shard(const AttnShard& s) const {
     SP_CHECK(s.qkv != nullptr && s.pos != nullptr, "rsa: qkv or pos is null");
@@ -222,17 +257,17 @@ class RsaAttention final : public AttentionStrategy {
     if (with_acc && N > 1) add_home(acc_[a].data(), col, dqkv);
   }
 
-  // Columns of block j in every score row: S = Q_i K_jᵀ·scale, masked positions −inf.
+  // Columns of block j in every score row: S = Q_i K_jᵀ·scale, −inf outside [lo, hi].
   // With lse (backward), the block is turned into P = exp(S − LSE) at once (0 where
   // masked or where the row sees no key).
   void score_block(const AttnShard& s, int j, const float* k, float scale, const float* lse) const {
     const int64_t W = qkv_width(), L = L_;
     const int64_t* kp = kpos_.data() + size_t(j) * T_;
-    const bool vis = visible(s, j);
+    const bool masking = s.causal || bounds_.active();
     parallel(int64_t(B_) * H_, [&](int64_t x, int) {
       const int64_t b = x / H_, h = x % H_;
       float* S = score_rows(x) + int64_t(j) * T_;
-      if (!vis) {
+      if (!visible(b, j)) {
         for (int t = 0; t < T_; ++t) std::fill_n(S + t * L, T_, lse ? 0.0f : kNegInf);
         return;
       }
@@ -241,9 +276,12 @@ class RsaAttention final : public AttentionStrategy {
                   d_, 0.0f, S, int(L));
       for (int t = 0; t < T_; ++t) {
         float* row = S + t * L;
-        if (s.causal)
+        if (masking) {
+          int64_t lo, hi;
+          key_range(s, b, int(t), lo, hi);
           for (int c = 0; c < T_; ++c)
-            if (kp[c] > s.pos[t]) row[c] = kNegInf;
+            if (kp[c] < lo || kp[c] > hi) row[c] = kNegInf;
+        }
         if (lse) {
           const float l = lse[x * T_ + t];
           if (l == kNegInf) {
@@ -289,11 +327,11 @@ class RsaAttention final : public AttentionStrategy {
   }
 
   // O_i[:, h] += P̃_ij V_j for every head.
-  void pv_block(const AttnShard& s, int j, const float* v, float* o) const {
-    if (!visible(s, j)) return;
+  void pv_block(int j, const float* v, float* o) const {
     const int64_t HD = int64_t(H_) * d_;
     parallel(int64_t(B_) * H_, [&](int64_t x, int) {
       const int64_t b = x / H_, h = x % H_;
+      if (!visible(b, j)) return;  // P̃_ij = 0
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_, d_, T_, 1.0f,
                   score_rows(x) + int64_t(j) * T_, int(L_),
                   v + (b * Hkv_ + kv_head(int(h))) * T_ * d_, d_, 1.0f, o + b * T_ * HD + h * d_,
@@ -315,12 +353,14 @@ class RsaAttention final : public AttentionStrategy {
     }
   }
 
-  // acc (B, Hkv, T, d) += Σ over the query heads of each kv head's group of dhead.
-  void reduce_groups(float* acc) const {
+  // acc (B, Hkv, T, d) += Σ over the query heads of each kv head's group of dhead, for
+  // the batch rows that see block j (the others left dhead unwritten).
+  void reduce_groups(int j, float* acc) const {
     const int g = H_ / Hkv_;
     const float* dh = dhead_.data();
     parallel(int64_t(B_) * Hkv_, [&](int64_t x, int) {
       const int64_t b = x / Hkv_, kh = x % Hkv_, n = int64_t(T_) * d_;
+      if (!visible(b, j)) return;
       float* dst = acc + x * n;
       for (int hh = 0; hh < g; ++hh) {
         const float* src = dh + (b * H_ + kh * g + hh) * n;
@@ -333,7 +373,6 @@ class RsaAttention final : public AttentionStrategy {
   // P_ij is replaced by dS_ij = P∘(dP − Δ) and dV_j += P̃_ijᵀ dO_i (per head, then summed
   // over the GQA group into acc).
   void ds_dv_block(const AttnShard& s, int j, const float* v, const float* dout, float* acc) const {
-    if (!visible(s, j)) return;  // P_ij = 0: dS_ij = 0 and no dV contribution
     const AttnParams key = dropout_key(s);
     const bool drop = s.dropout_p > 0.0f;
     const int64_t HD = int64_t(H_) * d_, L = L_;
@@ -341,6 +380,7 @@ class RsaAttention final : public AttentionStrategy {
     parallel(int64_t(B_) * H_, [&](int64_t x, int tid) {
       const int64_t b = x / H_;
       const int h = int(x % H_);
+      if (!visible(b, j)) return;  // P_ij = 0: dS_ij = 0 and no dV contribution
       const float* vj = v + (b * Hkv_ + kv_head(h)) * T_ * d_;
       float* tile = tile_.data() + int64_t(tid) * rows_chunk_ * T_;  // (rows, T)
       float* dv = dhead_.data() + x * T_ * d_;                       // (T, d)
@@ -369,16 +409,16 @@ class RsaAttention final : public AttentionStrategy {
                     int(HD), t0 == 0 ? 0.0f : 1.0f, dv, d_);
       }
     });
-    reduce_groups(acc);
+    reduce_groups(j, acc);
   }
 
   // K_j arrived: dQ_i += dS_ij K_j·scale (into dqkv), dK_j += dS_ijᵀ Q_i·scale (into acc).
   void dq_dk_block(const AttnShard& s, int j, const float* k, float scale, float* dqkv,
                    float* acc) const {
-    if (!visible(s, j)) return;
     const int64_t W = qkv_width();
     parallel(int64_t(B_) * H_, [&](int64_t x, int) {
       const int64_t b = x / H_, h = x % H_;
+      if (!visible(b, j)) return;  // dS_ij = 0
       const float* dS = score_rows(x) + int64_t(j) * T_;
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_, d_, T_, scale, dS, int(L_),
                   k + (b * Hkv_ + kv_head(int(h))) * T_ * d_, d_, 1.0f, dqkv + b * T_ * W + h * d_,
@@ -386,7 +426,7 @@ class RsaAttention final : public AttentionStrategy {
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T_, d_, T_, scale, dS, int(L_),
                   s.qkv + b * T_ * W + h * d_, int(W), 0.0f, dhead_.data() + x * T_ * d_, d_);
     });
-    reduce_groups(acc);
+    reduce_groups(j, acc);
   }
 
   Comm* comm_;
@@ -402,6 +442,10 @@ class RsaAttention final : public AttentionStrategy {
   Buffer delta_;               // (B, H, T) Δ
   Buffer blk_[2];              // (B, Hkv, T, d) K_j or V_j: computing / arriving
   Buffer acc_[2];              // (B, Hkv, T, d) dK_j or dV_j accumulator: own / arriving
+
+  std::vector<int64_t> kpos_sorted_;  // (L) kpos_, ascending within each block j
+  MaskBounds bounds_;                 // (B, T) visible key range of this rank's rows (mask)
+  std::vector<char> vis_;             // (B, N) some row of batch row b sees block j
 };
 
 }  // namespace

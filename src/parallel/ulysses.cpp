@@ -2,6 +2,10 @@
 // shard into all L = N·T tokens of the heads it owns; the blocked kernel runs full
 // attention on those heads; an all-to-all brings O and LSE back to sequence sharding.
 // Head plan, uneven head counts and the re-layout functions: parallel/ulysses.hpp.
+// Document masks and sliding windows: every head-layout row knows its global position, so
+// the kernel gets each query row's visible key range [lo, hi] (parallel/mask.hpp) and skips
+// the tiles no row of the tile can see; the all-to-alls move the same bytes with or
+// without a mask.
 //
 // Backward recomputes, and sends the least that makes it exact: Δ = rowsum(dO∘O) is a
 // per-(token, head) quantity, so it is computed here in sequence layout and travels with
@@ -322,8 +326,8 @@ class UlyssesAttention final : public AttentionStrategy {
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    refuse_mask(s, "ulysses");
     agree_on_shard(comm_, "ulysses", [&] { check_shape(s); });
+    build_bounds(s);
     ulysses_seq_to_heads(comm_, plan_, UlyssesParts::qkv, s.qkv, qkv_h_.data(), buf_.data());
     for_each_call(s, [&](const AttnParams& p) { attention_forward(p, false); });
     ulysses_heads_to_seq(comm_, plan_, UlyssesParts::q, o_h_.data(), o, false, buf_.data());
@@ -333,8 +337,8 @@ class UlyssesAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    refuse_mask(s, "ulysses");
     agree_on_shard(comm_, "ulysses", [&] { check_shape(s); });
+    build_bounds(s);
     // Δ = rowsum(dO∘O) in sequence layout, (B, H, T) like LSE.
     {
       AttnParams p;
@@ -385,10 +389,17 @@ class UlyssesAttention final : public AttentionStrategy {
                "; the data loader and the sp setup disagree on the layout");
   }
 
+  // Visible key range of every head-layout query row (all L positions, all B rows) under
+  // the shard's document mask / window; inactive without one (causality alone).
+  void build_bounds(const AttnShard& s) {
+    bounds_.build(s.mask, plan_.N > 1 ? positions() : s.pos, plan_.B, int(L_), s.causal);
+  }
+
   // Calls fn with the kernel parameters of each piece of this rank's heads, reading
   // qkv_h_ and writing o_h_ / lse_h_. One piece: one call over all B. Several pieces
   // (uneven GQA split): one call per (batch row, piece), because LSE is (B, nq, L)
-  // contiguous and a piece's rows are contiguous only within one batch row.
+  // contiguous and a piece's rows are contiguous only within one batch row; such a call
+  // (B = 1) reads the key ranges of its own row b, at offset b·L of the (B, L) bounds.
   template <class Fn>
   void for_each_call(const AttnShard& s, Fn&& fn) {
     const int d = plan_.d;
@@ -417,6 +428,7 @@ class UlyssesAttention final : public AttentionStrategy {
             s.head_offset + plan_.q0[plan_.rank] + pc.q;  // dropout keyed by the global head
         p.scratch = scratch_.data();
         p.scratch_floats = int64_t(scratch_.size());
+        bounds_.apply(p, whole ? 0 : int(b * L_));
         fn(p);
       }
   }
@@ -438,6 +450,7 @@ class UlyssesAttention final : public AttentionStrategy {
   Buffer delta_h_;             // (B, nq, L)
   Buffer delta_;               // (B, H, T)
   Buffer scratch_;             // kernel tiles
+  MaskBounds bounds_;          // (B, L) visible key range of each head-layout query row
 };
 
 }  // namespace

@@ -19,10 +19,18 @@
 // u = 1 is pure ring: the head layout is the shard itself, no copies. r = 1 is pure
 // Ulysses: no ring workspace (its 5 K|V blocks would be wasted), one kernel call.
 //
+// Document masks and sliding windows (parallel/mask.hpp): the ring core gets the mask and
+// skips hops, blocks and pieces no query of its rows can see (ring.hpp); with r = 1 the
+// kernel gets each head-layout row's visible key range and skips invisible tiles. Calls
+// that go per batch row b (several pieces) see a B = 1 view, so they get row b's own
+// mask (one-row SeqMask, ring) or row b's key ranges (kernel); each such ring call then
+// follows row b's own hop schedule.
+//
 // Byte counts: the traffic runs on two sub-communicators made here with Comm::split;
 // comm/ counts it on them, so after every call their counters are added into the sp
 // comm's (fold_stats) and the sp comm's stats() hold the whole volume, which equals the
-// analytic bytes_forward / bytes_backward (computed from shapes, never from counters).
+// analytic bytes_forward / bytes_backward (computed from shapes and the mask, never from
+// counters).
 #include <algorithm>
 #include <memory>
 
@@ -117,30 +125,30 @@ class UspAttention final : public AttentionStrategy {
   const char* name() const override { return "usp"; }
 
   // forward  = Ulysses: QKV seq→heads + O heads→seq + LSE heads→seq
-  //          + ring forward on ring group: (r−1)·B·uT·2·nkv·d·4
+  //          + ring forward on ring group: (r−1)·B·uT·2·nkv·d·4 without a mask, else
+  //            what the hop schedules move (ring_bytes below)
   uint64_t bytes_forward(const AttnShard& s) const override {
     check_shape(s);
     return plan_.bytes_seq_to_heads(UlyssesParts::qkv) + plan_.bytes_heads_to_seq(UlyssesParts::q) +
-           plan_.bytes_stats_to_seq(1) + ring_bytes_forward(ring_sched(s), g_, ring_block_bytes());
+           plan_.bytes_stats_to_seq(1) + ring_bytes(s, false);
   }
 
   // backward = Ulysses: stats seq→heads (r > 1: LSE; r = 1: LSE, Δ) + QKV seq→heads
   //            + dO (and, r > 1, O) seq→heads + dQKV heads→seq
-  //          + ring backward on ring group: 2·(r−1)·B·uT·2·nkv·d·4
+  //          + ring backward on ring group: 2·(r−1)·B·uT·2·nkv·d·4 without a mask
   uint64_t bytes_backward(const AttnShard& s) const override {
     check_shape(s);
     const uint64_t q_moves = r_ > 1 ? 2 : 1;
     return plan_.bytes_stats_to_heads(r_ > 1 ? 1 : 2) +
            plan_.bytes_seq_to_heads(UlyssesParts::qkv) +
            q_moves * plan_.bytes_seq_to_heads(UlyssesParts::q) +
-           plan_.bytes_heads_to_seq(UlyssesParts::qkv) +
-           ring_bytes_backward(ring_sched(s), g_, ring_block_bytes());
+           plan_.bytes_heads_to_seq(UlyssesParts::qkv) + ring_bytes(s, true);
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
-    refuse_mask(s, "usp");
     agree_on_shard(parent_, "usp", [&] { check_shard(s); });
     clear_sub_stats();
+    prepare_mask(s);
     const bool ul = u_ > 1;
     const float* qkv_h = ul ? qkv_h_.data() : s.qkv;  // u = 1: head layout = sequence layout
     float* o_h = ul ? o_h_.data() : o;
@@ -150,9 +158,9 @@ class UspAttention final : public AttentionStrategy {
       for (int b = 0; b < (whole() ? 1 : plan_.B); ++b) {
         const AttnParams p = call_params(s, plan_.pieces[k], b, qkv_h, o_h, lse_h);
         if (r_ == 1) {
-          attention_forward(with_scratch(p), false);
+          attention_forward(with_bounds(with_scratch(p), b), false);
         } else {
-          ring_attention_forward(rc(), p, kv_pos_, *ws_[k]);
+          ring_attention_forward(rc(), p, kv_pos_, *ws_[k], call_mask(s, b));
         }
       }
     if (ul) {
@@ -165,9 +173,9 @@ class UspAttention final : public AttentionStrategy {
 
   void backward(const AttnShard& s, const float* o, const float* lse, const float* dout,
                 float* dqkv) override {
-    refuse_mask(s, "usp");
     agree_on_shard(parent_, "usp", [&] { check_shard(s); });
     clear_sub_stats();
+    prepare_mask(s);
     const bool ul = u_ > 1;
     // Head-layout views; with u = 1 they are the caller's tensors themselves (dqkv
     // included: the kernel and the ring core both accumulate).
@@ -218,10 +226,10 @@ class UspAttention final : public AttentionStrategy {
         p.dq_bstride = p.dkv_bstride = p.q_bstride;
         if (r_ == 1) {
           p.delta = delta_h + (p.lse - lse_h);
-          static_cast<AttnParams&>(p) = with_scratch(p);
+          static_cast<AttnParams&>(p) = with_bounds(with_scratch(p), b);
           attention_backward(p);
         } else {
-          ring_attention_backward(rc(), p, kv_pos_, *ws_[k]);
+          ring_attention_backward(rc(), p, kv_pos_, *ws_[k], call_mask(s, b));
         }
       }
     if (ul)
@@ -230,14 +238,55 @@ class UspAttention final : public AttentionStrategy {
   }
 
  private:
-  // The ring's hop schedule (parallel/ring.hpp): under a causal mask with contiguous ring
-  // blocks a block travels only as far as the last group that needs it.
-  RingSchedule ring_sched(const AttnShard& s) const {
-    return ring_schedule(nullptr, s.causal, plan_.B, kv_pos_);
+  // Ring bytes of one call, following the hop schedules (parallel/ring.hpp): a block
+  // travels only as far as the last ring rank that needs it, under causality, documents
+  // or a window. One piece: one ring call per piece over all B rows, schedule of the
+  // whole mask, block S = B·uT·2·nkv·d·4. Several pieces: one ring call per (row b,
+  // piece), row b's own schedule; the pieces' blocks add up to one row's S/B, so
+  //   bytes = Σ_b ring_bytes(schedule(row b), g, S/B).
+  uint64_t ring_bytes(const AttnShard& s, bool backward) const {
+    auto bytes = [&](const RingSchedule& sc, uint64_t blk) {
+      return backward ? ring_bytes_backward(sc, g_, blk) : ring_bytes_forward(sc, g_, blk);
+    };
+    const uint64_t row = uint64_t(Lg_) * 2 * uint64_t(nkv_) * uint64_t(plan_.d) * 4;
+    if (whole()) return bytes(ring_schedule(s.mask, s.causal, plan_.B, kv_pos_), plan_.B * row);
+    uint64_t n = 0;
+    for (int b = 0; b < plan_.B; ++b) {
+      const SeqMask one = s.mask ? row_mask(*s.mask, b) : SeqMask{};
+      n += bytes(ring_schedule(s.mask ? &one : nullptr, s.causal, 1, kv_pos_), row);
+    }
+    return n;
   }
-  // One packed K|V block of the ring, all pieces and batch rows together (fp32 bytes).
-  uint64_t ring_block_bytes() const {
-    return uint64_t(plan_.B) * uint64_t(Lg_) * 2 * uint64_t(nkv_) * uint64_t(plan_.d) * 4;
+
+  // The document mask and window of batch row b alone, for a B = 1 call.
+  static SeqMask row_mask(const SeqMask& m, int b) {
+    SeqMask one;
+    one.B = 1;
+    one.L = m.L;
+    one.window = m.window;
+    if (b < int(m.doc_starts.size())) one.doc_starts = {m.doc_starts[b]};
+    return one;
+  }
+
+  // Per call, before any kernel or ring call: the one-row masks of per-row ring calls, or
+  // the key ranges of the head-layout rows for the kernel (r = 1).
+  void prepare_mask(const AttnShard& s) {
+    row_masks_.clear();
+    if (r_ == 1) {
+      bounds_.build(s.mask, kv_pos_[g_].data(), plan_.B, int(Lg_), s.causal);
+    } else if (!whole() && s.mask != nullptr) {
+      for (int b = 0; b < plan_.B; ++b) row_masks_.push_back(row_mask(*s.mask, b));
+    }
+  }
+  // The mask a ring call of batch row b (per-row calls) or of all rows gets.
+  const SeqMask* call_mask(const AttnShard& s, int b) const {
+    if (whole() || s.mask == nullptr) return s.mask;
+    return &row_masks_[b];
+  }
+  // Kernel params with the key ranges of their rows: all B (one piece) or row b alone.
+  AttnParams with_bounds(AttnParams p, int b) const {
+    bounds_.apply(p, whole() ? 0 : int(b * Lg_));
+    return p;
   }
   Comm* uc() { return ucomm_.valid() ? &ucomm_ : nullptr; }
   Comm* rc() { return rcomm_.valid() ? &rcomm_ : nullptr; }
@@ -332,6 +381,8 @@ class UspAttention final : public AttentionStrategy {
   Buffer delta_;    // (B, H, T) (r = 1)
   Buffer scratch_;  // kernel tiles (r = 1; the ring workspaces hold their own)
   std::vector<std::unique_ptr<RingWorkspace>> ws_;  // one per piece (r > 1)
+  MaskBounds bounds_;               // (B, uT) visible key range per head-layout row (r = 1)
+  std::vector<SeqMask> row_masks_;  // (B) one-row masks of per-row ring calls (r > 1)
 };
 
 }  // namespace
