@@ -213,6 +213,15 @@ std::vector<Case> cases() {
       v.push_back({"allgather", causal, 4, 2, 64, 8, layout, 0.0f});
       v.push_back({"allgather", causal, 4, 1, 16, 150, layout, 0.1f});
     }
+  // The striped layout (issue 9, load balance): stripes of gcd(T, 64) tokens, here 64
+  // (T = 128: whole tiles), 1 (T = 5: token round-robin) and 2 (T = 150), with and without
+  // masks, for every strategy that runs on several ranks.
+  for (std::string st : {"ring", "allgather", "ulysses", "usp", "mqsp", "rsa"}) {
+    v.push_back({st, true, 4, 2, 16, 128, ShardLayout::striped, 0.0f});
+    v.push_back({st, false, 4, 4, 16, 5, ShardLayout::striped, 0.1f});
+    v.push_back({st, true, 4, 2, 16, 150, ShardLayout::striped, 0.0f, 0, 0, true, 0});
+    v.push_back({st, true, 4, 1, 16, 128, ShardLayout::striped, 0.0f, 0, 0, true, 40});
+  }
   // Document masks and sliding windows (issue 9): documents shorter than a tile, of length
   // 1, longer than a shard and crossing shard boundaries; windows of 1, inside a shard,
   // across shards and >= L; both together; with dropout.
@@ -259,6 +268,24 @@ TEST(Layouts, UnevenLengthIsRefusedWithTheValues) {
     EXPECT_NE(std::string(e.what()).find("L=" + std::to_string(N * 10 + 1)), std::string::npos)
         << e.what();
   }
+}
+
+TEST(Layouts, StripedDealsStripesRoundRobin) {
+  // L = 12, N = 2: T = 6, stripes of gcd(6, 64) = 2 tokens; rank 0 holds stripes 0, 2, 4.
+  EXPECT_EQ(shard_positions(12, 2, 0, ShardLayout::striped),
+            (std::vector<int64_t>{0, 1, 4, 5, 8, 9}));
+  EXPECT_EQ(shard_positions(12, 2, 1, ShardLayout::striped),
+            (std::vector<int64_t>{2, 3, 6, 7, 10, 11}));
+  // T = 256: stripes of 64 (a query tile); every position exactly once over the ranks.
+  std::vector<int> seen(1024, 0);
+  for (int r = 0; r < 4; ++r) {
+    const auto pos = shard_positions(1024, 4, r, ShardLayout::striped);
+    ASSERT_EQ(pos.size(), 256u);
+    EXPECT_EQ(pos[63] + 1, pos[64] - 3 * 64);  // next stripe of rank r is N stripes on
+    for (int64_t p : pos) ++seen[p];
+  }
+  for (int c : seen) EXPECT_EQ(c, 1);
+  EXPECT_EQ(parse_layout("striped"), ShardLayout::striped);
 }
 
 TEST(Layouts, ZigzagHoldsChunksRAndMirror) {
