@@ -223,10 +223,13 @@ int main(int argc, char** argv) {
           "auto (bar on a terminal, lines otherwise), bar, lines or none");
     opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · tp · sp), default 1");
     opt_s("--sp-strategy", "sp_strategy",
-          "attention strategy: local (1 rank), ring, ulysses, usp, mqsp, rsa, or materialized "
+          "attention strategy: local (1 rank), ring, allgather, ulysses, usp, mqsp, rsa, or "
+          "materialized "
           "(sp 1: keeps every T×T score matrix, the Megatron paper's baseline); default local");
     opt_s("--layout", "layout",
-          "token layout over the sp ranks: contiguous (default) or zigzag (balances causal work)");
+          "token layout over the sp ranks: contiguous (default), zigzag (balances causal "
+          "work) or striped (stripes of gcd(L/sp, 64) tokens dealt round-robin: balances "
+          "packed documents)");
     opt_i("--tp", "tp",
           "Megatron tensor (+ sequence) parallel degree t (world = dp · tp · sp), default 1");
     cur->add_option_function<std::string>(
