@@ -14,12 +14,14 @@
 //   point-to-point             : exact bytes
 // with these readings, all in whole bytes (docs/comm.md):
 //   all-gather-v               : (n−1)·counts[rank]·4 (this rank's block to every other)
+//   reduce-scatter-v           : Σ_{j≠rank} counts[j]·4 (each other block's partial once)
 //   reduce of S bytes to a root: (n−1)/n·S on every rank, root included (n reduces with
 //                                rotating roots = one reduce-scatter of n·S)
 //   all-reduce and reduce round down: ⌊2·(n−1)·S/n⌋ and ⌊(n−1)·S/n⌋
 //   point-to-point to self or MPI_PROC_NULL counts 0 (nothing leaves the rank);
 //   isend counts when posted, irecv never.
-// Keys in CommStats: "allreduce", "allgather", "allgatherv", "reduce_scatter", "alltoall",
+// Keys in CommStats: "allreduce", "allgather", "allgatherv", "reduce_scatter",
+// "reduce_scatterv", "alltoall",
 // "alltoallv", "reduce", "bcast", "p2p". check_same, all_ok, barrier and split are control
 // traffic and are not counted.
 //
@@ -94,6 +96,9 @@ class Comm {
   void allgatherv(const float* send, float* recv, const std::vector<int64_t>& counts);
   // send (size·n): recv (n) = Σ over ranks of block `rank` of send.
   void reduce_scatter_sum(const float* send, float* recv, size_t n);
+  // Uneven: send (Σ counts) holds block j (counts[j] floats) for rank j, in rank order;
+  // recv (counts[rank]) = Σ over ranks of block `rank`.
+  void reduce_scatterv_sum(const float* send, float* recv, const std::vector<int64_t>& counts);
   // send (size·n): block j goes to rank j; recv (size·n): block j came from rank j.
   void alltoall(const float* send, float* recv, size_t n);
   // counts/displacements in floats, per peer.

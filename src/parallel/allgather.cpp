@@ -16,6 +16,7 @@
 // cheap there; it cannot overlap the gather with compute the way the ring does.
 // Bytes this rank sends, S = B·T·2·Hkv·d·4:  forward (N−1)·S (all-gather),
 // backward 2·(N−1)·S (all-gather + reduce-scatter). Comm memory: (2N + 1)·S/4 floats.
+// Shards may differ in length (L not divisible by N): all-gather-v and reduce-scatter-v.
 #include <algorithm>
 #include <cstring>
 #include <limits>
@@ -46,23 +47,34 @@ class AllGatherAttention final : public AttentionStrategy {
         d_(d),
         blk_(size_t(B) * T * 2 * Hkv * d),
         mine_(arena, Mem::comm, blk_, "allgather own K|V"),
-        all_(arena, Mem::comm, blk_ * N_, "allgather K|V of every rank"),
-        dall_(arena, Mem::comm, blk_ * N_, "allgather dK|dV of every rank"),
+        all_(arena, Mem::comm, size_t(B) * L * 2 * Hkv * d, "allgather K|V of every rank"),
+        dall_(arena, Mem::comm, size_t(B) * L * 2 * Hkv * d, "allgather dK|dV of every rank"),
         delta_(arena, Mem::scratch, size_t(B) * H * T, "allgather delta"),
         scratch_(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch") {
-    for (int j = 0; j < N_; ++j) kv_pos_.push_back(shard_positions(L_, N_, j, sp.layout));
+    int64_t off = 0;
+    for (int j = 0; j < N_; ++j) {
+      kv_pos_.push_back(shard_positions(L_, N_, j, sp.layout));
+      counts_.push_back(int64_t(B) * int64_t(kv_pos_[j].size()) * 2 * Hkv * d);
+      offsets_.push_back(off);
+      off += counts_[j];
+    }
     sorted_ = kv_pos_;
     for (auto& v : sorted_) std::sort(v.begin(), v.end());
   }
 
   const char* name() const override { return "allgather"; }
+  // all-gather-v: this rank's block to the N−1 others; reduce-scatter-v: every other
+  // rank's block once (docs/comm.md). Even shards: (N−1)·S and 2·(N−1)·S.
   uint64_t bytes_forward(const AttnShard& s) const override {
     check_shape(s);
     return uint64_t(N_ - 1) * blk_ * 4;
   }
   uint64_t bytes_backward(const AttnShard& s) const override {
     check_shape(s);
-    return 2 * uint64_t(N_ - 1) * blk_ * 4;
+    uint64_t others = 0;
+    for (int j = 0; j < N_; ++j)
+      if (j != r_) others += uint64_t(counts_[j]);
+    return uint64_t(N_ - 1) * blk_ * 4 + others * 4;
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
@@ -79,7 +91,7 @@ class AllGatherAttention final : public AttentionStrategy {
     for (int j = 0; j < N_; ++j) {
       if (!needed(s, j)) continue;  // no local query sees any key of block j
       AttnParams q = p;
-      point_at(q, all_.data() + blk_ * j, j);
+      point_at(q, all_.data() + offsets_[j], j);
       attention_forward(q, true);
     }
   }
@@ -100,17 +112,17 @@ class AllGatherAttention final : public AttentionStrategy {
     for (int j = 0; j < N_; ++j) {  // ascending j: dQ's sum order is fixed
       if (!needed(s, j)) continue;
       AttnBwdParams q = p;
-      point_at(q, all_.data() + blk_ * j, j);
-      float* g = dall_.data() + blk_ * j;
+      point_at(q, all_.data() + offsets_[j], j);
+      float* g = dall_.data() + offsets_[j];
       q.dk = g;
       q.dv = g + kvd;
       q.dkv_stride = 2 * kvd;
-      q.dkv_bstride = 2 * kvd * T_;
+      q.dkv_bstride = 2 * kvd * q.Tk;
       attention_backward(q);
     }
     // mine_ (B, T, 2·Hkv·d) = Σ_r block r_ of every rank's dK|dV; then into dqkv's K, V.
     if (comm_)
-      comm_->reduce_scatter_sum(dall_.data(), mine_.data(), blk_);
+      comm_->reduce_scatterv_sum(dall_.data(), mine_.data(), counts_);
     else
       std::copy_n(dall_.data(), blk_, mine_.data());
     const int64_t W = int64_t(H_ + 2 * Hkv_) * d_, rows = int64_t(B_) * T_;
@@ -147,18 +159,18 @@ class AllGatherAttention final : public AttentionStrategy {
     for (int64_t u = 0; u < rows; ++u)
       std::memcpy(dst + u * 2 * kvd, s.qkv + u * W + int64_t(s.H) * s.d,
                   2 * kvd * sizeof(float));
-    if (comm_) comm_->allgather(mine_.data(), all_.data(), blk_);
+    if (comm_) comm_->allgatherv(mine_.data(), all_.data(), counts_);
   }
 
   // The kernel's view of block j of all_ (or dall_), at rank j's key positions.
   void point_at(AttnParams& q, const float* block, int j) const {
     const int64_t kvd = int64_t(Hkv_) * d_;
+    q.Tk = int(kv_pos_[j].size());
     q.k = block;
     q.v = block + kvd;
     q.kv_stride = 2 * kvd;
-    q.kv_bstride = 2 * kvd * T_;
+    q.kv_bstride = 2 * kvd * q.Tk;
     q.k_pos = kv_pos_[j].data();
-    q.Tk = T_;
   }
 
   // Exact: some local query sees some key of block j under causality, documents, window.
@@ -173,7 +185,8 @@ class AllGatherAttention final : public AttentionStrategy {
   int B_, T_, H_, Hkv_, d_;
   size_t blk_;  // floats of one packed K|V shard: B·T·2·Hkv·d
   Buffer mine_, all_, dall_, delta_, scratch_;
-  std::vector<std::vector<int64_t>> kv_pos_, sorted_;  // (N)(T) positions of each block
+  std::vector<std::vector<int64_t>> kv_pos_, sorted_;  // (N)(T_j) positions of each block
+  std::vector<int64_t> counts_, offsets_;  // (N) floats of block j and where it starts
   MaskBounds bounds_;
 };
 
@@ -184,8 +197,10 @@ SEQPAR_STRATEGY_FACTORY(make_allgather_attention) {
   const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
   SP_CHECK(L > 0, "allgather: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
   check_shardable(L, N, sp.layout);
-  SP_CHECK(int64_t(T) * N == L, "allgather: shards of T=", T, " tokens on sp=", N,
-           " ranks do not make the sequence length L=", L, " (expected T=L/sp=", L / N, ")");
+  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
+  SP_CHECK(T == want, "allgather: rank ", sp.sp_rank(), " has a shard of T=", T,
+           " tokens but the ", layout_name(sp.layout), " layout of L=", L, " over sp=", N,
+           " gives it ", want);
   SP_CHECK(H % Hkv == 0, "allgather: H=", H, " query heads not divisible by Hkv=", Hkv);
   return std::make_unique<AllGatherAttention>(arena, sp, L, B, T, H, Hkv, d);
 }

@@ -1,5 +1,6 @@
 #include "parallel/layout.hpp"
 
+#include <algorithm>
 #include <numeric>
 
 #include "core/check.hpp"
@@ -15,8 +16,6 @@ const char* layout_name(ShardLayout l) {
   return "?";
 }
 
-int64_t stripe_width(int64_t L, int N) { return std::gcd(L / N, kStripe); }
-
 ShardLayout parse_layout(const std::string& s) {
   if (s == "contiguous") return ShardLayout::contiguous;
   if (s == "zigzag") return ShardLayout::zigzag;
@@ -24,33 +23,72 @@ ShardLayout parse_layout(const std::string& s) {
   SP_FAIL_USAGE("unknown shard layout '", s, "' (expected contiguous, zigzag or striped)");
 }
 
-void check_shardable(int64_t L, int N, ShardLayout layout) {
-  SP_CHECK_USAGE(N >= 1, "sequence-parallel degree must be >= 1, got ", N);
-  SP_CHECK_USAGE(L >= 1, "sequence length must be >= 1, got ", L);
-  const int64_t parts = layout == ShardLayout::zigzag ? 2 * int64_t(N) : N;
-  SP_CHECK_USAGE(L % parts == 0, "sequence length L=", L, " does not divide into ", parts,
-                 layout == ShardLayout::zigzag ? " zigzag chunks (2·sp)" : " shards (sp)",
-                 " for sp=", N, "; choose L a multiple of ", parts);
+int64_t stripe_width(int64_t L, int N) {
+  if (L % N == 0) return std::gcd(L / N, kStripe);  // even shards: T/c whole stripes each
+  const int64_t cap = std::max<int64_t>(1, std::min<int64_t>(kStripe, L / N));
+  int64_t c = 1;
+  while (2 * c <= cap) c *= 2;
+  return c;
 }
+
+void check_shardable(int64_t L, int N, ShardLayout) {
+  SP_CHECK_USAGE(N >= 1, "sequence-parallel degree must be >= 1, got ", N);
+  SP_CHECK_USAGE(L >= N, "sequence length L=", L, " is shorter than the sequence-parallel degree sp=",
+                 N, ": every rank needs at least one token; choose L >= ", N);
+}
+
+namespace {
+// Start and length of part c when n tokens are cut into k parts differing by at most one.
+int64_t part_begin(int64_t n, int64_t k, int64_t c) {
+  return c * (n / k) + std::min(c, n % k);
+}
+int64_t part_len(int64_t n, int64_t k, int64_t c) { return n / k + (c < n % k ? 1 : 0); }
+}  // namespace
 
 std::vector<int64_t> shard_positions(int64_t L, int N, int r, ShardLayout layout) {
   check_shardable(L, N, layout);
   SP_CHECK(r >= 0 && r < N, "rank ", r, " outside the sequence-parallel group of ", N);
   std::vector<int64_t> pos;
-  pos.reserve(L / N);
-  if (layout == ShardLayout::contiguous) {
-    const int64_t T = L / N;
-    for (int64_t i = 0; i < T; ++i) pos.push_back(r * T + i);
-  } else if (layout == ShardLayout::striped) {
-    const int64_t c = stripe_width(L, N), stripes = L / c;
-    for (int64_t j = r; j < stripes; j += N)
-      for (int64_t i = 0; i < c; ++i) pos.push_back(j * c + i);
-  } else {
-    const int64_t c = L / (2 * N);
-    for (int64_t i = 0; i < c; ++i) pos.push_back(r * c + i);
-    for (int64_t i = 0; i < c; ++i) pos.push_back((2 * N - 1 - r) * c + i);
+  pos.reserve(size_t(L / N + 1));
+  auto add_part = [&](int64_t k, int64_t c) {
+    const int64_t b = part_begin(L, k, c), n = part_len(L, k, c);
+    for (int64_t i = 0; i < n; ++i) pos.push_back(b + i);
+  };
+  switch (layout) {
+    case ShardLayout::contiguous:
+      add_part(N, r);
+      break;
+    case ShardLayout::zigzag:
+      add_part(2 * int64_t(N), r);
+      add_part(2 * int64_t(N), 2 * int64_t(N) - 1 - r);
+      break;
+    case ShardLayout::striped: {
+      const int64_t c = stripe_width(L, N);
+      for (int64_t j0 = int64_t(r) * c; j0 < L; j0 += int64_t(N) * c)
+        for (int64_t i = j0; i < std::min(L, j0 + c); ++i) pos.push_back(i);
+      break;
+    }
   }
   return pos;
+}
+
+int64_t shard_len(int64_t L, int N, int r, ShardLayout layout) {
+  check_shardable(L, N, layout);
+  switch (layout) {
+    case ShardLayout::contiguous:
+      return part_len(L, N, r);
+    case ShardLayout::zigzag:
+      return part_len(L, 2 * int64_t(N), r) + part_len(L, 2 * int64_t(N), 2 * int64_t(N) - 1 - r);
+    case ShardLayout::striped:
+      break;
+  }
+  return int64_t(shard_positions(L, N, r, layout).size());
+}
+
+int64_t max_shard_len(int64_t L, int N, ShardLayout layout) {
+  int64_t m = 0;
+  for (int r = 0; r < N; ++r) m = std::max(m, shard_len(L, N, r, layout));
+  return m;
 }
 
 }  // namespace seqpar

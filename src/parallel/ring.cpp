@@ -89,15 +89,19 @@ int check_ring(Comm* comm, const AttnParams& p, const std::vector<std::vector<in
            " ring ranks of key positions");
   SP_CHECK(comm == nullptr || comm->size() == N, who, ": communicator '", comm->name(), "' has ",
            comm->size(), " ranks but kv_pos has key positions for ", N);
-  SP_CHECK(p.B == ws.B && p.Tq == ws.Tq && p.Tk == ws.Tk && p.H == ws.H && p.Hkv == ws.Hkv &&
+  SP_CHECK(p.B == ws.B && p.Tq <= ws.Tq && p.Tk <= ws.Tk && p.H == ws.H && p.Hkv == ws.Hkv &&
                p.d == ws.d,
            who, ": call has B=", p.B, " Tq=", p.Tq, " Tk=", p.Tk, " H=", p.H, " Hkv=", p.Hkv,
            " d=", p.d, " but the ring workspace was built for B=", ws.B, " Tq=", ws.Tq,
            " Tk=", ws.Tk, " H=", ws.H, " Hkv=", ws.Hkv, " d=", ws.d);
   SP_CHECK(p.H % p.Hkv == 0, who, ": H=", p.H, " not divisible by Hkv=", p.Hkv);
   for (int j = 0; j < N; ++j)
-    SP_CHECK(static_cast<int64_t>(kv_pos[j].size()) == p.Tk, who, ": ring rank ", j, " has ",
-             kv_pos[j].size(), " key positions, expected Tk=", p.Tk);
+    SP_CHECK(static_cast<int64_t>(kv_pos[j].size()) <= ws.Tk && !kv_pos[j].empty(), who,
+             ": ring rank ", j, " has ", kv_pos[j].size(),
+             " key positions, expected 1 to the workspace's Tk=", ws.Tk);
+  const int r = comm ? comm->rank() : 0;
+  SP_CHECK(static_cast<int64_t>(kv_pos[r].size()) == p.Tk, who, ": this rank's block has Tk=",
+           p.Tk, " keys but kv_pos gives it ", kv_pos[r].size());
   SP_CHECK(p.q && p.k && p.v && p.o && p.lse && p.q_pos, who,
            ": q, k, v, o, lse and q_pos must all be set");
   SP_CHECK(p.q_stride >= int64_t{p.H} * p.d && p.kv_stride >= int64_t{p.Hkv} * p.d &&
@@ -128,13 +132,14 @@ void add_into(float* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
-// The kernel's view of the packed K|V block at kv (B, Tk, 2·Hkv·d).
-void point_at_block(AttnParams& q, const float* kv) {
+// The kernel's view of the packed K|V block at kv (B, Tk, 2·Hkv·d), Tk keys per row.
+void point_at_block(AttnParams& q, const float* kv, int Tk) {
   const int64_t kvd = int64_t{q.Hkv} * q.d;
   q.k = kv;
   q.v = kv + kvd;
   q.kv_stride = 2 * kvd;
-  q.kv_bstride = 2 * kvd * q.Tk;
+  q.kv_bstride = 2 * kvd * Tk;
+  q.Tk = Tk;
 }
 
 }  // namespace
@@ -193,16 +198,30 @@ RingSchedule ring_schedule(const SeqMask* mask, bool causal, int B,
   return sc;
 }
 
-uint64_t ring_bytes_forward(const RingSchedule& sc, int r, uint64_t block_bytes) {
+uint64_t ring_bytes_forward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block) {
   uint64_t n = 0;
-  for (int k = 0; k + 1 < sc.steps; ++k) n += sc.moves(((r - k) % sc.N + sc.N) % sc.N, k);
-  return n * block_bytes;
+  for (int k = 0; k + 1 < sc.steps; ++k) {
+    const int src = ((r - k) % sc.N + sc.N) % sc.N;
+    if (sc.moves(src, k)) n += block[src];
+  }
+  return n;
+}
+
+uint64_t ring_bytes_backward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block) {
+  uint64_t n = 0;
+  for (int k = 1; k < sc.N; ++k) {
+    const int src = ((r - k) % sc.N + sc.N) % sc.N;
+    if (sc.last[src] >= k) n += block[src];
+  }
+  return ring_bytes_forward(sc, r, block) + n;
+}
+
+uint64_t ring_bytes_forward(const RingSchedule& sc, int r, uint64_t block_bytes) {
+  return ring_bytes_forward(sc, r, std::vector<uint64_t>(sc.N, block_bytes));
 }
 
 uint64_t ring_bytes_backward(const RingSchedule& sc, int r, uint64_t block_bytes) {
-  uint64_t n = 0;
-  for (int k = 1; k < sc.N; ++k) n += sc.last[((r - k) % sc.N + sc.N) % sc.N] >= k;
-  return ring_bytes_forward(sc, r, block_bytes) + n * block_bytes;
+  return ring_bytes_backward(sc, r, std::vector<uint64_t>(sc.N, block_bytes));
 }
 
 namespace {
@@ -240,7 +259,8 @@ void ring_attention_forward(Comm* comm, const AttnParams& p_in,
   const int N = check_ring(comm, p_in, kv_pos, ws, "ring_attention_forward");
   const int r = comm ? comm->rank() : 0;
   const bool move = N > 1 && !ws.skip_comm;
-  const size_t blk = size_t(p_in.B) * p_in.Tk * 2 * p_in.Hkv * p_in.d;
+  // Floats of block j (shards may differ in length by a unit of the layout).
+  auto blk = [&](int j) { return size_t(p_in.B) * kv_pos[j].size() * 2 * p_in.Hkv * p_in.d; };
   const RingSchedule& sc = schedule_for(ws, mask, p_in.causal, p_in.B, kv_pos);
   auto owner = [N, r](int k) { return ((r - k) % N + N) % N; };
 
@@ -258,26 +278,30 @@ void ring_attention_forward(Comm* comm, const AttnParams& p_in,
   p.scratch_floats = static_cast<int64_t>(ws.scratch.size());
   ws.bounds.build(mask, p.q_pos, p.B, p.Tq, p.causal);
   ws.bounds.apply(p);
-  const int piece = piece_len(p.Tk, kKeyUnit);
 
   InFlight io(move ? comm : nullptr);
   int cur = 0;
   for (int k = 0; k < sc.steps; ++k) {
     const int src = owner(k);
+    SP_CHECK(move || kv_pos[src].size() == size_t(p.Tk),
+             "ring: skip_comm needs blocks of equal length");
     const float* block = ws.kv[cur].data();
     if (move && k + 1 < sc.steps) {  // the block of step k+1 travels while this one computes
-      if (sc.moves(src, k)) io[InFlight::kv_send] = comm->isend(block, blk, (r + 1) % N, kTagKv);
+      if (sc.moves(src, k))
+        io[InFlight::kv_send] = comm->isend(block, blk(src), (r + 1) % N, kTagKv);
       if (sc.moves(owner(k + 1), k))
-        io[InFlight::kv_recv] = comm->irecv(ws.kv[1 - cur].data(), blk, (r + N - 1) % N, kTagKv);
+        io[InFlight::kv_recv] =
+            comm->irecv(ws.kv[1 - cur].data(), blk(owner(k + 1)), (r + N - 1) % N, kTagKv);
     }
     const int64_t* kpos = kv_pos[src].data();
+    const int Tk = int(kv_pos[src].size()), piece = piece_len(Tk, kKeyUnit);
     if (sc.needs(r, src) || !move)
-      for (int j0 = 0; j0 < p.Tk; j0 += piece) {
-        const int len = std::min(piece, p.Tk - j0);
+      for (int j0 = 0; j0 < Tk; j0 += piece) {
+        const int len = std::min(piece, Tk - j0);
         // no query sees any key of the piece (causality, documents, window): skip it
         if (!attention_any_visible(p, min_of(kpos + j0, len), max_of(kpos + j0, len))) continue;
         AttnParams q = p;
-        point_at_block(q, block);
+        point_at_block(q, block, Tk);
         q.k += j0 * q.kv_stride;
         q.v += j0 * q.kv_stride;
         q.k_pos = kpos + j0;
@@ -301,7 +325,7 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
   const bool move = N > 1 && !ws.skip_comm;
   const int B = p_in.B, H = p_in.H, Tq = p_in.Tq, Tk = p_in.Tk;
   const int64_t kvd = int64_t{p_in.Hkv} * p_in.d, W2 = 2 * kvd;
-  const size_t blk = size_t(B) * Tk * W2;
+  auto blk = [&](int j) { return size_t(B) * kv_pos[j].size() * W2; };  // floats of block j
   const RingSchedule& sc = schedule_for(ws, mask, p_in.causal, B, kv_pos);
   auto owner = [N, r](int k) { return ((r - k) % N + N) % N; };
 
@@ -333,36 +357,41 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
   const int next = (r + 1) % N, prev = (r + N - 1) % N;
   if (move && sc.last[r] >= 1)  // our own block's accumulator comes home from its last user
     io[InFlight::dkv_home] =
-        comm->irecv(ws.home.data(), blk, (r + sc.last[r]) % N, kTagDkvHome);
+        comm->irecv(ws.home.data(), blk(r), (r + sc.last[r]) % N, kTagDkvHome);
   int cur = 0;
   for (int k = 0; k < sc.steps; ++k) {
     const int src = owner(k);
+    SP_CHECK(move || kv_pos[src].size() == size_t(Tk),
+             "ring: skip_comm needs blocks of equal length");
+    const int Tks = int(kv_pos[src].size());  // keys of the block at this step
     const float* block = ws.kv[cur].data();
     float* loc = ws.dkv[k % 2].data();
     float* in = ws.dkv[2].data();
     const InFlight::Slot send_slot = k % 2 ? InFlight::dkv_send : InFlight::dkv_send2;
     if (move) {
       if (k + 1 < sc.steps) {
-        if (sc.moves(src, k)) io[InFlight::kv_send] = comm->isend(block, blk, next, kTagKv);
+        if (sc.moves(src, k)) io[InFlight::kv_send] = comm->isend(block, blk(src), next, kTagKv);
         if (sc.moves(owner(k + 1), k))
-          io[InFlight::kv_recv] = comm->irecv(ws.kv[1 - cur].data(), blk, prev, kTagKv);
+          io[InFlight::kv_recv] =
+              comm->irecv(ws.kv[1 - cur].data(), blk(owner(k + 1)), prev, kTagKv);
       }
       // the accumulator rank r−1 built for this block over steps 1..k−1
-      if (k >= 2 && sc.last[src] >= k) io[InFlight::dkv_recv] = comm->irecv(in, blk, prev, kTagDkv);
+      if (k >= 2 && sc.last[src] >= k)
+        io[InFlight::dkv_recv] = comm->irecv(in, blk(src), prev, kTagDkv);
     }
     const bool carries = move && k >= 1 && sc.last[src] >= k;  // an accumulator passes here
     AttnBwdParams q0 = p;
-    point_at_block(q0, block);
+    point_at_block(q0, block, Tks);
     q0.k_pos = kv_pos[src].data();
     if (k > 0) {  // a visiting block: contributions go to the travelling accumulator
       io.wait(send_slot);  // loc's previous send (step k − 2) has left
-      if (carries || !move) fill_zero(loc, static_cast<int64_t>(blk));
+      if (carries || !move) fill_zero(loc, static_cast<int64_t>(blk(src)));
       q0.dk = loc;
       q0.dv = loc + kvd;
       q0.dkv_stride = W2;
-      q0.dkv_bstride = W2 * Tk;
+      q0.dkv_bstride = W2 * Tks;
     }  // k = 0: our own block, straight into the caller's dk, dv
-    const int64_t kmin = min_of(q0.k_pos, Tk), kmax = max_of(q0.k_pos, Tk);
+    const int64_t kmin = min_of(q0.k_pos, Tks), kmax = max_of(q0.k_pos, Tks);
     if ((k == 0 || carries || !move) && sc.needs(r, src))
       for (int i0 = 0; i0 < Tq; i0 += piece) {
         const int len = std::min(piece, Tq - i0);
@@ -384,12 +413,12 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
     if (carries) {
       if (k >= 2) {
         io.wait(InFlight::dkv_recv);
-        add_into(loc, in, static_cast<int64_t>(blk));
+        add_into(loc, in, static_cast<int64_t>(blk(src)));
       }
       if (k < sc.last[src])  // onward with the block, or home after its last user
-        io[send_slot] = comm->isend(loc, blk, next, kTagDkv);
+        io[send_slot] = comm->isend(loc, blk(src), next, kTagDkv);
       else
-        io[send_slot] = comm->isend(loc, blk, src, kTagDkvHome);
+        io[send_slot] = comm->isend(loc, blk(src), src, kTagDkvHome);
     }
     io.wait(InFlight::kv_send);
     io.wait(InFlight::kv_recv);
@@ -422,19 +451,17 @@ class RingAttention final : public AttentionStrategy {
         N_(sp.sp_size()),
         r_(sp.sp_rank()),
         L_(L),
-        ws_(arena, B, T, T, H, Hkv, d) {
+        ws_(arena, B, T, int(max_shard_len(L, N_, sp.layout)), H, Hkv, d) {
     for (int j = 0; j < N_; ++j) kv_pos_.push_back(shard_positions(L_, N_, j, sp.layout));
   }
 
   const char* name() const override { return "ring"; }
   // Bytes follow the hop schedule of the shard's mask (parallel/ring.hpp).
   uint64_t bytes_forward(const AttnShard& s) const override {
-    return ring_bytes_forward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_,
-                              ring_bytes_forward(2, s.B, s.T, s.Hkv, s.d));
+    return ring_bytes_forward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_, block_bytes(s));
   }
   uint64_t bytes_backward(const AttnShard& s) const override {
-    return ring_bytes_backward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_,
-                               ring_bytes_forward(2, s.B, s.T, s.Hkv, s.d));
+    return ring_bytes_backward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_, block_bytes(s));
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
@@ -450,6 +477,13 @@ class RingAttention final : public AttentionStrategy {
   }
 
  private:
+  // Bytes of each rank's packed K|V block (shards may differ by a unit of the layout).
+  std::vector<uint64_t> block_bytes(const AttnShard& s) const {
+    std::vector<uint64_t> b;
+    for (const auto& kp : kv_pos_) b.push_back(uint64_t(s.B) * kp.size() * 2 * s.Hkv * s.d * 4);
+    return b;
+  }
+
   // The shard must be the one the strategy was built for: same shape, same positions.
   void check_shard(const AttnShard& s) const {
     SP_CHECK(s.B == ws_.B && s.T == ws_.Tq && s.H == ws_.H && s.Hkv == ws_.Hkv && s.d == ws_.d,
@@ -485,8 +519,9 @@ SEQPAR_STRATEGY_FACTORY(make_ring_attention) {
   const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
   SP_CHECK(L > 0, "ring: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
   check_shardable(L, N, sp.layout);
-  SP_CHECK(int64_t(T) * N == L, "ring: shards of T=", T, " tokens on sp=", N,
-           " ranks do not make the sequence length L=", L, " (expected T=L/sp=", L / N, ")");
+  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
+  SP_CHECK(T == want, "ring: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
+           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
   SP_CHECK(H % Hkv == 0, "ring: H=", H, " query heads not divisible by Hkv=", Hkv,
            " key/value heads");
   return std::make_unique<RingAttention>(arena, sp, L, B, T, H, Hkv, d);

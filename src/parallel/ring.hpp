@@ -2,8 +2,9 @@
 // whole sequence-parallel group, `usp` inside each ring group on the H/u heads its Ulysses
 // all-to-all left on the rank. Algorithm, math and byte counts: docs/strategies/ring.md.
 //
-// The N ranks of `comm` each hold Tq query rows and one block of Tk key/value rows (Tk
-// equal on every rank). Step k = 0..N−1: rank r attends its queries to the K/V block of
+// The N ranks of `comm` each hold Tq query rows and one block of key/value rows, the
+// same tokens (self-attention); blocks may differ in length (L not divisible by N), so
+// buffers are sized for the longest and every message for its own block. Step k = 0..N−1: rank r attends its queries to the K/V block of
 // rank src = (r − k) mod N while the block for step k+1 is in flight (r sends to r+1,
 // receives from r−1; double buffer). Partial (O, LSE) merge by the log-sum-exp rule in
 // the kernel (accumulate = true):
@@ -50,7 +51,11 @@ struct RingSchedule {
 // kv_pos[j]: the key (= query) positions of ring rank j, identical on every rank.
 RingSchedule ring_schedule(const SeqMask* mask, bool causal, int B,
                            const std::vector<std::vector<int64_t>>& kv_pos);
-// Bytes rank r sends in one forward / backward call under a schedule; block_bytes = S.
+// Bytes rank r sends in one forward / backward call under a schedule; block[j] = bytes of
+// ring rank j's packed K|V block (blocks differ when L does not divide evenly), or one
+// size S for all.
+uint64_t ring_bytes_forward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block);
+uint64_t ring_bytes_backward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block);
 uint64_t ring_bytes_forward(const RingSchedule& sc, int r, uint64_t block_bytes);
 uint64_t ring_bytes_backward(const RingSchedule& sc, int r, uint64_t block_bytes);
 

@@ -12,6 +12,7 @@
 // level of accumulation) leave margin while any indexing or masking bug is O(1).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -36,6 +37,9 @@ struct Case {
   int usp_u = 0;  // usp Ulysses group size; used where it divides N, else automatic
   bool docs = false;   // packed documents (lengths below), different in each batch row
   int64_t window = 0;  // sliding window (0: none)
+  // Any L (issue 9): 0: L = chunk·N (·2 for zigzag); −1: L = N (one token per rank);
+  // > 0: this L, whatever N (primes, lengths 2N does not divide): uneven shards.
+  int64_t L_fixed = 0;
 };
 
 // Document ids (B, L) of a packed batch: row 0 cycles short documents (length 1, shorter
@@ -68,6 +72,7 @@ std::string case_name(const testing::TestParamInfo<Case>& info) {
   if (c.usp_u > 0) n += "_u" + std::to_string(c.usp_u);
   if (c.docs) n += "_docs";
   if (c.window > 0) n += "_w" + std::to_string(c.window);
+  if (c.L_fixed != 0) n += c.L_fixed < 0 ? std::string("_LeqN") : "_L" + std::to_string(c.L_fixed);
   return n;
 }
 
@@ -94,7 +99,9 @@ TEST_P(Strategies, MatchLocalForwardBackwardAndBytes) {
   const int N = world.size(), r = world.rank();
   if (c.strategy == "materialized" && N > 1) GTEST_SKIP() << "materialized runs with sp=1 only";
   const int B = 2, W = (c.H + 2 * c.Hkv) * c.d, HD = c.H * c.d;
-  const int64_t L = int64_t(c.chunk) * N * (c.layout == ShardLayout::zigzag ? 2 : 1);
+  const int64_t L = c.L_fixed < 0   ? N
+                    : c.L_fixed > 0 ? c.L_fixed
+                                    : int64_t(c.chunk) * N * (c.layout == ShardLayout::zigzag ? 2 : 1);
 
   // Global inputs, identical on every rank.
   std::mt19937 gen(1234 + c.d);
@@ -177,8 +184,22 @@ std::vector<std::string> masked_strategies() {
   return {"ring", "ulysses", "usp", "mqsp", "rsa", "materialized"};
 }
 
+// Strategies that accept any L >= N (shards differing by one unit of the layout).
+std::vector<std::string> uneven_strategies() { return {"ring", "allgather"}; }
+
 std::vector<Case> cases() {
   std::vector<Case> v;
+  // Any L (issue 9): L = N, L prime, zigzag with L not divisible by 2N, striped with a
+  // short last stripe; with masks, windows and dropout; multi-tile shards.
+  for (std::string st : uneven_strategies())
+    for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag, ShardLayout::striped}) {
+      v.push_back({st, true, 4, 2, 16, 1, layout, 0.0f, 0, 0, false, 0, -1});
+      v.push_back({st, false, 4, 4, 16, 1, layout, 0.0f, 0, 0, false, 0, -1});
+      v.push_back({st, true, 4, 2, 16, 1, layout, 0.0f, 0, 0, false, 0, 97});
+      v.push_back({st, false, 6, 2, 16, 1, layout, 0.1f, 0, 0, false, 0, 97});
+      v.push_back({st, true, 4, 1, 16, 1, layout, 0.0f, 0, 0, true, 20, 301});
+      v.push_back({st, true, 4, 2, 16, 1, layout, 0.1f, 0, 0, true, 0, 1009});
+    }
   for (std::string st : {"ring", "ulysses", "usp", "mqsp", "rsa"})
     for (bool causal : {true, false})
       for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag}) {
@@ -253,20 +274,34 @@ std::vector<Case> cases() {
 
 INSTANTIATE_TEST_SUITE_P(All, Strategies, testing::ValuesIn(cases()), case_name);
 
-TEST(Layouts, UnevenLengthIsRefusedWithTheValues) {
-  Comm world = Comm::world();
-  const int N = world.size();
-  if (N == 1) {
-    EXPECT_NO_THROW(shard_positions(7, 1, 0, ShardLayout::contiguous));
-    EXPECT_THROW(shard_positions(7, 1, 0, ShardLayout::zigzag), Error);  // 2 chunks
-    return;
-  }
+// Any L >= N splits, shards differing by at most one unit (a token; a stripe for
+// striped) and together holding every position once; L < N is refused naming L and N.
+TEST(Layouts, AnyLengthSplitsEvenlyAndShorterThanNIsRefused) {
+  for (int N : {1, 2, 3, 4, 7})
+    for (int64_t L : {int64_t(N), int64_t(N) + 1, int64_t(2 * N) + 1, int64_t(97), int64_t(1009)})
+      for (auto lay : {ShardLayout::contiguous, ShardLayout::zigzag, ShardLayout::striped}) {
+        if (L < N) continue;
+        std::vector<int> seen(L, 0);
+        int64_t lo = L, hi = 0;
+        for (int r = 0; r < N; ++r) {
+          const auto pos = shard_positions(L, N, r, lay);
+          ASSERT_EQ(int64_t(pos.size()), shard_len(L, N, r, lay));
+          ASSERT_TRUE(std::is_sorted(pos.begin(), pos.end()));
+          lo = std::min<int64_t>(lo, pos.size()), hi = std::max<int64_t>(hi, pos.size());
+          for (int64_t p : pos) ++seen[p];
+        }
+        for (int c : seen) ASSERT_EQ(c, 1) << layout_name(lay) << " L=" << L << " N=" << N;
+        const int64_t unit = lay == ShardLayout::striped ? stripe_width(L, N) : 1;
+        EXPECT_GE(lo, 1);
+        EXPECT_LE(hi - lo, unit) << layout_name(lay) << " L=" << L << " N=" << N;
+        EXPECT_EQ(max_shard_len(L, N, lay), hi);
+      }
   try {
-    shard_positions(int64_t(N) * 10 + 1, N, world.rank(), ShardLayout::contiguous);
+    shard_positions(3, 4, 0, ShardLayout::zigzag);
     ADD_FAILURE() << "no error";
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("L=" + std::to_string(N * 10 + 1)), std::string::npos)
-        << e.what();
+    EXPECT_NE(std::string(e.what()).find("L=3"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("sp=4"), std::string::npos) << e.what();
   }
 }
 
@@ -276,6 +311,12 @@ TEST(Layouts, StripedDealsStripesRoundRobin) {
             (std::vector<int64_t>{0, 1, 4, 5, 8, 9}));
   EXPECT_EQ(shard_positions(12, 2, 1, ShardLayout::striped),
             (std::vector<int64_t>{2, 3, 6, 7, 10, 11}));
+  // L = 13, N = 2 (uneven): stripes of 4 (the largest power of two <= 6), the last of 1;
+  // rank 0 holds stripes 0, 2 (and the short one), rank 1 stripes 1 and 3.
+  EXPECT_EQ(shard_positions(13, 2, 0, ShardLayout::striped),
+            (std::vector<int64_t>{0, 1, 2, 3, 8, 9, 10, 11}));
+  EXPECT_EQ(shard_positions(13, 2, 1, ShardLayout::striped),
+            (std::vector<int64_t>{4, 5, 6, 7, 12}));
   // T = 256: stripes of 64 (a query tile); every position exactly once over the ranks.
   std::vector<int> seen(1024, 0);
   for (int r = 0; r < 4; ++r) {
