@@ -159,8 +159,8 @@ DocPositions parse_doc_positions(const std::string& s) {
 void check_packing(const DataSource& src, const Packing& pk) {
   SP_CHECK_USAGE(!pk.documents || src.has_documents(), "--pack-documents needs data with ",
                  "document boundaries (a token file: --data kjv-bpe8k, or one written by seqpar ",
-                 "tokenize encode), but the data ", src.describe(),
-                 " is bytes without a document table");
+                 "tokenize encode), but the data is bytes without a document table: ",
+                 src.describe());
 }
 
 std::vector<int64_t> reset_positions(const SeqMask& mask, const std::vector<int64_t>& pos) {
