@@ -79,6 +79,7 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   out.grad_norm = gnorm;
   out.answers_correct = sums[2];
   out.answers = sums[3];
+  out.targets = sums[1];
   return out;
 }
 

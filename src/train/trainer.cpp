@@ -245,6 +245,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
                             {"loss", r.loss},
                             {"grad_norm", r.grad_norm},
                             {"lr", json_float(r.lr)},
+                            {"target_tokens", int64_t(r.targets)},
                             {"tokens_per_s", global_tokens_per_step / dt},
                             {"step_ms", dt * 1e3}};
       if (r.answers > 0) rec["answer_acc"] = r.answers_correct / r.answers;
