@@ -14,8 +14,8 @@
 #include "core/check.hpp"
 #include "core/rng.hpp"
 #include "data/token_file.hpp"
-#include "test_util.hpp"
 #include "parallel/attention.hpp"
+#include "test_util.hpp"
 #include "train/config.hpp"
 #include "train/data.hpp"
 
@@ -411,7 +411,8 @@ TEST_F(PackedTest, BertTargetsAndWindowWithoutPacking) {
   EXPECT_TRUE(plain.mask.trivial()) << "no packing, no window: nothing masked";
   // A window alone: every target as without it, no documents, a non-trivial mask.
   const Batch unpacked = make_batch(*src, ModelKind::gpt, 5, 0, 2, L, all);
-  const Batch w = make_batch(*src, ModelKind::gpt, 5, 0, 2, L, all, {false, DocPositions::global, 3});
+  const Batch w =
+      make_batch(*src, ModelKind::gpt, 5, 0, 2, L, all, {false, DocPositions::global, 3});
   EXPECT_EQ(w.targets, unpacked.targets);
   EXPECT_EQ(w.tokens, unpacked.tokens);
   EXPECT_TRUE(w.mask.doc_starts.empty());
@@ -446,8 +447,8 @@ TEST_F(DataTest, PackedBatchesFollowTheDocumentTable) {
       const bool end = file.doc_of(start + p + 1) != doc;
       ends += end;
       EXPECT_EQ(b.targets[r] < 0, end) << "sample " << i << " position " << p;
-      EXPECT_EQ(b.rope_pos[r], int64_t(start + p) - std::max<int64_t>(int64_t(file.doc_begin(doc)),
-                                                                      int64_t(start)))
+      EXPECT_EQ(b.rope_pos[r], int64_t(start + p) -
+                                   std::max<int64_t>(int64_t(file.doc_begin(doc)), int64_t(start)))
           << "sample " << i << " position " << p;
       for (int64_t q = 0; q <= p; ++q)
         ASSERT_EQ(b.mask.visible(i, p, q, true), file.doc_of(start + q) == doc)
@@ -469,7 +470,10 @@ TEST_F(DataTest, PackingByteDataIsRefusedNamingTheData) {
                            {"--pack-documents", text_path(), "bytes"});
   expect_error<UsageError>([&] { check_packing(*pk, {true}); }, {"--pack-documents", "passkey"});
   expect_error<UsageError>(
-      [&] { make_batch(*text, ModelKind::gpt, 1, 0, 1, 16, {0, 1}, {true}); }, {text_path()});
+      [&] {
+        make_batch(*text, ModelKind::gpt, 1, 0, 1, 16, {0, 1}, {true});
+      },
+      {text_path()});
 }
 
 TEST(PackingConfig, KeysRoundTripValidateAndResume) {
@@ -492,10 +496,18 @@ TEST(PackingConfig, KeysRoundTripValidateAndResume) {
   for (const char* k : {"pack_documents", "doc_positions", "window"})
     EXPECT_NE(std::find(resume_keys().begin(), resume_keys().end(), k), resume_keys().end()) << k;
 
-  expect_error<UsageError>([&] { TrainConfig x; x.merge_json({{"doc_positions", "banana"}}); },
-                           {"doc_positions", "'banana'"});
-  expect_error<UsageError>([&] { TrainConfig x; x.merge_json({{"pack_documents", 1}}); },
-                           {"pack_documents"});
+  expect_error<UsageError>(
+      [&] {
+        TrainConfig x;
+        x.merge_json({{"doc_positions", "banana"}});
+      },
+      {"doc_positions", "'banana'"});
+  expect_error<UsageError>(
+      [&] {
+        TrainConfig x;
+        x.merge_json({{"pack_documents", 1}});
+      },
+      {"pack_documents"});
   {
     TrainConfig x;
     x.window = -1;

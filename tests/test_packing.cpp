@@ -35,7 +35,7 @@ ModelConfig small_model(ModelKind kind) {
   m.Hkv = kind == ModelKind::llama ? 2 : 4;
   m.F = kind == ModelKind::llama ? 96 : 64;
   m.tie_embeddings = kind != ModelKind::llama;
-  m.init_std = 0.2f;  // weights large enough that attention is far from uniform
+  m.init_std = 0.2f;         // weights large enough that attention is far from uniform
   m.tokenizer_hash = kHash;  // a token model: vocabularies below 256 are allowed
   return m;
 }
@@ -156,15 +156,14 @@ std::string case_name(const testing::TestParamInfo<Case>& i) {
          "_" + doc_positions_name(i.param.positions);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    All, PackedEqualsOneByOne,
-    testing::Values(Case{ModelKind::gpt, 0, DocPositions::reset},
-                    Case{ModelKind::llama, 0, DocPositions::reset},
-                    Case{ModelKind::llama, 4, DocPositions::reset},
-                    Case{ModelKind::llama, 0, DocPositions::global},
-                    Case{ModelKind::bert, 0, DocPositions::reset},
-                    Case{ModelKind::bert, 3, DocPositions::reset}),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(All, PackedEqualsOneByOne,
+                         testing::Values(Case{ModelKind::gpt, 0, DocPositions::reset},
+                                         Case{ModelKind::llama, 0, DocPositions::reset},
+                                         Case{ModelKind::llama, 4, DocPositions::reset},
+                                         Case{ModelKind::llama, 0, DocPositions::global},
+                                         Case{ModelKind::bert, 0, DocPositions::reset},
+                                         Case{ModelKind::bert, 3, DocPositions::reset}),
+                         case_name);
 
 // The model rotates each batch row by its own RoPE positions (Batch::rope_pos): within one
 // document RoPE scores depend only on i − j, so reset positions are invisible to the test

@@ -278,9 +278,9 @@ int main(int argc, char** argv) {
                "continue from the newest complete checkpoint in <out>/checkpoints, if any; the "
                "data position, weights and optimizer continue, batch and mesh may change");
   std::vector<std::string> overrides;
-  tr->add_option("--override", overrides,
-                 "with --resume: accept a new value for this setting (repeatable): " +
-                     resume_keys_list())
+  tr->add_option(
+        "--override", overrides,
+        "with --resume: accept a new value for this setting (repeatable): " + resume_keys_list())
       ->type_name("KEY");
 
   // ---- phase 1: this rank alone (no communication, whatever it finds) ----------------

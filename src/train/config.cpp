@@ -61,8 +61,8 @@ void TrainConfig::validate() const {
     SP_FAIL_USAGE("unknown attention strategy '", strategy, "' (available: ", all, ")");
   }
   SP_CHECK_USAGE(window >= 0, "window must be >= 0 (0 = off), got ", window);
-  SP_CHECK_USAGE(doc_positions == DocPositions::global || pack_documents,
-                 "doc_positions ", doc_positions_name(doc_positions),
+  SP_CHECK_USAGE(doc_positions == DocPositions::global || pack_documents, "doc_positions ",
+                 doc_positions_name(doc_positions),
                  " needs --pack-documents: without documents every row is one document that "
                  "starts at position 0, so its positions are the global ones");
   if (pack_documents || window > 0) {
@@ -79,8 +79,8 @@ void TrainConfig::validate() const {
   }
   for (const std::string& k : overrides)
     SP_CHECK_USAGE(std::find(resume_keys().begin(), resume_keys().end(), k) != resume_keys().end(),
-                   "--override ", k, ": not a setting resume checks (those are: ",
-                   resume_keys_list(), ")");
+                   "--override ", k,
+                   ": not a setting resume checks (those are: ", resume_keys_list(), ")");
 }
 
 void TrainConfig::validate_for_world(int world) const {
@@ -247,9 +247,9 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
 
 const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys = {
-      "data",  "seq_len", "seed", "steps",     "lr",             "min_lr",        "warmup",
-      "weight_decay", "beta1", "beta2", "eps", "grad_clip", "pack_documents", "doc_positions",
-      "window"};
+      "data",   "seq_len",   "seed",           "steps",         "lr",
+      "min_lr", "warmup",    "weight_decay",   "beta1",         "beta2",
+      "eps",    "grad_clip", "pack_documents", "doc_positions", "window"};
   return keys;
 }
 

@@ -157,19 +157,19 @@ DocPositions parse_doc_positions(const std::string& s) {
 }
 
 void check_packing(const DataSource& src, const Packing& pk) {
-  SP_CHECK_USAGE(!pk.documents || src.has_documents(), "--pack-documents needs data with ",
-                 "document boundaries (a token file: --data kjv-bpe8k, or one written by seqpar ",
-                 "tokenize encode), but the data is bytes without a document table: ",
-                 src.describe());
+  SP_CHECK_USAGE(
+      !pk.documents || src.has_documents(), "--pack-documents needs data with ",
+      "document boundaries (a token file: --data kjv-bpe8k, or one written by seqpar ",
+      "tokenize encode), but the data is bytes without a document table: ", src.describe());
 }
 
 std::vector<int64_t> reset_positions(const SeqMask& mask, const std::vector<int64_t>& pos) {
   const int64_t T = int64_t(pos.size());
   std::vector<int64_t> out(size_t(mask.B) * T);
   for (int b = 0; b < mask.B; ++b) {
-    const std::vector<int64_t>* st =
-        b < int(mask.doc_starts.size()) && !mask.doc_starts[b].empty() ? &mask.doc_starts[b]
-                                                                       : nullptr;
+    const std::vector<int64_t>* st = b < int(mask.doc_starts.size()) && !mask.doc_starts[b].empty()
+                                         ? &mask.doc_starts[b]
+                                         : nullptr;
     for (int64_t t = 0; t < T; ++t) {
       int64_t start = 0;  // the last document start at or before pos[t]
       if (st) start = *(std::upper_bound(st->begin(), st->end(), pos[t]) - 1);
