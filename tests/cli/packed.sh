@@ -11,6 +11,7 @@ source "$(dirname "$0")/lib.bash"
 # each is taught masks (mask_strategies() in src/parallel/attention.cpp).
 runs=("--sp 2 --sp-strategy ring --layout contiguous"
       "--sp 2 --sp-strategy ring --layout zigzag"
+      "--sp 2 --sp-strategy ring --layout zigzag --recompute full"
       "--tp 2")
 cd "$src" || exit 1
 [ -f data/kjv-bpe8k.tok ] || { echo "skipped: data/kjv-bpe8k.tok is missing (bash scripts/setup.sh builds it)"; exit 77; }
