@@ -1,7 +1,8 @@
 // Training data (train/data.hpp): token-file samples are windows of the file at offsets
 // drawn from (seed, s); `--data` dispatch (token file, text file, kjv, kjv-bpe8k); damaged
 // token files refused with the file named; the data-vs-model check; BERT masking on token
-// ids; and byte-source batches bit-identical to the formulas used before token files.
+// ids; byte-source batches bit-identical to the formulas used before token files; packed
+// documents (masks, −1 targets at document ends, reset positions) and their settings.
 #include <gtest/gtest.h>
 #include <stdlib.h>
 
@@ -13,7 +14,9 @@
 #include "core/check.hpp"
 #include "core/rng.hpp"
 #include "data/token_file.hpp"
+#include "parallel/attention.hpp"
 #include "test_util.hpp"
+#include "train/config.hpp"
 #include "train/data.hpp"
 
 using namespace seqpar;
@@ -324,6 +327,212 @@ TEST_F(DataTest, ByteBatchesAreBitIdenticalToBefore) {
     for (int64_t i = 0; i < 128; ++i) all[i] = i;
     expect_same_batch(make_batch(*pk, kind, 21, 7, 4, 128, all),
                       reference_batch(*pk, kind, 21, 7, 4, 128, all, 256, old_rand));
+  }
+}
+
+// ---- packed documents -----------------------------------------------------------------
+
+// A file of known documents read whole: n = 16 tokens, L = n − 1 = 15, so the one window
+// starts at 0. Documents (EOS = 9): [1 2 9] [3 4 5 6 9] [7 9] [1 3 5 7 8 9].
+class PackedTest : public DataTest {
+ protected:
+  void SetUp() override {
+    DataTest::SetUp();
+    TokenFileWriter w(docs_path(), 10, kHash, 9);
+    for (const std::vector<int32_t>& d :
+         std::vector<std::vector<int32_t>>{{1, 2}, {3, 4, 5, 6}, {7}, {1, 3, 5, 7, 8}})
+      w.add_document(d.data(), d.size());  // appends the EOS
+    w.finish();
+  }
+  std::string docs_path() const { return (dir_ / "docs.tok").string(); }
+  static constexpr int64_t L = 15;
+  const std::vector<int32_t> tokens_ = {1, 2, 9, 3, 4, 5, 6, 9, 7, 9, 1, 3, 5, 7, 8, 9};
+  const std::vector<int64_t> starts_ = {0, 3, 8, 10};
+  // Position of each input in its document: what --doc-positions reset gives RoPE.
+  const std::vector<int64_t> in_doc_ = {0, 1, 2, 0, 1, 2, 3, 4, 0, 1, 0, 1, 2, 3, 4};
+};
+
+TEST_F(PackedTest, BatchCarriesDocumentsMinusOneTargetsAtDocumentEndsAndResetPositions) {
+  auto src = make_source(docs_path(), 5, L);
+  ASSERT_TRUE(src->has_documents());
+  std::vector<int64_t> ids(L + 1);
+  src->doc_ids(3, L, ids.data());
+  EXPECT_EQ(ids, (std::vector<int64_t>{0, 0, 0, 1, 1, 1, 1, 1, 2, 2, 3, 3, 3, 3, 3, 3}));
+  // A shard in no particular order (a zigzag shard is not monotone either).
+  const std::vector<int64_t> pos = {8, 9, 10, 2, 3, 14, 0, 7};
+  const int B = 2, T = int(pos.size());
+  for (const int64_t window : {int64_t(0), int64_t(4)}) {
+    const Batch b =
+        make_batch(*src, ModelKind::llama, 5, 11, B, L, pos, {true, DocPositions::reset, window});
+    EXPECT_EQ(b.mask.B, B);
+    EXPECT_EQ(b.mask.L, L);
+    EXPECT_EQ(b.mask.window, window);
+    ASSERT_EQ(b.mask.doc_starts.size(), size_t(B));
+    for (int i = 0; i < B; ++i) EXPECT_EQ(b.mask.doc_starts[i], starts_) << "row " << i;
+    EXPECT_FALSE(b.mask.trivial());
+    ASSERT_EQ(b.rope_pos.size(), size_t(B * T));
+    for (int i = 0; i < B; ++i)
+      for (int t = 0; t < T; ++t) {
+        const int64_t p = pos[t], r = int64_t(i) * T + t;
+        EXPECT_EQ(b.tokens[r], tokens_[p]) << "position " << p;
+        // Positions 2, 7, 9 end a document: their next token starts another one.
+        const bool end = p == 2 || p == 7 || p == 9;
+        EXPECT_EQ(b.targets[r], end ? -1 : tokens_[p + 1]) << "position " << p;
+        EXPECT_EQ(b.rope_pos[r], in_doc_[p]) << "position " << p;
+        EXPECT_EQ(b.row_key[r], int64_t(11 + i) * L + p) << "global keys, not document ones";
+      }
+    EXPECT_EQ(b.pos, pos) << "the strategies keep the global positions";
+    // The mask's meaning: query 9 (document [8, 10)) sees keys 8..9, within the window.
+    int64_t lo, hi;
+    b.mask.bounds(0, 9, true, lo, hi);
+    EXPECT_EQ(lo, 8);
+    EXPECT_EQ(hi, 9);
+    b.mask.bounds(0, 14, true, lo, hi);
+    EXPECT_EQ(lo, window ? 14 - window + 1 : 10);
+    EXPECT_EQ(hi, 14);
+  }
+  // Global positions: no per-row RoPE positions; targets and mask as above.
+  const Batch g = make_batch(*src, ModelKind::gpt, 5, 11, B, L, pos, {true, DocPositions::global});
+  EXPECT_TRUE(g.rope_pos.empty());
+  EXPECT_EQ(g.mask.doc_starts[1], starts_);
+  EXPECT_EQ(g.targets[0 * T + 1], -1) << "position 9 ends a document";
+}
+
+TEST_F(PackedTest, BertTargetsAndWindowWithoutPacking) {
+  auto src = make_source(docs_path(), 5, L);
+  std::vector<int64_t> all(L);
+  for (int64_t i = 0; i < L; ++i) all[i] = i;
+  // BERT's target is the token itself: packing changes the mask, never the targets.
+  const Batch plain = make_batch(*src, ModelKind::bert, 5, 0, 3, L, all);
+  const Batch packed = make_batch(*src, ModelKind::bert, 5, 0, 3, L, all, {true});
+  EXPECT_EQ(packed.tokens, plain.tokens);
+  EXPECT_EQ(packed.targets, plain.targets);
+  EXPECT_EQ(packed.mask.doc_starts.at(2), starts_);
+  EXPECT_TRUE(plain.mask.trivial()) << "no packing, no window: nothing masked";
+  // A window alone: every target as without it, no documents, a non-trivial mask.
+  const Batch unpacked = make_batch(*src, ModelKind::gpt, 5, 0, 2, L, all);
+  const Batch w =
+      make_batch(*src, ModelKind::gpt, 5, 0, 2, L, all, {false, DocPositions::global, 3});
+  EXPECT_EQ(w.targets, unpacked.targets);
+  EXPECT_EQ(w.tokens, unpacked.tokens);
+  EXPECT_TRUE(w.mask.doc_starts.empty());
+  EXPECT_EQ(w.mask.window, 3);
+  EXPECT_FALSE(w.mask.trivial());
+  EXPECT_TRUE(w.rope_pos.empty());
+  // Reset positions without documents: one document per row, so the global positions.
+  const Batch r = make_batch(*src, ModelKind::gpt, 5, 0, 2, L, all, {false, DocPositions::reset});
+  for (int i = 0; i < 2; ++i)
+    EXPECT_EQ(std::vector<int64_t>(r.rope_pos.begin() + i * L, r.rope_pos.begin() + (i + 1) * L),
+              all);
+}
+
+// On a file of random documents: every sample's targets and mask follow the file's own
+// document table (TokenFile::doc_of), at every window offset drawn.
+TEST_F(DataTest, PackedBatchesFollowTheDocumentTable) {
+  const int64_t L = 71;
+  TokenFile file(tok_path());
+  auto src = make_source(tok_path(), 9, L);
+  const TokenSource& ts = dynamic_cast<const TokenSource&>(*src);
+  std::vector<int64_t> all(L);
+  for (int64_t i = 0; i < L; ++i) all[i] = i;
+  const int B = 64;
+  const Batch b = make_batch(*src, ModelKind::gpt, 9, 100, B, L, all, {true, DocPositions::reset});
+  int ends = 0, crossing = 0;
+  for (int i = 0; i < B; ++i) {
+    const uint64_t start = ts.window_start(100 + i, L);
+    crossing += b.mask.doc_starts[i].size() > 1;
+    for (int64_t p = 0; p < L; ++p) {
+      const int64_t r = int64_t(i) * L + p;
+      const int64_t doc = file.doc_of(start + p);
+      const bool end = file.doc_of(start + p + 1) != doc;
+      ends += end;
+      EXPECT_EQ(b.targets[r] < 0, end) << "sample " << i << " position " << p;
+      EXPECT_EQ(b.rope_pos[r], int64_t(start + p) -
+                                   std::max<int64_t>(int64_t(file.doc_begin(doc)), int64_t(start)))
+          << "sample " << i << " position " << p;
+      for (int64_t q = 0; q <= p; ++q)
+        ASSERT_EQ(b.mask.visible(i, p, q, true), file.doc_of(start + q) == doc)
+            << "sample " << i << " query " << p << " key " << q;
+    }
+  }
+  EXPECT_GT(ends, 0);
+  EXPECT_GT(crossing, 0) << "some samples must hold a document boundary";
+}
+
+TEST_F(DataTest, PackingByteDataIsRefusedNamingTheData) {
+  auto text = make_source(text_path(), 1, 16);
+  auto pk = make_source("passkey", 1, 128);
+  EXPECT_FALSE(text->has_documents());
+  EXPECT_FALSE(pk->has_documents());
+  check_packing(*text, {});  // no packing: nothing to refuse
+  check_packing(*text, {false, DocPositions::global, 8});
+  expect_error<UsageError>([&] { check_packing(*text, {true}); },
+                           {"--pack-documents", text_path(), "bytes"});
+  expect_error<UsageError>([&] { check_packing(*pk, {true}); }, {"--pack-documents", "passkey"});
+  expect_error<UsageError>(
+      [&] {
+        make_batch(*text, ModelKind::gpt, 1, 0, 1, 16, {0, 1}, {true});
+      },
+      {text_path()});
+}
+
+TEST(PackingConfig, KeysRoundTripValidateAndResume) {
+  TrainConfig c;
+  EXPECT_FALSE(c.pack_documents);
+  EXPECT_EQ(c.doc_positions, DocPositions::global);
+  EXPECT_EQ(c.window, 0);
+  c.merge_json({{"pack_documents", true}, {"doc_positions", "reset"}, {"window", 64}});
+  EXPECT_TRUE(c.pack_documents);
+  EXPECT_EQ(c.doc_positions, DocPositions::reset);
+  EXPECT_EQ(c.window, 64);
+  c.validate();
+  const nlohmann::json j = c.to_json();
+  EXPECT_EQ(j.at("pack_documents"), true);
+  EXPECT_EQ(j.at("doc_positions"), "reset");
+  EXPECT_EQ(j.at("window"), 64);
+  TrainConfig back;
+  back.merge_json(j);
+  EXPECT_EQ(back.to_json(), j);
+  for (const char* k : {"pack_documents", "doc_positions", "window"})
+    EXPECT_NE(std::find(resume_keys().begin(), resume_keys().end(), k), resume_keys().end()) << k;
+
+  expect_error<UsageError>(
+      [&] {
+        TrainConfig x;
+        x.merge_json({{"doc_positions", "banana"}});
+      },
+      {"doc_positions", "'banana'"});
+  expect_error<UsageError>(
+      [&] {
+        TrainConfig x;
+        x.merge_json({{"pack_documents", 1}});
+      },
+      {"pack_documents"});
+  {
+    TrainConfig x;
+    x.window = -1;
+    expect_error<UsageError>([&] { x.validate(); }, {"window", "-1"});
+  }
+  {
+    TrainConfig x;
+    x.doc_positions = DocPositions::reset;
+    expect_error<UsageError>([&] { x.validate(); }, {"doc_positions reset", "--pack-documents"});
+  }
+  // Every strategy not in mask_strategies() is refused before training, naming it; the
+  // listed ones pass (so this follows the list as strategies are taught masks).
+  const auto ms = mask_strategies();
+  for (const std::string& s : attention_strategies()) {
+    for (const bool pack : {false, true}) {
+      TrainConfig x;
+      x.strategy = s;
+      x.pack_documents = pack;
+      x.window = pack ? 0 : 16;
+      if (std::find(ms.begin(), ms.end(), s) != ms.end())
+        x.validate();
+      else
+        expect_error<UsageError>([&] { x.validate(); },
+                                 {"'" + s + "'", pack ? "document masks" : "--window 16"});
+    }
   }
 }
 

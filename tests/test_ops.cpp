@@ -341,6 +341,28 @@ TEST(Rope, ShardWithOffsetPositionsEqualsSliceOfFullSequence) {
       ASSERT_EQ(shard[b * T * stride + i], full[(b * 2 * T + T) * stride + i]) << b << "," << i;
 }
 
+// Per-row positions (B, T) with a batch stride (--doc-positions reset): each row rotates
+// exactly as a call on that row alone with its own positions (bitwise: the same angle and
+// the same products), forward and backward; pos_bstride may exceed T.
+TEST(Rope, PerRowPositionsEqualOneCallPerRow) {
+  const int64_t B = 3, T = 29, nh = 2, d = 12, stride = nh * d + 3, pbs = T + 4;
+  std::vector<int64_t> pos(B * pbs, -1);  // the gap between rows is never read
+  for (int64_t b = 0; b < B; ++b)
+    for (int64_t t = 0; t < T; ++t) pos[b * pbs + t] = b == 1 ? t % 7 : 1000 * b + 3 * t;
+  for (const bool fwd : {true, false}) {
+    VecF x = randn(B * T * stride, 44);
+    VecF rows = x;
+    (fwd ? rope_forward : rope_backward)(x.data(), pos.data(), B, T, nh, d, stride, 10000.0f, pbs);
+    for (int64_t b = 0; b < B; ++b)
+      (fwd ? rope_forward : rope_backward)(rows.data() + b * T * stride, pos.data() + b * pbs, 1, T,
+                                           nh, d, stride, 10000.0f, 0);
+    for (int64_t i = 0; i < B * T * stride; ++i)
+      ASSERT_EQ(x[i], rows[i]) << (fwd ? "forward" : "backward") << " element " << i;
+  }
+  VecF c(B * T * stride);
+  EXPECT_THROW(rope_forward(c.data(), pos.data(), B, T, nh, d, stride, 10000.0f, T - 1), Error);
+}
+
 TEST(Rope, BackwardIsTransposeOfForward) {
   const RopeCase c{2, 23, 3, 10, 3, 100, 3};
   const int64_t stride = c.nh * c.d + c.pad, n = c.B * c.T * stride;

@@ -184,6 +184,18 @@ int main(int argc, char** argv) {
           "'kjv-bpe8k' (the same as 8k BPE tokens, built by scripts/setup.sh), 'passkey' "
           "(synthetic long-range retrieval), a token file (seqpar tokenize encode) or any "
           "text file (bytes)");
+    cur->add_flag_function(
+        "--pack-documents,!--no-pack-documents",
+        [&flags](int64_t n) { flags["pack_documents"] = n > 0; },
+        "keep attention and loss inside each document of a sample (token files only: their "
+        "document table; bytes are refused): a token attends only to its own document, and a "
+        "document's last token has no target (the next document's first token); default off");
+    opt_s("--doc-positions", "doc_positions",
+          "RoPE positions with --pack-documents: global (default, Megatron's: the position in "
+          "the packed sequence) or reset (0 at each document start); needs --pack-documents");
+    opt_i("--window", "window",
+          "sliding-window attention over W keys: query i sees keys i-W < j <= i (bert: "
+          "|i-j| < W, symmetric), within its document when packing; 0 = off (default)");
     opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
     opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
     opt_i("--steps", "steps", "optimizer steps, default 200");
@@ -269,10 +281,9 @@ int main(int argc, char** argv) {
                "continue from the newest complete checkpoint in <out>/checkpoints, if any; the "
                "data position, weights and optimizer continue, batch and mesh may change");
   std::vector<std::string> overrides;
-  tr->add_option("--override", overrides,
-                 "with --resume: accept a new value for this setting (repeatable): data, "
-                 "seq_len, seed, steps, lr, min_lr, warmup, weight_decay, beta1, beta2, eps, "
-                 "grad_clip")
+  tr->add_option(
+        "--override", overrides,
+        "with --resume: accept a new value for this setting (repeatable): " + resume_keys_list())
       ->type_name("KEY");
 
   // ---- phase 1: this rank alone (no communication, whatever it finds) ----------------
@@ -364,6 +375,7 @@ int main(int argc, char** argv) {
         auto src = make_source(cfg.data, cfg.seed, cfg.seq_len);
         check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
                                  cfg.model.kind);
+        check_packing(*src, cfg.packing());
       });
       MemoryPlan p = dry_run_peak(cfg, world);
       if (rank == 0) {

@@ -115,15 +115,40 @@ void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, i
 //   forward  (R(φ)):  x0' = x0·cosφ − x1·sinφ,   x1' = x0·sinφ + x1·cosφ
 //   backward (R(φ)ᵀ = R(−φ)), applied to the gradient in place.
 // φ is formed and reduced in double: at pos ~ 1e5 a float angle would already be off by
-// ~1e-2 rad. pos is indexed by token t only (the same positions for every batch row).
+// ~1e-2 rad. pos is (T), shared by every batch row, or (B, ·) per row (pos_bstride > 0).
 namespace {
+// One token's rotation: pairs (v[2i], v[2i+1]) of each of its nh heads by the angles
+// whose cos and sign·sin cs holds.
+inline void rope_token(float* tok, const float* cs, int64_t nh, int64_t d) {
+  const int64_t half = d / 2;
+  for (int64_t h = 0; h < nh; ++h) {
+    float* v = tok + h * d;
+    for (int64_t i = 0; i < half; ++i) {
+      const float c = cs[2 * i], s = cs[2 * i + 1];
+      const float x0 = v[2 * i], x1 = v[2 * i + 1];
+      v[2 * i] = x0 * c - x1 * s;
+      v[2 * i + 1] = x0 * s + x1 * c;
+    }
+  }
+}
+
+void rope_angles(float* cs, int64_t p, const std::vector<double>& inv_freq, float sign) {
+  for (size_t i = 0; i < inv_freq.size(); ++i) {
+    const double phi = static_cast<double>(p) * inv_freq[i];
+    cs[2 * i] = static_cast<float>(std::cos(phi));
+    cs[2 * i + 1] = sign * static_cast<float>(std::sin(phi));
+  }
+}
+
 void rope_apply(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
-                int64_t stride, float theta, float sign, const char* who) {
+                int64_t stride, float theta, int64_t pos_bstride, float sign, const char* who) {
   SP_CHECK(B > 0 && T > 0 && nh > 0 && d > 0, who, ": dims must be positive, got B=", B, " T=", T,
            " nh=", nh, " d=", d);
   SP_CHECK(d % 2 == 0, who, ": head dim d must be even for pairwise rotation, got ", d);
   SP_CHECK(stride >= nh * d, who, ": token stride ", stride, " is smaller than nh·d = ", nh * d);
   SP_CHECK(theta > 0.0f, who, ": theta must be positive, got ", theta);
+  SP_CHECK(pos_bstride == 0 || pos_bstride >= T, who, ": position batch stride ", pos_bstride,
+           " must be 0 (shared positions) or at least T=", T);
   SP_CHECK(x && pos, who, ": null x/pos");
   const int64_t half = d / 2;
   std::vector<double> inv_freq(half);  // θ^(−2i/d)
@@ -133,25 +158,19 @@ void rope_apply(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, 
 #pragma omp parallel if (B * T * nh * d > kParallelMin)
   {
     std::vector<float> cs(2 * half);  // cos, sin of the half angles for one token
+    if (pos_bstride == 0) {
+      // Shared positions: the angles of token t serve every batch row.
 #pragma omp for schedule(static)
-    for (int64_t t = 0; t < T; ++t) {
-      const double p = static_cast<double>(pos[t]);
-      for (int64_t i = 0; i < half; ++i) {
-        const double phi = p * inv_freq[i];
-        cs[2 * i] = static_cast<float>(std::cos(phi));
-        cs[2 * i + 1] = sign * static_cast<float>(std::sin(phi));
+      for (int64_t t = 0; t < T; ++t) {
+        rope_angles(cs.data(), pos[t], inv_freq, sign);
+        for (int64_t b = 0; b < B; ++b) rope_token(x + (b * T + t) * stride, cs.data(), nh, d);
       }
-      for (int64_t b = 0; b < B; ++b) {
-        float* tok = x + (b * T + t) * stride;
-        for (int64_t h = 0; h < nh; ++h) {
-          float* v = tok + h * d;
-          for (int64_t i = 0; i < half; ++i) {
-            const float c = cs[2 * i], s = cs[2 * i + 1];
-            const float x0 = v[2 * i], x1 = v[2 * i + 1];
-            v[2 * i] = x0 * c - x1 * s;
-            v[2 * i + 1] = x0 * s + x1 * c;
-          }
-        }
+    } else {
+#pragma omp for schedule(static)
+      for (int64_t r = 0; r < B * T; ++r) {
+        const int64_t b = r / T, t = r % T;
+        rope_angles(cs.data(), pos[b * pos_bstride + t], inv_freq, sign);
+        rope_token(x + r * stride, cs.data(), nh, d);
       }
     }
   }
@@ -159,13 +178,13 @@ void rope_apply(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, 
 }  // namespace
 
 void rope_forward(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
-                  int64_t stride, float theta) {
-  rope_apply(x, pos, B, T, nh, d, stride, theta, 1.0f, "rope_forward");
+                  int64_t stride, float theta, int64_t pos_bstride) {
+  rope_apply(x, pos, B, T, nh, d, stride, theta, pos_bstride, 1.0f, "rope_forward");
 }
 
 void rope_backward(float* dx, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
-                   int64_t stride, float theta) {
-  rope_apply(dx, pos, B, T, nh, d, stride, theta, -1.0f, "rope_backward");
+                   int64_t stride, float theta, int64_t pos_bstride) {
+  rope_apply(dx, pos, B, T, nh, d, stride, theta, pos_bstride, -1.0f, "rope_backward");
 }
 
 // ---- dropout ------------------------------------------------------------------------

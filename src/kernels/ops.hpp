@@ -68,13 +68,16 @@ void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, i
                         int64_t C);
 
 // ---- rotary position embedding with global positions ---------------------------------
-// For each token t and head, pairs (x[2i], x[2i+1]) rotate by angle pos[t]·θ^(−2i/d).
-// x is (B, T, nh, d) with token stride `stride` floats and batch stride T·stride.
+// For each token (b, t) and head, pairs (x[2i], x[2i+1]) rotate by angle
+// pos[b·pos_bstride + t]·θ^(−2i/d). x is (B, T, nh, d) with token stride `stride` floats
+// and batch stride T·stride. pos_bstride = 0 (the default): positions (T) shared by every
+// batch row; pos_bstride = T: positions (B, T) per row (documents whose positions restart
+// at each document start, --doc-positions reset).
 // In place. Backward applies the inverse rotation to the gradient (in place).
 void rope_forward(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
-                  int64_t stride, float theta);
+                  int64_t stride, float theta, int64_t pos_bstride = 0);
 void rope_backward(float* dx, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
-                   int64_t stride, float theta);
+                   int64_t stride, float theta, int64_t pos_bstride = 0);
 
 // ---- dropout keyed by global coordinates -------------------------------------------
 // keep = u ≥ p with u = rng_uniform(seed, step, layer, site, row_key[r], c);

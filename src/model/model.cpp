@@ -473,6 +473,7 @@ AttnShard Model::shard(int l, const Batch& b, const StepContext& ctx, const Laye
               ctx.step,
               uint32_t(l)};
   s.head_offset = tp_rank_ * Ht_;  // global head index of local head 0 (dropout keys)
+  if (!b.mask.trivial()) s.mask = &b.mask;
   return s;
 }
 
@@ -514,8 +515,10 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
     in = full_;
   }
   linear_forward(a.qkv, in, P.qkv_w, P.qkv_b, N, C, Wt);
-  rope_forward(a.qkv, b.pos.data(), B_, T_, Ht_, d, Wt, cfg_.rope_theta);
-  rope_forward(a.qkv + Ht_ * d, b.pos.data(), B_, T_, Hkvt_, d, Wt, cfg_.rope_theta);
+  const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
+  const int64_t rps = b.rope_pos.empty() ? 0 : T_;  // per-row positions (documents reset)
+  rope_forward(a.qkv, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
+  rope_forward(a.qkv + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
   attention_forward(l, b, ctx, a);
   // Row-parallel proj: partial sums over this rank's heads, reduce-scattered to rows.
   if (tp_ == 1) {
@@ -745,6 +748,13 @@ std::vector<float> Model::logits() {
 double Model::forward(const Batch& b, const StepContext& ctx) {
   SP_CHECK(b.B == B_ && b.T == T_, "batch shard is (", b.B, ", ", b.T,
            "), the model was built for (", B_, ", ", T_, ")");
+  SP_CHECK(b.rope_pos.empty() || b.rope_pos.size() == size_t(B_) * T_, "batch has ",
+           b.rope_pos.size(), " RoPE positions, expected none or B·T = ", int64_t(B_) * T_);
+  if (!b.mask.trivial()) {
+    SP_CHECK(b.mask.B == B_ && b.mask.L == b.L, "batch mask is for (B, L) = (", b.mask.B, ", ",
+             b.mask.L, "), the batch is (", B_, ", ", b.L, ")");
+    b.mask.check();
+  }
   if (arena_.dry_run()) return 0.0;
   const int64_t R = R_, C = cfg_.C, V = cfg_.V, rb = row_begin();
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
@@ -823,8 +833,10 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
     linear_backward(datt_, G.proj_w, tp ? nullptr : G.proj_b, dnext, a.att, P.proj_w, N, HDt, C);
     zero(dqkv_, N * Wt);
     attn_[0]->backward(shard(l, b, ctx, a), a.att, a.lse, datt_, dqkv_);
-    rope_backward(dqkv_, b.pos.data(), B_, T_, Ht_, d, Wt, cfg_.rope_theta);
-    rope_backward(dqkv_ + Ht_ * d, b.pos.data(), B_, T_, Hkvt_, d, Wt, cfg_.rope_theta);
+    const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
+    const int64_t rps = b.rope_pos.empty() ? 0 : T_;
+    rope_backward(dqkv_, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
+    rope_backward(dqkv_ + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
     if (tp) {
       gather_rows(a.ln1, full_, C);
       zero(dfull_, N * C);

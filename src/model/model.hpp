@@ -112,6 +112,14 @@ struct Batch {
   std::vector<int32_t> targets;  // (B, T) target per position, −1 = not counted
   std::vector<int64_t> pos;      // (T) global positions of the shard's tokens
   std::vector<int64_t> row_key;  // (B, T) global token id: sample·L + position (RNG key)
+  // Document masks and sliding window of the whole (B, L) batch, the same on every rank of
+  // the sp group (packed documents, --window); the default (trivial) masks nothing beyond
+  // causality. The model hands it to the attention strategy only when it is not trivial.
+  SeqMask mask;
+  // (B, T) RoPE positions when they restart at each document (--doc-positions reset);
+  // empty: every row rotates by pos. Dropout keys, the mask and the strategies always use
+  // the global positions pos.
+  std::vector<int64_t> rope_pos;
 };
 
 struct StepContext {

@@ -60,11 +60,27 @@ void TrainConfig::validate() const {
     for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
     SP_FAIL_USAGE("unknown attention strategy '", strategy, "' (available: ", all, ")");
   }
+  SP_CHECK_USAGE(window >= 0, "window must be >= 0 (0 = off), got ", window);
+  SP_CHECK_USAGE(doc_positions == DocPositions::global || pack_documents, "doc_positions ",
+                 doc_positions_name(doc_positions),
+                 " needs --pack-documents: without documents every row is one document that "
+                 "starts at position 0, so its positions are the global ones");
+  if (pack_documents || window > 0) {
+    const auto ms = mask_strategies();
+    if (std::find(ms.begin(), ms.end(), strategy) == ms.end()) {
+      std::string all;
+      for (const auto& n : ms) all += (all.empty() ? "" : ", ") + n;
+      SP_FAIL_USAGE("attention strategy '", strategy, "' does not support ",
+                    pack_documents ? "document masks (--pack-documents)" : "",
+                    pack_documents && window > 0 ? " or " : "",
+                    window > 0 ? "a sliding window (--window " + std::to_string(window) + ")" : "",
+                    " yet; strategies that do: ", all);
+    }
+  }
   for (const std::string& k : overrides)
     SP_CHECK_USAGE(std::find(resume_keys().begin(), resume_keys().end(), k) != resume_keys().end(),
                    "--override ", k,
-                   ": not a setting resume checks (those are: data, seq_len, "
-                   "seed, steps, lr, min_lr, warmup, weight_decay, beta1, beta2, eps, grad_clip)");
+                   ": not a setting resume checks (those are: ", resume_keys_list(), ")");
 }
 
 void TrainConfig::validate_for_world(int world) const {
@@ -105,7 +121,10 @@ nlohmann::json TrainConfig::to_json() const {
             {"recompute", recompute_name(recompute)},
             {"tp_sp", tp_sp},
             {"loss", loss_name(loss)},
-            {"loss_chunk", loss_chunk}});
+            {"loss_chunk", loss_chunk},
+            {"pack_documents", pack_documents},
+            {"doc_positions", doc_positions_name(doc_positions)},
+            {"window", window}});
   return j;
 }
 
@@ -155,7 +174,10 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "norm_eps",
                                 "tokenizer_hash",
                                 "loss",
-                                "loss_chunk"};
+                                "loss_chunk",
+                                "pack_documents",
+                                "doc_positions",
+                                "window"};
   for (auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok |= k == n;
@@ -203,6 +225,10 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     if (j.contains("recompute")) get("recompute", s), recompute = parse_recompute(s);
     if (j.contains("loss")) get("loss", s), loss = parse_loss(s);
     get("loss_chunk", loss_chunk);
+    get("pack_documents", pack_documents);
+    if (j.contains("doc_positions"))
+      get("doc_positions", s), doc_positions = parse_doc_positions(s);
+    get("window", window);
     if (j.contains("overrides")) {
       const auto& o = j.at("overrides");
       SP_CHECK_USAGE(o.is_array(), "config 'overrides' must be a list of setting names");
@@ -220,10 +246,17 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
 }
 
 const std::vector<std::string>& resume_keys() {
-  static const std::vector<std::string> keys = {"data",  "seq_len", "seed",   "steps",
-                                                "lr",    "min_lr",  "warmup", "weight_decay",
-                                                "beta1", "beta2",   "eps",    "grad_clip"};
+  static const std::vector<std::string> keys = {
+      "data",   "seq_len",   "seed",           "steps",         "lr",
+      "min_lr", "warmup",    "weight_decay",   "beta1",         "beta2",
+      "eps",    "grad_clip", "pack_documents", "doc_positions", "window"};
   return keys;
+}
+
+std::string resume_keys_list() {
+  std::string all;
+  for (const auto& k : resume_keys()) all += (all.empty() ? "" : ", ") + k;
+  return all;
 }
 
 float lr_at(const TrainConfig& c, int64_t s) {

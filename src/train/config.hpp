@@ -12,6 +12,7 @@
 #include "model/config.hpp"
 #include "model/model.hpp"
 #include "parallel/layout.hpp"
+#include "train/data.hpp"
 
 namespace seqpar {
 
@@ -48,9 +49,17 @@ struct TrainConfig {
   int usp_ulysses = 0;                    // USP Ulysses group size u, sp = u·r (0: automatic)
   LossImpl loss = LossImpl::fused;        // fused (chunked, no logits) or materialized
   int64_t loss_chunk = 0;                 // fused loss: tokens per chunk (0: the default)
+  // Packed documents (docs/data.md): attention and loss stay inside each document of a
+  // sample (token data only); RoPE positions global or restarting per document (reset
+  // needs pack_documents); sliding-window attention over `window` keys (0: off).
+  bool pack_documents = false;
+  DocPositions doc_positions = DocPositions::global;
+  int64_t window = 0;
   // Settings (config key names) that --resume may accept with a value other than the
   // checkpoint's; the rest of resume_keys() must match.
   std::vector<std::string> overrides;
+
+  Packing packing() const { return Packing{pack_documents, doc_positions, window}; }
 
   void validate() const;                     // throws UsageError naming the value
   void validate_for_world(int world) const;  // mesh and shard shapes for `world` ranks
@@ -63,6 +72,7 @@ struct TrainConfig {
 // Keys whose value changes what a resumed run means (its data, its shapes, its schedule
 // and optimizer): resuming with another value is refused unless named in --override.
 const std::vector<std::string>& resume_keys();
+std::string resume_keys_list();  // "data, seq_len, ...": for messages and --help
 
 // Learning rate at step s (0-based): linear warm-up to lr over `warmup` steps, then
 // cosine decay to min_lr at the last step.

@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -141,6 +142,43 @@ class PasskeySource final : public DataSource {
 
 int32_t mask_token(const DataSource& src) { return int32_t(src.vocab()); }
 
+void DataSource::doc_ids(uint64_t, int64_t, int64_t*) const {
+  SP_FAIL("the data ", describe(), " has no document boundaries");
+}
+
+const char* doc_positions_name(DocPositions p) {
+  return p == DocPositions::reset ? "reset" : "global";
+}
+
+DocPositions parse_doc_positions(const std::string& s) {
+  for (DocPositions p : {DocPositions::global, DocPositions::reset})
+    if (s == doc_positions_name(p)) return p;
+  SP_FAIL_USAGE("doc_positions must be global or reset, got '", s, "'");
+}
+
+void check_packing(const DataSource& src, const Packing& pk) {
+  SP_CHECK_USAGE(
+      !pk.documents || src.has_documents(), "--pack-documents needs data with ",
+      "document boundaries (a token file: --data kjv-bpe8k, or one written by seqpar ",
+      "tokenize encode), but the data is bytes without a document table: ", src.describe());
+}
+
+std::vector<int64_t> reset_positions(const SeqMask& mask, const std::vector<int64_t>& pos) {
+  const int64_t T = int64_t(pos.size());
+  std::vector<int64_t> out(size_t(mask.B) * T);
+  for (int b = 0; b < mask.B; ++b) {
+    const std::vector<int64_t>* st = b < int(mask.doc_starts.size()) && !mask.doc_starts[b].empty()
+                                         ? &mask.doc_starts[b]
+                                         : nullptr;
+    for (int64_t t = 0; t < T; ++t) {
+      int64_t start = 0;  // the last document start at or before pos[t]
+      if (st) start = *(std::upper_bound(st->begin(), st->end(), pos[t]) - 1);
+      out[size_t(b) * T + t] = pos[t] - start;
+    }
+  }
+  return out;
+}
+
 TokenSource::TokenSource(const std::string& path, std::string origin, uint64_t seed, int64_t L)
     : file_(path), origin_(std::move(origin)), seed_(seed) {
   SP_CHECK(L >= 1, "seq_len must be >= 1, got ", L);
@@ -248,7 +286,9 @@ void check_data_matches_model(const DataSource& src, int64_t model_vocab,
 }
 
 Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample, int B,
-                 int64_t L, const std::vector<int64_t>& pos) {
+                 int64_t L, const std::vector<int64_t>& pos, const Packing& pk) {
+  check_packing(src, pk);
+  SP_CHECK_USAGE(pk.window >= 0, "window must be >= 0 (0 = off), got ", pk.window);
   Batch b;
   b.B = B;
   b.T = int(pos.size());
@@ -261,16 +301,24 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
   std::vector<int32_t> seq(L + 1);
   const uint64_t V = uint64_t(src.vocab());
   const int32_t mask = mask_token(src);
+  // Packing: document ids of each sample's L+1 tokens, and of every row's L inputs for the
+  // mask (every rank reads all L, so the mask is the same on every rank of the sp group).
+  std::vector<int64_t> ids(pk.documents ? L + 1 : 0), row_ids(pk.documents ? B * L : 0);
   for (int i = 0; i < B; ++i) {
     const uint64_t s = first_sample + i;
     src.sample(s, L, seq.data());
+    if (pk.documents) {
+      src.doc_ids(s, L, ids.data());
+      std::copy_n(ids.data(), L, row_ids.data() + int64_t(i) * L);
+    }
     for (int64_t t = 0; t < T; ++t) {
       const int64_t p = pos[t];
       const int64_t r = int64_t(i) * T + t;
       b.row_key[r] = int64_t(s) * L + p;
       if (kind != ModelKind::bert) {  // causal LM: predict the next token
         b.tokens[r] = seq[p];
-        b.targets[r] = seq[p + 1];
+        // A document's last token does not predict the next document's first one.
+        b.targets[r] = pk.documents && ids[p + 1] != ids[p] ? -1 : seq[p + 1];
       } else {
         // Masked LM, decisions keyed by (sample, position): independent of sharding.
         u32x4 u = philox4x32(
@@ -291,6 +339,14 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
       }
     }
   }
+  if (pk.documents) {
+    b.mask = mask_from_doc_ids(row_ids.data(), B, L, pk.window);
+  } else {
+    b.mask.B = B;
+    b.mask.L = L;
+    b.mask.window = pk.window;
+  }
+  if (pk.positions == DocPositions::reset) b.rope_pos = reset_positions(b.mask, pos);
   return b;
 }
 

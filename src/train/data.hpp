@@ -20,6 +20,7 @@
 #include "model/config.hpp"
 #include "model/model.hpp"
 #include "parallel/layout.hpp"
+#include "parallel/mask.hpp"
 
 namespace seqpar {
 
@@ -41,7 +42,36 @@ class DataSource {
   virtual uint64_t tokenizer_hash() const { return 0; }
   // The id that ends every document, -1 if none (bytes).
   virtual int32_t eos() const { return -1; }
+  // Whether the data has document boundaries (a token file's document table); bytes do not.
+  virtual bool has_documents() const { return false; }
+  // Document id of each of sample s's L+1 tokens (ids increase along the sample). Throws
+  // unless has_documents().
+  virtual void doc_ids(uint64_t s, int64_t L, int64_t* out) const;
 };
+
+// Where RoPE positions count from (--doc-positions): global (the position in the packed
+// sequence, Megatron's default) or reset (0 at each document start).
+enum class DocPositions { global, reset };
+const char* doc_positions_name(DocPositions p);
+DocPositions parse_doc_positions(const std::string& s);  // UsageError naming s
+
+// How a batch treats documents and attention reach (--pack-documents, --doc-positions,
+// --window). Packing: a sample is still L+1 consecutive tokens of the data, but each token
+// attends only inside its own document (Batch::mask), and the target of a document's last
+// token (the next document's first token) is −1, so no attention and no loss crosses a
+// document boundary (causal kinds; a bert target is the token itself and never crosses).
+struct Packing {
+  bool documents = false;                         // carry the documents as a mask
+  DocPositions positions = DocPositions::global;  // reset: RoPE positions restart per document
+  int64_t window = 0;                             // sliding-window attention, 0: off
+};
+
+// Refuses (UsageError, naming the data) packing documents of data without documents.
+void check_packing(const DataSource& src, const Packing& pk);
+
+// (B, T) positions of the tokens at global positions pos, counted from the start of each
+// token's document in its batch row (mask.doc_starts); a row without documents counts from 0.
+std::vector<int64_t> reset_positions(const SeqMask& mask, const std::vector<int64_t>& pos);
 
 // BERT's [MASK] id: one past the data's ids, vocab() (kMaskToken = 256 for bytes), so a
 // BERT model needs vocab() + 1 embedding rows.
@@ -61,11 +91,12 @@ class TokenSource final : public DataSource {
   uint64_t tokenizer_hash() const override { return file_.tokenizer_hash(); }
   int32_t eos() const override { return file_.eos(); }
 
+  bool has_documents() const override { return true; }
+  // Document id of each of sample s's L+1 tokens: the file's document index.
+  void doc_ids(uint64_t s, int64_t L, int64_t* out) const override;
+
   // First token of sample s: draw(seed, s) mod (n − L), uniform over the n − L windows.
   uint64_t window_start(uint64_t s, int64_t L) const;
-  // Document id of each of sample s's L+1 tokens. Unused for now: packing and document
-  // masks (the next issue) will carry them in the batch.
-  void doc_ids(uint64_t s, int64_t L, int64_t* out) const;
   const TokenFile& file() const { return file_; }
 
  private:
@@ -115,7 +146,11 @@ void check_data_matches_model(const DataSource& src, int64_t model_vocab,
 // Builds this rank's shard of one step: samples first_sample .. first_sample+B−1 of the
 // global batch, positions `pos` (from shard_positions) of each. Every kind but bert is a
 // causal LM; bert's [MASK] is mask_token(src) and its random replacement is u mod vocab().
+// `pk`: the batch's mask holds the window and, with pk.documents, each sample's documents
+// (from the document ids of its L inputs: a new document wherever the id changes), the same
+// on every rank whatever its positions; causal targets whose next token is in another
+// document are −1; pk.positions = reset fills rope_pos. Packing needs src.has_documents().
 Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample, int B,
-                 int64_t L, const std::vector<int64_t>& pos);
+                 int64_t L, const std::vector<int64_t>& pos, const Packing& pk = {});
 
 }  // namespace seqpar

@@ -16,7 +16,8 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   const int64_t P = model.num_params(), P_repl = model.num_replicated();
   const int64_t R = model.rows(), rb = model.row_begin();
   const uint64_t first = first_sample + uint64_t(mesh.dp_rank) * B;
-  Batch batch = make_batch(src, cfg.model.kind, cfg.seed, first, B, cfg.seq_len, pos);
+  Batch batch =
+      make_batch(src, cfg.model.kind, cfg.seed, first, B, cfg.seq_len, pos, cfg.packing());
   StepContext ctx{cfg.seed, uint32_t(s), true};
   StepResult out;
   out.lr = lr_at(cfg, s);
@@ -79,6 +80,7 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   out.grad_norm = gnorm;
   out.answers_correct = sums[2];
   out.answers = sums[3];
+  out.targets = sums[1];
   return out;
 }
 

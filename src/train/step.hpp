@@ -18,6 +18,7 @@ struct StepResult {
   float lr = 0.0f;
   double answers = 0.0;          // retrieval answers scored this step (world)
   double answers_correct = 0.0;  // of which the argmax was the target
+  double targets = 0.0;          // target tokens the loss counted (world): all but the −1 ones
 };
 
 // Step s (0-based) on the global samples first_sample .. first_sample + B·dp − 1 (this

@@ -61,12 +61,15 @@ struct ResumePoint {
 void check_resume_settings(const TrainConfig& cfg, const Checkpoint& ck) {
   const nlohmann::json saved = ck.manifest.value("train", nlohmann::json::object());
   const nlohmann::json now = cfg.to_json();
+  // A key a checkpoint lacks (saved before the setting existed) had its default value.
+  const nlohmann::json defaults = TrainConfig{}.to_json();
   std::ostringstream diff;
   std::string keys;
   for (const std::string& k : resume_keys()) {
-    if (!saved.contains(k) || saved[k] == now[k]) continue;
+    const nlohmann::json was = saved.contains(k) ? saved[k] : defaults.value(k, nlohmann::json());
+    if (was.is_null() || was == now[k]) continue;
     if (std::find(cfg.overrides.begin(), cfg.overrides.end(), k) != cfg.overrides.end()) continue;
-    diff << (keys.empty() ? "" : ", ") << k << " " << saved[k].dump() << " -> " << now[k].dump();
+    diff << (keys.empty() ? "" : ", ") << k << " " << was.dump() << " -> " << now[k].dump();
     keys += " --override " + k;
   }
   SP_CHECK_USAGE(keys.empty(), "--resume from ", ck.dir, ": ", diff.str(),
@@ -113,6 +116,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     src = make_source(cfg.data, cfg.seed, cfg.seq_len);
     check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
                              cfg.model.kind);
+    check_packing(*src, cfg.packing());
   });
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
   const int B = cfg.batch;
@@ -241,6 +245,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
                             {"loss", r.loss},
                             {"grad_norm", r.grad_norm},
                             {"lr", json_float(r.lr)},
+                            {"target_tokens", int64_t(r.targets)},
                             {"tokens_per_s", global_tokens_per_step / dt},
                             {"step_ms", dt * 1e3}};
       if (r.answers > 0) rec["answer_acc"] = r.answers_correct / r.answers;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bad input gets a clear error on EVERY rank and a non-zero exit, never a hang:
 # missing data file, out-of-range config value, unknown flag, corrupt config file,
-# a shape that does not divide, and a corrupt checkpoint on --resume.
+# a shape that does not divide, packing options, and a corrupt checkpoint on --resume.
 # Usage: bad_input.sh SEQPAR_BINARY SOURCE_DIR
 set -u
 bin=$1
@@ -57,6 +57,15 @@ expect check-ok 0 '"peak_bytes"' 1 -- mpi 2 "$bin" check --data passkey --seq-le
 expect plan-mqsp-micro 0 '"longest_seq_len":[1-9]' 1 -- mpi 2 "$bin" plan --sp 2 --sp-strategy mqsp --mqsp-micro 4 --budget 64MiB --dim 64 --heads 2
 expect mqsp-micro-above-L 2 "must be at most L=8" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 8 --sp 2 --sp-strategy mqsp --mqsp-micro 16
 expect check-uneven 2 "does not divide into 4 zigzag chunks" 2 -- mpi 2 "$bin" check --data passkey --seq-len 130 --sp 2 --sp-strategy ring --layout zigzag
+
+# Packed documents and windows (docs/data.md): bad values are named, byte data (no
+# document table) is refused naming the data, reset positions need packing.
+expect window-negative 2 "window must be >= 0 (0 = off), got -1" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --window -1
+expect doc-positions-unknown 2 "doc_positions must be global or reset, got 'banana'" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --doc-positions banana
+expect pack-bytes-kjv 2 "bytes without a document table: kjv from" 2 -- mpi 2 "$bin" train "${common[@]}" --data kjv --pack-documents
+expect pack-bytes-passkey 2 "bytes without a document table: synthetic passkey" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --pack-documents
+expect pack-bytes-check 2 "bytes without a document table: kjv from" 2 -- mpi 2 "$bin" check --data kjv --pack-documents
+expect reset-without-packing 2 "doc_positions reset needs --pack-documents" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --doc-positions reset
 
 # A run directory holding checkpoints is never restarted over without --resume.
 "$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 1 --out "$tmp/keep" >/dev/null 2>&1
