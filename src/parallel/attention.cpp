@@ -72,7 +72,9 @@ std::vector<std::string> attention_strategies() {
   return {"local", "ring", "allgather", "ulysses", "usp", "mqsp", "rsa", "materialized"};
 }
 
-std::vector<std::string> mask_strategies() { return {"local", "ring"}; }
+std::vector<std::string> mask_strategies() {
+  return {"local", "ring", "allgather", "ulysses", "usp", "mqsp", "rsa", "materialized"};
+}
 
 std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena,
                                                   const SpSetup& sp, int B, int T, int H, int Hkv,

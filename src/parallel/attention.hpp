@@ -91,9 +91,9 @@ std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena
                                                   int d);
 // Names accepted by make_attention.
 std::vector<std::string> attention_strategies();
-// The strategies that apply AttnShard::mask (document masks, sliding windows); the others
-// call refuse_mask. Training with --pack-documents or --window checks its strategy against
-// this list before the first step, so a strategy that is taught masks is added here.
+// The strategies that apply AttnShard::mask (document masks, sliding windows): all of them
+// today. Training with --pack-documents or --window checks its strategy against this list
+// before the first step, so a new strategy that cannot apply a mask is left out of it.
 std::vector<std::string> mask_strategies();
 
 }  // namespace seqpar

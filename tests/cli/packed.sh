@@ -6,12 +6,17 @@
 # Usage: packed.sh SEQPAR_BINARY SOURCE_DIR
 set -u
 source "$(dirname "$0")/lib.bash"
-# The 2-rank runs compared with one rank: strategies (and layouts, tp) that apply document
-# masks and sliding windows. Add "--sp 2 --sp-strategy ulysses" (usp, mqsp, rsa) here as
-# each is taught masks (mask_strategies() in src/parallel/attention.cpp).
+# The 2-rank runs compared with one rank: every strategy (they all apply document masks
+# and sliding windows), every layout, and Megatron tp.
 runs=("--sp 2 --sp-strategy ring --layout contiguous"
       "--sp 2 --sp-strategy ring --layout zigzag"
       "--sp 2 --sp-strategy ring --layout zigzag --recompute full"
+      "--sp 2 --sp-strategy ring --layout striped"
+      "--sp 2 --sp-strategy allgather --layout zigzag"
+      "--sp 2 --sp-strategy ulysses"
+      "--sp 2 --sp-strategy usp --usp-ulysses 1 --layout zigzag"
+      "--sp 2 --sp-strategy mqsp"
+      "--sp 2 --sp-strategy rsa --layout zigzag"
       "--tp 2")
 cd "$src" || exit 1
 [ -f data/kjv-bpe8k.tok ] || { echo "skipped: data/kjv-bpe8k.tok is missing (bash scripts/setup.sh builds it)"; exit 77; }
