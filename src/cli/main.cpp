@@ -240,8 +240,8 @@ int main(int argc, char** argv) {
           "(sp 1: keeps every T×T score matrix, the Megatron paper's baseline); default local");
     opt_s("--layout", "layout",
           "token layout over the sp ranks: contiguous (default), zigzag (balances causal "
-          "work) or striped (stripes of gcd(L/sp, 64) tokens dealt round-robin: balances "
-          "packed documents)");
+          "work) or striped (stripes of up to 64 tokens dealt round-robin: balances packed "
+          "documents). Any L >= sp splits; shards differ by at most one token (a stripe)");
     opt_i("--tp", "tp",
           "Megatron tensor (+ sequence) parallel degree t (world = dp · tp · sp), default 1");
     cur->add_option_function<std::string>(

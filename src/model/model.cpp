@@ -276,11 +276,13 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   tp_rank_ = par_.tp.rank();
   seq_par_ = par_.tp_sequence_parallel;
   N_ = int64_t(B) * T;
-  SP_CHECK(!seq_par_ || N_ % tp_ == 0, "the ", B, "×", T, " = ", N_,
-           " rows of the sequence shard do not divide over tp=", tp_,
-           " (Megatron sequence parallelism splits them evenly); choose batch·seq_len/sp a "
-           "multiple of tp");
-  R_ = seq_par_ ? N_ / tp_ : N_;
+  // Megatron sequence parallelism: tp rank t holds ⌊N/tp⌋ + [t < N mod tp] consecutive rows
+  // of the flattened (B·T) shard (any N ≥ tp; uneven splits move by all-gather-v and
+  // reduce-scatter-v).
+  SP_CHECK(!seq_par_ || N_ >= tp_, "the ", B, "×", T, " = ", N_,
+           " rows of the sequence shard are fewer than tp=", tp_,
+           " (Megatron sequence parallelism gives every tp rank at least one row)");
+  R_ = seq_par_ ? N_ / tp_ + (tp_rank_ < N_ % tp_ ? 1 : 0) : N_;
   specs_ = param_specs(cfg_, tp_, tp_rank_);
   Ht_ = cfg_.H / tp_;
   Hkvt_ = kv_heads_per_rank(cfg_, tp_);
@@ -446,12 +448,28 @@ void Model::zero_grad() {
   if (!arena_.dry_run()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
 }
 
+int64_t Model::row_begin() const {
+  return seq_par_ ? tp_rank_ * (N_ / tp_) + std::min<int64_t>(tp_rank_, N_ % tp_) : 0;
+}
+
+std::vector<int64_t> Model::row_counts(int64_t width) const {
+  std::vector<int64_t> c(tp_);
+  for (int t = 0; t < tp_; ++t) c[t] = (N_ / tp_ + (t < N_ % tp_ ? 1 : 0)) * width;
+  return c;
+}
+
 void Model::gather_rows(const float* part, float* full, int64_t width) {
-  par_.tp.comm->allgather(part, full, size_t(R_ * width));
+  if (N_ % tp_ == 0)
+    par_.tp.comm->allgather(part, full, size_t(R_ * width));
+  else
+    par_.tp.comm->allgatherv(part, full, row_counts(width));
 }
 
 void Model::reduce_scatter_rows(const float* full, float* part, int64_t width) {
-  par_.tp.comm->reduce_scatter_sum(full, part, size_t(R_ * width));
+  if (N_ % tp_ == 0)
+    par_.tp.comm->reduce_scatter_sum(full, part, size_t(R_ * width));
+  else
+    par_.tp.comm->reduce_scatterv_sum(full, part, row_counts(width));
 }
 
 void Model::allreduce_rows(float* x, int64_t width) {

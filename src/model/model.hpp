@@ -166,7 +166,8 @@ class Model {
 
   // This rank's rows of the flattened (B·T) shard: [row_begin(), row_begin() + rows()).
   int64_t rows() const { return R_; }
-  int64_t row_begin() const { return seq_par_ ? R_ * tp_rank_ : 0; }
+  // Rows split ⌊B·T/tp⌋ + [t < B·T mod tp] per tp rank t under Megatron sequence parallelism.
+  int64_t row_begin() const;
   // (offset, floats) of the parameter block holding replicated kv heads (Hkv < t): their
   // gradients are partial on each replica and are summed over the t/Hkv ranks sharing the
   // head. Empty when kv heads are not replicated.
@@ -224,6 +225,7 @@ class Model {
   void attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a);
   AttnShard shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const;
   // Megatron sequence-parallel collectives over the tp group.
+  std::vector<int64_t> row_counts(int64_t width) const;  // floats per tp rank of (R_t, width)
   void gather_rows(const float* part, float* full, int64_t width);          // (R,·) → (N,·)
   void reduce_scatter_rows(const float* full, float* part, int64_t width);  // (N,·) → (R,·)
   void allreduce_rows(float* x, int64_t width);                             // (N,·) in place

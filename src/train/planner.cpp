@@ -1,5 +1,6 @@
 #include "train/planner.hpp"
 
+#include <algorithm>
 #include <numeric>
 
 #include "core/check.hpp"
@@ -24,16 +25,19 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
 }
 
 MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len) {
-  // L must split over sp (2·sp chunks for zigzag) and the B·L/sp rows of a shard over tp.
-  const int64_t unit = (cfg.layout == ShardLayout::zigzag ? 2 * cfg.sp : cfg.sp) *
-                       (cfg.tp_sp ? cfg.tp / std::gcd(cfg.tp, cfg.batch) : 1);
+  // Any L >= sp splits (shards differ by one unit of the layout), and Megatron sequence
+  // parallelism needs at least one of the B·T rows per tp rank: the search runs over every
+  // L from the shortest valid one.
+  const int64_t unit = 1;
   auto peak_at = [&](int64_t k) {
     cfg.seq_len = k * unit;
     return dry_run_peak(cfg, world);
   };
   // The shortest L the configuration accepts: MQSP needs at least m rows to split into its
   // m micro-query chunks.
-  const int64_t min_len = cfg.strategy == "mqsp" ? std::max(1, cfg.mqsp_micro) : 1;
+  const int64_t rows_min = cfg.tp_sp ? (cfg.tp + cfg.batch - 1) / cfg.batch : 1;  // B·T >= tp
+  const int64_t min_len = std::max<int64_t>(
+      {cfg.strategy == "mqsp" ? std::max(1, cfg.mqsp_micro) : 1, cfg.sp, cfg.sp * rows_min});
   const int64_t k0 = (min_len + unit - 1) / unit;
   MemoryPlan best;
   // Peak grows with L: double until it does not fit, then bisect on multiples of unit.
