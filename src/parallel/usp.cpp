@@ -129,8 +129,9 @@ class UspAttention final : public AttentionStrategy {
   const char* name() const override { return "usp"; }
 
   // forward  = Ulysses: QKV seq→heads + O heads→seq + LSE heads→seq
-  //          + ring forward on ring group: Σ_{j≠g} B·L_j·2·nkv·d·4 without a mask, else
-  //            what the hop schedules move (ring_bytes below)
+  //          + ring forward on ring group, S_j = B·L_j·2·nkv·d·4 (ring rank j's block):
+  //            Σ_{j≠g+1} S_j without a mask (every block but the one arriving last),
+  //            else what the hop schedules move (ring_bytes below)
   uint64_t bytes_forward(const AttnShard& s) const override {
     check_shape(s);
     return plan_.bytes_seq_to_heads(UlyssesParts::qkv) + plan_.bytes_heads_to_seq(UlyssesParts::q) +
@@ -139,7 +140,8 @@ class UspAttention final : public AttentionStrategy {
 
   // backward = Ulysses: stats seq→heads (r > 1: LSE; r = 1: LSE, Δ) + QKV seq→heads
   //            + dO (and, r > 1, O) seq→heads + dQKV heads→seq
-  //          + ring backward on ring group: 2·Σ_{j≠g} B·L_j·2·nkv·d·4 without a mask
+  //          + ring backward on ring group: Σ_{j≠g+1} S_j + Σ_{j≠g} S_j without a mask
+  //            (K|V again, and every other block's dK|dV accumulator once)
   uint64_t bytes_backward(const AttnShard& s) const override {
     check_shape(s);
     const uint64_t q_moves = r_ > 1 ? 2 : 1;

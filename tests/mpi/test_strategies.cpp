@@ -383,6 +383,32 @@ TEST_P(WrongShard, IsRefusedOnEveryRank) {
 
 INSTANTIATE_TEST_SUITE_P(All, WrongShard, testing::Values("ring", "ulysses", "usp", "mqsp", "rsa"));
 
+class WrongLength : public testing::TestWithParam<std::string> {};
+
+// A shard whose length is not the layout's (uneven L = 2N + 1, every rank one token too
+// many, so every rank refuses before any collective) is refused by the factory, naming
+// the rank, T, the layout, L and sp.
+TEST_P(WrongLength, IsRefusedNamingRankTLayoutLAndSp) {
+  Comm world = Comm::world();
+  const int N = world.size(), r = world.rank();
+  const int64_t L = 2 * N + 1;
+  const int T = int(shard_len(L, N, r, ShardLayout::zigzag)) + 1;
+  Arena arena;
+  try {
+    make_attention(GetParam(), arena, SpSetup{&world, ShardLayout::zigzag, L}, 1, T, 4, 2, 16);
+    ADD_FAILURE() << "no error on rank " << r;
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const std::string& want :
+         {"rank " + std::to_string(r), "T=" + std::to_string(T), std::string("zigzag"),
+          "L=" + std::to_string(L), "sp=" + std::to_string(N)})
+      EXPECT_NE(m.find(want), std::string::npos) << "'" << want << "' not in: " << m;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, WrongLength,
+                         testing::Values("ring", "allgather", "ulysses", "usp"));
+
 }  // namespace
 
 // A window shorter than a shard: under the contiguous layout each rank needs only its own
