@@ -43,8 +43,8 @@ UlyssesPlan make_ulysses_plan(int N, int rank, int B, const std::vector<int>& to
   SP_CHECK(int(tokens.size()) == N, "ulysses plan: ", tokens.size(),
            " shard lengths for a group of ", N, " ranks");
   for (int r = 0; r < N; ++r)
-    SP_CHECK(tokens[r] >= 1, "ulysses plan: rank ", r, " of the group has a shard of T=",
-             tokens[r], " tokens; every rank needs at least one");
+    SP_CHECK(tokens[r] >= 1, "ulysses plan: rank ", r, " of the group has a shard of T=", tokens[r],
+             " tokens; every rank needs at least one");
   const int T = tokens[rank];
   SP_CHECK(B >= 1 && H >= 1 && Hkv >= 1 && d >= 1, "ulysses plan: shape B=", B, " H=", H,
            " Hkv=", Hkv, " d=", d, " must be positive");

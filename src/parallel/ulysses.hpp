@@ -64,7 +64,7 @@ struct UlyssesPlan {
   std::vector<Piece> pieces;
 
   int64_t L() const { return t0[N - 1] + tokens[N - 1]; }  // Σ_r T_r
-  int64_t others_tokens() const { return L() - T; }         // Σ_{r≠me} T_r
+  int64_t others_tokens() const { return L() - T; }        // Σ_{r≠me} T_r
   int width(UlyssesParts p, int r) const {
     return p == UlyssesParts::q ? nq[r] : nq[r] + 2 * nkv[r];
   }

@@ -121,8 +121,8 @@ class UspAttention final : public AttentionStrategy {
       // for the longest group: ring rank j's block holds L_j rows.
       const int Bw = whole() ? B : 1;
       for (const UlyssesPlan::Piece& pc : plan_.pieces)
-        ws_.push_back(std::make_unique<RingWorkspace>(arena, Bw, int(Lg_max), int(Lg_max), pc.nq,
-                                                      pc.nkv, d));
+        ws_.push_back(
+            std::make_unique<RingWorkspace>(arena, Bw, int(Lg_max), int(Lg_max), pc.nq, pc.nkv, d));
     }
   }
 

@@ -406,8 +406,7 @@ TEST_P(WrongLength, IsRefusedNamingRankTLayoutLAndSp) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(All, WrongLength,
-                         testing::Values("ring", "allgather", "ulysses", "usp"));
+INSTANTIATE_TEST_SUITE_P(All, WrongLength, testing::Values("ring", "allgather", "ulysses", "usp"));
 
 }  // namespace
 
