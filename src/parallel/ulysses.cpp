@@ -1,6 +1,9 @@
 // `ulysses`: DeepSpeed-Ulysses. An all-to-all turns this rank's (B, T, H + 2·Hkv, d) QKV
-// shard into all L = N·T tokens of the heads it owns; the blocked kernel runs full
+// shard into all L = Σ_r T_r tokens of the heads it owns; the blocked kernel runs full
 // attention on those heads; an all-to-all brings O and LSE back to sequence sharding.
+// Any L ≥ N: shards may differ in length (T_r = shard_len(L, N, r, layout), at most one
+// unit of the layout apart), the all-to-alls are all-to-all-v with per-peer counts, and
+// nothing is padded, so the result is exactly local's.
 // Head plan, uneven head counts and the re-layout functions: parallel/ulysses.hpp.
 // Document masks and sliding windows: every head-layout row knows its global position, so
 // the kernel gets each query row's visible key range [lo, hi] (parallel/mask.hpp) and skips
@@ -11,9 +14,11 @@
 // per-(token, head) quantity, so it is computed here in sequence layout and travels with
 // LSE (2 floats per token and head) instead of O (d floats). Then QKV and dO go to head
 // layout, the kernel backward runs on the owned heads, and dQ, dK, dV come back and are
-// added into dqkv (replicated KV heads summed). Per call, with w[r] = nq[r] + 2·nkv[r]:
-//   forward  = 4·B·T·( d·Σ_{r≠me} w[r] + (N−1)·nq[me]·(d + 1) )
-//   backward = 4·B·T·( d·Σ_{r≠me} (w[r] + nq[r]) + 2·Σ_{r≠me} nq[r] + (N−1)·d·w[me] )
+// added into dqkv (replicated KV heads summed). Per call, with w[r] = nq[r] + 2·nkv[r],
+// T = T_me this rank's tokens and L − T = Σ_{r≠me} T_r the others' (exact sums):
+//   forward  = 4·B·( T·d·Σ_{r≠me} w[r] + (L − T)·nq[me]·(d + 1) )
+//   backward = 4·B·( T·d·Σ_{r≠me} (w[r] + nq[r]) + 2·T·Σ_{r≠me} nq[r] + (L − T)·d·w[me] )
+// (even shards: L − T = (N−1)·T).
 // Memory (floats): QKV and dQKV in head layout 2·B·L·w[me]·d, O / dO in head layout
 // B·L·nq[me]·d, LSE and Δ in head layout 2·B·nq[me]·L, one staging slab T·d·Σ_r w[r], stats
 // buffers, the kernel's per-thread tiles: O(L·d·H/N) per rank (docs/strategies/ulysses.md).
@@ -32,14 +37,24 @@ namespace seqpar {
 
 // ---- head plan ---------------------------------------------------------------------
 
-UlyssesPlan make_ulysses_plan(int N, int rank, int B, int T, int H, int Hkv, int d) {
+UlyssesPlan make_ulysses_plan(int N, int rank, int B, const std::vector<int>& tokens, int H,
+                              int Hkv, int d) {
   SP_CHECK(N >= 1 && rank >= 0 && rank < N, "ulysses plan: rank ", rank, " outside a group of ", N);
-  SP_CHECK(B >= 1 && T >= 1 && H >= 1 && Hkv >= 1 && d >= 1, "ulysses plan: shape B=", B, " T=", T,
-           " H=", H, " Hkv=", Hkv, " d=", d, " must be positive");
+  SP_CHECK(int(tokens.size()) == N, "ulysses plan: ", tokens.size(),
+           " shard lengths for a group of ", N, " ranks");
+  for (int r = 0; r < N; ++r)
+    SP_CHECK(tokens[r] >= 1, "ulysses plan: rank ", r, " of the group has a shard of T=", tokens[r],
+             " tokens; every rank needs at least one");
+  const int T = tokens[rank];
+  SP_CHECK(B >= 1 && H >= 1 && Hkv >= 1 && d >= 1, "ulysses plan: shape B=", B, " H=", H,
+           " Hkv=", Hkv, " d=", d, " must be positive");
   SP_CHECK(H % Hkv == 0, "ulysses plan: H=", H, " query heads not divisible by Hkv=", Hkv,
            " key/value heads");
   UlyssesPlan p;
   p.N = N, p.rank = rank, p.B = B, p.T = T, p.H = H, p.Hkv = Hkv, p.d = d;
+  p.tokens = tokens;
+  p.t0.resize(N);
+  for (int64_t r = 0, t = 0; r < N; t += tokens[r], ++r) p.t0[r] = t;
   p.q0.resize(N), p.nq.resize(N), p.kv0.resize(N), p.nkv.resize(N);
   const int G = H / Hkv;  // query heads per KV head
   for (int r = 0, h = 0; r < N; ++r) {
@@ -88,7 +103,7 @@ uint64_t UlyssesPlan::bytes_seq_to_heads(UlyssesParts p) const {
 }
 
 uint64_t UlyssesPlan::bytes_heads_to_seq(UlyssesParts p) const {
-  return 4ull * B * T * d * uint64_t(N - 1) * uint64_t(width(p, rank));
+  return 4ull * B * d * uint64_t(others_tokens()) * uint64_t(width(p, rank));
 }
 
 uint64_t UlyssesPlan::bytes_stats_to_heads(int k) const {
@@ -99,7 +114,7 @@ uint64_t UlyssesPlan::bytes_stats_to_heads(int k) const {
 }
 
 uint64_t UlyssesPlan::bytes_stats_to_seq(int k) const {
-  return 4ull * B * T * uint64_t(k) * uint64_t(N - 1) * uint64_t(nq[rank]);
+  return 4ull * B * uint64_t(k) * uint64_t(others_tokens()) * uint64_t(nq[rank]);
 }
 
 // ---- exchanges ---------------------------------------------------------------------
@@ -153,8 +168,8 @@ void ulysses_seq_to_heads(Comm* comm, const UlyssesPlan& plan, UlyssesParts part
     sc[r] = int64_t(T) * plan.width(parts, r) * d;
     sd[r] = off;
     off += sc[r];
-    rc[r] = int64_t(T) * yw;
-    rd[r] = int64_t(r) * T * yw;
+    rc[r] = plan.tokens[r] * yw;
+    rd[r] = plan.t0[r] * yw;
   }
   for (int b = 0; b < plan.B; ++b) {
     const float* xb = x + int64_t(b) * T * xw;  // (T, seq_width, d)
@@ -171,7 +186,7 @@ void ulysses_seq_to_heads(Comm* comm, const UlyssesPlan& plan, UlyssesParts part
         }
       }
     }
-    // Tokens from rank r land at rows [r·T, (r+1)·T) of batch row b of y.
+    // Tokens from rank r land at rows [t0[r], t0[r] + T_r) of batch row b of y.
     exchange(comm, buf, sc, sd, y + int64_t(b) * L * yw, rc, rd);
   }
 }
@@ -184,8 +199,8 @@ void ulysses_heads_to_seq(Comm* comm, const UlyssesPlan& plan, UlyssesParts part
   const int64_t yw = int64_t(plan.width(parts, me)) * d;
   std::vector<int64_t> sc(N), sd(N), rc(N), rd(N);
   for (int64_t r = 0, off = 0; r < N; ++r) {
-    sc[r] = int64_t(T) * yw;
-    sd[r] = int64_t(r) * T * yw;
+    sc[r] = plan.tokens[r] * yw;  // rank r's own T_r tokens go home
+    sd[r] = plan.t0[r] * yw;
     rc[r] = int64_t(T) * plan.width(parts, r) * d;
     rd[r] = off;
     off += rc[r];
@@ -225,11 +240,11 @@ void ulysses_stats_to_heads(Comm* comm, const UlyssesPlan& plan, int k, const fl
   const int64_t L = plan.L();
   std::vector<int64_t> sc(N), sd(N), rc(N), rd(N);
   for (int r = 0; r < N; ++r) {
-    // to rank r: (k, B, nq[r], T); from rank r: (k, B, nq[me], T)
+    // to rank r: (k, B, nq[r], T); from rank r: (k, B, nq[me], T_r)
     sc[r] = int64_t(k) * B * plan.nq[r] * T;
     sd[r] = int64_t(k) * B * plan.q0[r] * T;
-    rc[r] = int64_t(k) * B * nqm * T;
-    rd[r] = int64_t(r) * rc[r];
+    rc[r] = int64_t(k) * B * nqm * plan.tokens[r];
+    rd[r] = int64_t(k) * B * nqm * plan.t0[r];
   }
   for (int r = 0; r < N; ++r)
     for (int i = 0; i < k; ++i)
@@ -241,8 +256,8 @@ void ulysses_stats_to_heads(Comm* comm, const UlyssesPlan& plan, int k, const fl
     for (int i = 0; i < k; ++i)
       for (int b = 0; b < B; ++b)
         for (int h = 0; h < nqm; ++h)
-          std::copy_n(recv + rd[r] + ((int64_t(i) * B + b) * nqm + h) * T, T,
-                      y[i] + (int64_t(b) * nqm + h) * L + int64_t(r) * T);
+          std::copy_n(recv + rd[r] + ((int64_t(i) * B + b) * nqm + h) * plan.tokens[r],
+                      plan.tokens[r], y[i] + (int64_t(b) * nqm + h) * L + plan.t0[r]);
 }
 
 void ulysses_stats_to_seq(Comm* comm, const UlyssesPlan& plan, int k, const float* const* y,
@@ -252,9 +267,9 @@ void ulysses_stats_to_seq(Comm* comm, const UlyssesPlan& plan, int k, const floa
   const int64_t L = plan.L();
   std::vector<int64_t> sc(N), sd(N), rc(N), rd(N);
   for (int r = 0; r < N; ++r) {
-    // to rank r: (k, B, nq[me], T) of its tokens; from rank r: (k, B, nq[r], T)
-    sc[r] = int64_t(k) * B * nqm * T;
-    sd[r] = int64_t(r) * sc[r];
+    // to rank r: (k, B, nq[me], T_r) of its tokens; from rank r: (k, B, nq[r], T)
+    sc[r] = int64_t(k) * B * nqm * plan.tokens[r];
+    sd[r] = int64_t(k) * B * nqm * plan.t0[r];
     rc[r] = int64_t(k) * B * plan.nq[r] * T;
     rd[r] = int64_t(k) * B * plan.q0[r] * T;
   }
@@ -262,8 +277,8 @@ void ulysses_stats_to_seq(Comm* comm, const UlyssesPlan& plan, int k, const floa
     for (int i = 0; i < k; ++i)
       for (int b = 0; b < B; ++b)
         for (int h = 0; h < nqm; ++h)
-          std::copy_n(y[i] + (int64_t(b) * nqm + h) * L + int64_t(r) * T, T,
-                      send + sd[r] + ((int64_t(i) * B + b) * nqm + h) * T);
+          std::copy_n(y[i] + (int64_t(b) * nqm + h) * L + plan.t0[r], plan.tokens[r],
+                      send + sd[r] + ((int64_t(i) * B + b) * nqm + h) * plan.tokens[r]);
   exchange(comm, send, sc, sd, recv, rc, rd);
   for (int r = 0; r < N; ++r)
     for (int i = 0; i < k; ++i)
@@ -278,9 +293,9 @@ namespace {
 
 class UlyssesAttention final : public AttentionStrategy {
  public:
-  UlyssesAttention(Arena& arena, const SpSetup& sp, int B, int T, int H, int Hkv, int d)
+  UlyssesAttention(Arena& arena, const SpSetup& sp, int64_t L, int B, int H, int Hkv, int d)
       : comm_(sp.comm),
-        plan_(make_ulysses_plan(sp.sp_size(), sp.sp_rank(), B, T, H, Hkv, d)),
+        plan_(make_ulysses_plan(sp.sp_size(), sp.sp_rank(), B, shard_lens(L, sp), H, Hkv, d)),
         L_(plan_.L()),
         wq_(plan_.width(UlyssesParts::qkv, plan_.rank)),
         nq_(plan_.nq[plan_.rank]),
@@ -293,21 +308,19 @@ class UlyssesAttention final : public AttentionStrategy {
         stats_recv_(arena, Mem::comm, plan_.stats_floats(2), "ulysses lse/delta recv"),
         lse_h_(arena, Mem::scratch, size_t(B) * nq_ * L_, "ulysses lse (head layout)"),
         delta_h_(arena, Mem::scratch, size_t(B) * nq_ * L_, "ulysses delta (head layout)"),
-        delta_(arena, Mem::scratch, size_t(B) * H * T, "ulysses delta (seq layout)"),
+        delta_(arena, Mem::scratch, size_t(B) * H * plan_.T, "ulysses delta (seq layout)"),
         scratch_(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch") {
     // The positions this rank's shard must carry (checked on every call).
     if (sp.L > 0) mine_ = shard_positions(sp.L, plan_.N, plan_.rank, sp.layout);
     // With one rank the head layout is the shard itself and its positions are s.pos.
     if (plan_.N == 1) return;
-    check_shardable(sp.L, plan_.N, sp.layout);
-    SP_CHECK(sp.L == L_, "ulysses: sequence length L=", sp.L, " is not sp=", plan_.N,
-             " times the local T=", T);
     if (arena.dry_run()) return;  // the arena hands out fake addresses: touch nothing
-    // Head-layout token j = (source rank r, local index i) has position shard_positions(r)[i].
+    // Head-layout row t0[r] + i (source rank r, local index i) has position
+    // shard_positions(r)[i].
     int64_t* pos = positions();
     for (int r = 0; r < plan_.N; ++r) {
-      const std::vector<int64_t> pr = shard_positions(sp.L, plan_.N, r, sp.layout);
-      std::copy(pr.begin(), pr.end(), pos + int64_t(r) * T);
+      const std::vector<int64_t> pr = shard_positions(L, plan_.N, r, sp.layout);
+      std::copy(pr.begin(), pr.end(), pos + plan_.t0[r]);
     }
   }
 
@@ -374,6 +387,13 @@ class UlyssesAttention final : public AttentionStrategy {
   }
 
  private:
+  // T_r of every rank of the sp group (the factory has checked this rank's).
+  static std::vector<int> shard_lens(int64_t L, const SpSetup& sp) {
+    std::vector<int> t(sp.sp_size());
+    for (int r = 0; r < sp.sp_size(); ++r) t[r] = int(shard_len(L, sp.sp_size(), r, sp.layout));
+    return t;
+  }
+
   int64_t* positions() const { return reinterpret_cast<int64_t*>(pos_.data()); }
 
   void check_shape(const AttnShard& s) const {
@@ -440,12 +460,12 @@ class UlyssesAttention final : public AttentionStrategy {
   int nq_;                     // query heads this rank owns
   Buffer pos_;                 // (L) int64 positions of the head-layout tokens
   std::vector<int64_t> mine_;  // (T) the positions of this rank's shard in the layout
-  Buffer buf_;                 // (T, Σ_r w[r], d) staging slab of every all-to-all
+  Buffer buf_;                 // (T_me, Σ_r w[r], d) staging slab of every all-to-all
   Buffer qkv_h_;               // (B, L, nq + 2·nkv, d)
   Buffer dqkv_h_;              // (B, L, nq + 2·nkv, d)
   Buffer o_h_;                 // (B, L, nq, d): O in forward, dO in backward
-  Buffer stats_send_;          // (2·B·max(H·T, nq·L))
-  Buffer stats_recv_;          // (2·B·max(H·T, nq·L))
+  Buffer stats_send_;          // (2·B·max(H·T_me, nq·L))
+  Buffer stats_recv_;          // (2·B·max(H·T_me, nq·L))
   Buffer lse_h_;               // (B, nq, L)
   Buffer delta_h_;             // (B, nq, L)
   Buffer delta_;               // (B, H, T)
@@ -456,7 +476,15 @@ class UlyssesAttention final : public AttentionStrategy {
 }  // namespace
 
 SEQPAR_STRATEGY_FACTORY(make_ulysses_attention) {
-  return std::make_unique<UlyssesAttention>(arena, sp, B, T, H, Hkv, d);
+  const int N = sp.sp_size();
+  // A single rank without a setup length holds the whole (contiguous) sequence.
+  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
+  SP_CHECK(L > 0, "ulysses: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
+  check_shardable(L, N, sp.layout);
+  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
+  SP_CHECK(T == want, "ulysses: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
+           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
+  return std::make_unique<UlyssesAttention>(arena, sp, L, B, H, Hkv, d);
 }
 
 }  // namespace seqpar

@@ -1,10 +1,12 @@
 // DeepSpeed-Ulysses re-layout: the sequence↔head all-to-all, over any communicator of N
 // ranks (the whole sp group for `ulysses`, one Ulysses group of u ranks inside `usp`).
 //
-// Sequence layout (what the model holds): each rank has T tokens of every head,
-//   x (B, T, H [+ 2·Hkv], d).
-// Head layout (what attention wants): each rank has all L = N·T tokens of the heads it
-// owns, tokens ordered by source rank then local index,
+// Sequence layout (what the model holds): rank r has its T_r tokens of every head,
+//   x (B, T_r, H [+ 2·Hkv], d).
+// Shards may differ in length (any L ≥ N, parallel/layout.hpp), so T_r is per rank.
+// Head layout (what attention wants): each rank has all L = Σ_r T_r tokens of the heads
+// it owns, tokens ordered by source rank then local index (rank r's at rows
+// [t0[r], t0[r] + T_r), t0[r] = Σ_{r'<r} T_{r'}),
 //   y (B, L, nq [+ 2·nkv], d).
 // Their global positions are therefore the concatenation over ranks r = 0..N−1 of rank r's
 // positions; the kernel masks by position, so any shard layout works.
@@ -20,16 +22,18 @@
 //
 // Every exchange is one alltoallv per batch row b (B calls), so the head layout is
 // received straight into y and sent straight out of y: only one token-slab staging
-// buffer of T·d·Σ_r w[r] floats is needed, w[r] = nq[r] + 2·nkv[r].
+// buffer of T_me·d·Σ_r w[r] floats is needed, w[r] = nq[r] + 2·nkv[r].
 //
 // Bytes this rank (index me) sends, fp32, counted as comm/ counts alltoallv (exact bytes
-// to the other ranks):
-//   seq_to_heads(q)      4·B·T·d·Σ_{r≠me} nq[r]
-//   seq_to_heads(qkv)    4·B·T·d·Σ_{r≠me} (nq[r] + 2·nkv[r])
-//   heads_to_seq(q)      4·B·T·d·(N−1)·nq[me]
-//   heads_to_seq(qkv)    4·B·T·d·(N−1)·(nq[me] + 2·nkv[me])
-//   stats_to_heads(k)    4·B·T·k·Σ_{r≠me} nq[r]
-//   stats_to_seq(k)      4·B·T·k·(N−1)·nq[me]
+// to the other ranks: Σ_{r≠me} send_counts[r]·4). To rank r it sends its own T_me tokens
+// of r's heads (seq→heads) or r's T_r tokens of its own heads (heads→seq):
+//   seq_to_heads(q)      4·B·T_me·d·Σ_{r≠me} nq[r]
+//   seq_to_heads(qkv)    4·B·T_me·d·Σ_{r≠me} (nq[r] + 2·nkv[r])
+//   heads_to_seq(q)      4·B·d·nq[me]·Σ_{r≠me} T_r               (Σ_{r≠me} T_r = L − T_me)
+//   heads_to_seq(qkv)    4·B·d·(nq[me] + 2·nkv[me])·Σ_{r≠me} T_r
+//   stats_to_heads(k)    4·B·T_me·k·Σ_{r≠me} nq[r]
+//   stats_to_seq(k)      4·B·k·nq[me]·Σ_{r≠me} T_r
+// With even shards (T_r = T) Σ_{r≠me} T_r = (N−1)·T.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -44,7 +48,9 @@ enum class UlyssesParts { q, qkv };
 
 struct UlyssesPlan {
   int N = 1, rank = 0;                      // group size, this rank's index in it
-  int B = 0, T = 0, H = 0, Hkv = 0, d = 0;  // T: tokens per rank; L = N·T
+  int B = 0, T = 0, H = 0, Hkv = 0, d = 0;  // T = tokens[rank]: this rank's shard
+  std::vector<int> tokens;                  // (N) T_r: tokens of rank r's shard
+  std::vector<int64_t> t0;                  // (N) first head-layout row of rank r's tokens
   std::vector<int> q0, nq;                  // (N) rank r owns query heads [q0[r], q0[r]+nq[r])
   std::vector<int> kv0, nkv;                // (N) rank r receives KV heads [kv0[r], kv0[r]+nkv[r])
   // This rank's heads cut into pieces the kernel can run in one call: the kernel maps
@@ -57,7 +63,8 @@ struct UlyssesPlan {
   };
   std::vector<Piece> pieces;
 
-  int64_t L() const { return int64_t(N) * T; }
+  int64_t L() const { return t0[N - 1] + tokens[N - 1]; }  // Σ_r T_r
+  int64_t others_tokens() const { return L() - T; }        // Σ_{r≠me} T_r
   int width(UlyssesParts p, int r) const {
     return p == UlyssesParts::q ? nq[r] : nq[r] + 2 * nkv[r];
   }
@@ -74,8 +81,11 @@ struct UlyssesPlan {
   uint64_t bytes_stats_to_seq(int k) const;
 };
 
-// Throws unless H % Hkv == 0 and all sizes are positive (N ≥ 1, 0 ≤ rank < N).
-UlyssesPlan make_ulysses_plan(int N, int rank, int B, int T, int H, int Hkv, int d);
+// tokens: (N) T_r, the shard length of every rank of the group (every rank passes the
+// same list). Throws unless H % Hkv == 0 and all sizes are positive (N ≥ 1,
+// 0 ≤ rank < N, tokens.size() = N, every T_r ≥ 1).
+UlyssesPlan make_ulysses_plan(int N, int rank, int B, const std::vector<int>& tokens, int H,
+                              int Hkv, int d);
 
 // x (B, T, seq_width, d) → y (B, L, width(me), d), y overwritten. buf: exchange_floats().
 // comm: the group of plan.N ranks in which this rank is plan.rank; may be null iff N = 1.

@@ -3,9 +3,12 @@
 //
 // sp rank R = g·u + i: Ulysses group g = ranks {g·u, …, g·u + u − 1} (index i inside it),
 // ring group i = ranks {i, u + i, …, (r−1)·u + i} (ring rank g). Forward:
-//  1. Ulysses all-to-all inside group g (parallel/ulysses.hpp): this rank gets the u·T
-//     tokens of its group for its nq query heads (+ the nkv KV heads they read); their
-//     global positions P_g = concat over m = 0..u−1 of shard_positions(L, N, g·u + m).
+//  1. Ulysses all-to-all inside group g (parallel/ulysses.hpp): this rank gets the
+//     L_g = Σ_m T_{g·u+m} tokens of its group for its nq query heads (+ the nkv KV heads
+//     they read); their global positions P_g = concat over m = 0..u−1 of
+//     shard_positions(L, N, g·u + m). Any L ≥ N: shards differ by at most one unit of the
+//     layout, so groups may differ in length (L_g); the all-to-alls are all-to-all-v and
+//     the ring core carries blocks of their own length (workspace sized for max_g L_g).
 //  2. ring attention over ring group i (parallel/ring.hpp) on those heads: every member
 //     of ring group i owns the same heads, and ring step k brings the K|V block of
 //     Ulysses group (g − k) mod r, positions P_{g−k}; partial (O, LSE) merge by LSE.
@@ -66,8 +69,7 @@ void fold_stats(Comm& sub, Comm* parent) {
 
 class UspAttention final : public AttentionStrategy {
  public:
-  UspAttention(Arena& arena, const SpSetup& sp, int64_t L, int u, int B, int T, int H, int Hkv,
-               int d)
+  UspAttention(Arena& arena, const SpSetup& sp, int64_t L, int u, int B, int H, int Hkv, int d)
       : parent_(sp.comm),
         N_(sp.sp_size()),
         R_(sp.sp_rank()),
@@ -76,8 +78,8 @@ class UspAttention final : public AttentionStrategy {
         g_(R_ / u),
         i_(R_ % u),
         L_(L),
-        Lg_(int64_t(u) * T),
-        plan_(make_ulysses_plan(u, R_ % u, B, T, H, Hkv, d)),
+        plan_(make_ulysses_plan(u, R_ % u, B, group_lens(L, sp, u, R_ / u), H, Hkv, d)),
+        Lg_(plan_.L()),
         nq_(plan_.nq[i_]),
         nkv_(plan_.nkv[i_]),
         wq_(nq_ + 2 * nkv_) {
@@ -85,13 +87,14 @@ class UspAttention final : public AttentionStrategy {
     if (u_ > 1) ucomm_ = parent_->split(g_, i_, "usp-ulysses");
     if (r_ > 1) rcomm_ = parent_->split(i_, g_, "usp-ring");
     // P_g for every Ulysses group g (small metadata: L int64 in all, as `ring` keeps).
+    int64_t Lg_max = 0;
     for (int g = 0; g < r_; ++g) {
       std::vector<int64_t> pg;
-      pg.reserve(size_t(Lg_));
       for (int m = 0; m < u_; ++m) {
         const std::vector<int64_t> pm = shard_positions(L_, N_, g * u_ + m, sp.layout);
         pg.insert(pg.end(), pm.begin(), pm.end());
       }
+      Lg_max = std::max(Lg_max, int64_t(pg.size()));
       kv_pos_.push_back(std::move(pg));
     }
     const size_t hl = size_t(B) * size_t(Lg_);  // tokens of the head layout, all batch rows
@@ -109,24 +112,26 @@ class UspAttention final : public AttentionStrategy {
       if (r_ == 1) delta_h_ = Buffer(arena, Mem::scratch, hl * nq_, "usp delta (head layout)");
     }
     if (r_ == 1) {
-      delta_ = Buffer(arena, Mem::scratch, size_t(B) * H * T, "usp delta (seq layout)");
+      delta_ = Buffer(arena, Mem::scratch, size_t(B) * H * plan_.T, "usp delta (seq layout)");
       scratch_ =
           Buffer(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch");
     } else {
       // One ring workspace per kernel piece (pieces read disjoint KV heads, so the K|V
-      // blocks add up to one of nkv heads); B = 1 when the calls go per batch row.
+      // blocks add up to one of nkv heads); B = 1 when the calls go per batch row. Sized
+      // for the longest group: ring rank j's block holds L_j rows.
       const int Bw = whole() ? B : 1;
       for (const UlyssesPlan::Piece& pc : plan_.pieces)
         ws_.push_back(
-            std::make_unique<RingWorkspace>(arena, Bw, int(Lg_), int(Lg_), pc.nq, pc.nkv, d));
+            std::make_unique<RingWorkspace>(arena, Bw, int(Lg_max), int(Lg_max), pc.nq, pc.nkv, d));
     }
   }
 
   const char* name() const override { return "usp"; }
 
   // forward  = Ulysses: QKV seq→heads + O heads→seq + LSE heads→seq
-  //          + ring forward on ring group: (r−1)·B·uT·2·nkv·d·4 without a mask, else
-  //            what the hop schedules move (ring_bytes below)
+  //          + ring forward on ring group, S_j = B·L_j·2·nkv·d·4 (ring rank j's block):
+  //            Σ_{j≠g+1} S_j without a mask (every block but the one arriving last),
+  //            else what the hop schedules move (ring_bytes below)
   uint64_t bytes_forward(const AttnShard& s) const override {
     check_shape(s);
     return plan_.bytes_seq_to_heads(UlyssesParts::qkv) + plan_.bytes_heads_to_seq(UlyssesParts::q) +
@@ -135,7 +140,8 @@ class UspAttention final : public AttentionStrategy {
 
   // backward = Ulysses: stats seq→heads (r > 1: LSE; r = 1: LSE, Δ) + QKV seq→heads
   //            + dO (and, r > 1, O) seq→heads + dQKV heads→seq
-  //          + ring backward on ring group: 2·(r−1)·B·uT·2·nkv·d·4 without a mask
+  //          + ring backward on ring group: Σ_{j≠g+1} S_j + Σ_{j≠g} S_j without a mask
+  //            (K|V again, and every other block's dK|dV accumulator once)
   uint64_t bytes_backward(const AttnShard& s) const override {
     check_shape(s);
     const uint64_t q_moves = r_ > 1 ? 2 : 1;
@@ -238,18 +244,30 @@ class UspAttention final : public AttentionStrategy {
   }
 
  private:
+  // T_{g·u+m} for m = 0..u−1: the shard lengths of Ulysses group g's members.
+  static std::vector<int> group_lens(int64_t L, const SpSetup& sp, int u, int g) {
+    std::vector<int> t(u);
+    for (int m = 0; m < u; ++m) t[m] = int(shard_len(L, sp.sp_size(), g * u + m, sp.layout));
+    return t;
+  }
+
   // Ring bytes of one call, following the hop schedules (parallel/ring.hpp): a block
   // travels only as far as the last ring rank that needs it, under causality, documents
-  // or a window. One piece: one ring call per piece over all B rows, schedule of the
-  // whole mask, block S = B·uT·2·nkv·d·4. Several pieces: one ring call per (row b,
-  // piece), row b's own schedule; the pieces' blocks add up to one row's S/B, so
+  // or a window. Ring rank j's block is Ulysses group j's L_j tokens (groups may differ
+  // in length). One piece: one ring call per piece over all B rows, schedule of the
+  // whole mask, block S_j = B·L_j·2·nkv·d·4. Several pieces: one ring call per (row b,
+  // piece), row b's own schedule; the pieces' blocks add up to one row's S_j/B, so
   //   bytes = Σ_b ring_bytes(schedule(row b), g, S/B).
   uint64_t ring_bytes(const AttnShard& s, bool backward) const {
-    auto bytes = [&](const RingSchedule& sc, uint64_t blk) {
+    auto bytes = [&](const RingSchedule& sc, const std::vector<uint64_t>& blk) {
       return backward ? ring_bytes_backward(sc, g_, blk) : ring_bytes_forward(sc, g_, blk);
     };
-    const uint64_t row = uint64_t(Lg_) * 2 * uint64_t(nkv_) * uint64_t(plan_.d) * 4;
-    if (whole()) return bytes(ring_schedule(s.mask, s.causal, plan_.B, kv_pos_), plan_.B * row);
+    std::vector<uint64_t> row, all;  // (r) bytes of ring rank j's block: one batch row, all B
+    for (const auto& pj : kv_pos_) {
+      row.push_back(uint64_t(pj.size()) * 2 * uint64_t(nkv_) * uint64_t(plan_.d) * 4);
+      all.push_back(uint64_t(plan_.B) * row.back());
+    }
+    if (whole()) return bytes(ring_schedule(s.mask, s.causal, plan_.B, kv_pos_), all);
     uint64_t n = 0;
     for (int b = 0; b < plan_.B; ++b) {
       const SeqMask one = s.mask ? row_mask(*s.mask, b) : SeqMask{};
@@ -291,7 +309,7 @@ class UspAttention final : public AttentionStrategy {
   Comm* uc() { return ucomm_.valid() ? &ucomm_ : nullptr; }
   Comm* rc() { return rcomm_.valid() ? &rcomm_ : nullptr; }
   // One piece: one call over all B; several (uneven GQA split): one per (batch row,
-  // piece), since LSE is (B, nq, u·T) contiguous and a piece's rows are contiguous only
+  // piece), since LSE is (B, nq, L_g) contiguous and a piece's rows are contiguous only
   // inside one batch row.
   bool whole() const { return plan_.pieces.size() == 1; }
 
@@ -318,7 +336,7 @@ class UspAttention final : public AttentionStrategy {
   void check_shard(const AttnShard& s) const {
     check_shape(s);
     SP_CHECK(s.pos != nullptr, "usp: shard positions are null");
-    const int64_t* mine = kv_pos_[g_].data() + int64_t(i_) * s.T;
+    const int64_t* mine = kv_pos_[g_].data() + plan_.t0[i_];
     for (int t = 0; t < s.T; ++t)
       SP_CHECK(s.pos[t] == mine[t], "usp: token ", t, " of sp rank ", R_, " has position ",
                s.pos[t], " but the layout gives ", mine[t],
@@ -326,7 +344,7 @@ class UspAttention final : public AttentionStrategy {
   }
 
   // Kernel / ring-core parameters of piece pc (batch row b when calls go per row) over
-  // head-layout tensors qkv (B, uT, nq + 2·nkv, d), o (B, uT, nq, d), lse (B, nq, uT).
+  // head-layout tensors qkv (B, L_g, nq + 2·nkv, d), o (B, L_g, nq, d), lse (B, nq, L_g).
   AttnParams call_params(const AttnShard& s, const UlyssesPlan::Piece& pc, int b, const float* qkv,
                          float* o, float* lse) const {
     const int d = plan_.d;
@@ -363,25 +381,26 @@ class UspAttention final : public AttentionStrategy {
   int u_, r_;     // Ulysses and ring degrees, N = u·r
   int g_, i_;     // Ulysses group index (= ring rank), index inside the Ulysses group
   int64_t L_;     // global sequence length
-  int64_t Lg_;    // u·T: tokens of one Ulysses group (head-layout rows, ring block rows)
   UlyssesPlan plan_;
+  int64_t Lg_;  // L_g = Σ_m T_{g·u+m}: tokens of this Ulysses group (head-layout rows, ring
+                // block rows of this ring rank; other groups' blocks may be one unit apart)
   int nq_, nkv_, wq_;  // heads this rank owns in head layout; wq = nq + 2·nkv
   Comm ucomm_;         // Ulysses group (u ranks; invalid when u = 1)
   Comm rcomm_;         // ring group (r ranks; invalid when r = 1)
-  std::vector<std::vector<int64_t>> kv_pos_;  // (r)(u·T) P_g of every Ulysses group
+  std::vector<std::vector<int64_t>> kv_pos_;  // (r)(L_g) P_g of every Ulysses group
   Buffer buf_;                                // (T, Σ_m w[m], d) all-to-all staging slab
-  Buffer qkv_h_;                              // (B, uT, nq + 2·nkv, d)
-  Buffer dqkv_h_;                             // (B, uT, nq + 2·nkv, d)
-  Buffer o_h_;                                // (B, uT, nq, d): O in forward, dO in backward
-  Buffer oo_h_;                               // (B, uT, nq, d): O in backward (r > 1)
+  Buffer qkv_h_;                              // (B, L_g, nq + 2·nkv, d)
+  Buffer dqkv_h_;                             // (B, L_g, nq + 2·nkv, d)
+  Buffer o_h_;                                // (B, L_g, nq, d): O in forward, dO in backward
+  Buffer oo_h_;                               // (B, L_g, nq, d): O in backward (r > 1)
   Buffer stats_send_;                         // stats_floats(k), k = 1 (r > 1) or 2
   Buffer stats_recv_;
-  Buffer lse_h_;    // (B, nq, uT)
-  Buffer delta_h_;  // (B, nq, uT) (r = 1)
+  Buffer lse_h_;    // (B, nq, L_g)
+  Buffer delta_h_;  // (B, nq, L_g) (r = 1)
   Buffer delta_;    // (B, H, T) (r = 1)
   Buffer scratch_;  // kernel tiles (r = 1; the ring workspaces hold their own)
   std::vector<std::unique_ptr<RingWorkspace>> ws_;  // one per piece (r > 1)
-  MaskBounds bounds_;               // (B, uT) visible key range per head-layout row (r = 1)
+  MaskBounds bounds_;               // (B, L_g) visible key range per head-layout row (r = 1)
   std::vector<SeqMask> row_masks_;  // (B) one-row masks of per-row ring calls (r > 1)
 };
 
@@ -393,8 +412,9 @@ SEQPAR_STRATEGY_FACTORY(make_usp_attention) {
   const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
   SP_CHECK(L > 0, "usp: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
   check_shardable(L, N, sp.layout);
-  SP_CHECK(int64_t(T) * N == L, "usp: shards of T=", T, " tokens on sp=", N,
-           " ranks do not make the sequence length L=", L, " (expected T=L/sp=", L / N, ")");
+  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
+  SP_CHECK(T == want, "usp: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
+           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
   SP_CHECK(Hkv > 0 && H % Hkv == 0, "usp: H=", H, " query heads not divisible by Hkv=", Hkv,
            " key/value heads");
   SP_CHECK(sp.usp_ulysses >= 0, "usp: Ulysses degree u=", sp.usp_ulysses,
@@ -403,7 +423,7 @@ SEQPAR_STRATEGY_FACTORY(make_usp_attention) {
   SP_CHECK(u <= N && N % u == 0, "usp: Ulysses degree u=", u,
            " does not divide the sequence-parallel degree sp=", N,
            " (need sp = u·r; valid u are the divisors of ", N, ")");
-  return std::make_unique<UspAttention>(arena, sp, L, u, B, T, H, Hkv, d);
+  return std::make_unique<UspAttention>(arena, sp, L, u, B, H, Hkv, d);
 }
 
 }  // namespace seqpar

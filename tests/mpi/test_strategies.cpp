@@ -185,7 +185,7 @@ std::vector<std::string> masked_strategies() {
 }
 
 // Strategies that accept any L >= N (shards differing by one unit of the layout).
-std::vector<std::string> uneven_strategies() { return {"ring", "allgather"}; }
+std::vector<std::string> uneven_strategies() { return {"ring", "allgather", "ulysses", "usp"}; }
 
 std::vector<Case> cases() {
   std::vector<Case> v;
@@ -199,6 +199,17 @@ std::vector<Case> cases() {
       v.push_back({st, false, 6, 2, 16, 1, layout, 0.1f, 0, 0, false, 0, 97});
       v.push_back({st, true, 4, 1, 16, 1, layout, 0.0f, 0, 0, true, 20, 301});
       v.push_back({st, true, 4, 2, 16, 1, layout, 0.1f, 0, 0, true, 0, 1009});
+    }
+  // Uneven shards with uneven Ulysses heads: GQA groups split across ranks give a rank
+  // several kernel pieces (per-row calls, per-row masks), for ulysses and for usp with
+  // u = 2 (at N = 4 a ring across two groups whose lengths differ, L_g = 49 and 48 for
+  // L = 97 contiguous; 1009 gives groups of 505 and 504, several ring pieces per block).
+  for (std::string st : {"ulysses", "usp"})
+    for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag, ShardLayout::striped}) {
+      v.push_back({st, true, 6, 3, 16, 1, layout, 0.0f, 0, 2, true, 0, 97});
+      v.push_back({st, false, 6, 2, 16, 1, layout, 0.1f, 0, 2, true, 9, 97});
+      v.push_back({st, true, 8, 2, 16, 1, layout, 0.0f, 0, 2, false, 0, 1009});
+      v.push_back({st, true, 3, 1, 16, 1, layout, 0.0f, 0, 2, false, 0, -1});
     }
   for (std::string st : {"ring", "ulysses", "usp", "mqsp", "rsa"})
     for (bool causal : {true, false})
@@ -371,6 +382,31 @@ TEST_P(WrongShard, IsRefusedOnEveryRank) {
 }
 
 INSTANTIATE_TEST_SUITE_P(All, WrongShard, testing::Values("ring", "ulysses", "usp", "mqsp", "rsa"));
+
+class WrongLength : public testing::TestWithParam<std::string> {};
+
+// A shard whose length is not the layout's (uneven L = 2N + 1, every rank one token too
+// many, so every rank refuses before any collective) is refused by the factory, naming
+// the rank, T, the layout, L and sp.
+TEST_P(WrongLength, IsRefusedNamingRankTLayoutLAndSp) {
+  Comm world = Comm::world();
+  const int N = world.size(), r = world.rank();
+  const int64_t L = 2 * N + 1;
+  const int T = int(shard_len(L, N, r, ShardLayout::zigzag)) + 1;
+  Arena arena;
+  try {
+    make_attention(GetParam(), arena, SpSetup{&world, ShardLayout::zigzag, L}, 1, T, 4, 2, 16);
+    ADD_FAILURE() << "no error on rank " << r;
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const std::string& want :
+         {"rank " + std::to_string(r), "T=" + std::to_string(T), std::string("zigzag"),
+          "L=" + std::to_string(L), "sp=" + std::to_string(N)})
+      EXPECT_NE(m.find(want), std::string::npos) << "'" << want << "' not in: " << m;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, WrongLength, testing::Values("ring", "allgather", "ulysses", "usp"));
 
 }  // namespace
 
