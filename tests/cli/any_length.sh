@@ -12,6 +12,8 @@ runs=("2 --sp 2 --sp-strategy ring --layout contiguous"
       "2 --sp 2 --sp-strategy ring --layout zigzag"
       "3 --sp 3 --sp-strategy ring --layout striped"
       "2 --sp 2 --sp-strategy allgather --layout zigzag"
+      "2 --sp 2 --sp-strategy ulysses"
+      "4 --sp 4 --sp-strategy usp --usp-ulysses 2 --layout zigzag"
       "2 --tp 2"
       "4 --tp 2 --sp 2 --sp-strategy ring --layout zigzag")
 cd "$src" || exit 1
