@@ -185,7 +185,7 @@ std::vector<std::string> masked_strategies() {
 }
 
 // Strategies that accept any L >= N (shards differing by one unit of the layout).
-std::vector<std::string> uneven_strategies() { return {"ring", "allgather"}; }
+std::vector<std::string> uneven_strategies() { return {"ring", "allgather", "mqsp", "rsa"}; }
 
 std::vector<Case> cases() {
   std::vector<Case> v;
@@ -200,6 +200,13 @@ std::vector<Case> cases() {
       v.push_back({st, true, 4, 1, 16, 1, layout, 0.0f, 0, 0, true, 20, 301});
       v.push_back({st, true, 4, 2, 16, 1, layout, 0.1f, 0, 0, true, 0, 1009});
     }
+  // mqsp with m ≠ N over uneven shards: chunk boundaries ⌊kL/m⌋ fall inside shards of
+  // different lengths, so chunks hold several owner segments of uneven length.
+  for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag, ShardLayout::striped}) {
+    v.push_back({"mqsp", true, 4, 2, 16, 1, layout, 0.0f, 5, 0, false, 0, 97});
+    v.push_back({"mqsp", false, 6, 2, 16, 1, layout, 0.1f, 7, 0, true, 20, 301});
+    v.push_back({"mqsp", true, 4, 1, 16, 1, layout, 0.0f, 1, 0, true, 0, 1009});
+  }
   for (std::string st : {"ring", "ulysses", "usp", "mqsp", "rsa"})
     for (bool causal : {true, false})
       for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag}) {
