@@ -379,6 +379,31 @@ TEST_P(WrongShard, IsRefusedOnEveryRank) {
 
 INSTANTIATE_TEST_SUITE_P(All, WrongShard, testing::Values("ring", "ulysses", "usp", "mqsp", "rsa"));
 
+class WrongLength : public testing::TestWithParam<std::string> {};
+
+// A shard one token longer than the layout gives this rank (L = 97, uneven for N > 1) is
+// refused at construction, naming the rank, both lengths, the layout, L and sp.
+TEST_P(WrongLength, IsRefusedNamingTheValues) {
+  Comm world = Comm::world();
+  const int N = world.size(), r = world.rank();
+  const int64_t L = 97;
+  const int want = int(shard_len(L, N, r, ShardLayout::zigzag));
+  Arena arena;
+  try {
+    make_attention(GetParam(), arena, SpSetup{&world, ShardLayout::zigzag, L}, 1, want + 1, 4, 2,
+                   16);
+    ADD_FAILURE() << "no error on rank " << r;
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    for (const std::string part :
+         {"rank " + std::to_string(r), "T=" + std::to_string(want + 1), std::string("zigzag"),
+          std::string("L=97"), "sp=" + std::to_string(N), "gives it " + std::to_string(want)})
+      EXPECT_NE(m.find(part), std::string::npos) << "'" << part << "' missing: " << m;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, WrongLength, testing::ValuesIn(uneven_strategies()));
+
 }  // namespace
 
 // A window shorter than a shard: under the contiguous layout each rank needs only its own
