@@ -1,13 +1,15 @@
 // `mqsp`: Micro-Query Sequence Parallelism (seed 000; docs/strategies/mqsp.md).
 //
-// Rank i keeps its K_i, V_i (T keys) and all-gathers the queries, so it holds Q for all L
-// rows in the gathered (rank-major) order g = j·T + t, row g at global position
-// shard_positions(L, N, j)[t]. It then walks m micro-query chunks of ⌈L/m⌉ or ⌊L/m⌋
+// Rank i keeps its K_i, V_i (T_i keys) and all-gathers the queries, so it holds Q for all
+// L rows in the gathered (rank-major) order g = G_j + t, G_j = T_0 + … + T_{j−1}, row g at
+// global position shard_positions(L, N, j)[t]. Shards may differ in length (any L ≥ N:
+// T_j = shard_len(L, N, j)), so the gathers are all-gather-v. It then walks m micro-query
+// chunks of ⌈L/m⌉ or ⌊L/m⌋
 // consecutive gathered rows; chunk k covers rows [⌊kL/m⌋, ⌊(k+1)L/m⌋), so its rows belong
 // to a contiguous range of ranks (one "segment" per owner) whatever the layout. Per chunk,
 // for every (b, h) at once, with S the chunk's column block of scores against the local keys:
 //
-//   S = Q_c K_iᵀ/√d (+ causal mask by global position)          (c × T per head)
+//   S = Q_c K_iᵀ/√d (+ causal mask by global position)          (c × T_i per head)
 //   M   = allreduce_max_i  rowmax(S)                              (B·H·c floats)
 //   E   = exp(S − M),  Σ = allreduce_sum_i rowsum(E)              (B·H·c floats)
 //   P   = E / Σ,  P̃ = P∘keep/(1−p)  (dropout keyed by global positions)
@@ -15,7 +17,7 @@
 //   LSE = M + log Σ  (every rank has M, Σ; the owner stores its rows)
 //
 // which is the paper's distributed softmax (row max, then row sum). The score buffer
-// (B, H, ⌈L/m⌉, T) is the same memory for every chunk: O(B·H·L²/(N·m)).
+// (B, H, ⌈L/m⌉, T_i) is the same memory for every chunk: O(B·H·L²/(N·m)).
 //
 // Backward all-gathers [Q | dO | LSE | Δ] in one call (Q again: one strategy object serves
 // every layer, so the forward's gathered Q is gone by then), then recomputes each chunk:
@@ -69,7 +71,7 @@ struct Chunk {
 
 class MqspAttention final : public AttentionStrategy {
  public:
-  MqspAttention(Arena& arena, const SpSetup& sp, int B, int T, int H, int Hkv, int d)
+  MqspAttention(Arena& arena, const SpSetup& sp, int64_t L, int B, int T, int H, int Hkv, int d)
       : comm_(sp.comm),
         N_(sp.sp_size()),
         rank_(sp.sp_rank()),
@@ -77,34 +79,40 @@ class MqspAttention final : public AttentionStrategy {
         T_(T),
         H_(H),
         Hkv_(Hkv),
-        d_(d) {
+        d_(d),
+        L_(L) {
     SP_CHECK(H % Hkv == 0, "mqsp: H=", H, " not divisible by Hkv=", Hkv);
-    L_ = sp.L > 0 ? sp.L : int64_t(T) * N_;
-    // Every rank's positions, in gathered order (metadata, made once).
+    // Every rank's positions, in gathered order, and where its rows start (metadata, made
+    // once): rank j holds T_j = shard_len(L, N, j) rows, gathered at G_j = Σ_{j'<j} T_j'.
     all_pos_.reserve(L_);
     for (int j = 0; j < N_; ++j) {
       const std::vector<int64_t> pj = shard_positions(L_, N_, j, sp.layout);
+      rows_.push_back(int(pj.size()));
+      row0_.push_back(int64_t(all_pos_.size()));
       all_pos_.insert(all_pos_.end(), pj.begin(), pj.end());
     }
-    SP_CHECK(int64_t(T) * N_ == L_, "mqsp: T=", T, " tokens per rank, but L=", L_, " over sp=", N_,
-             " ranks gives ", L_ / N_);
+    row0_.push_back(L_);  // the factory checked T = T_rank
     m_ = sp.mqsp_micro == 0 ? N_ : sp.mqsp_micro;
     SP_CHECK(m_ >= 1 && m_ <= L_, "mqsp: micro-query count m=", m_, " must be in [1, L=", L_,
              "] (0 selects m = sp = ", N_, ")");
     build_chunks();
     // This rank's key positions, sorted (the per-row visibility search).
-    keys_sorted_.assign(all_pos_.begin() + int64_t(rank_) * T,
-                        all_pos_.begin() + int64_t(rank_ + 1) * T);
+    keys_sorted_.assign(all_pos_.begin() + row0_[rank_], all_pos_.begin() + row0_[rank_] + T);
     std::sort(keys_sorted_.begin(), keys_sorted_.end());
 
     const int64_t HD = int64_t(H) * d;
-    const int64_t pack = pack_floats();  // one rank's block of the backward all-gather
+    // Rank j's blocks of the two all-gather-v calls: Q (B, T_j, H, d) forward, and
+    // [Q | dO | LSE | Δ] backward; both start at B·G_j·(…) since the slabs are rank-major.
+    for (int j = 0; j < N_; ++j) {
+      q_counts_.push_back(int64_t(B) * rows_[j] * HD);
+      pack_counts_.push_back(pack_floats(rows_[j]));
+    }
     nt_ = std::max(1, std::min(num_threads(), B * Hkv));
     if (N_ > 1) {
-      pack_ = Buffer(arena, Mem::comm, pack, "mqsp all-gather send");
+      pack_ = Buffer(arena, Mem::comm, pack_floats(T), "mqsp all-gather send");
       recv_ = Buffer(arena, Mem::comm, size_t(max_seg_) * B * HD, "mqsp reduce recv");
     }
-    gath_ = Buffer(arena, Mem::comm, size_t(N_) * pack, "mqsp gathered Q|dO|LSE|delta");
+    gath_ = Buffer(arena, Mem::comm, pack_floats(L_), "mqsp gathered Q|dO|LSE|delta");
     part_ = Buffer(arena, Mem::comm, size_t(c_max_) * B * HD, "mqsp partial O/dQ");
     stats_ = Buffer(arena, Mem::comm, 2 * size_t(B) * H * c_max_, "mqsp row max/sum");
     scores_ = Buffer(arena, Mem::scratch, size_t(B) * H * c_max_ * T, "mqsp scores");
@@ -113,12 +121,13 @@ class MqspAttention final : public AttentionStrategy {
 
   const char* name() const override { return "mqsp"; }
 
-  // Forward: all-gather Q, then per chunk all-reduce max and sum (B·H·c floats each) and
-  // reduce each owner segment of the partial O (len·B·H·d floats).
+  // Forward: all-gather-v Q (this rank's B·T_i·H·d floats to each of the N−1 others), then
+  // per chunk all-reduce max and sum (B·H·c floats each) and reduce each owner segment of
+  // the partial O (len·B·H·d floats).
   uint64_t bytes_forward(const AttnShard& s) const override {
     if (N_ == 1) return 0;
     const uint64_t n = N_, HD = uint64_t(s.H) * s.d;
-    uint64_t bytes = (n - 1) * uint64_t(s.B) * s.T * HD * 4;
+    uint64_t bytes = (n - 1) * uint64_t(q_counts_[rank_]) * 4;
     for (const Chunk& ch : chunks_) {
       bytes += 2 * scaled(uint64_t(s.B) * s.H * ch.rows * 4, 2 * (n - 1), n);
       for (const Segment& sg : ch.segs) bytes += scaled(uint64_t(sg.len) * s.B * HD * 4, n - 1, n);
@@ -126,12 +135,12 @@ class MqspAttention final : public AttentionStrategy {
     return bytes;
   }
 
-  // Backward: all-gather [Q | dO | LSE | Δ] (B·T·H·(2d + 2) floats per rank), then per
-  // chunk reduce each owner segment of the partial dQ (len·B·H·d floats).
+  // Backward: all-gather-v [Q | dO | LSE | Δ] (B·T_i·H·(2d + 2) floats from this rank),
+  // then per chunk reduce each owner segment of the partial dQ (len·B·H·d floats).
   uint64_t bytes_backward(const AttnShard& s) const override {
     if (N_ == 1) return 0;
     const uint64_t n = N_, HD = uint64_t(s.H) * s.d;
-    uint64_t bytes = (n - 1) * uint64_t(s.B) * s.T * s.H * (2 * uint64_t(s.d) + 2) * 4;
+    uint64_t bytes = (n - 1) * uint64_t(pack_counts_[rank_]) * 4;
     for (const Chunk& ch : chunks_)
       for (const Segment& sg : ch.segs) bytes += scaled(uint64_t(sg.len) * s.B * HD * 4, n - 1, n);
     return bytes;
@@ -141,19 +150,19 @@ class MqspAttention final : public AttentionStrategy {
     agree_on_shard(comm_, "mqsp", [&] { check_shard(s); });
     prepare_mask(s);
     const int B = B_, T = T_, H = H_, d = d_, group = H_ / Hkv_;
-    const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d, QB = int64_t(B) * T * HD;
+    const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d;
     const int64_t BHD = int64_t(B) * HD, cT = int64_t(c_max_) * T;
     const float scale = 1.0f / std::sqrt(float(d));
     const AttnParams drop = dropout_params(s);
     const bool masking = s.causal || bounds_.active();
     const int ft = std::max(1, std::min(num_threads(), B * H));
 
-    // All-gather Q: rank j's block (B, T, H, d) lands at gath + j·QB.
+    // All-gather-v Q: rank j's block (B, T_j, H, d) lands at gath + B·G_j·H·d.
     float* gath = gath_.data();
     float* send = N_ > 1 ? pack_.data() : gath;
     for (int64_t bt = 0; bt < int64_t(B) * T; ++bt)
       std::memcpy(send + bt * HD, s.qkv + bt * W, sizeof(float) * HD);
-    if (N_ > 1) comm_->allgather(send, gath, QB);
+    if (N_ > 1) comm_->allgatherv(send, gath, q_counts_);
 
     BlasSingleThread blas_one;
     for (const Chunk& ch : chunks_) {
@@ -172,7 +181,9 @@ class MqspAttention final : public AttentionStrategy {
             std::fill(Sg, Sg + int64_t(sg.len) * T, kNegInf);
             continue;
           }
-          const float* q = gath + sg.owner * QB + (int64_t(b) * T + sg.t0) * HD + int64_t(h) * d;
+          const int To = rows_[sg.owner];  // the owner's block is (B, T_owner, H, d)
+          const float* q = gath + int64_t(B) * row0_[sg.owner] * HD +
+                           (int64_t(b) * To + sg.t0) * HD + int64_t(h) * d;
           cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, sg.len, T, d, scale, q, HD, k, W,
                       0.0f, Sg, T);
         }
@@ -248,11 +259,12 @@ class MqspAttention final : public AttentionStrategy {
     prepare_mask(s);
     const int B = B_, T = T_, H = H_, d = d_, group = H_ / Hkv_;
     const int64_t HD = int64_t(H) * d, W = int64_t(H + 2 * Hkv_) * d, QB = int64_t(B) * T * HD;
-    const int64_t BHD = int64_t(B) * HD, cT = int64_t(c_max_) * T, PB = pack_floats();
+    const int64_t BHD = int64_t(B) * HD, cT = int64_t(c_max_) * T;
     const float scale = 1.0f / std::sqrt(float(d));
     const AttnParams drop = dropout_params(s);
 
-    // Pack [Q (B,T,H,d) | dO (B,T,H,d) | LSE (B,H,T) | Δ (B,H,T)] and all-gather it.
+    // Pack [Q (B,T,H,d) | dO (B,T,H,d) | LSE (B,H,T) | Δ (B,H,T)] and all-gather-v it:
+    // rank j's block (T_j rows) lands at gath + pack_floats(G_j).
     float* gath = gath_.data();
     float* send = N_ > 1 ? pack_.data() : gath;
     for (int64_t bt = 0; bt < int64_t(B) * T; ++bt) {
@@ -270,7 +282,7 @@ class MqspAttention final : public AttentionStrategy {
       for (int x = 0; x < d; ++x) acc += a[x] * z[x];
       delta[u] = acc;
     }
-    if (N_ > 1) comm_->allgather(send, gath, PB);
+    if (N_ > 1) comm_->allgatherv(send, gath, pack_counts_);
 
     BlasSingleThread blas_one;
     for (const Chunk& ch : chunks_) {
@@ -294,12 +306,15 @@ class MqspAttention final : public AttentionStrategy {
               std::fill(dPg, dPg + int64_t(sg.len) * T, 0.0f);
               continue;
             }
-            const float* blk = gath + sg.owner * PB;
-            const int64_t row0 = (int64_t(b) * T + sg.t0) * HD + int64_t(h) * d;
+            // the owner's block: [Q | dO (B, To, H, d) | LSE | Δ (B, H, To)]
+            const int To = rows_[sg.owner];
+            const int64_t QBo = int64_t(B) * To * HD;
+            const float* blk = gath + pack_floats(row0_[sg.owner]);
+            const int64_t row0 = (int64_t(b) * To + sg.t0) * HD + int64_t(h) * d;
             const float* q = blk + row0;
-            const float* g = blk + QB + row0;
-            const float* ls = blk + 2 * QB + (int64_t(b) * H + h) * T + sg.t0;
-            const float* dl = ls + int64_t(B) * H * T;
+            const float* g = blk + QBo + row0;
+            const float* ls = blk + 2 * QBo + (int64_t(b) * H + h) * To + sg.t0;
+            const float* dl = ls + int64_t(B) * H * To;
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, sg.len, T, d, scale, q, HD, k, W,
                         0.0f, Sg, T);
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, sg.len, T, d, 1.0f, g, HD, v, W,
@@ -345,8 +360,11 @@ class MqspAttention final : public AttentionStrategy {
   }
 
  private:
-  // Floats of one rank's block in the backward all-gather: Q, dO (B,T,H,d) + LSE, Δ (B,H,T).
-  int64_t pack_floats() const { return int64_t(B_) * T_ * H_ * (2 * int64_t(d_) + 2); }
+  // Floats of `rows` query rows in the backward all-gather: Q, dO (B,rows,H,d) + LSE, Δ
+  // (B,H,rows). One rank's block is pack_floats(T_j); it starts at pack_floats(G_j).
+  int64_t pack_floats(int64_t rows) const {
+    return int64_t(B_) * rows * H_ * (2 * int64_t(d_) + 2);
+  }
 
   void build_chunks() {
     c_max_ = 0;
@@ -357,11 +375,12 @@ class MqspAttention final : public AttentionStrategy {
       const int64_t g1 = int64_t(k + 1) * L_ / m_;
       ch.rows = int(g1 - ch.g0);
       for (int64_t g = ch.g0; g < g1;) {
-        const int j = int(g / T_);
-        const int64_t end = std::min<int64_t>(g1, int64_t(j + 1) * T_);
+        // owner of row g: the last j with G_j ≤ g (every T_j ≥ 1, so exactly one)
+        const int j = int(std::upper_bound(row0_.begin(), row0_.end(), g) - row0_.begin()) - 1;
+        const int64_t end = std::min<int64_t>(g1, row0_[j + 1]);
         Segment sg;
         sg.owner = j;
-        sg.t0 = int(g - int64_t(j) * T_);
+        sg.t0 = int(g - row0_[j]);
         sg.len = int(end - g);
         sg.off = int(g - ch.g0);
         sg.id = n_segs_++;
@@ -427,7 +446,7 @@ class MqspAttention final : public AttentionStrategy {
     SP_CHECK(s.L == L_, "mqsp: shard L=", s.L, ", built for L=", L_);
     SP_CHECK(s.dropout_p >= 0.0f && s.dropout_p < 1.0f, "mqsp: dropout_p=", s.dropout_p,
              " outside [0, 1)");
-    const int64_t* mine = all_pos_.data() + int64_t(rank_) * T_;
+    const int64_t* mine = all_pos_.data() + row0_[rank_];
     SP_CHECK(std::equal(mine, mine + T_, s.pos), "mqsp: rank ", rank_,
              " was given positions that are not its shard of the layout");
   }
@@ -437,13 +456,17 @@ class MqspAttention final : public AttentionStrategy {
   int64_t L_ = 0;
   int m_ = 1, c_max_ = 0, max_seg_ = 0, nt_ = 1, n_segs_ = 0;
   std::vector<int64_t> all_pos_;      // (L) global position of gathered row g
+  std::vector<int> rows_;             // (N) T_j, rows of rank j
+  std::vector<int64_t> row0_;         // (N + 1) G_j, first gathered row of rank j; G_N = L
+  std::vector<int64_t> q_counts_;     // (N) floats of rank j's Q block, B·T_j·H·d
+  std::vector<int64_t> pack_counts_;  // (N) floats of rank j's backward block
   std::vector<int64_t> keys_sorted_;  // (T) this rank's key positions, ascending
   std::vector<Chunk> chunks_;
   MaskBounds bounds_;       // (B, L) visible key range of each gathered row (mask only)
   std::vector<char> live_;  // (B, segments) some row of the segment sees a local key
 
   Buffer pack_;    // (B·T·H·(2d+2)) all-gather send (N > 1)
-  Buffer gath_;    // (N, B·T·H·(2d+2)) gathered Q (forward) or Q|dO|LSE|Δ (backward)
+  Buffer gath_;    // (B·L·H·(2d+2)) gathered Q (forward) or Q|dO|LSE|Δ (backward), by rank
   Buffer part_;    // (c_max, B, H, d) partial O or dQ of one chunk
   Buffer recv_;    // (max_seg, B, H, d) owner's reduced rows (N > 1)
   Buffer stats_;   // (2, B, H, c_max) row max, row sum
@@ -454,7 +477,15 @@ class MqspAttention final : public AttentionStrategy {
 }  // namespace
 
 SEQPAR_STRATEGY_FACTORY(make_mqsp_attention) {
-  return std::make_unique<MqspAttention>(arena, sp, B, T, H, Hkv, d);
+  const int N = sp.sp_size();
+  // A single rank without a setup length holds the whole (contiguous) sequence.
+  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
+  SP_CHECK(L > 0, "mqsp: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
+  check_shardable(L, N, sp.layout);
+  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
+  SP_CHECK(T == want, "mqsp: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
+           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
+  return std::make_unique<MqspAttention>(arena, sp, L, B, T, H, Hkv, d);
 }
 
 }  // namespace seqpar

@@ -1,10 +1,11 @@
 // `rsa`: Ring Self-Attention of Colossal-AI (Li et al., "Sequence Parallelism: Long
 // Sequence Training from System Perspective"), as published: every rank materialises
 // its full score rows. docs/strategies/rsa.md has the derivation, the byte formulas and
-// the memory formula; in brief, for rank i of N holding query rows Q_i (T of them):
+// the memory formula; in brief, for rank i of N holding query rows Q_i (T_i of them; any
+// L ≥ N, so blocks may differ in length, T_j = shard_len(L, N, j)):
 //
 // forward   K ring (N−1 hops):  S_i[:, block j] = Q_i K_jᵀ·scale (+ causal mask by global
-//           positions), for every j — the (B, H, T, L) score buffer;
+//           positions), for every j — the (B, H, T_i, L) score buffer;
 //           softmax over the full row:  LSE_i = log Σ_c exp(S_ic),  P = exp(S − LSE),
 //           P̃ = P∘dropout mask (LSE is pre-dropout);
 //           V ring (N−1 hops):  O_i = Σ_j P̃_ij V_j.
@@ -17,15 +18,19 @@
 //             dV_j += P̃_ijᵀ dO_i;
 //           K ring (N−1 hops) + travelling dK accumulators (N−1 hops):
 //             dQ_i += dS_ij K_j·scale,  dK_j += dS_ijᵀ Q_i·scale.
-// Bytes sent per rank, KV = B·T·Hkv·d·4:  forward 2(N−1)·KV,  backward 5(N−1)·KV.
+// Bytes sent per rank, KV_j = 4·B·T_j·Hkv·d (block j), Σ = Σ_j KV_j: rank i forwards every
+// block but its successor's, Σ − KV_{i+1}, per block ring, and every accumulator but its
+// own, Σ − KV_i, per accumulator pass: forward 2·(Σ − KV_{i+1}), backward
+// 3·(Σ − KV_{i+1}) + 2·(Σ − KV_i); with even shards 2(N−1)·KV and 5(N−1)·KV.
 // Masks: query t of batch row b sees key c iff lo_b(t) ≤ pos_c ≤ hi_b(t), the visible
 // range of parallel/mask.hpp (documents, window, causal; causal alone: (−∞, pos_t]);
 // masked scores are −∞, element by element. A block j that no row of batch row b sees
 // (decided exactly per row from the block's sorted key positions) is skipped for that
 // row: no score GEMM (−∞ / P = 0 filled), no P̃V, dS, dV, dQ or dK work. The rings stay
 // uniform, so the bytes do not depend on the mask.
-// Score columns are kept in block order (column j·T + t is token t of rank j), which the
-// row softmax does not care about; kpos_ maps a column to its global position.
+// Score columns are kept in block order (column C_j + t is token t of rank j, C_j =
+// T_0 + … + T_{j−1}), which the row softmax does not care about; kpos_ maps a column to its
+// global position. Ring buffers hold the longest block; each message carries its own.
 #include <cblas.h>
 #include <omp.h>
 
@@ -45,7 +50,7 @@ namespace seqpar {
 namespace {
 
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-// Query rows per dP tile in backward: the tile is kRowChunk×T per thread, so backward
+// Query rows per dP tile in backward: the tile is kRowChunk×T_j per thread, so backward
 // needs no second T×L buffer.
 constexpr int kRowChunk = 64;
 // Message tags, one pair (block, accumulator) per ring pass.
@@ -69,17 +74,18 @@ class RsaAttention final : public AttentionStrategy {
     kpos_.reserve(size_t(L));
     for (int j = 0; j < N_; ++j) {
       const std::vector<int64_t> p = shard_positions(L, N_, j, sp.layout);
-      SP_CHECK(int(p.size()) == T, "rsa: rank ", j, " of ", N_, " holds ", p.size(),
-               " tokens under layout ", layout_name(sp.layout), ", expected T=", T);
+      len_.push_back(int(p.size()));
+      col0_.push_back(int64_t(kpos_.size()));
       kpos_.insert(kpos_.end(), p.begin(), p.end());
+      t_max_ = std::max(t_max_, len_.back());
     }
     kpos_sorted_ = kpos_;
     for (int j = 0; j < N_; ++j)
-      std::sort(kpos_sorted_.begin() + int64_t(j) * T, kpos_sorted_.begin() + int64_t(j + 1) * T);
-    const size_t bh_t = size_t(B) * H * T, kv = block_floats();
+      std::sort(kpos_sorted_.begin() + col0_[j], kpos_sorted_.begin() + col0_[j] + len_[j]);
+    const size_t bh_t = size_t(B) * H * T, kv = block_floats(t_max_);
     scores_ = Buffer(arena, Mem::scratch, bh_t * size_t(L), "rsa score rows (B,H,T,L)");
-    tile_ = Buffer(arena, Mem::scratch, size_t(nt_) * rows_chunk_ * T, "rsa dP tiles");
-    dhead_ = Buffer(arena, Mem::scratch, bh_t * d, "rsa per-head dK/dV");
+    tile_ = Buffer(arena, Mem::scratch, size_t(nt_) * rows_chunk_ * t_max_, "rsa dP tiles");
+    dhead_ = Buffer(arena, Mem::scratch, size_t(B) * H * t_max_ * d, "rsa per-head dK/dV");
     delta_ = Buffer(arena, Mem::scratch, bh_t, "rsa delta");
     blk_[0] = Buffer(arena, Mem::comm, kv, "rsa K/V block");
     acc_[0] = Buffer(arena, Mem::comm, kv, "rsa dK/dV accumulator");
@@ -91,13 +97,13 @@ class RsaAttention final : public AttentionStrategy {
 
   const char* name() const override { return "rsa"; }
 
-  // K ring + V ring, N−1 hops each, one (B, T, Hkv, d) block per hop.
-  uint64_t bytes_forward(const AttnShard&) const override {
-    return 2 * uint64_t(N_ - 1) * block_floats() * sizeof(float);
-  }
-  // K ring (recompute P), V ring + dV accumulators, K ring + dK accumulators.
+  // K ring + V ring: this rank forwards blocks i, i−1, …, i−N+2, every block but that of
+  // its successor i+1 (which would come back home): Σ_j KV_j − KV_{i+1} per ring.
+  uint64_t bytes_forward(const AttnShard&) const override { return 2 * ring_bytes(); }
+  // K ring (recompute P), V ring + dV accumulators, K ring + dK accumulators; this rank
+  // hands on the accumulators of blocks i−1, …, i−N+1, every block but its own.
   uint64_t bytes_backward(const AttnShard&) const override {
-    return 5 * uint64_t(N_ - 1) * block_floats() * sizeof(float);
+    return 3 * ring_bytes() + 2 * acc_bytes();
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
@@ -127,10 +133,26 @@ class RsaAttention final : public AttentionStrategy {
   }
 
  private:
-  size_t block_floats() const { return size_t(B_) * Hkv_ * T_ * d_; }
+  // Floats of a (B, Hkv, t, d) block: block j is block_floats(T_j).
+  size_t block_floats(int t) const { return size_t(B_) * Hkv_ * t * d_; }
+  // Bytes this rank sends in one block ring: Σ_{j ≠ i+1} 4·B·T_j·Hkv·d (0 when N = 1).
+  uint64_t ring_bytes() const {
+    uint64_t n = 0;
+    for (int j = 0; j < N_; ++j)
+      if (j != (rank_ + 1) % N_) n += block_floats(len_[j]) * sizeof(float);
+    return n;
+  }
+  // Bytes this rank sends in one accumulator pass: Σ_{j ≠ i} 4·B·T_j·Hkv·d.
+  uint64_t acc_bytes() const {
+    uint64_t n = 0;
+    for (int j = 0; j < N_; ++j)
+      if (j != rank_) n += block_floats(len_[j]) * sizeof(float);
+    return n;
+  }
   int64_t qkv_width() const { return int64_t(H_ + 2 * Hkv_) * d_; }
   int kv_head(int h) const { return h / (H_ / Hkv_); }
-  // Row (b, h, t) of the score buffer starts at scores_ + ((b·H + h)·T + t)·L.
+  // Row (b, h, t) of the score buffer starts at scores_ + ((b·H + h)·T + t)·L; block j's
+  // columns are [C_j, C_j + T_j) of it.
   float* score_rows(int64_t bh) const { return scores_.data() + bh * T_ * L_; }
   // Visible key range [lo, hi] of this rank's query t in batch row b: the mask's bounds,
   // or causality alone (−∞, pos_t], or everything.
@@ -152,7 +174,7 @@ class RsaAttention final : public AttentionStrategy {
     vis_.assign(size_t(B_) * N_, 0);
     for (int b = 0; b < B_; ++b)
       for (int j = 0; j < N_; ++j) {
-        const auto first = kpos_sorted_.begin() + int64_t(j) * T_, last = first + T_;
+        const auto first = kpos_sorted_.begin() + col0_[j], last = first + len_[j];
         char& v = vis_[size_t(b) * N_ + j];
         for (int t = 0; t < T_ && !v; ++t) {
           int64_t lo, hi;
@@ -170,9 +192,10 @@ class RsaAttention final : public AttentionStrategy {
              "rsa: shard B=", s.B, " T=", s.T, " H=", s.H, " Hkv=", s.Hkv, " d=", s.d,
              ", built for B=", B_, " T=", T_, " H=", H_, " Hkv=", Hkv_, " d=", d_);
     SP_CHECK(s.L == L_, "rsa: shard L=", s.L, ", built for L=", L_);
+    const int64_t* mine = kpos_.data() + col0_[rank_];
     for (int t = 0; t < T_; ++t)
-      SP_CHECK(s.pos[t] == kpos_[size_t(rank_) * T_ + t], "rsa: position ", t, " of rank ", rank_,
-               " is ", s.pos[t], ", the layout gives ", kpos_[size_t(rank_) * T_ + t]);
+      SP_CHECK(s.pos[t] == mine[t], "rsa: position ", t, " of rank ", rank_, " is ", s.pos[t],
+               ", the layout gives ", mine[t]);
   }
 
   AttnParams dropout_key(const AttnShard& s) const { return shard_kernel_params(s); }
@@ -185,7 +208,7 @@ class RsaAttention final : public AttentionStrategy {
     for (int64_t x = 0; x < n; ++x) f(x, omp_get_thread_num());
   }
 
-  // (B, T, heads [col, col + Hkv), d) of qkv  ->  (B, Hkv, T, d) block.
+  // (B, T, heads [col, col + Hkv), d) of qkv  ->  (B, Hkv, T, d) block (this rank's).
   void pack_block(const float* qkv, int col, float* blk) const {
     const int64_t W = qkv_width();
     parallel(int64_t(B_) * Hkv_, [&](int64_t x, int) {
@@ -211,7 +234,8 @@ class RsaAttention final : public AttentionStrategy {
   // One pass of the ring over the K (col = H) or V (col = H + Hkv) blocks of all ranks.
   // Step 0 computes this rank's own block while the first hop is in flight; step
   // s = 1..N−1 computes the block of rank j = (i − s) mod N, received from rank i − 1
-  // (and forwarded to i + 1 while computing, unless s = N − 1): N − 1 block hops.
+  // (and forwarded to i + 1 while computing, unless s = N − 1): N − 1 block hops. Every
+  // message is block_floats(T_j) of the block it carries (buffers hold the longest).
   // With dqkv (backward), compute(j, blk, acc) also adds this rank's dK_j or dV_j
   // contribution into acc: the own block's goes home at once; the accumulator of block j
   // is started on rank j + 1 (its step 1), handed to the next rank after every step and,
@@ -220,7 +244,8 @@ class RsaAttention final : public AttentionStrategy {
   template <class Compute>
   void ring_pass(const AttnShard& s, int col, int tag, float* dqkv, Compute&& compute) {
     const int i = rank_, N = N_, next = (i + 1) % N, prev = (i - 1 + N) % N;
-    const size_t n = block_floats();
+    auto n = [&](int j) { return block_floats(len_[j]); };      // floats of block j
+    auto owner = [&](int st) { return (i - st % N + N) % N; };  // block computed at step st
     const bool with_acc = dqkv != nullptr;
     std::vector<Comm::Request> reqs;
     // Pending transfers are cancelled if an exception unwinds this pass.
@@ -231,13 +256,14 @@ class RsaAttention final : public AttentionStrategy {
         if (c) c->cancel_all(r);
       }
     } cancel{comm_, reqs};
-    auto post_hop = [&](const float* send, float* recv) {
-      reqs.push_back(comm_->irecv(recv, n, prev, tag));
-      reqs.push_back(comm_->isend(send, n, next, tag));
+    // At step st: send the block of step st onward, receive the block of step st + 1.
+    auto post_hop = [&](int st, const float* send, float* recv) {
+      reqs.push_back(comm_->irecv(recv, n(owner(st + 1)), prev, tag));
+      reqs.push_back(comm_->isend(send, n(owner(st)), next, tag));
     };
     pack_block(s.qkv, col, blk_[0].data());
-    if (N > 1) post_hop(blk_[0].data(), blk_[1].data());
-    if (with_acc) std::memset(acc_[0].data(), 0, sizeof(float) * n);
+    if (N > 1) post_hop(0, blk_[0].data(), blk_[1].data());
+    if (with_acc) std::memset(acc_[0].data(), 0, sizeof(float) * n(i));
     compute(i, blk_[0].data(), with_acc ? acc_[0].data() : nullptr);
     if (with_acc) add_home(acc_[0].data(), col, dqkv);
     int cur = 0, a = 0;
@@ -245,11 +271,13 @@ class RsaAttention final : public AttentionStrategy {
       comm_->wait_all(reqs);
       reqs.clear();
       cur ^= 1;
-      if (st < N - 1) post_hop(blk_[cur].data(), blk_[cur ^ 1].data());
-      if (with_acc && st == 1) std::memset(acc_[a].data(), 0, sizeof(float) * n);
-      compute((i - st + N) % N, blk_[cur].data(), with_acc ? acc_[a].data() : nullptr);
-      if (with_acc) {
-        comm_->sendrecv(acc_[a].data(), n, next, acc_[a ^ 1].data(), n, prev, tag + 1);
+      const int j = owner(st);
+      if (st < N - 1) post_hop(st, blk_[cur].data(), blk_[cur ^ 1].data());
+      if (with_acc && st == 1) std::memset(acc_[a].data(), 0, sizeof(float) * n(j));
+      compute(j, blk_[cur].data(), with_acc ? acc_[a].data() : nullptr);
+      if (with_acc) {  // dK_j / dV_j onward; in comes rank i−1's, of the next step's block
+        comm_->sendrecv(acc_[a].data(), n(j), next, acc_[a ^ 1].data(), n(owner(st + 1)), prev,
+                        tag + 1);
         a ^= 1;
       }
     }
@@ -262,32 +290,33 @@ class RsaAttention final : public AttentionStrategy {
   // masked or where the row sees no key).
   void score_block(const AttnShard& s, int j, const float* k, float scale, const float* lse) const {
     const int64_t W = qkv_width(), L = L_;
-    const int64_t* kp = kpos_.data() + size_t(j) * T_;
+    const int Tj = len_[j];
+    const int64_t* kp = kpos_.data() + col0_[j];
     const bool masking = s.causal || bounds_.active();
     parallel(int64_t(B_) * H_, [&](int64_t x, int) {
       const int64_t b = x / H_, h = x % H_;
-      float* S = score_rows(x) + int64_t(j) * T_;
+      float* S = score_rows(x) + col0_[j];  // (T, T_j) at leading dimension L
       if (!visible(b, j)) {
-        for (int t = 0; t < T_; ++t) std::fill_n(S + t * L, T_, lse ? 0.0f : kNegInf);
+        for (int t = 0; t < T_; ++t) std::fill_n(S + t * L, Tj, lse ? 0.0f : kNegInf);
         return;
       }
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T_, T_, d_, scale,
-                  s.qkv + b * T_ * W + h * d_, int(W), k + (b * Hkv_ + kv_head(int(h))) * T_ * d_,
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T_, Tj, d_, scale,
+                  s.qkv + b * T_ * W + h * d_, int(W), k + (b * Hkv_ + kv_head(int(h))) * Tj * d_,
                   d_, 0.0f, S, int(L));
       for (int t = 0; t < T_; ++t) {
         float* row = S + t * L;
         if (masking) {
           int64_t lo, hi;
           key_range(s, b, int(t), lo, hi);
-          for (int c = 0; c < T_; ++c)
+          for (int c = 0; c < Tj; ++c)
             if (kp[c] < lo || kp[c] > hi) row[c] = kNegInf;
         }
         if (lse) {
           const float l = lse[x * T_ + t];
           if (l == kNegInf) {
-            std::fill_n(row, T_, 0.0f);
+            std::fill_n(row, Tj, 0.0f);
           } else {
-            for (int c = 0; c < T_; ++c) row[c] = std::exp(row[c] - l);  // exp(−inf) = 0
+            for (int c = 0; c < Tj; ++c) row[c] = std::exp(row[c] - l);  // exp(−inf) = 0
           }
         }
       }
@@ -332,10 +361,10 @@ class RsaAttention final : public AttentionStrategy {
     parallel(int64_t(B_) * H_, [&](int64_t x, int) {
       const int64_t b = x / H_, h = x % H_;
       if (!visible(b, j)) return;  // P̃_ij = 0
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_, d_, T_, 1.0f,
-                  score_rows(x) + int64_t(j) * T_, int(L_),
-                  v + (b * Hkv_ + kv_head(int(h))) * T_ * d_, d_, 1.0f, o + b * T_ * HD + h * d_,
-                  int(HD));
+      const int Tj = len_[j];
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_, d_, Tj, 1.0f,
+                  score_rows(x) + col0_[j], int(L_), v + (b * Hkv_ + kv_head(int(h))) * Tj * d_, d_,
+                  1.0f, o + b * T_ * HD + h * d_, int(HD));
     });
   }
 
@@ -353,13 +382,13 @@ class RsaAttention final : public AttentionStrategy {
     }
   }
 
-  // acc (B, Hkv, T, d) += Σ over the query heads of each kv head's group of dhead, for
-  // the batch rows that see block j (the others left dhead unwritten).
+  // acc (B, Hkv, T_j, d) += Σ over the query heads of each kv head's group of dhead
+  // (B, H, T_j, d), for the batch rows that see block j (the others left dhead unwritten).
   void reduce_groups(int j, float* acc) const {
     const int g = H_ / Hkv_;
     const float* dh = dhead_.data();
     parallel(int64_t(B_) * Hkv_, [&](int64_t x, int) {
-      const int64_t b = x / Hkv_, kh = x % Hkv_, n = int64_t(T_) * d_;
+      const int64_t b = x / Hkv_, kh = x % Hkv_, n = int64_t(len_[j]) * d_;
       if (!visible(b, j)) return;
       float* dst = acc + x * n;
       for (int hh = 0; hh < g; ++hh) {
@@ -376,25 +405,26 @@ class RsaAttention final : public AttentionStrategy {
     const AttnParams key = dropout_key(s);
     const bool drop = s.dropout_p > 0.0f;
     const int64_t HD = int64_t(H_) * d_, L = L_;
-    const int64_t* kp = kpos_.data() + size_t(j) * T_;
+    const int Tj = len_[j];
+    const int64_t* kp = kpos_.data() + col0_[j];
     parallel(int64_t(B_) * H_, [&](int64_t x, int tid) {
       const int64_t b = x / H_;
       const int h = int(x % H_);
       if (!visible(b, j)) return;  // P_ij = 0: dS_ij = 0 and no dV contribution
-      const float* vj = v + (b * Hkv_ + kv_head(h)) * T_ * d_;
-      float* tile = tile_.data() + int64_t(tid) * rows_chunk_ * T_;  // (rows, T)
-      float* dv = dhead_.data() + x * T_ * d_;                       // (T, d)
+      const float* vj = v + (b * Hkv_ + kv_head(h)) * Tj * d_;
+      float* tile = tile_.data() + int64_t(tid) * rows_chunk_ * t_max_;  // (rows, T_j)
+      float* dv = dhead_.data() + x * Tj * d_;                           // (T_j, d)
       for (int t0 = 0; t0 < T_; t0 += rows_chunk_) {
         const int rows = std::min(rows_chunk_, T_ - t0);
         const float* dO = dout + (b * T_ + t0) * HD + int64_t(h) * d_;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, T_, d_, 1.0f, dO, int(HD), vj,
-                    d_, 0.0f, tile, T_);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, Tj, d_, 1.0f, dO, int(HD), vj,
+                    d_, 0.0f, tile, Tj);
         for (int t = 0; t < rows; ++t) {
-          float* prow = score_rows(x) + (t0 + t) * L + int64_t(j) * T_;
-          float* trow = tile + int64_t(t) * T_;
+          float* prow = score_rows(x) + (t0 + t) * L + col0_[j];
+          float* trow = tile + int64_t(t) * Tj;
           const float dl = delta_.data()[x * T_ + t0 + t];
           const int64_t qpos = s.pos[t0 + t];
-          for (int c = 0; c < T_; ++c) {
+          for (int c = 0; c < Tj; ++c) {
             const float p = prow[c];
             if (p == 0.0f) {
               trow[c] = 0.0f;
@@ -405,7 +435,7 @@ class RsaAttention final : public AttentionStrategy {
             trow[c] = p * m;                   // P̃
           }
         }
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T_, d_, rows, 1.0f, tile, T_, dO,
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tj, d_, rows, 1.0f, tile, Tj, dO,
                     int(HD), t0 == 0 ? 0.0f : 1.0f, dv, d_);
       }
     });
@@ -419,12 +449,13 @@ class RsaAttention final : public AttentionStrategy {
     parallel(int64_t(B_) * H_, [&](int64_t x, int) {
       const int64_t b = x / H_, h = x % H_;
       if (!visible(b, j)) return;  // dS_ij = 0
-      const float* dS = score_rows(x) + int64_t(j) * T_;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_, d_, T_, scale, dS, int(L_),
-                  k + (b * Hkv_ + kv_head(int(h))) * T_ * d_, d_, 1.0f, dqkv + b * T_ * W + h * d_,
+      const int Tj = len_[j];
+      const float* dS = score_rows(x) + col0_[j];  // (T, T_j) at leading dimension L
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T_, d_, Tj, scale, dS, int(L_),
+                  k + (b * Hkv_ + kv_head(int(h))) * Tj * d_, d_, 1.0f, dqkv + b * T_ * W + h * d_,
                   int(W));
-      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T_, d_, T_, scale, dS, int(L_),
-                  s.qkv + b * T_ * W + h * d_, int(W), 0.0f, dhead_.data() + x * T_ * d_, d_);
+      cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Tj, d_, T_, scale, dS, int(L_),
+                  s.qkv + b * T_ * W + h * d_, int(W), 0.0f, dhead_.data() + x * Tj * d_, d_);
     });
     reduce_groups(j, acc);
   }
@@ -435,13 +466,16 @@ class RsaAttention final : public AttentionStrategy {
   int64_t L_;
   int nt_;
   int rows_chunk_;
-  std::vector<int64_t> kpos_;  // (L) global position of score column j·T + t
+  int t_max_ = 0;              // the longest block, max_j T_j
+  std::vector<int> len_;       // (N) T_j, keys of block j
+  std::vector<int64_t> col0_;  // (N) C_j, first score column of block j
+  std::vector<int64_t> kpos_;  // (L) global position of score column C_j + t
   Buffer scores_;              // (B, H, T, L) S, then P̃ (forward) / P, then dS (backward)
-  Buffer tile_;                // (threads, rows_chunk, T) dP / P̃ tiles
-  Buffer dhead_;               // (B, H, T, d) per-query-head dK_j or dV_j contribution
+  Buffer tile_;                // (threads, rows_chunk, T_max) dP / P̃ tiles
+  Buffer dhead_;               // (B, H, T_max, d) per-query-head dK_j or dV_j contribution
   Buffer delta_;               // (B, H, T) Δ
-  Buffer blk_[2];              // (B, Hkv, T, d) K_j or V_j: computing / arriving
-  Buffer acc_[2];              // (B, Hkv, T, d) dK_j or dV_j accumulator: own / arriving
+  Buffer blk_[2];              // (B, Hkv, T_max, d) K_j or V_j: computing / arriving
+  Buffer acc_[2];              // (B, Hkv, T_max, d) dK_j or dV_j accumulator: own / arriving
 
   std::vector<int64_t> kpos_sorted_;  // (L) kpos_, ascending within each block j
   MaskBounds bounds_;                 // (B, T) visible key range of this rank's rows (mask)
@@ -455,9 +489,13 @@ SEQPAR_STRATEGY_FACTORY(make_rsa_attention) {
   SP_CHECK(N == 1 || sp.comm != nullptr, "rsa: sp degree ", N, " without a communicator");
   SP_CHECK(H % Hkv == 0, "rsa: H=", H, " query heads must be a multiple of Hkv=", Hkv,
            " key/value heads");
-  const int64_t L = sp.L > 0 ? sp.L : int64_t(N) * T;
-  SP_CHECK(L == int64_t(N) * T, "rsa: global length L=", L, " is not N·T = ", N, "·", T);
+  // A single rank without a setup length holds the whole (contiguous) sequence.
+  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
+  SP_CHECK(L > 0, "rsa: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
   check_shardable(L, N, sp.layout);
+  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
+  SP_CHECK(T == want, "rsa: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
+           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
   return std::make_unique<RsaAttention>(arena, sp, L, B, T, H, Hkv, d);
 }
 

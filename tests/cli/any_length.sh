@@ -14,6 +14,8 @@ runs=("2 --sp 2 --sp-strategy ring --layout contiguous"
       "2 --sp 2 --sp-strategy allgather --layout zigzag"
       "2 --sp 2 --sp-strategy ulysses"
       "4 --sp 4 --sp-strategy usp --usp-ulysses 2 --layout zigzag"
+      "3 --sp 3 --sp-strategy mqsp --mqsp-micro 5"
+      "2 --sp 2 --sp-strategy rsa --layout zigzag"
       "2 --tp 2"
       "4 --tp 2 --sp 2 --sp-strategy ring --layout zigzag")
 cd "$src" || exit 1

@@ -185,7 +185,9 @@ std::vector<std::string> masked_strategies() {
 }
 
 // Strategies that accept any L >= N (shards differing by one unit of the layout).
-std::vector<std::string> uneven_strategies() { return {"ring", "allgather", "ulysses", "usp"}; }
+std::vector<std::string> uneven_strategies() {
+  return {"ring", "allgather", "ulysses", "usp", "mqsp", "rsa"};
+}
 
 std::vector<Case> cases() {
   std::vector<Case> v;
@@ -211,6 +213,13 @@ std::vector<Case> cases() {
       v.push_back({st, true, 8, 2, 16, 1, layout, 0.0f, 0, 2, false, 0, 1009});
       v.push_back({st, true, 3, 1, 16, 1, layout, 0.0f, 0, 2, false, 0, -1});
     }
+  // mqsp with m ≠ N over uneven shards: chunk boundaries ⌊kL/m⌋ fall inside shards of
+  // different lengths, so chunks hold several owner segments of uneven length.
+  for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag, ShardLayout::striped}) {
+    v.push_back({"mqsp", true, 4, 2, 16, 1, layout, 0.0f, 5, 0, false, 0, 97});
+    v.push_back({"mqsp", false, 6, 2, 16, 1, layout, 0.1f, 7, 0, true, 20, 301});
+    v.push_back({"mqsp", true, 4, 1, 16, 1, layout, 0.0f, 1, 0, true, 0, 1009});
+  }
   for (std::string st : {"ring", "ulysses", "usp", "mqsp", "rsa"})
     for (bool causal : {true, false})
       for (auto layout : {ShardLayout::contiguous, ShardLayout::zigzag}) {
@@ -385,28 +394,28 @@ INSTANTIATE_TEST_SUITE_P(All, WrongShard, testing::Values("ring", "ulysses", "us
 
 class WrongLength : public testing::TestWithParam<std::string> {};
 
-// A shard whose length is not the layout's (uneven L = 2N + 1, every rank one token too
-// many, so every rank refuses before any collective) is refused by the factory, naming
-// the rank, T, the layout, L and sp.
-TEST_P(WrongLength, IsRefusedNamingRankTLayoutLAndSp) {
+// A shard one token longer than the layout gives this rank (L = 97, uneven for N > 1) is
+// refused at construction, naming the rank, both lengths, the layout, L and sp.
+TEST_P(WrongLength, IsRefusedNamingTheValues) {
   Comm world = Comm::world();
   const int N = world.size(), r = world.rank();
-  const int64_t L = 2 * N + 1;
-  const int T = int(shard_len(L, N, r, ShardLayout::zigzag)) + 1;
+  const int64_t L = 97;
+  const int want = int(shard_len(L, N, r, ShardLayout::zigzag));
   Arena arena;
   try {
-    make_attention(GetParam(), arena, SpSetup{&world, ShardLayout::zigzag, L}, 1, T, 4, 2, 16);
+    make_attention(GetParam(), arena, SpSetup{&world, ShardLayout::zigzag, L}, 1, want + 1, 4, 2,
+                   16);
     ADD_FAILURE() << "no error on rank " << r;
   } catch (const Error& e) {
     const std::string m = e.what();
-    for (const std::string& want :
-         {"rank " + std::to_string(r), "T=" + std::to_string(T), std::string("zigzag"),
-          "L=" + std::to_string(L), "sp=" + std::to_string(N)})
-      EXPECT_NE(m.find(want), std::string::npos) << "'" << want << "' not in: " << m;
+    for (const std::string part :
+         {"rank " + std::to_string(r), "T=" + std::to_string(want + 1), std::string("zigzag"),
+          std::string("L=97"), "sp=" + std::to_string(N), "gives it " + std::to_string(want)})
+      EXPECT_NE(m.find(part), std::string::npos) << "'" << part << "' missing: " << m;
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(All, WrongLength, testing::Values("ring", "allgather", "ulysses", "usp"));
+INSTANTIATE_TEST_SUITE_P(All, WrongLength, testing::ValuesIn(uneven_strategies()));
 
 }  // namespace
 
