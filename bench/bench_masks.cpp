@@ -12,9 +12,10 @@
 //   bench_masks balance  [L=16384] [H=4] [d=64] [samples=8]     (one rank)
 //       Work per rank of packed KJV under contiguous and zigzag at N = 2, 4, 8: live tile
 //       pairs of its queries against all keys (max over ranks / mean), averaged over
-//       `samples` windows of the token file; and, for the first window, the kernel time of
-//       each rank's queries against the whole sequence (computed one rank after another on
-//       this process, so ranks do not compete for cores).
+//       `samples` windows of the token file; and, on the window the contiguous layout
+//       balances worst, the kernel fwd+bwd time of each rank's queries against the whole
+//       sequence (best of 3, one rank after another on this process, so ranks do not compete
+//       for cores).
 //   mpiexec -n N bench_masks strategies [L=8192] [H=8] [d=64] [iters=3]
 //       allgather vs ring vs ulysses, causal zigzag, MHA (Hkv = H) and GQA (Hkv = H/4):
 //       fwd+bwd time (best of iters) and bytes this rank sends (comm/ counters).
@@ -178,12 +179,30 @@ void bench_balance(int argc, char** argv) {
   std::printf("balance: packed KJV, L=%lld, causal, %d windows; work = live 64x128 tile pairs of a "
               "rank's queries against all keys\n",
               (long long)L, samples);
-  std::printf("  %2s %-11s %14s %14s %22s\n", "N", "layout", "max/mean (avg)", "max/mean (worst)",
-              "kernel ms per rank (window 0)");
+  std::printf("  %2s %-11s %14s %14s   %s\n", "N", "layout", "max/mean (avg)", "max/mean (worst)",
+              "kernel fwd+bwd ms per rank on the window contiguous balances worst (its max/mean "
+              "in tiles and in time)");
   std::vector<int64_t> all(L);
   for (int64_t i = 0; i < L; ++i) all[i] = i;
   Problem full(1, int(L), H, H, d, 3);  // Q, K, V of the whole sequence (one window)
-  for (int N : {2, 4, 8})
+  for (int N : {2, 4, 8}) {
+    // The window the contiguous layout balances worst: the per-rank times are measured on it.
+    size_t wk = 0;
+    double wk_imb = 0;
+    for (size_t k = 0; k < masks.size(); ++k) {
+      std::vector<double> work;
+      for (int r = 0; r < N; ++r) {
+        const auto pos = shard_positions(L, N, r, ShardLayout::contiguous);
+        int64_t n = 0;
+        for (int j = 0; j < N; ++j)
+          n += live_tiles(&masks[k], true, pos, shard_positions(L, N, j, ShardLayout::contiguous));
+        work.push_back(double(n));
+      }
+      double mean = 0;
+      for (double x : work) mean += x / N;
+      const double imb = *std::max_element(work.begin(), work.end()) / mean;
+      if (imb > wk_imb) wk_imb = imb, wk = k;
+    }
     for (ShardLayout lay : all_layouts()) {
       double sum = 0, worst = 0;
       for (const SeqMask& m : masks) {
@@ -200,10 +219,15 @@ void bench_balance(int argc, char** argv) {
         sum += imb / masks.size();
         worst = std::max(worst, imb);
       }
-      // Kernel time of each rank's queries against the whole sequence, window 0.
-      std::string times;
+      // Kernel time (fwd+bwd, best of 3 after a warm-up) of each rank's queries against the
+      // whole sequence, window 0; and that window's imbalance in tiles and in time.
+      std::vector<double> ms, tiles0;
       for (int r = 0; r < N; ++r) {
         const auto pos = shard_positions(L, N, r, lay);
+        int64_t n0 = 0;
+        for (int j = 0; j < N; ++j)
+          n0 += live_tiles(&masks[wk], true, pos, shard_positions(L, N, j, lay));
+        tiles0.push_back(double(n0));
         const int T = int(pos.size()), W = 3 * H * d;
         Problem q(1, T, H, H, d, 5);
         for (int t = 0; t < T; ++t)  // this rank's query rows, gathered from the sequence
@@ -219,23 +243,39 @@ void bench_balance(int argc, char** argv) {
         p.B = 1, p.Tq = T, p.Tk = int(L), p.H = H, p.Hkv = H, p.d = d, p.causal = true;
         p.scratch = scratch.data(), p.scratch_floats = int64_t(scratch.size());
         MaskBounds mb;
-        mb.build(&masks[0], pos.data(), 1, T, true);
+        mb.build(&masks[wk], pos.data(), 1, T, true);
         mb.apply(p);
         p.dout = q.dout.data(), p.delta = delta.data();
         p.dq = q.dqkv.data(), p.dq_stride = W, p.dq_bstride = int64_t(T) * W;
         p.dk = dk.data(), p.dv = dk.data() + H * d, p.dkv_stride = 2 * H * d,
         p.dkv_bstride = L * 2 * H * d;
-        const double t0 = now();
-        attention_forward(p);
-        attention_delta(delta.data(), q.dout.data(), p);
-        attention_backward(p);
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%s%.0f", r ? " " : "", (now() - t0) * 1e3);
-        times += buf;
+        double best = 1e30;
+        for (int it = 0; it < 4; ++it) {  // it = 0 warms up
+          const double t0 = now();
+          attention_forward(p);
+          attention_delta(delta.data(), q.dout.data(), p);
+          attention_backward(p);
+          if (it > 0) best = std::min(best, now() - t0);
+        }
+        ms.push_back(best * 1e3);
       }
+      auto imbalance = [](const std::vector<double>& v) {
+        double mean = 0;
+        for (double x : v) mean += x / v.size();
+        return *std::max_element(v.begin(), v.end()) / mean;
+      };
+      std::string times;
+      for (double x : ms) times += (times.empty() ? "" : " ") + std::to_string(int(x + 0.5));
+      double tsum = 0;
+      for (double x : tiles0) tsum += x;
+      times += "  (window " + std::to_string(wk) + ": " + std::to_string(int64_t(tsum)) +
+               " tiles, max/mean " + std::to_string(imbalance(tiles0)).substr(0, 5) +
+               "; slowest rank " + std::to_string(int(*std::max_element(ms.begin(), ms.end()) + 0.5)) +
+               " ms, max/mean " + std::to_string(imbalance(ms)).substr(0, 5) + ")";
       std::printf("  %2d %-11s %14.3f %14.3f   %s\n", N, layout_name(lay), sum, worst,
                   times.c_str());
     }
+  }
 }
 
 void bench_strategies(int argc, char** argv, Comm& world) {
