@@ -92,8 +92,7 @@ struct Problem {
 };
 
 // Best-of-iters fwd+bwd time of one strategy on shard s (barriers around each).
-double time_fwd_bwd(AttentionStrategy& st, const AttnShard& s, Problem& pr, Comm* comm,
-                    int iters) {
+double time_fwd_bwd(AttentionStrategy& st, const AttnShard& s, Problem& pr, Comm* comm, int iters) {
   double best = 1e30;
   for (int i = 0; i <= iters; ++i) {  // i = 0 warms up
     if (comm) comm->barrier();
@@ -116,7 +115,8 @@ void bench_docs(int argc, char** argv) {
   const SeqMask m = kjv_mask(f, 0, L, 0);
   std::vector<int64_t> pos(L);
   for (int64_t i = 0; i < L; ++i) pos[i] = i;
-  const int64_t live_m = live_tiles(&m, true, pos, pos), live_c = live_tiles(nullptr, true, pos, pos);
+  const int64_t live_m = live_tiles(&m, true, pos, pos),
+                live_c = live_tiles(nullptr, true, pos, pos);
   const double frac = double(live_m) / double(live_c);
   Problem pr(1, int(L), H, H, d, 7);
   Arena arena;
@@ -125,9 +125,10 @@ void bench_docs(int argc, char** argv) {
   const double t_c = time_fwd_bwd(*st, s, pr, nullptr, iters);
   s.mask = &m;
   const double t_m = time_fwd_bwd(*st, s, pr, nullptr, iters);
-  std::printf("docs: local fwd+bwd, KJV chapters packed into L=%lld (%zu documents), H=%d d=%d, "
-              "%d threads, best of %d\n",
-              (long long)L, m.doc_starts[0].size(), H, d, num_threads(), iters);
+  std::printf(
+      "docs: local fwd+bwd, KJV chapters packed into L=%lld (%zu documents), H=%d d=%d, "
+      "%d threads, best of %d\n",
+      (long long)L, m.doc_starts[0].size(), H, d, num_threads(), iters);
   std::printf("  %-22s %10s %12s\n", "", "time ms", "live tiles");
   std::printf("  %-22s %10.1f %12lld\n", "causal, unmasked", t_c * 1e3, (long long)live_c);
   std::printf("  %-22s %10.1f %12lld\n", "causal + documents", t_m * 1e3, (long long)live_m);
@@ -144,9 +145,10 @@ void bench_window(int argc, char** argv, Comm& world) {
   for (int k = 6; k < argc; ++k) lens.push_back(std::atoll(argv[k]));
   if (lens.empty()) lens = {8192, 16384, 32768, 65536};
   if (r == 0)
-    std::printf("window: ring, N=%d contiguous, causal window w=%lld, H=%d d=%d, best of %d\n"
-                "  %8s %10s %12s %14s\n",
-                N, (long long)w, H, d, iters, "L", "time ms", "us per token", "MB sent r0");
+    std::printf(
+        "window: ring, N=%d contiguous, causal window w=%lld, H=%d d=%d, best of %d\n"
+        "  %8s %10s %12s %14s\n",
+        N, (long long)w, H, d, iters, "L", "time ms", "us per token", "MB sent r0");
   for (int64_t L : lens) {
     const std::vector<int64_t> pos = shard_positions(L, N, r, ShardLayout::contiguous);
     const int T = int(pos.size());
@@ -160,7 +162,8 @@ void bench_window(int argc, char** argv, Comm& world) {
     s.mask = &m;
     const double t = time_fwd_bwd(*st, s, pr, &world, iters);
     const double mb = double(st->bytes_forward(s) + st->bytes_backward(s)) / 1e6;
-    if (r == 0) std::printf("  %8lld %10.1f %12.3f %14.2f\n", (long long)L, t * 1e3, t * 1e6 / L, mb);
+    if (r == 0)
+      std::printf("  %8lld %10.1f %12.3f %14.2f\n", (long long)L, t * 1e3, t * 1e6 / L, mb);
   }
 }
 
@@ -176,9 +179,10 @@ void bench_balance(int argc, char** argv) {
   std::vector<SeqMask> masks;
   const uint64_t span = f.num_tokens() - uint64_t(L);
   for (int k = 0; k < samples; ++k) masks.push_back(kjv_mask(f, span * k / samples, L, 0));
-  std::printf("balance: packed KJV, L=%lld, causal, %d windows; work = live 64x128 tile pairs of a "
-              "rank's queries against all keys\n",
-              (long long)L, samples);
+  std::printf(
+      "balance: packed KJV, L=%lld, causal, %d windows; work = live 64x128 tile pairs of a "
+      "rank's queries against all keys\n",
+      (long long)L, samples);
   std::printf("  %2s %-11s %14s %14s   %s\n", "N", "layout", "max/mean (avg)", "max/mean (worst)",
               "kernel fwd+bwd ms per rank on the window contiguous balances worst (its max/mean "
               "in tiles and in time)");
@@ -238,7 +242,8 @@ void bench_balance(int argc, char** argv) {
         p.q = q.qkv.data(), p.q_stride = W, p.q_bstride = int64_t(T) * W;
         p.k = full.qkv.data() + H * d, p.v = full.qkv.data() + 2 * H * d;
         p.kv_stride = W, p.kv_bstride = L * W;
-        p.o = q.o.data(), p.lse = q.lse.data(), p.o_stride = H * d, p.o_bstride = int64_t(T) * H * d;
+        p.o = q.o.data(), p.lse = q.lse.data(), p.o_stride = H * d,
+        p.o_bstride = int64_t(T) * H * d;
         p.q_pos = pos.data(), p.k_pos = all.data();
         p.B = 1, p.Tq = T, p.Tk = int(L), p.H = H, p.Hkv = H, p.d = d, p.causal = true;
         p.scratch = scratch.data(), p.scratch_floats = int64_t(scratch.size());
@@ -270,7 +275,8 @@ void bench_balance(int argc, char** argv) {
       for (double x : tiles0) tsum += x;
       times += "  (window " + std::to_string(wk) + ": " + std::to_string(int64_t(tsum)) +
                " tiles, max/mean " + std::to_string(imbalance(tiles0)).substr(0, 5) +
-               "; slowest rank " + std::to_string(int(*std::max_element(ms.begin(), ms.end()) + 0.5)) +
+               "; slowest rank " +
+               std::to_string(int(*std::max_element(ms.begin(), ms.end()) + 0.5)) +
                " ms, max/mean " + std::to_string(imbalance(ms)).substr(0, 5) + ")";
       std::printf("  %2d %-11s %14.3f %14.3f   %s\n", N, layout_name(lay), sum, worst,
                   times.c_str());
@@ -284,9 +290,10 @@ void bench_strategies(int argc, char** argv, Comm& world) {
   const int H = arg_i(argc, argv, 3, 8), d = arg_i(argc, argv, 4, 64);
   const int iters = arg_i(argc, argv, 5, 3);
   if (r == 0)
-    std::printf("strategies: N=%d, L=%lld, H=%d d=%d, causal zigzag, best of %d\n"
-                "  %-10s %4s %10s %14s\n",
-                N, (long long)L, H, d, iters, "strategy", "Hkv", "time ms", "MB sent r0");
+    std::printf(
+        "strategies: N=%d, L=%lld, H=%d d=%d, causal zigzag, best of %d\n"
+        "  %-10s %4s %10s %14s\n",
+        N, (long long)L, H, d, iters, "strategy", "Hkv", "time ms", "MB sent r0");
   for (int Hkv : {H, std::max(1, H / 4)})
     for (const char* name : {"allgather", "ring", "ulysses"}) {
       const auto pos = shard_positions(L, N, r, ShardLayout::zigzag);
@@ -323,8 +330,9 @@ int main(int argc, char** argv) {
       else
         bench_strategies(argc, argv, world);
     } else {
-      std::fprintf(stderr, "usage: bench_masks docs|window|balance|strategies [args] "
-                           "(see the comment at the top of bench/bench_masks.cpp)\n");
+      std::fprintf(stderr,
+                   "usage: bench_masks docs|window|balance|strategies [args] "
+                   "(see the comment at the top of bench/bench_masks.cpp)\n");
       return 2;
     }
   } catch (const std::exception& e) {

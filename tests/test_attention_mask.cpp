@@ -236,7 +236,8 @@ TEST(SeqMask, BoundsMatchDefinition) {
       const SeqMask m = mask_from_doc_ids(ids.data(), 1, L, w);
       for (int64_t i = 0; i < L; ++i)
         for (int64_t j = 0; j < L; ++j) {
-          const bool want = ids[i] == ids[j] && (!causal || j <= i) && (w == 0 || std::abs(i - j) < w);
+          const bool want =
+              ids[i] == ids[j] && (!causal || j <= i) && (w == 0 || std::abs(i - j) < w);
           ASSERT_EQ(m.visible(0, i, j, causal), want) << "w=" << w << " i=" << i << " j=" << j;
         }
     }

@@ -302,12 +302,10 @@ void Comm::reduce_scatter_sum(const float* send, float* recv, size_t n) {
   count("reduce_scatter", static_cast<uint64_t>(size_ - 1) * n * sizeof(float));
 }
 
-void Comm::reduce_scatterv_sum(const float* send, float* recv,
-                              const std::vector<int64_t>& counts) {
+void Comm::reduce_scatterv_sum(const float* send, float* recv, const std::vector<int64_t>& counts) {
   require_valid("reduce_scatterv");
   SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
-           ": reduce_scatterv got ", counts.size(), " counts, expected one per rank (", size_,
-           ")");
+           ": reduce_scatterv got ", counts.size(), " counts, expected one per rank (", size_, ")");
   std::vector<int> cnts(size_);
   int64_t total = 0, others = 0;
   for (int r = 0; r < size_; ++r) {

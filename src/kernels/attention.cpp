@@ -252,8 +252,8 @@ void check_params(const AttnParams& p, const char* who, bool blocked) {
   }
   SP_CHECK((p.key_lo == nullptr) == (p.key_hi == nullptr), who,
            ": key_lo and key_hi must be set together");
-  SP_CHECK(p.key_lo == nullptr || p.B == 1 || p.key_bstride >= p.Tq, who, ": key_bstride=",
-           p.key_bstride, " < Tq=", p.Tq);
+  SP_CHECK(p.key_lo == nullptr || p.B == 1 || p.key_bstride >= p.Tq, who,
+           ": key_bstride=", p.key_bstride, " < Tq=", p.Tq);
   SP_CHECK(p.dropout_p >= 0.0f && p.dropout_p < 1.0f, who, ": dropout_p=", p.dropout_p,
            " outside [0, 1)");
   if (blocked) {

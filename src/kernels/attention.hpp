@@ -56,7 +56,7 @@ struct AttnParams {
   const int64_t* key_lo = nullptr;  // (B, Tq) with batch stride key_bstride
   const int64_t* key_hi = nullptr;
   int64_t key_bstride = 0;  // entries between batch rows of key_lo / key_hi (>= Tq if B > 1)
-  float scale = 0.0f;  // 0: use 1/sqrt(d)
+  float scale = 0.0f;       // 0: use 1/sqrt(d)
   // Attention-probability dropout (p = 0: off).
   float dropout_p = 0.0f;
   uint64_t seed = 0;

@@ -774,7 +774,7 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
     b.mask.check();
   }
   if (arena_.dry_run()) return 0.0;
-  const int64_t R = R_, C = cfg_.C, V = cfg_.V, rb = row_begin();
+  const int64_t R = R_, C = cfg_.C, rb = row_begin();
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
   embed_forward(b);
   if (p_drop > 0)
@@ -788,7 +788,7 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
 
 void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
   if (arena_.dry_run()) return;
-  const int64_t N = N_, R = R_, C = cfg_.C, V = cfg_.V, d = cfg_.d(), rb = row_begin();
+  const int64_t N = N_, R = R_, C = cfg_.C, d = cfg_.d(), rb = row_begin();
   const int64_t Wt = int64_t(Ht_ + 2 * Hkvt_) * d, HDt = int64_t(Ht_) * d, Ft = Ft_;
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
   const int64_t* keys = b.row_key.data() + rb;

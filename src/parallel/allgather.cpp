@@ -157,8 +157,7 @@ class AllGatherAttention final : public AttentionStrategy {
     float* dst = comm_ ? mine_.data() : all_.data();
 #pragma omp parallel for schedule(static) num_threads(num_threads())
     for (int64_t u = 0; u < rows; ++u)
-      std::memcpy(dst + u * 2 * kvd, s.qkv + u * W + int64_t(s.H) * s.d,
-                  2 * kvd * sizeof(float));
+      std::memcpy(dst + u * 2 * kvd, s.qkv + u * W + int64_t(s.H) * s.d, 2 * kvd * sizeof(float));
     if (comm_) comm_->allgatherv(mine_.data(), all_.data(), counts_);
   }
 
@@ -186,7 +185,7 @@ class AllGatherAttention final : public AttentionStrategy {
   size_t blk_;  // floats of one packed K|V shard: B·T·2·Hkv·d
   Buffer mine_, all_, dall_, delta_, scratch_;
   std::vector<std::vector<int64_t>> kv_pos_, sorted_;  // (N)(T_j) positions of each block
-  std::vector<int64_t> counts_, offsets_;  // (N) floats of block j and where it starts
+  std::vector<int64_t> counts_, offsets_;              // (N) floats of block j and where it starts
   MaskBounds bounds_;
 };
 
@@ -198,9 +197,8 @@ SEQPAR_STRATEGY_FACTORY(make_allgather_attention) {
   SP_CHECK(L > 0, "allgather: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
   check_shardable(L, N, sp.layout);
   const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
-  SP_CHECK(T == want, "allgather: rank ", sp.sp_rank(), " has a shard of T=", T,
-           " tokens but the ", layout_name(sp.layout), " layout of L=", L, " over sp=", N,
-           " gives it ", want);
+  SP_CHECK(T == want, "allgather: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
+           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
   SP_CHECK(H % Hkv == 0, "allgather: H=", H, " query heads not divisible by Hkv=", Hkv);
   return std::make_unique<AllGatherAttention>(arena, sp, L, B, T, H, Hkv, d);
 }

@@ -9,9 +9,12 @@ namespace seqpar {
 
 const char* layout_name(ShardLayout l) {
   switch (l) {
-    case ShardLayout::contiguous: return "contiguous";
-    case ShardLayout::zigzag: return "zigzag";
-    case ShardLayout::striped: return "striped";
+    case ShardLayout::contiguous:
+      return "contiguous";
+    case ShardLayout::zigzag:
+      return "zigzag";
+    case ShardLayout::striped:
+      return "striped";
   }
   return "?";
 }
@@ -33,15 +36,14 @@ int64_t stripe_width(int64_t L, int N) {
 
 void check_shardable(int64_t L, int N, ShardLayout) {
   SP_CHECK_USAGE(N >= 1, "sequence-parallel degree must be >= 1, got ", N);
-  SP_CHECK_USAGE(L >= N, "sequence length L=", L, " is shorter than the sequence-parallel degree sp=",
-                 N, ": every rank needs at least one token; choose L >= ", N);
+  SP_CHECK_USAGE(L >= N, "sequence length L=", L,
+                 " is shorter than the sequence-parallel degree sp=", N,
+                 ": every rank needs at least one token; choose L >= ", N);
 }
 
 namespace {
 // Start and length of part c when n tokens are cut into k parts differing by at most one.
-int64_t part_begin(int64_t n, int64_t k, int64_t c) {
-  return c * (n / k) + std::min(c, n % k);
-}
+int64_t part_begin(int64_t n, int64_t k, int64_t c) { return c * (n / k) + std::min(c, n % k); }
 int64_t part_len(int64_t n, int64_t k, int64_t c) { return n / k + (c < n % k ? 1 : 0); }
 }  // namespace
 

@@ -32,8 +32,8 @@ void SeqMask::bounds(int b, int64_t pos, bool causal, int64_t& lo, int64_t& hi) 
 
 void SeqMask::check() const {
   SP_CHECK(window >= 0, "mask: window=", window, " must be >= 0");
-  SP_CHECK(doc_starts.empty() || static_cast<int>(doc_starts.size()) == B, "mask: ",
-           doc_starts.size(), " rows of document starts for B=", B);
+  SP_CHECK(doc_starts.empty() || static_cast<int>(doc_starts.size()) == B,
+           "mask: ", doc_starts.size(), " rows of document starts for B=", B);
   for (size_t b = 0; b < doc_starts.size(); ++b) {
     const auto& s = doc_starts[b];
     if (s.empty()) continue;

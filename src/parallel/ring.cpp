@@ -27,12 +27,12 @@
 namespace seqpar {
 namespace {
 
-constexpr int kTagKv = 7301;   // K|V blocks
-constexpr int kTagDkv = 7302;  // dK|dV accumulators, onward with their block
+constexpr int kTagKv = 7301;       // K|V blocks
+constexpr int kTagDkv = 7302;      // dK|dV accumulators, onward with their block
 constexpr int kTagDkvHome = 7303;  // dK|dV accumulators going home
-constexpr int kPieces = 8;     // target kernel calls (and MPI polls) per block
-constexpr int kKeyUnit = 128;  // forward pieces: multiple of the kernel's key tile (Bk)
-constexpr int kRowUnit = 64;   // backward pieces: multiple of the kernel's query tile (Bq)
+constexpr int kPieces = 8;         // target kernel calls (and MPI polls) per block
+constexpr int kKeyUnit = 128;      // forward pieces: multiple of the kernel's key tile (Bk)
+constexpr int kRowUnit = 64;       // backward pieces: multiple of the kernel's query tile (Bq)
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
 // Length of the pieces a range of n rows is cut into: about n/kPieces, rounded up to a
@@ -100,8 +100,8 @@ int check_ring(Comm* comm, const AttnParams& p, const std::vector<std::vector<in
              ": ring rank ", j, " has ", kv_pos[j].size(),
              " key positions, expected 1 to the workspace's Tk=", ws.Tk);
   const int r = comm ? comm->rank() : 0;
-  SP_CHECK(static_cast<int64_t>(kv_pos[r].size()) == p.Tk, who, ": this rank's block has Tk=",
-           p.Tk, " keys but kv_pos gives it ", kv_pos[r].size());
+  SP_CHECK(static_cast<int64_t>(kv_pos[r].size()) == p.Tk, who, ": this rank's block has Tk=", p.Tk,
+           " keys but kv_pos gives it ", kv_pos[r].size());
   SP_CHECK(p.q && p.k && p.v && p.o && p.lse && p.q_pos, who,
            ": q, k, v, o, lse and q_pos must all be set");
   SP_CHECK(p.q_stride >= int64_t{p.H} * p.d && p.kv_stride >= int64_t{p.Hkv} * p.d &&
@@ -356,8 +356,7 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
   InFlight io(move ? comm : nullptr);
   const int next = (r + 1) % N, prev = (r + N - 1) % N;
   if (move && sc.last[r] >= 1)  // our own block's accumulator comes home from its last user
-    io[InFlight::dkv_home] =
-        comm->irecv(ws.home.data(), blk(r), (r + sc.last[r]) % N, kTagDkvHome);
+    io[InFlight::dkv_home] = comm->irecv(ws.home.data(), blk(r), (r + sc.last[r]) % N, kTagDkvHome);
   int cur = 0;
   for (int k = 0; k < sc.steps; ++k) {
     const int src = owner(k);
@@ -383,7 +382,7 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
     AttnBwdParams q0 = p;
     point_at_block(q0, block, Tks);
     q0.k_pos = kv_pos[src].data();
-    if (k > 0) {  // a visiting block: contributions go to the travelling accumulator
+    if (k > 0) {           // a visiting block: contributions go to the travelling accumulator
       io.wait(send_slot);  // loc's previous send (step k − 2) has left
       if (carries || !move) fill_zero(loc, static_cast<int64_t>(blk(src)));
       q0.dk = loc;

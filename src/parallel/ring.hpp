@@ -4,10 +4,10 @@
 //
 // The N ranks of `comm` each hold Tq query rows and one block of key/value rows, the
 // same tokens (self-attention); blocks may differ in length (L not divisible by N), so
-// buffers are sized for the longest and every message for its own block. Step k = 0..N−1: rank r attends its queries to the K/V block of
-// rank src = (r − k) mod N while the block for step k+1 is in flight (r sends to r+1,
-// receives from r−1; double buffer). Partial (O, LSE) merge by the log-sum-exp rule in
-// the kernel (accumulate = true):
+// buffers are sized for the longest and every message for its own block. Step k = 0..N−1: rank r
+// attends its queries to the K/V block of rank src = (r − k) mod N while the block for step k+1 is
+// in flight (r sends to r+1, receives from r−1; double buffer). Partial (O, LSE) merge by the
+// log-sum-exp rule in the kernel (accumulate = true):
 //   lse = max(a, b) + log1p(exp(min(a, b) − max(a, b))),  O = O_a·e^{a−lse} + O_b·e^{b−lse}.
 // Backward: Δ = rowsum(dO∘O) locally, K/V circulate again; each rank adds its queries'
 // contribution to the visiting block's dK, dV into an accumulator that follows the block
@@ -41,9 +41,9 @@ class Comm;
 // Which blocks each ring rank needs, and how far each block travels (see above).
 struct RingSchedule {
   int N = 1;
-  int steps = 1;              // max_src last(src) + 1
-  std::vector<int> last;      // (N)
-  std::vector<char> need;     // (N·N) need[r·N + src]
+  int steps = 1;           // max_src last(src) + 1
+  std::vector<int> last;   // (N)
+  std::vector<char> need;  // (N·N) need[r·N + src]
   bool needs(int r, int src) const { return need[size_t(r) * N + src] != 0; }
   // Block src leaves rank src + k for rank src + k + 1 after step k.
   bool moves(int src, int k) const { return last[src] >= k + 1; }

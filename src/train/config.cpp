@@ -90,8 +90,8 @@ void TrainConfig::validate_for_world(int world) const {
   // Megatron sequence parallelism gives each tp rank at least one of the B·T rows of the
   // shortest shard.
   const int64_t rows = int64_t(batch) * (seq_len / sp);
-  SP_CHECK_USAGE(!tp_sp || tp == 1 || rows >= tp, "batch·⌊seq_len/sp⌋ = ", batch, "·",
-                 seq_len / sp, " = ", rows, " rows per sequence shard are fewer than tp=", tp,
+  SP_CHECK_USAGE(!tp_sp || tp == 1 || rows >= tp, "batch·⌊seq_len/sp⌋ = ", batch, "·", seq_len / sp,
+                 " = ", rows, " rows per sequence shard are fewer than tp=", tp,
                  ": raise --batch or --seq-len");
   SP_CHECK_USAGE(strategy != "mqsp" || mqsp_micro <= seq_len,
                  "mqsp: micro-query count m=", mqsp_micro, " must be at most L=", seq_len);

@@ -39,8 +39,9 @@ TEST(AgreeOrThrow, OneRankFailingIsRefusedOnEveryRank) {
     const std::string m = e.what();
     EXPECT_TRUE(e.agreed);
     EXPECT_NE(m.find("lr must be > 0, got -1"), std::string::npos) << m;
-    if (world.rank() != 1)
+    if (world.rank() != 1) {
       EXPECT_EQ(m.rfind("rank " + std::to_string(world.rank()) + " refused: rank 1: ", 0), 0u) << m;
+    }
   }
   // Nobody failing: nobody throws, and the next collective still meets.
   agree_or_throw(world, [] {});

@@ -408,7 +408,7 @@ TEST_P(WrongLength, IsRefusedNamingTheValues) {
     ADD_FAILURE() << "no error on rank " << r;
   } catch (const Error& e) {
     const std::string m = e.what();
-    for (const std::string part :
+    for (const std::string& part :
          {"rank " + std::to_string(r), "T=" + std::to_string(want + 1), std::string("zigzag"),
           std::string("L=97"), "sp=" + std::to_string(N), "gives it " + std::to_string(want)})
       EXPECT_NE(m.find(part), std::string::npos) << "'" << part << "' missing: " << m;
