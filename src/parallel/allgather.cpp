@@ -192,13 +192,7 @@ class AllGatherAttention final : public AttentionStrategy {
 }  // namespace
 
 SEQPAR_STRATEGY_FACTORY(make_allgather_attention) {
-  const int N = sp.sp_size();
-  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
-  SP_CHECK(L > 0, "allgather: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
-  check_shardable(L, N, sp.layout);
-  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
-  SP_CHECK(T == want, "allgather: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
-           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
+  const int64_t L = checked_sequence_length("allgather", sp, T);
   SP_CHECK(H % Hkv == 0, "allgather: H=", H, " query heads not divisible by Hkv=", Hkv);
   return std::make_unique<AllGatherAttention>(arena, sp, L, B, T, H, Hkv, d);
 }

@@ -52,6 +52,17 @@ AttnBwdParams shard_self_bwd_params(const AttnShard& s, const float* o, const fl
   return p;
 }
 
+int64_t checked_sequence_length(const char* who, const SpSetup& sp, int T) {
+  const int N = sp.sp_size();
+  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
+  SP_CHECK(L > 0, who, ": the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
+  check_shardable(L, N, sp.layout);
+  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
+  SP_CHECK(T == want, who, ": rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
+           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
+  return L;
+}
+
 void agree_on_shard(Comm* comm, const char* who, const std::function<void()>& local_check) {
   std::exception_ptr err;
   try {

@@ -77,6 +77,12 @@ AttnParams shard_self_params(const AttnShard& s, float* o, float* lse);
 AttnBwdParams shard_self_bwd_params(const AttnShard& s, const float* o, const float* lse,
                                     const float* dout, float* dqkv);
 
+// The global sequence length a strategy's factory works with, checked against this rank's
+// shard: sp.L, or T on a single rank without one. Throws naming `who`, the rank, T, the
+// layout, L and sp when T is not the layout's shard length for this rank (any L ≥ sp
+// splits; shards differ by one unit of the layout).
+int64_t checked_sequence_length(const char* who, const SpSetup& sp, int T);
+
 // Runs a strategy's per-call shard check on every rank of the sp group and agrees on the
 // outcome (one all-reduce of a flag), so a shard that is wrong on one rank is refused on
 // every rank instead of leaving the others waiting in the strategy's first collective.

@@ -477,14 +477,7 @@ class MqspAttention final : public AttentionStrategy {
 }  // namespace
 
 SEQPAR_STRATEGY_FACTORY(make_mqsp_attention) {
-  const int N = sp.sp_size();
-  // A single rank without a setup length holds the whole (contiguous) sequence.
-  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
-  SP_CHECK(L > 0, "mqsp: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
-  check_shardable(L, N, sp.layout);
-  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
-  SP_CHECK(T == want, "mqsp: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
-           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
+  const int64_t L = checked_sequence_length("mqsp", sp, T);
   return std::make_unique<MqspAttention>(arena, sp, L, B, T, H, Hkv, d);
 }
 

@@ -489,13 +489,7 @@ SEQPAR_STRATEGY_FACTORY(make_rsa_attention) {
   SP_CHECK(N == 1 || sp.comm != nullptr, "rsa: sp degree ", N, " without a communicator");
   SP_CHECK(H % Hkv == 0, "rsa: H=", H, " query heads must be a multiple of Hkv=", Hkv,
            " key/value heads");
-  // A single rank without a setup length holds the whole (contiguous) sequence.
-  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
-  SP_CHECK(L > 0, "rsa: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
-  check_shardable(L, N, sp.layout);
-  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
-  SP_CHECK(T == want, "rsa: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
-           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
+  const int64_t L = checked_sequence_length("rsa", sp, T);
   return std::make_unique<RsaAttention>(arena, sp, L, B, T, H, Hkv, d);
 }
 

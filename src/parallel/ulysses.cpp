@@ -476,14 +476,7 @@ class UlyssesAttention final : public AttentionStrategy {
 }  // namespace
 
 SEQPAR_STRATEGY_FACTORY(make_ulysses_attention) {
-  const int N = sp.sp_size();
-  // A single rank without a setup length holds the whole (contiguous) sequence.
-  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
-  SP_CHECK(L > 0, "ulysses: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
-  check_shardable(L, N, sp.layout);
-  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
-  SP_CHECK(T == want, "ulysses: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
-           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
+  const int64_t L = checked_sequence_length("ulysses", sp, T);
   return std::make_unique<UlyssesAttention>(arena, sp, L, B, H, Hkv, d);
 }
 

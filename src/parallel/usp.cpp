@@ -408,13 +408,7 @@ class UspAttention final : public AttentionStrategy {
 
 SEQPAR_STRATEGY_FACTORY(make_usp_attention) {
   const int N = sp.sp_size();
-  // A single rank without a setup length holds the whole (contiguous) sequence.
-  const int64_t L = sp.L > 0 ? sp.L : (N == 1 ? int64_t(T) : 0);
-  SP_CHECK(L > 0, "usp: the sp setup has no sequence length L (got ", sp.L, ") for sp=", N);
-  check_shardable(L, N, sp.layout);
-  const int64_t want = shard_len(L, N, sp.sp_rank(), sp.layout);
-  SP_CHECK(T == want, "usp: rank ", sp.sp_rank(), " has a shard of T=", T, " tokens but the ",
-           layout_name(sp.layout), " layout of L=", L, " over sp=", N, " gives it ", want);
+  const int64_t L = checked_sequence_length("usp", sp, T);
   SP_CHECK(Hkv > 0 && H % Hkv == 0, "usp: H=", H, " query heads not divisible by Hkv=", Hkv,
            " key/value heads");
   SP_CHECK(sp.usp_ulysses >= 0, "usp: Ulysses degree u=", sp.usp_ulysses,
