@@ -5,6 +5,7 @@
 
 #include "core/arena.hpp"
 #include "core/check.hpp"
+#include "core/memory.hpp"
 #include "core/rng.hpp"
 #include "core/tensor.hpp"
 
@@ -87,3 +88,38 @@ TEST(Tensor, ShapeAndNumel) {
   EXPECT_EQ(t.shape_str(), "(2, 3, 4)");
   EXPECT_THROW(t.dim(3), Error);
 }
+
+namespace seqpar {
+namespace {
+
+// A stop flag set before (or during) an allocation skips the zeroing left and says so;
+// without it every allocation is zeroed.
+TEST(Arena, InterruptSkipsZeroingAndSaysSo) {
+  volatile int flag = 0;
+  Arena a;
+  a.set_interrupt(&flag);
+  Buffer x(a, Mem::scratch, 1000, "x");
+  for (size_t i = 0; i < x.size(); ++i) ASSERT_EQ(x.data()[i], 0.0f);
+  EXPECT_FALSE(a.interrupted());
+  flag = 15;
+  Buffer y(a, Mem::scratch, 1000, "y");
+  EXPECT_TRUE(a.interrupted());
+  EXPECT_EQ(a.total_current(), 2000 * sizeof(float));  // allocated all the same
+}
+
+TEST(Memory, ProcessFiguresAndByteStrings) {
+  EXPECT_GT(process_rss_bytes(), 0u);
+  EXPECT_GE(process_peak_rss_bytes(), process_rss_bytes());
+  EXPECT_GT(available_memory_bytes(), 0u);
+  EXPECT_EQ(parse_bytes("1GiB", "x"), 1ull << 30);
+  EXPECT_EQ(parse_bytes("512MiB", "x"), 512ull << 20);
+  EXPECT_EQ(parse_bytes("2G", "x"), 2ull << 30);
+  EXPECT_EQ(parse_bytes("1000", "x"), 1000u);
+  EXPECT_THROW(parse_bytes("12bananas", "x"), UsageError);
+  EXPECT_THROW(parse_bytes("-1GiB", "x"), UsageError);
+  EXPECT_EQ(format_bytes(1ull << 30), "1.00 GiB");
+  EXPECT_EQ(format_bytes(512), "512 B");
+}
+
+}  // namespace
+}  // namespace seqpar

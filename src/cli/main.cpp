@@ -23,6 +23,7 @@
 #include "cli/tokenize.hpp"
 #include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "core/memory.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
 #include "train/hf_export.hpp"
@@ -68,31 +69,6 @@ int fail(const std::exception& e, int rank, int size) {
     MPI_Abort(MPI_COMM_WORLD, code);
   }
   return code;
-}
-
-// "1GiB", "512MiB", "2G", "1000000" → bytes.
-uint64_t parse_bytes(const std::string& s) {
-  size_t used = 0;
-  double v = 0;
-  try {
-    v = std::stod(s, &used);
-  } catch (const std::exception&) {
-    SP_FAIL_USAGE("budget '", s, "' is not a number of bytes (e.g. 1GiB, 512MiB)");
-  }
-  std::string unit = s.substr(used);
-  double mult = 1;
-  if (unit == "" || unit == "B")
-    mult = 1;
-  else if (unit == "K" || unit == "KiB")
-    mult = 1024.0;
-  else if (unit == "M" || unit == "MiB")
-    mult = 1024.0 * 1024;
-  else if (unit == "G" || unit == "GiB")
-    mult = 1024.0 * 1024 * 1024;
-  else
-    SP_FAIL_USAGE("budget '", s, "' has an unknown unit '", unit, "' (B, KiB, MiB, GiB)");
-  SP_CHECK_USAGE(v > 0, "budget must be > 0, got '", s, "'");
-  return uint64_t(v * mult);
 }
 
 nlohmann::json load_config_file(const std::string& path) {
@@ -197,6 +173,11 @@ int main(int argc, char** argv) {
           "sliding-window attention over W keys: query i sees keys i-W < j <= i (bert: "
           "|i-j| < W, symmetric), within its document when packing; 0 = off (default)");
     opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
+    opt_s("--max-memory", "max_memory",
+          "per-rank limit for the whole process (arena peak + runtime baseline + checkpoint "
+          "host copies), e.g. 8GiB; refused up front, before any allocation, when the plan "
+          "exceeds it; default 'available' (the memory the machine offers, smallest over "
+          "ranks)");
     opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
     opt_i("--steps", "steps", "optimizer steps, default 200");
     opt_i("--layers", "layers", "Transformer blocks, default 2");
@@ -333,11 +314,12 @@ int main(int argc, char** argv) {
       SP_CHECK_USAGE(cfg.overrides.empty() || cfg.resume, "--override only applies with --resume");
       cfg.validate();
       cfg.validate_for_world(size);
-      if (command == "plan") budget = parse_bytes(budget_str);
+      if (command == "plan") budget = parse_bytes(budget_str, "budget");
       agreed = cfg.to_json();
       agreed.update({{"resume", cfg.resume},
                      {"overrides", cfg.overrides},
                      {"stop_after", cfg.stop_after},
+                     {"max_memory", cfg.max_memory},
                      {"budget", budget},
                      {"max_len", max_len}});
     }
@@ -377,23 +359,42 @@ int main(int argc, char** argv) {
                                  cfg.model.kind);
         check_packing(*src, cfg.packing());
       });
-      MemoryPlan p = dry_run_peak(cfg, world);
+      // The whole process per rank against --max-memory (train/planner.hpp): printed either
+      // way, then refused on every rank (exit 2) when it does not fit.
+      const ProcessPlan pp = process_plan(cfg, world);
       if (rank == 0) {
-        nlohmann::json j = {{"ok", true}, {"config", cfg.to_json()}, {"peak_bytes", p.peak_total}};
+        nlohmann::json j = {{"ok", pp.fits()},
+                            {"config", cfg.to_json()},
+                            {"peak_bytes", pp.arena.peak_total},
+                            {"baseline_bytes", pp.baseline},
+                            {"checkpoint_bytes", pp.checkpoint},
+                            {"total_bytes", pp.total},
+                            {"max_memory_bytes", pp.max_memory}};
         for (int c = 0; c < kMemCategories; ++c)
-          j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
+          j["peak_by_category"][mem_name(Mem(c))] = pp.arena.peak[c];
         std::cout << j.dump(2) << std::endl;
       }
+      refuse_over_memory(pp, cfg);
       return 0;
     }
     if (command == "plan") {
       MemoryPlan p = longest_under_budget(cfg, world, budget, max_len);
+      // The whole process at the planned L (arena + runtime baseline + checkpoint host
+      // copies), and whether it fits --max-memory.
+      TrainConfig at = cfg;
+      if (p.L > 0) at.seq_len = p.L;
+      const ProcessPlan pp = process_plan(at, world);
       if (rank == 0) {
         nlohmann::json j = {{"strategy", cfg.strategy},
                             {"sp", cfg.sp},
                             {"layout", layout_name(cfg.layout)},
                             {"budget_bytes", budget},
                             {"longest_seq_len", p.L},
+                            {"baseline_bytes", pp.baseline},
+                            {"checkpoint_bytes", pp.checkpoint},
+                            {"total_bytes", p.L > 0 ? pp.total : 0},
+                            {"max_memory_bytes", pp.max_memory},
+                            {"fits_max_memory", p.L > 0 && pp.fits()},
                             {"peak_bytes", p.peak_total}};
         for (int c = 0; c < kMemCategories; ++c)
           j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
@@ -403,6 +404,7 @@ int main(int argc, char** argv) {
     }
     install_stop_handlers();
     TrainResult r = train(cfg, world);
+    if (r.setup_signal != 0) return 128 + r.setup_signal;  // the shell's convention
     if (rank == 0 && !r.nothing_to_do) {
       std::cout << (r.interrupted ? "stopped" : "done") << " after step " << r.last_step;
       if (r.last_step > r.start_step) std::cout << ", loss " << r.last_loss;

@@ -1,5 +1,7 @@
 #include "core/arena.hpp"
 
+#include <algorithm>
+
 #include <cstdlib>
 #include <cstring>
 
@@ -44,7 +46,14 @@ void* Arena::alloc_bytes(Mem cat, size_t bytes, const char* what) {
     p = std::aligned_alloc(kAlign, rounded);
     SP_CHECK(p != nullptr, "out of memory allocating ", bytes, " bytes for ", what, " (",
              mem_name(cat), "; arena holds ", total_current_, " bytes)");
-    std::memset(p, 0, rounded);
+    constexpr size_t kPiece = size_t(256) << 20;  // zeroing between interrupt checks
+    for (size_t off = 0; off < rounded && !interrupted_; off += kPiece) {
+      if (interrupt_ && *interrupt_ != 0) {
+        interrupted_ = true;
+        break;
+      }
+      std::memset(static_cast<char*>(p) + off, 0, std::min(kPiece, rounded - off));
+    }
   }
   blocks_.emplace(p, Block{cat, bytes});
   int c = static_cast<int>(cat);

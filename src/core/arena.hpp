@@ -31,6 +31,12 @@ class Arena {
   void release(void* p);
 
   bool dry_run() const { return dry_run_; }
+  // A flag a signal handler sets (SIGTERM, SIGINT). While it is 0 every allocation is
+  // zeroed; once set, allocations skip their zeroing (done in 256 MiB pieces, checked
+  // between them), so a stop during a set-up of many GiB takes effect within a piece,
+  // and interrupted() says so: the contents are then undefined and the caller must stop.
+  void set_interrupt(const volatile int* flag) { interrupt_ = flag; }
+  bool interrupted() const { return interrupted_; }
   size_t current(Mem m) const { return current_[static_cast<int>(m)]; }
   size_t peak(Mem m) const { return peak_[static_cast<int>(m)]; }
   size_t total_current() const { return total_current_; }
@@ -44,6 +50,8 @@ class Arena {
     size_t bytes;
   };
   bool dry_run_;
+  const volatile int* interrupt_ = nullptr;
+  bool interrupted_ = false;
   uintptr_t next_fake_ = 0x1000;
   std::unordered_map<void*, Block> blocks_;
   std::array<size_t, kMemCategories> current_{};

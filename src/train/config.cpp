@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "core/check.hpp"
+#include "core/memory.hpp"
 #include "parallel/attention.hpp"
 
 namespace seqpar {
@@ -45,6 +46,7 @@ void TrainConfig::validate() const {
   SP_CHECK_USAGE(ckpt_every >= 0, "ckpt_every must be >= 0, got ", ckpt_every);
   SP_CHECK_USAGE(log_every >= 1, "log_every must be >= 1, got ", log_every);
   SP_CHECK_USAGE(stop_after >= 0, "stop_after must be >= 0, got ", stop_after);
+  if (max_memory != "available") parse_bytes(max_memory, "max_memory");
   SP_CHECK_USAGE(threads >= 0, "threads must be >= 0, got ", threads);
   SP_CHECK_USAGE(sp >= 1, "sp must be >= 1, got ", sp);
   SP_CHECK_USAGE(seq_len / sp <= (int64_t(1) << 30), "seq_len/sp = ", seq_len / sp,
@@ -170,6 +172,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "layout",
                                 "resume",
                                 "stop_after",
+                                "max_memory",
                                 "mqsp_micro",
                                 "usp_ulysses",
                                 "tp",
@@ -221,6 +224,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     get("sp", sp);
     get("resume", resume);
     get("stop_after", stop_after);
+    get("max_memory", max_memory);
     get("mqsp_micro", mqsp_micro);
     get("usp_ulysses", usp_ulysses);
     get("tp", tp);

@@ -36,6 +36,10 @@ struct TrainConfig {
   bool resume = false;
   bool save_final = true;
   int64_t stop_after = 0;  // >0: checkpoint and stop after this many steps, as if interrupted
+  // Per-rank limit for the whole process (arena peak + runtime baseline + checkpoint host
+  // copies): bytes with a unit ("8GiB"), or "available" (default: the memory the machine
+  // offers, the smallest over ranks). Not part of the run's identity (config.json).
+  std::string max_memory = "available";
   int threads = 0;         // per rank; 0: OMP_NUM_THREADS or all cores / ranks on the node
   int64_t log_every = 1;
   ProgressMode progress = ProgressMode::automatic;

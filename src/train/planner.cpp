@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "core/check.hpp"
+#include "core/memory.hpp"
 #include "parallel/layout.hpp"
 
 namespace seqpar {
@@ -66,6 +67,40 @@ MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, i
     }
   }
   return best;
+}
+
+std::string ProcessPlan::describe() const {
+  return format_bytes(total) + " per rank (arena peak " + format_bytes(arena.peak_total) +
+         " + runtime baseline " + format_bytes(baseline) + " + checkpoint host copies " +
+         format_bytes(checkpoint) + ")";
+}
+
+ProcessPlan process_plan(const TrainConfig& cfg, Comm& world) {
+  ProcessPlan p;
+  p.arena = dry_run_peak(cfg, world);
+  warm_up_runtimes();
+  int64_t global_params = 0;
+  for (const ParamSpec& s : param_specs(cfg.model, 1, 0)) global_params += s.numel;
+  // max over ranks of the baseline; min over ranks of the available memory (as −min).
+  int64_t v[2] = {int64_t(process_rss_bytes()), -int64_t(available_memory_bytes())};
+  world.allreduce_max(v, 2);
+  p.baseline = uint64_t(v[0]);
+  p.checkpoint = uint64_t(3 * 4 * global_params);
+  p.total = p.arena.peak_total + p.baseline + p.checkpoint;
+  p.max_memory_given = cfg.max_memory != "available";
+  p.max_memory = p.max_memory_given ? parse_bytes(cfg.max_memory, "max_memory") : uint64_t(-v[1]);
+  if (p.max_memory == 0) p.max_memory = UINT64_MAX;  // nothing readable: no limit known
+  return p;
+}
+
+void refuse_over_memory(const ProcessPlan& p, const TrainConfig& cfg) {
+  SP_CHECK_USAGE(p.fits(), "this configuration needs ", p.describe(), " but ",
+                 p.max_memory_given ? "--max-memory is " + cfg.max_memory + " (" +
+                                          format_bytes(p.max_memory) + ")"
+                                    : "the machine offers " + format_bytes(p.max_memory) +
+                                          " (the smallest available memory over ranks)",
+                 "; lower --seq-len or --batch, raise --sp or --tp, or see `seqpar plan` for the "
+                 "longest L that fits");
 }
 
 }  // namespace seqpar

@@ -7,6 +7,7 @@
 #pragma once
 #include <array>
 #include <cstdint>
+#include <string>
 
 #include "comm/comm.hpp"
 #include "core/arena.hpp"
@@ -25,9 +26,30 @@ struct MemoryPlan {
 // Dry-run per-rank peak of cfg as given (cfg.seq_len). Collective over world.
 MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world);
 
-// Longest L ≤ max_len, a multiple of the layout's unit (sp, or 2·sp for zigzag, times what
-// makes the B·L/sp shard rows divide over tp), whose
-// dry-run peak fits `budget` bytes per rank; L = 0 if even the smallest does not fit.
+// Longest L ≤ max_len (any L from the shortest the configuration accepts) whose dry-run
+// arena peak fits `budget` bytes per rank; L = 0 if even the smallest does not fit.
 MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len);
+
+// The whole process per rank, what a memory limit must hold:
+//   total = arena peak (dry run, max over ranks)
+//         + baseline   (resident memory of the process with MPI, OpenBLAS and the OpenMP
+//                       threads up, before the arena: max over ranks)
+//         + checkpoint (host copies a save assembles outside the arena: the unsharded
+//                       weights and both AdamW moments, 3·4·P bytes, on world rank 0's tp
+//                       group; counted for every rank, as the largest term it can add)
+// against max_memory (cfg.max_memory, or the smallest available memory over ranks).
+struct ProcessPlan {
+  MemoryPlan arena;
+  uint64_t baseline = 0, checkpoint = 0, total = 0, max_memory = 0;
+  bool max_memory_given = false;  // false: max_memory is what the machines offer
+  bool fits() const { return total <= max_memory; }
+  // One line for errors and logs: "9.80 GiB (arena …, baseline …, checkpoint …)".
+  std::string describe() const;
+};
+// Collective over world. Measures this process now (after warm_up_runtimes()).
+ProcessPlan process_plan(const TrainConfig& cfg, Comm& world);
+// Throws UsageError naming every term when the plan does not fit (same verdict and text on
+// every rank: all terms are reduced over ranks).
+void refuse_over_memory(const ProcessPlan& p, const TrainConfig& cfg);
 
 }  // namespace seqpar

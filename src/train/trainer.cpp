@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
+#include <type_traits>
 
 #include "comm/comm.hpp"
 #include "core/arena.hpp"
@@ -16,6 +17,7 @@
 #include "parallel/layout.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
+#include "train/planner.hpp"
 #include "train/progress.hpp"
 #include "train/run_dir.hpp"
 #include "train/state.hpp"
@@ -121,8 +123,15 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
   const int B = cfg.batch;
 
+  // The whole process must fit before anything is allocated: the arena's dry-run peak, the
+  // runtime baseline and the checkpoint's host copies against --max-memory (train/planner).
+  const ProcessPlan mem = process_plan(cfg, world);
+  refuse_over_memory(mem, cfg);
+
   RunDir run(cfg.out, world);  // locked from here to the end of the run
   Arena arena;
+  static_assert(std::is_same_v<std::sig_atomic_t, int>, "Arena::set_interrupt takes an int flag");
+  arena.set_interrupt(&g_stop_signal);  // a stop during the set-up skips the zeroing left
   TrainState state(cfg, arena, model_parallel(mesh, cfg), B, int(pos.size()));
   const int64_t P = state.model.num_params();
 
@@ -147,6 +156,19 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   });
   TrainResult result;
   result.start_step = result.last_step = at.step;
+  // A stop signal during the set-up (allocation, zeroing, loading) on any rank: every rank
+  // stops here, before the first step, and nothing is saved (nothing new was trained).
+  {
+    int64_t sig = g_stop_signal;
+    world.allreduce_max(&sig, 1);
+    if (sig != 0) {
+      if (rank0)
+        std::cout << "stopped by signal " << sig << " during set-up, before step " << at.step + 1
+                  << "; nothing was trained or saved" << std::endl;
+      result.setup_signal = int(sig);
+      return result;
+    }
+  }
   if (at.resumed && cfg.steps <= at.step) {
     if (rank0)
       std::cout << "nothing left to do: the newest checkpoint " << at.dir << " is at step "
@@ -169,6 +191,9 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
               << " parameters on this rank (tp " << tp << ", recompute "
               << recompute_name(cfg.recompute) << ")\n"
               << "arena after setup: " << human_bytes(double(arena.total_current())) << "\n"
+              << "memory plan: " << mem.describe() << " of "
+              << (mem.max_memory_given ? "--max-memory " : "available ")
+              << human_bytes(double(mem.max_memory)) << "\n"
               << "config: " << shared_cfg.dump() << std::endl;
   }
 

@@ -18,6 +18,7 @@ struct TrainResult {
   double last_loss = 0.0;
   bool interrupted = false;    // stopped by a signal or stop_after, after saving
   bool nothing_to_do = false;  // resumed at or beyond --steps: nothing trained or saved
+  int setup_signal = 0;        // stopped by this signal during the set-up: nothing trained
   std::vector<double> losses;  // loss of each step run by this call
   uint64_t arena_peak = 0;     // this rank's arena peak (bytes) over the whole run
 };

@@ -1,0 +1,105 @@
+#include "core/memory.hpp"
+
+#include <cblas.h>
+#include <omp.h>
+
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+#include <vector>
+
+#include "core/check.hpp"
+
+namespace seqpar {
+namespace {
+
+// The value in kB of a "Key:   123 kB" line of a /proc file, in bytes; 0 if absent.
+uint64_t proc_kb(const char* path, const std::string& key) {
+  std::ifstream f(path);
+  std::string line;
+  while (std::getline(f, line))
+    if (line.compare(0, key.size(), key) == 0 && line.size() > key.size() &&
+        line[key.size()] == ':') {
+      std::istringstream in(line.substr(key.size() + 1));
+      uint64_t kb = 0;
+      in >> kb;
+      return kb * 1024;
+    }
+  return 0;
+}
+
+}  // namespace
+
+uint64_t process_rss_bytes() { return proc_kb("/proc/self/status", "VmRSS"); }
+uint64_t process_peak_rss_bytes() { return proc_kb("/proc/self/status", "VmHWM"); }
+
+uint64_t available_memory_bytes() {
+  uint64_t avail = proc_kb("/proc/meminfo", "MemAvailable");
+  if (avail > 0) avail += process_rss_bytes();  // what this process holds is ours as well
+  // cgroup v2: a numeric memory.max below the machine's memory is the real limit.
+  std::ifstream f("/sys/fs/cgroup/memory.max");
+  std::string s;
+  if (f >> s && s != "max") {
+    try {
+      const uint64_t limit = std::stoull(s);
+      if (limit > 0 && (avail == 0 || limit < avail)) avail = limit;
+    } catch (const std::exception&) {
+    }
+  }
+  return avail;
+}
+
+void warm_up_runtimes() {
+  constexpr int n = 64;
+  std::vector<float> a(n * n, 1.0f), b(n * n, 1.0f), c(n * n, 0.0f);
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
+              0.0f, c.data(), n);
+  volatile float sink = 0.0f;
+#pragma omp parallel
+  {
+    if (omp_get_thread_num() == 0) sink = c[0];
+  }
+  (void)sink;
+}
+
+uint64_t parse_bytes(const std::string& s, const std::string& what) {
+  size_t used = 0;
+  double v = 0;
+  try {
+    v = std::stod(s, &used);
+  } catch (const std::exception&) {
+    SP_FAIL_USAGE(what, " '", s, "' is not a number of bytes (e.g. 1GiB, 512MiB)");
+  }
+  const std::string unit = s.substr(used);
+  double mult = 1;
+  if (unit == "" || unit == "B")
+    mult = 1;
+  else if (unit == "K" || unit == "KiB")
+    mult = 1024.0;
+  else if (unit == "M" || unit == "MiB")
+    mult = 1024.0 * 1024;
+  else if (unit == "G" || unit == "GiB")
+    mult = 1024.0 * 1024 * 1024;
+  else if (unit == "T" || unit == "TiB")
+    mult = 1024.0 * 1024 * 1024 * 1024;
+  else
+    SP_FAIL_USAGE(what, " '", s, "' has an unknown unit '", unit, "' (B, KiB, MiB, GiB, TiB)");
+  SP_CHECK_USAGE(v > 0, what, " must be > 0, got '", s, "'");
+  return uint64_t(v * mult);
+}
+
+std::string format_bytes(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+  double v = double(bytes);
+  int u = 0;
+  while (v >= 1024.0 && u < 4) v /= 1024.0, ++u;
+  char buf[32];
+  if (u == 0)
+    std::snprintf(buf, sizeof buf, "%llu B", static_cast<unsigned long long>(bytes));
+  else
+    std::snprintf(buf, sizeof buf, v < 10 ? "%.2f %s" : v < 100 ? "%.1f %s" : "%.0f %s", v,
+                  units[u]);
+  return buf;
+}
+
+}  // namespace seqpar
