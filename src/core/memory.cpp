@@ -50,7 +50,7 @@ uint64_t available_memory_bytes() {
 }
 
 void warm_up_runtimes() {
-  constexpr int n = 64;
+  constexpr int n = 512;  // large enough for OpenBLAS's packing path and its buffer pool
   std::vector<float> a(n * n, 1.0f), b(n * n, 1.0f), c(n * n, 0.0f);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, n, n, 1.0f, a.data(), n, b.data(), n,
               0.0f, c.data(), n);
