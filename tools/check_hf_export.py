@@ -54,6 +54,10 @@ def llama_logits(c, W, tokens):
     cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
     x = W["model.embed_tokens.weight"][tokens]
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
+    w = c.get("sliding_window") or 0  # Mistral: key j visible to query i when i - w < j <= i
+    if w > 0:
+        i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+        mask = mask | (i - j >= w)
     for l in range(c["num_hidden_layers"]):
         p = f"model.layers.{l}."
         h = rms(x, W[p + "input_layernorm.weight"])

@@ -71,10 +71,20 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
   write_safetensors((fs::path(out_dir) / "model.safetensors").string(), out,
                     {{"format", "pt"}, {"seqpar_checkpoint", ck.dir}});
 
+  // A model trained with --window w is a Mistral-style model: the same weights and names
+  // as LLaMA, with a sliding window (Hugging Face's MistralConfig.sliding_window, keys
+  // i − w < j ≤ i, as seqpar's). The reference logits are computed under the window.
+  const int64_t window =
+      ck.manifest.value("train", nlohmann::json::object()).value("window", int64_t(0));
   Batch b;
   b.B = 1;
   b.T = T;
   b.L = T;
+  if (window > 0) {
+    b.mask.B = 1;
+    b.mask.L = T;
+    b.mask.window = window;
+  }
   for (int t = 0; t < T; ++t) {
     b.pos.push_back(t);
     b.tokens.push_back(int32_t((uint64_t(t) * 2654435761u + 12345) % uint64_t(cfg.V)));
@@ -87,8 +97,8 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
                     {{"tokens", {1, T}, toks}, {"logits", {T, cfg.V}, model.logits()}});
 
   nlohmann::json hf = {
-      {"architectures", {"LlamaForCausalLM"}},
-      {"model_type", "llama"},
+      {"architectures", {window > 0 ? "MistralForCausalLM" : "LlamaForCausalLM"}},
+      {"model_type", window > 0 ? "mistral" : "llama"},
       {"hidden_size", cfg.C},
       {"intermediate_size", cfg.F},
       {"num_hidden_layers", cfg.n_layer},
@@ -108,6 +118,7 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
        ck.manifest.value("train", nlohmann::json::object()).value("seq_len", int64_t(2048))},
       {"seqpar_rope", "rotate_half (q_proj, k_proj rows permuted on export)"},
       {"seqpar_tokenizer_fnv1a64", cfg.tokenizer_hash}};
+  if (window > 0) hf["sliding_window"] = window;
   write_file_atomic((fs::path(out_dir) / "config.json").string(), hf.dump(2) + "\n");
   if (!tokenizer.empty()) {
     fs::copy_file(tokenizer, fs::path(out_dir) / "tokenizer.model",

@@ -25,6 +25,22 @@ fi
 /usr/bin/python3 tools/check_hf_export.py "$tmp/hf" > "$tmp/py.log" 2>&1; rc=$?
 cat "$tmp/py.log"
 check "PyTorch reproduces seqpar's logits from the exported files" '[ $rc = 0 ]'
+# A model trained with a sliding window exports as Mistral (the same weights, plus
+# sliding_window), and PyTorch reproduces its windowed logits; without the window in the
+# config the check fails (the window reached the reference logits).
+"$bin" train --arch llama "${small[@]}" --window 8 --out "$tmp/win" > /dev/null 2>&1
+"$bin" export --checkpoint "$tmp/win" --out "$tmp/hfw" > "$tmp/w.log" 2>&1
+check "a windowed llama exports as mistral with sliding_window 8" \
+  'grep -q "\"model_type\": \"mistral\"" "$tmp/hfw/config.json" && grep -q "\"sliding_window\": 8" "$tmp/hfw/config.json"'
+/usr/bin/python3 tools/check_hf_export.py "$tmp/hfw" > "$tmp/pyw.log" 2>&1; rc=$?
+cat "$tmp/pyw.log"
+check "PyTorch reproduces the windowed logits" '[ $rc = 0 ]'
+python3 - "$tmp/hfw/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); del c["sliding_window"]; json.dump(c, open(sys.argv[1], "w"))
+PY
+/usr/bin/python3 tools/check_hf_export.py "$tmp/hfw" > /dev/null 2>&1; rc=$?
+check "without sliding_window the windowed logits differ (exit $rc)" '[ $rc = 1 ]'
 # The check can fail: a config that disagrees with the weights (another RoPE base) is caught.
 python3 - "$tmp/hf/config.json" <<'PY'
 import json, sys
