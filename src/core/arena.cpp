@@ -1,7 +1,6 @@
 #include "core/arena.hpp"
 
 #include <algorithm>
-
 #include <cstdlib>
 #include <cstring>
 

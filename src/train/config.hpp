@@ -40,7 +40,7 @@ struct TrainConfig {
   // copies): bytes with a unit ("8GiB"), or "available" (default: the memory the machine
   // offers, the smallest over ranks). Not part of the run's identity (config.json).
   std::string max_memory = "available";
-  int threads = 0;         // per rank; 0: OMP_NUM_THREADS or all cores / ranks on the node
+  int threads = 0;  // per rank; 0: OMP_NUM_THREADS or all cores / ranks on the node
   int64_t log_every = 1;
   ProgressMode progress = ProgressMode::automatic;
   std::string strategy = "local";  // a name from attention_strategies()

@@ -95,10 +95,10 @@ ProcessPlan process_plan(const TrainConfig& cfg, Comm& world) {
 
 void refuse_over_memory(const ProcessPlan& p, const TrainConfig& cfg) {
   SP_CHECK_USAGE(p.fits(), "this configuration needs ", p.describe(), " but ",
-                 p.max_memory_given ? "--max-memory is " + cfg.max_memory + " (" +
-                                          format_bytes(p.max_memory) + ")"
-                                    : "the machine offers " + format_bytes(p.max_memory) +
-                                          " (the smallest available memory over ranks)",
+                 p.max_memory_given
+                     ? "--max-memory is " + cfg.max_memory + " (" + format_bytes(p.max_memory) + ")"
+                     : "the machine offers " + format_bytes(p.max_memory) +
+                           " (the smallest available memory over ranks)",
                  "; lower --seq-len or --batch, raise --sp or --tp, or see `seqpar plan` for the "
                  "longest L that fits");
 }

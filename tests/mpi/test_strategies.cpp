@@ -34,7 +34,7 @@ struct Case {
   ShardLayout layout;
   float dropout;
   int mqsp_micro = 0;
-  int usp_u = 0;  // usp Ulysses group size; used where it divides N, else automatic
+  int usp_u = 0;       // usp Ulysses group size; used where it divides N, else automatic
   bool docs = false;   // packed documents (lengths below), different in each batch row
   int64_t window = 0;  // sliding window (0: none)
   // Any L (issue 9): 0: L = chunk·N (·2 for zigzag); −1: L = N (one token per rank);
@@ -99,9 +99,10 @@ TEST_P(Strategies, MatchLocalForwardBackwardAndBytes) {
   const int N = world.size(), r = world.rank();
   if (c.strategy == "materialized" && N > 1) GTEST_SKIP() << "materialized runs with sp=1 only";
   const int B = 2, W = (c.H + 2 * c.Hkv) * c.d, HD = c.H * c.d;
-  const int64_t L = c.L_fixed < 0   ? N
-                    : c.L_fixed > 0 ? c.L_fixed
-                                    : int64_t(c.chunk) * N * (c.layout == ShardLayout::zigzag ? 2 : 1);
+  const int64_t L = c.L_fixed < 0 ? N
+                    : c.L_fixed > 0
+                        ? c.L_fixed
+                        : int64_t(c.chunk) * N * (c.layout == ShardLayout::zigzag ? 2 : 1);
 
   // Global inputs, identical on every rank.
   std::mt19937 gen(1234 + c.d);
@@ -173,7 +174,7 @@ TEST_P(Strategies, MatchLocalForwardBackwardAndBytes) {
         want.push_back(dqkv_exp[row * W + j]);
       }
     EXPECT_LT(rel_err(got, want, 0.1), 3e-5) << "d"
-                                        << "QKV"[part] << " on rank " << r;
+                                             << "QKV"[part] << " on rank " << r;
   }
   EXPECT_EQ(fwd_bytes, strat->bytes_forward(s)) << "forward bytes on rank " << r;
   EXPECT_EQ(bwd_bytes, strat->bytes_backward(s)) << "backward bytes on rank " << r;
@@ -429,8 +430,8 @@ TEST(RingSkips, WindowShorterThanAShardCostsOneHop) {
   const int N = world.size(), r = world.rank();
   const int B = 1, H = 2, Hkv = 1, d = 16, T = 40, W = (H + 2 * Hkv) * d;
   const int64_t L = int64_t(T) * N;
-  std::vector<float> qkv(size_t(B) * T * W, 0.5f), o(size_t(B) * T * H * d),
-      lse(size_t(B) * H * T), dqkv(qkv.size(), 0.0f);
+  std::vector<float> qkv(size_t(B) * T * W, 0.5f), o(size_t(B) * T * H * d), lse(size_t(B) * H * T),
+      dqkv(qkv.size(), 0.0f);
   const std::vector<int64_t> pos = shard_positions(L, N, r, ShardLayout::contiguous);
   std::vector<int64_t> ids(size_t(B) * L, 0);
   const SeqMask mask = mask_from_doc_ids(ids.data(), B, L, /*window=*/16);
