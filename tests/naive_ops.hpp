@@ -14,6 +14,41 @@
 
 namespace seqpar::naive {
 
+// max|a − b| / max|b| over a tensor (max|a − b| when b is all zero). ±∞ must agree exactly
+// (the LSE of a row that sees no key is −∞ in both); any NaN gives +∞, since std::max
+// would drop it.
+inline double norm_err(const std::vector<float>& a, const std::vector<float>& b) {
+  double num = 0.0, den = 0.0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    if (std::isinf(b[i]) || std::isinf(a[i])) {
+      if (a[i] != b[i]) return INFINITY;
+      continue;
+    }
+    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
+    num = std::max(num, std::abs(double{a[i]} - b[i]));
+    den = std::max(den, std::abs(double{b[i]}));
+  }
+  return den > 0 ? num / den : num;
+}
+
+// Document ids (B, L) of packed rows: row b cycles through the document lengths
+// lens[b mod lens.size()] until L tokens are covered (the last document may be cut).
+inline std::vector<int64_t> cycled_doc_ids(int B, int64_t L,
+                                           const std::vector<std::vector<int64_t>>& lens) {
+  std::vector<int64_t> ids(size_t(B) * L);
+  for (int b = 0; b < B; ++b) {
+    const auto& ls = lens[b % lens.size()];
+    int64_t id = 0, left = ls[0];
+    size_t k = 0;
+    for (int64_t i = 0; i < L; ++i) {
+      if (left == 0) ++id, k = (k + 1) % ls.size(), left = ls[k];
+      ids[size_t(b) * L + i] = id;
+      --left;
+    }
+  }
+  return ids;
+}
+
 // out (M, N) = inp (M, K) · wᵀ (w is (N, K)) + bias (N, may be null)
 inline void linear_forward(double* out, const double* inp, const double* w, const double* bias,
                            int64_t M, int64_t K, int64_t N) {

@@ -26,6 +26,7 @@
 #include "core/check.hpp"
 #include "core/threads.hpp"
 #include "kernels/attention.hpp"
+#include "naive_ops.hpp"
 
 namespace seqpar {
 namespace {
@@ -34,19 +35,7 @@ constexpr double kTolFwd = 1e-5;
 constexpr double kTolBwd = 3e-5;
 constexpr float kNegInf = -std::numeric_limits<float>::infinity();
 
-double norm_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::isinf(b[i]) || std::isinf(a[i])) {  // LSE of rows without keys: both −∞
-      if (a[i] != b[i]) return INFINITY;
-      continue;
-    }
-    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;  // std::max would drop NaN
-    num = std::max(num, std::abs(double{a[i]} - b[i]));
-    den = std::max(den, std::abs(double{b[i]}));
-  }
-  return den > 0 ? num / den : num;
-}
+using naive::norm_err;
 
 void fill_randn(std::vector<float>& x, uint32_t seed, float sd = 1.0f) {
   std::mt19937 gen(seed);

@@ -18,6 +18,7 @@
 #include "core/check.hpp"
 #include "core/threads.hpp"
 #include "kernels/attention.hpp"
+#include "naive_ops.hpp"
 #include "parallel/mask.hpp"
 
 namespace seqpar {
@@ -26,36 +27,11 @@ namespace {
 constexpr double kTolFwd = 1e-5;
 constexpr double kTolBwd = 3e-5;
 
-double norm_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0.0, den = 0.0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (std::isinf(b[i]) || std::isinf(a[i])) {
-      if (a[i] != b[i]) return INFINITY;
-      continue;
-    }
-    if (std::isnan(a[i]) || std::isnan(b[i])) return INFINITY;
-    num = std::max(num, std::abs(double{a[i]} - b[i]));
-    den = std::max(den, std::abs(double{b[i]}));
-  }
-  return den > 0 ? num / den : num;
-}
+using naive::norm_err;
 
 // Document ids (B, L) from a list of lengths per row, repeated until L is covered.
-std::vector<int64_t> doc_ids(int B, int64_t L, const std::vector<std::vector<int>>& lens) {
-  std::vector<int64_t> ids(size_t(B) * L);
-  for (int b = 0; b < B; ++b) {
-    const auto& ls = lens[b % lens.size()];
-    int64_t id = 0, left = ls[0];
-    size_t k = 0;
-    for (int64_t i = 0; i < L; ++i) {
-      if (left == 0) {
-        ++id, k = (k + 1) % ls.size(), left = ls[k];
-      }
-      ids[size_t(b) * L + i] = id;
-      --left;
-    }
-  }
-  return ids;
+std::vector<int64_t> doc_ids(int B, int64_t L, const std::vector<std::vector<int64_t>>& lens) {
+  return naive::cycled_doc_ids(B, L, lens);
 }
 
 // Reference forward and backward for one (B, L) self-attention with an explicit mask
@@ -144,7 +120,7 @@ struct Case {
   int B, L, H, Hkv, d;
   bool causal;
   int64_t window;
-  std::vector<std::vector<int>> lens;  // document lengths per row (cycled); {} = one document
+  std::vector<std::vector<int64_t>> lens;  // document lengths per row (cycled); {} = one document
 };
 
 class MaskedKernel : public testing::TestWithParam<Case> {};

@@ -16,6 +16,7 @@
 #include <cmath>
 #include <random>
 
+#include "../naive_ops.hpp"
 #include "comm/comm.hpp"
 #include "core/arena.hpp"
 #include "core/check.hpp"
@@ -46,20 +47,7 @@ struct Case {
 // than a tile, crossing shard boundaries), row 1 has one long document that spans several
 // shards and a few short ones.
 std::vector<int64_t> packed_doc_ids(int B, int64_t L) {
-  const std::vector<std::vector<int64_t>> lens = {{1, 5, 17, 3, 40, 9, 2, 70},
-                                                  {L / 2 + 3, 1, 4, 11}};
-  std::vector<int64_t> ids(size_t(B) * L);
-  for (int b = 0; b < B; ++b) {
-    const auto& ls = lens[b % lens.size()];
-    int64_t id = 0, left = ls[0];
-    size_t k = 0;
-    for (int64_t i = 0; i < L; ++i) {
-      if (left == 0) ++id, k = (k + 1) % ls.size(), left = ls[k];
-      ids[size_t(b) * L + i] = id;
-      --left;
-    }
-  }
-  return ids;
+  return naive::cycled_doc_ids(B, L, {{1, 5, 17, 3, 40, 9, 2, 70}, {L / 2 + 3, 1, 4, 11}});
 }
 
 std::string case_name(const testing::TestParamInfo<Case>& info) {
