@@ -1,7 +1,6 @@
 #include "train/planner.hpp"
 
 #include <algorithm>
-#include <numeric>
 
 #include "core/check.hpp"
 #include "core/memory.hpp"
@@ -26,34 +25,30 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
 }
 
 MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len) {
-  // Any L >= sp splits (shards differ by one unit of the layout), and Megatron sequence
-  // parallelism needs at least one of the B·T rows per tp rank: the search runs over every
-  // L from the shortest valid one.
-  const int64_t unit = 1;
-  auto peak_at = [&](int64_t k) {
-    cfg.seq_len = k * unit;
+  auto peak_at = [&](int64_t L) {
+    cfg.seq_len = L;
     return dry_run_peak(cfg, world);
   };
-  // The shortest L the configuration accepts: MQSP needs at least m rows to split into its
-  // m micro-query chunks.
+  // The shortest L the configuration accepts: any L >= sp splits (shards differ by one unit
+  // of the layout), Megatron sequence parallelism needs one of the B·T rows per tp rank, and
+  // MQSP needs at least m rows for its m micro-query chunks.
   const int64_t rows_min = cfg.tp_sp ? (cfg.tp + cfg.batch - 1) / cfg.batch : 1;  // B·T >= tp
   const int64_t min_len = std::max<int64_t>(
       {cfg.strategy == "mqsp" ? std::max(1, cfg.mqsp_micro) : 1, cfg.sp, cfg.sp * rows_min});
-  const int64_t k0 = (min_len + unit - 1) / unit;
   MemoryPlan best;
-  // Peak grows with L: double until it does not fit, then bisect on multiples of unit.
-  int64_t lo = k0 - 1, hi = 0;
-  for (int64_t k = k0;; k *= 2) {
-    if (k * unit > max_len) {
-      hi = max_len / unit + 1;
+  // Peak grows with L: double until it does not fit, then bisect.
+  int64_t lo = min_len - 1, hi = 0;
+  for (int64_t L = min_len;; L *= 2) {
+    if (L > max_len) {
+      hi = max_len + 1;
       break;
     }
-    MemoryPlan p = peak_at(k);
+    MemoryPlan p = peak_at(L);
     if (p.peak_total > budget) {
-      hi = k;
+      hi = L;
       break;
     }
-    lo = k;
+    lo = L;
     best = p;
   }
   while (hi - lo > 1) {
