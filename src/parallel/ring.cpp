@@ -162,14 +162,6 @@ RingWorkspace::RingWorkspace(Arena& arena, int B_, int Tq_, int Tk_, int H_, int
   scratch = Buffer(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch");
 }
 
-uint64_t ring_bytes_forward(int N, int B, int Tk, int Hkv, int d) {
-  return uint64_t(N - 1) * uint64_t(B) * uint64_t(Tk) * 2 * uint64_t(Hkv) * uint64_t(d) * 4;
-}
-
-uint64_t ring_bytes_backward(int N, int B, int Tk, int Hkv, int d) {
-  return 2 * ring_bytes_forward(N, B, Tk, Hkv, d);
-}
-
 RingSchedule ring_schedule(const SeqMask* mask, bool causal, int B,
                            const std::vector<std::vector<int64_t>>& kv_pos) {
   RingSchedule sc;
@@ -214,14 +206,6 @@ uint64_t ring_bytes_backward(const RingSchedule& sc, int r, const std::vector<ui
     if (sc.last[src] >= k) n += block[src];
   }
   return ring_bytes_forward(sc, r, block) + n;
-}
-
-uint64_t ring_bytes_forward(const RingSchedule& sc, int r, uint64_t block_bytes) {
-  return ring_bytes_forward(sc, r, std::vector<uint64_t>(sc.N, block_bytes));
-}
-
-uint64_t ring_bytes_backward(const RingSchedule& sc, int r, uint64_t block_bytes) {
-  return ring_bytes_backward(sc, r, std::vector<uint64_t>(sc.N, block_bytes));
 }
 
 namespace {

@@ -52,12 +52,9 @@ struct RingSchedule {
 RingSchedule ring_schedule(const SeqMask* mask, bool causal, int B,
                            const std::vector<std::vector<int64_t>>& kv_pos);
 // Bytes rank r sends in one forward / backward call under a schedule; block[j] = bytes of
-// ring rank j's packed K|V block (blocks differ when L does not divide evenly), or one
-// size S for all.
+// ring rank j's packed K|V block (blocks differ when L does not divide evenly).
 uint64_t ring_bytes_forward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block);
 uint64_t ring_bytes_backward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block);
-uint64_t ring_bytes_forward(const RingSchedule& sc, int r, uint64_t block_bytes);
-uint64_t ring_bytes_backward(const RingSchedule& sc, int r, uint64_t block_bytes);
 
 // Buffers of the ring core for one shape, all taken from the arena at construction (no
 // allocation inside forward/backward).
@@ -104,10 +101,5 @@ void ring_attention_forward(Comm* comm, const AttnParams& p,
 void ring_attention_backward(Comm* comm, const AttnBwdParams& p,
                              const std::vector<std::vector<int64_t>>& kv_pos, RingWorkspace& ws,
                              const SeqMask* mask = nullptr);
-
-// Bytes this rank sends per call (fp32) when every block is needed everywhere (no mask,
-// bidirectional), as comm/ counts point-to-point traffic.
-uint64_t ring_bytes_forward(int N, int B, int Tk, int Hkv, int d);
-uint64_t ring_bytes_backward(int N, int B, int Tk, int Hkv, int d);
 
 }  // namespace seqpar
