@@ -174,8 +174,9 @@ int main(int argc, char** argv) {
           "|i-j| < W, symmetric), within its document when packing; 0 = off (default)");
     opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
     opt_s("--max-memory", "max_memory",
-          "per-rank limit for the whole process (arena peak + runtime baseline + checkpoint "
-          "host copies), e.g. 8GiB; refused up front, before any allocation, when the plan "
+          "per-rank limit for the whole process (arena peak, with the checkpoint's stream "
+          "buffer, + runtime baseline), e.g. 8GiB; refused up front, before any allocation, when "
+          "the plan "
           "exceeds it; default 'available' (the memory the machine offers, smallest over "
           "ranks)");
     opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
@@ -379,8 +380,8 @@ int main(int argc, char** argv) {
     }
     if (command == "plan") {
       MemoryPlan p = longest_under_budget(cfg, world, budget, max_len);
-      // The whole process at the planned L (arena + runtime baseline + checkpoint host
-      // copies), and whether it fits --max-memory.
+      // The whole process at the planned L (arena, with the checkpoint's stream buffer, +
+      // runtime baseline), and whether it fits --max-memory.
       TrainConfig at = cfg;
       if (p.L > 0) at.seq_len = p.L;
       const ProcessPlan pp = process_plan(at, world);

@@ -22,6 +22,8 @@ const char* mem_name(Mem m) {
       return "comm";
     case Mem::scratch:
       return "scratch";
+    case Mem::ckpt:
+      return "ckpt";
     default:
       return "?";
   }

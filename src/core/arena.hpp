@@ -12,7 +12,8 @@
 
 namespace seqpar {
 
-enum class Mem : int { params = 0, grads, optim, acts, comm, scratch, count };
+// ckpt: the one bounded buffer checkpoints stream through (train/checkpoint_stream.hpp).
+enum class Mem : int { params = 0, grads, optim, acts, comm, scratch, ckpt, count };
 constexpr int kMemCategories = static_cast<int>(Mem::count);
 const char* mem_name(Mem m);
 

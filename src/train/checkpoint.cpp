@@ -205,14 +205,19 @@ void write_file_atomic(const std::string& path, const std::string& contents) {
 
 // ---- safetensors ---------------------------------------------------------------------
 
-void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+namespace {
+
+// The header of a safetensors file of these tensors: 8-byte length, then the JSON (in data
+// order, padded with spaces so the data starts 8-byte aligned). Sets *data_bytes.
+std::string safetensors_header(const std::string& path, const std::vector<TensorInfo>& tensors,
+                               const std::map<std::string, std::string>& metadata,
+                               uint64_t* data_bytes) {
   // ordered_json keeps the header in data order, which is easier to read in a hex dump.
   nlohmann::ordered_json header = nlohmann::ordered_json::object();
   if (!metadata.empty()) header["__metadata__"] = metadata;
   std::set<std::string> names;
   uint64_t offset = 0;
-  for (const NamedTensor& t : tensors) {
+  for (const TensorInfo& t : tensors) {
     SP_CHECK(t.name != "__metadata__", "write_safetensors(", path,
              "): '__metadata__' is reserved and cannot name a tensor");
     SP_CHECK(names.insert(t.name).second, "write_safetensors(", path, "): duplicate tensor name '",
@@ -220,22 +225,61 @@ void write_safetensors(const std::string& path, const std::vector<NamedTensor>& 
     uint64_t bytes = 0;
     SP_CHECK(f32_bytes(t.shape, &bytes), "write_safetensors(", path, "): tensor '", t.name,
              "' has invalid shape ", shape_str(t.shape));
-    SP_CHECK(t.data.size() * sizeof(float) == bytes, "write_safetensors(", path, "): tensor '",
-             t.name, "' has ", t.data.size(), " floats, shape ", shape_str(t.shape), " needs ",
-             bytes / sizeof(float));
     header[t.name] = {
         {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
     offset += bytes;
   }
   std::string h = dump_json(header, -1, "safetensors header for " + path);
   h.append((8 - h.size() % 8) % 8, ' ');  // data section starts 8-byte aligned
+  std::string out(8, '\0');
+  for (int i = 0; i < 8; ++i) out[i] = static_cast<char>(uint64_t(h.size()) >> (8 * i));
+  *data_bytes = offset;
+  return out + h;
+}
 
-  unsigned char len[8];
-  for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>(uint64_t(h.size()) >> (8 * i));
-  AtomicWriter w(path);
-  w.write(len, sizeof len);
-  w.write(h.data(), h.size());
-  for (const NamedTensor& t : tensors) w.write(t.data.data(), t.data.size() * sizeof(float));
+}  // namespace
+
+SafetensorsWriter::SafetensorsWriter(const std::string& path,
+                                     const std::vector<TensorInfo>& tensors,
+                                     const std::map<std::string, std::string>& metadata)
+    : file_(path) {
+  const std::string header = safetensors_header(path, tensors, metadata, &data_bytes_);
+  file_.write(header.data(), header.size());
+  hash_ = fnv1a64(header.data(), header.size());
+}
+
+void SafetensorsWriter::append(const float* data, size_t n) {
+  const uint64_t bytes = uint64_t(n) * sizeof(float);
+  SP_CHECK(written_ + bytes <= data_bytes_, "write_safetensors(", file_.path(),
+           "): ", written_ + bytes, " data bytes appended, the header declares ", data_bytes_);
+  if (n == 0) return;
+  file_.write(data, bytes);
+  hash_ = fnv1a64(data, bytes, hash_);
+  written_ += bytes;
+}
+
+FileDigest SafetensorsWriter::commit() {
+  SP_CHECK(written_ == data_bytes_, "write_safetensors(", file_.path(), "): ", written_,
+           " data bytes appended, the header declares ", data_bytes_);
+  const FileDigest d{file_.bytes_written(), hash_};
+  file_.commit();
+  return d;
+}
+
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  std::vector<TensorInfo> infos;
+  for (const NamedTensor& t : tensors) {
+    uint64_t bytes = 0;
+    SP_CHECK(f32_bytes(t.shape, &bytes), "write_safetensors(", path, "): tensor '", t.name,
+             "' has invalid shape ", shape_str(t.shape));
+    SP_CHECK(t.data.size() * sizeof(float) == bytes, "write_safetensors(", path, "): tensor '",
+             t.name, "' has ", t.data.size(), " floats, shape ", shape_str(t.shape), " needs ",
+             bytes / sizeof(float));
+    infos.push_back({t.name, t.shape});
+  }
+  SafetensorsWriter w(path, infos, metadata);
+  for (const NamedTensor& t : tensors) w.append(t.data.data(), t.data.size());
   w.commit();
 }
 
@@ -243,28 +287,46 @@ std::vector<NamedTensor> read_safetensors(const std::string& path) {
   return read_safetensors(path, nullptr);
 }
 
+std::vector<NamedTensor> read_safetensors(const std::string& path,
+                                          std::map<std::string, std::string>* metadata) {
+  SafetensorsReader r(path);
+  if (metadata) *metadata = r.metadata();
+  std::vector<NamedTensor> out;
+  out.reserve(r.entries().size());
+  for (const SafetensorsReader::Entry& e : r.entries()) {
+    NamedTensor t{e.name, e.shape, {}};
+    t.data.resize(size_t(e.numel()));
+    r.read(e, 0, e.numel(), t.data.data());
+    out.push_back(std::move(t));
+  }
+  return out;
+}
+
 #define SP_ST_FAIL(...) SP_FAIL("safetensors file ", path, ": ", __VA_ARGS__)
 #define SP_ST_CHECK(cond, ...) SP_CHECK(cond, "safetensors file ", path, ": ", __VA_ARGS__)
 
-std::vector<NamedTensor> read_safetensors(const std::string& path,
-                                          std::map<std::string, std::string>* metadata) {
+SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
   int fd_raw;
   do {
     fd_raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   } while (fd_raw < 0 && errno == EINTR);
   if (fd_raw < 0) SP_ST_FAIL("cannot open: ", errno_text(errno));
-  Fd fd(fd_raw);
-  const uint64_t size = fd_size(fd.get(), path);
+  fd_ = std::shared_ptr<int>(new int(fd_raw), [](int* p) {
+    ::close(*p);
+    delete p;
+  });
+  const int fd = *fd_;
+  const uint64_t size = fd_size(fd, path);
   SP_ST_CHECK(size >= 8, "too short: ", size, " bytes, need at least 8 for the header length");
 
   unsigned char len[8];
-  pread_exact(fd.get(), len, sizeof len, 0, path);
+  pread_exact(fd, len, sizeof len, 0, path);
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= uint64_t(len[i]) << (8 * i);
   SP_ST_CHECK(n <= size - 8, "header length ", n, " is larger than the file (", size, " bytes)");
   SP_ST_CHECK(n >= 2, "header length ", n, " is too small to hold a JSON object");
   std::string text(n, '\0');
-  pread_exact(fd.get(), text.data(), n, 8, path);
+  pread_exact(fd, text.data(), n, 8, path);
   SP_ST_CHECK(text[0] == '{', "invalid JSON header: it must begin with '{'");
   nlohmann::json header;
   try {
@@ -274,20 +336,15 @@ std::vector<NamedTensor> read_safetensors(const std::string& path,
   }
   SP_ST_CHECK(header.is_object(), "invalid JSON header: not an object");
 
-  const uint64_t data_start = 8 + n, data_size = size - data_start;
-  struct Entry {
-    uint64_t begin, end;
-    std::string name;
-    std::vector<int64_t> shape;
-  };
-  std::vector<Entry> entries;
-  if (metadata) metadata->clear();
+  data_start_ = 8 + n;
+  const uint64_t data_size = size - data_start_;
+  std::vector<Entry>& entries = entries_;
   for (const auto& [name, info] : header.items()) {
     if (name == "__metadata__") {
       SP_ST_CHECK(info.is_object(), "__metadata__ is not an object");
       for (const auto& [k, v] : info.items()) {
         SP_ST_CHECK(v.is_string(), "__metadata__ value for '", k, "' is not a string");
-        if (metadata) (*metadata)[k] = v.get<std::string>();
+        metadata_[k] = v.get<std::string>();
       }
       continue;
     }
@@ -301,7 +358,7 @@ std::vector<NamedTensor> read_safetensors(const std::string& path,
     auto shape_it = info.find("shape");
     SP_ST_CHECK(shape_it != info.end() && shape_it->is_array(), "tensor '", name,
                 "' has no shape array");
-    Entry e{0, 0, name, {}};
+    Entry e{name, {}, 0, 0};
     for (const auto& d : *shape_it) {
       uint64_t v = 0;
       SP_ST_CHECK(json_u64(d, &v) && v <= uint64_t(INT64_MAX), "tensor '", name, "' shape ",
@@ -339,16 +396,21 @@ std::vector<NamedTensor> read_safetensors(const std::string& path,
   SP_ST_CHECK(pos == data_size, "trailing garbage: ", data_size - pos,
               " bytes after the last tensor (data section has ", data_size,
               " bytes, tensors cover ", pos, ")");
+}
 
-  std::vector<NamedTensor> out;
-  out.reserve(entries.size());
-  for (Entry& e : entries) {
-    NamedTensor t{std::move(e.name), std::move(e.shape), {}};
-    t.data.resize((e.end - e.begin) / sizeof(float));
-    pread_exact(fd.get(), t.data.data(), e.end - e.begin, data_start + e.begin, path);
-    out.push_back(std::move(t));
-  }
-  return out;
+const SafetensorsReader::Entry* SafetensorsReader::find(const std::string& name) const {
+  for (const Entry& e : entries_)
+    if (e.name == name) return &e;
+  return nullptr;
+}
+
+void SafetensorsReader::read(const Entry& e, int64_t off, int64_t n, float* out) const {
+  const std::string& path = path_;
+  SP_ST_CHECK(off >= 0 && n >= 0 && off + n <= e.numel(), "read of floats [", off, ", ", off + n,
+              ") of tensor '", e.name, "', which has ", e.numel());
+  if (n == 0) return;
+  pread_exact(*fd_, out, size_t(n) * sizeof(float), data_start_ + e.begin + uint64_t(off) * 4,
+              path);
 }
 
 #undef SP_ST_CHECK
@@ -465,8 +527,6 @@ Checkpoint load_step_dir(const std::string& d) {
              hex64(want_hash), ")");
   }
 
-  ck.weights = read_safetensors((fs::path(d) / "model.safetensors").string());
-  ck.optimizer = read_safetensors((fs::path(d) / "optimizer.safetensors").string());
   ck.state = parse_json_file((fs::path(d) / "state.json").string(),
                              "checkpoint " + d + " is corrupt: state.json is not valid JSON");
   return ck;
@@ -474,60 +534,113 @@ Checkpoint load_step_dir(const std::string& d) {
 
 }  // namespace
 
+CheckpointWriter::CheckpointWriter(const std::string& root, int64_t step)
+    : root_(root), name_(step_dir_name(step)), step_(step) {
+  SP_CHECK(step >= 0, "save_checkpoint(", root, "): step ", step, " is negative");
+  std::error_code ec;
+  fs::create_directories(root, ec);
+  SP_CHECK(!ec, "save_checkpoint: cannot create directory ", root, ": ", ec.message());
+  final_dir_ = (fs::path(root) / name_).string();
+  SP_CHECK(!fs::exists(final_dir_, ec), "checkpoint ", final_dir_,
+           " already exists; a saved checkpoint is never written over");
+  const std::string tmp = final_dir_ + ".tmp." + pid_suffix();
+  fs::remove_all(tmp, ec);  // left by an earlier crashed process that had our pid
+  SP_CHECK(!ec, "save_checkpoint: cannot remove stale ", tmp, ": ", ec.message());
+  fs::create_directory(tmp, ec);
+  SP_CHECK(!ec, "save_checkpoint: cannot create ", tmp, ": ", ec.message());
+  tmp_dir_ = tmp;  // ours from here: removed if the save does not finish
+}
+
+CheckpointWriter::~CheckpointWriter() {
+  open_.reset();  // removes its temp file
+  std::error_code ec;
+  if (!finished_ && !tmp_dir_.empty()) fs::remove_all(tmp_dir_, ec);  // best effort
+}
+
+void CheckpointWriter::open_file(const std::string& file, const std::vector<TensorInfo>& tensors) {
+  SP_CHECK(!open_ && !finished_, "checkpoint ", final_dir_, ": open_file(", file, ") while ",
+           finished_ ? "finished" : open_name_ + " is open");
+  SP_CHECK(file == kCheckpointFiles[0] || file == kCheckpointFiles[1], "checkpoint ", final_dir_,
+           ": '", file, "' is not a tensor file of a checkpoint");
+  open_ = std::make_unique<SafetensorsWriter>((fs::path(tmp_dir_) / file).string(), tensors);
+  open_name_ = file;
+}
+
+void CheckpointWriter::append(const float* data, size_t n) {
+  SP_CHECK(open_, "checkpoint ", final_dir_, ": append with no file open");
+  open_->append(data, n);
+}
+
+void CheckpointWriter::close_file() {
+  SP_CHECK(open_, "checkpoint ", final_dir_, ": close_file with no file open");
+  digests_[open_name_] = open_->commit();
+  open_.reset();
+}
+
+std::string CheckpointWriter::finish(const nlohmann::json& state,
+                                     const nlohmann::json& manifest_extra) {
+  SP_CHECK(!open_ && !finished_, "checkpoint ", final_dir_, ": finish() while ",
+           finished_ ? "finished" : open_name_ + " is open");
+  SP_CHECK(manifest_extra.is_object() || manifest_extra.is_null(), "save_checkpoint(", root_,
+           "): manifest_extra must be a JSON object, got ", manifest_extra.type_name());
+  for (const char* f : {kCheckpointFiles[0], kCheckpointFiles[1]})
+    SP_CHECK(digests_.count(f), "checkpoint ", final_dir_, ": ", f, " was not written");
+  auto in_tmp = [&](const char* f) { return (fs::path(tmp_dir_) / f).string(); };
+  const std::string st = dump_json(state, 2, "checkpoint state") + "\n";
+  write_file_atomic(in_tmp("state.json"), st);
+  digests_["state.json"] = {st.size(), fnv1a64(st.data(), st.size())};
+
+  nlohmann::json manifest = manifest_extra.is_object() ? manifest_extra : nlohmann::json::object();
+  manifest["format_version"] = kCheckpointFormatVersion;
+  manifest["step"] = step_;
+  nlohmann::json files = nlohmann::json::object();
+  for (const char* f : kCheckpointFiles)
+    files[f] = {{"bytes", digests_[f].bytes}, {"fnv1a64", hex64(digests_[f].fnv1a64)}};
+  manifest["files"] = files;
+  // Last: a step directory with a manifest is complete.
+  write_file_atomic(in_tmp("manifest.json"), dump_json(manifest, 2, "checkpoint manifest") + "\n");
+
+  install_dir(tmp_dir_, final_dir_);
+  finished_ = true;
+  fsync_dir(root_);
+  // A hint for people and scripts; discovery reads the step directories themselves.
+  write_file_atomic((fs::path(root_) / "latest").string(), name_ + "\n");
+  return final_dir_;
+}
+
 std::string save_checkpoint(const std::string& root, int64_t step,
                             const std::vector<NamedTensor>& weights,
                             const std::vector<NamedTensor>& optimizer, const nlohmann::json& state,
                             const nlohmann::json& manifest_extra) {
-  SP_CHECK(step >= 0, "save_checkpoint(", root, "): step ", step, " is negative");
   SP_CHECK(manifest_extra.is_object() || manifest_extra.is_null(), "save_checkpoint(", root,
            "): manifest_extra must be a JSON object, got ", manifest_extra.type_name());
-  std::error_code ec;
-  fs::create_directories(root, ec);
-  SP_CHECK(!ec, "save_checkpoint: cannot create directory ", root, ": ", ec.message());
-
-  const std::string name = step_dir_name(step);
-  const std::string final_dir = (fs::path(root) / name).string();
-  SP_CHECK(!fs::exists(final_dir, ec), "checkpoint ", final_dir,
-           " already exists; a saved checkpoint is never written over");
-  const std::string tmp_dir = final_dir + ".tmp." + pid_suffix();
-  fs::remove_all(tmp_dir, ec);  // left by an earlier crashed process that had our pid
-  SP_CHECK(!ec, "save_checkpoint: cannot remove stale ", tmp_dir, ": ", ec.message());
-  fs::create_directory(tmp_dir, ec);
-  SP_CHECK(!ec, "save_checkpoint: cannot create ", tmp_dir, ": ", ec.message());
-
-  try {
-    auto in_tmp = [&](const char* f) { return (fs::path(tmp_dir) / f).string(); };
-    write_safetensors(in_tmp("model.safetensors"), weights);
-    write_safetensors(in_tmp("optimizer.safetensors"), optimizer);
-    write_file_atomic(in_tmp("state.json"), dump_json(state, 2, "checkpoint state") + "\n");
-
-    nlohmann::json manifest =
-        manifest_extra.is_object() ? manifest_extra : nlohmann::json::object();
-    manifest["format_version"] = kCheckpointFormatVersion;
-    manifest["step"] = step;
-    nlohmann::json files = nlohmann::json::object();
-    for (const char* f : kCheckpointFiles) {
-      uint64_t bytes = fs::file_size(in_tmp(f), ec);
-      SP_CHECK(!ec, "save_checkpoint: cannot stat ", in_tmp(f), ": ", ec.message());
-      files[f] = {{"bytes", bytes}, {"fnv1a64", hex64(fnv1a64_file(in_tmp(f)))}};
+  CheckpointWriter w(root, step);
+  auto write = [&](const char* file, const std::vector<NamedTensor>& tensors) {
+    std::vector<TensorInfo> infos;
+    for (const NamedTensor& t : tensors) {
+      uint64_t bytes = 0;
+      SP_CHECK(f32_bytes(t.shape, &bytes) && t.data.size() * sizeof(float) == bytes,
+               "save_checkpoint(", root, "): tensor '", t.name, "' has ", t.data.size(),
+               " floats, shape ", shape_str(t.shape));
+      infos.push_back({t.name, t.shape});
     }
-    manifest["files"] = files;
-    // Last: a step directory with a manifest is complete.
-    write_file_atomic(in_tmp("manifest.json"),
-                      dump_json(manifest, 2, "checkpoint manifest") + "\n");
-
-    install_dir(tmp_dir, final_dir);
-    fsync_dir(root);
-  } catch (...) {
-    fs::remove_all(tmp_dir, ec);  // best effort; the error in flight matters more
-    throw;
-  }
-  // A hint for people and scripts; discovery reads the step directories themselves.
-  write_file_atomic((fs::path(root) / "latest").string(), name + "\n");
-  return final_dir;
+    w.open_file(file, infos);
+    for (const NamedTensor& t : tensors) w.append(t.data.data(), t.data.size());
+    w.close_file();
+  };
+  write(kCheckpointFiles[0], weights);
+  write(kCheckpointFiles[1], optimizer);
+  return w.finish(state, manifest_extra);
 }
 
 Checkpoint load_checkpoint(const std::string& path) {
+  Checkpoint ck = open_checkpoint(path);
+  ck.weights = read_safetensors((fs::path(ck.dir) / "model.safetensors").string());
+  ck.optimizer = read_safetensors((fs::path(ck.dir) / "optimizer.safetensors").string());
+  return ck;
+}
+
+Checkpoint open_checkpoint(const std::string& path) {
   std::error_code ec;
   bool exists = fs::exists(path, ec);
   SP_CHECK(!ec, "cannot look for a checkpoint at ", path, ": ", ec.message());

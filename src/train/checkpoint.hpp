@@ -17,11 +17,12 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
-#include "core/file.hpp"  // fnv1a64, fnv1a64_file (manifest hashes)
+#include "core/file.hpp"  // fnv1a64, fnv1a64_file (manifest hashes), AtomicFileWriter
 
 namespace seqpar {
 
@@ -48,6 +49,59 @@ std::vector<NamedTensor> read_safetensors(const std::string& path);
 std::vector<NamedTensor> read_safetensors(const std::string& path,
                                           std::map<std::string, std::string>* metadata);
 
+// Streaming: a file written or read tensor by tensor, in pieces, through the caller's
+// buffer, so that no process holds a whole model. The bytes are those of write_safetensors
+// / read_safetensors (which are built on these two classes).
+struct TensorInfo {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+struct FileDigest {
+  uint64_t bytes = 0;
+  uint64_t fnv1a64 = 0;  // of the whole file, as fnv1a64_file computes it
+};
+class SafetensorsWriter {
+ public:
+  // The header is computed up front from the names and shapes (F32, data offsets in the
+  // order given) and written at once; the data follows through append().
+  SafetensorsWriter(const std::string& path, const std::vector<TensorInfo>& tensors,
+                    const std::map<std::string, std::string>& metadata = {});
+  // The next n floats of the data section (the tensors in order, each row-major).
+  void append(const float* data, size_t n);
+  // Every float appended (checked): fsync, rename into place. Size and FNV-1a 64 of the
+  // file, hashed as the bytes went out (no second read).
+  FileDigest commit();
+  uint64_t data_bytes() const { return data_bytes_; }
+
+ private:
+  AtomicFileWriter file_;
+  uint64_t data_bytes_ = 0, written_ = 0, hash_ = kFnv1a64Basis;
+};
+class SafetensorsReader {
+ public:
+  struct Entry {
+    std::string name;
+    std::vector<int64_t> shape;
+    uint64_t begin = 0, end = 0;  // byte offsets in the data section
+    int64_t numel() const { return int64_t((end - begin) / sizeof(float)); }
+  };
+  // Opens and validates the header as read_safetensors does (the same errors).
+  explicit SafetensorsReader(const std::string& path);
+  const std::vector<Entry>& entries() const { return entries_; }  // by data offset
+  const Entry* find(const std::string& name) const;               // null if absent
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // Floats [off, off + n) of entry e (pread; a short file is an error naming it).
+  void read(const Entry& e, int64_t off, int64_t n, float* out) const;
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+  std::shared_ptr<int> fd_;
+  uint64_t data_start_ = 0;
+  std::vector<Entry> entries_;
+  std::map<std::string, std::string> metadata_;
+};
+
 struct Checkpoint {
   int64_t step = 0;
   std::vector<NamedTensor> weights;
@@ -71,6 +125,37 @@ std::string save_checkpoint(const std::string& root, int64_t step,
 // `path` is either a root (its newest complete step directory) or a step directory.
 // Verifies the manifest (format version, sizes, hashes) before returning anything.
 Checkpoint load_checkpoint(const std::string& path);
+// As load_checkpoint, verified the same way, but without the tensors (weights and optimizer
+// stay empty): the caller streams them from <dir>/model.safetensors and
+// <dir>/optimizer.safetensors with a SafetensorsReader.
+Checkpoint open_checkpoint(const std::string& path);
+
+// A checkpoint written as a stream: open_file / append / close_file for model.safetensors
+// and then optimizer.safetensors, then finish() with the state and the manifest. Files go
+// to <root>/step_<N>.tmp.<pid>/; finish() writes state.json, the manifest last (with the
+// sizes and hashes taken while the files were written), installs the step directory and
+// updates `latest`. Destroyed unfinished (an error on the way), the temp directory is
+// removed. save_checkpoint is this with whole tensors.
+class CheckpointWriter {
+ public:
+  CheckpointWriter(const std::string& root, int64_t step);
+  ~CheckpointWriter();
+  CheckpointWriter(const CheckpointWriter&) = delete;
+  CheckpointWriter& operator=(const CheckpointWriter&) = delete;
+  // file: "model.safetensors" or "optimizer.safetensors".
+  void open_file(const std::string& file, const std::vector<TensorInfo>& tensors);
+  void append(const float* data, size_t n);
+  void close_file();
+  // Returns the step directory.
+  std::string finish(const nlohmann::json& state, const nlohmann::json& manifest_extra);
+
+ private:
+  std::string root_, name_, final_dir_, tmp_dir_, open_name_;
+  int64_t step_;
+  std::unique_ptr<SafetensorsWriter> open_;
+  std::map<std::string, FileDigest> digests_;
+  bool finished_ = false;
+};
 
 struct CheckpointEntry {
   int64_t step = 0;

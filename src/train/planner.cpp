@@ -66,22 +66,20 @@ MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, i
 
 std::string ProcessPlan::describe() const {
   return format_bytes(total) + " per rank (arena peak " + format_bytes(arena.peak_total) +
-         " + runtime baseline " + format_bytes(baseline) + " + checkpoint host copies " +
-         format_bytes(checkpoint) + ")";
+         ", of which checkpoint buffer " + format_bytes(checkpoint) + ", + runtime baseline " +
+         format_bytes(baseline) + ")";
 }
 
 ProcessPlan process_plan(const TrainConfig& cfg, Comm& world) {
   ProcessPlan p;
   p.arena = dry_run_peak(cfg, world);
   warm_up_runtimes();
-  int64_t global_params = 0;
-  for (const ParamSpec& s : param_specs(cfg.model, 1, 0)) global_params += s.numel;
   // max over ranks of the baseline; min over ranks of the available memory (as −min).
   int64_t v[2] = {int64_t(process_rss_bytes()), -int64_t(available_memory_bytes())};
   world.allreduce_max(v, 2);
   p.baseline = uint64_t(v[0]);
-  p.checkpoint = uint64_t(3 * 4 * global_params);
-  p.total = p.arena.peak_total + p.baseline + p.checkpoint;
+  p.checkpoint = p.arena.peak[int(Mem::ckpt)];  // part of the arena peak, not added again
+  p.total = p.arena.peak_total + p.baseline;
   p.max_memory_given = cfg.max_memory != "available";
   p.max_memory = p.max_memory_given ? parse_bytes(cfg.max_memory, "max_memory") : uint64_t(-v[1]);
   if (p.max_memory == 0) p.max_memory = UINT64_MAX;  // nothing readable: no limit known

@@ -31,19 +31,19 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world);
 MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, int64_t max_len);
 
 // The whole process per rank, what a memory limit must hold:
-//   total = arena peak (dry run, max over ranks)
-//         + baseline   (resident memory of the process with MPI, OpenBLAS and the OpenMP
-//                       threads up, before the arena: max over ranks)
-//         + checkpoint (host copies a save assembles outside the arena: the unsharded
-//                       weights and both AdamW moments, 3·4·P bytes, on world rank 0's tp
-//                       group; counted for every rank, as the largest term it can add)
+//   total = arena peak (dry run, max over ranks; it includes the checkpoint's stream
+//                       buffer, Mem::ckpt, reported as `checkpoint`: a save touches
+//                       nothing else, train/checkpoint_stream.hpp)
+//         + baseline   (resident memory of the process with MPI, OpenBLAS (its pack buffer
+//                       at the largest product the kernels issue) and the OpenMP threads
+//                       up, before the arena: max over ranks)
 // against max_memory (cfg.max_memory, or the smallest available memory over ranks).
 struct ProcessPlan {
   MemoryPlan arena;
   uint64_t baseline = 0, checkpoint = 0, total = 0, max_memory = 0;
   bool max_memory_given = false;  // false: max_memory is what the machines offer
   bool fits() const { return total <= max_memory; }
-  // One line for errors and logs: "9.80 GiB (arena …, baseline …, checkpoint …)".
+  // One line for errors and logs: "9.80 GiB (arena …, of which checkpoint …, + baseline …)".
   std::string describe() const;
 };
 // Collective over world. Measures this process now (after warm_up_runtimes()).

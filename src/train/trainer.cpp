@@ -16,6 +16,7 @@
 #include "core/threads.hpp"
 #include "parallel/layout.hpp"
 #include "train/checkpoint.hpp"
+#include "train/checkpoint_stream.hpp"
 #include "train/data.hpp"
 #include "train/planner.hpp"
 #include "train/progress.hpp"
@@ -123,8 +124,9 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
   const int B = cfg.batch;
 
-  // The whole process must fit before anything is allocated: the arena's dry-run peak, the
-  // runtime baseline and the checkpoint's host copies against --max-memory (train/planner).
+  // The whole process must fit before anything is allocated: the arena's dry-run peak (the
+  // checkpoint's stream buffer included) and the runtime baseline against --max-memory
+  // (train/planner).
   const ProcessPlan mem = process_plan(cfg, world);
   refuse_over_memory(mem, cfg);
 
@@ -148,11 +150,11 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
       state.model.init_weights(cfg.seed);
       return;
     }
-    Checkpoint ck = load_checkpoint(run.checkpoints());
+    Checkpoint ck = open_checkpoint(run.checkpoints());  // verified; tensors streamed below
     at = {true, ck.step, ck.state.value("next_sample", uint64_t(ck.step) * B * dp), ck.dir};
     if (cfg.steps <= ck.step) return;  // nothing left to do: said below, on every rank
     check_resume_settings(cfg, ck);
-    state.load(ck, cfg.model);
+    load_state_checkpoint(state, ck, cfg.model, tp, mesh.tp_rank);
   });
   TrainResult result;
   result.start_step = result.last_step = at.step;
@@ -201,37 +203,27 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   // checkpoint's, whatever batch and dp this run uses.
   auto first_sample = [&](int64_t s) { return at.next_sample + uint64_t(s - at.step) * B * dp; };
   int64_t last_saved = at.resumed ? at.step : -1;
-  Comm* tp_comm = tp > 1 ? &mesh.tp_comm : nullptr;
   auto save = [&](int64_t step) {
     if (step == last_saved) return;  // that state is on disk already (a stop right after resume)
-    // Full tensors are assembled by the tp group of world rank 0 (collective over that
-    // group only; every other rank skips it), then world rank 0 writes them; a failure
-    // there is reported on every rank. The host copies are transient and outside the
-    // arena: 3× the unsharded model on those ranks while the checkpoint is written.
-    std::vector<NamedTensor> weights, opt;
-    if (mesh.dp_rank == 0 && mesh.sp_rank == 0) {
-      weights = state.gather_weights(cfg.model, tp_comm);
-      opt = state.gather_optimizer(cfg.model, tp_comm);
-    }
-    agree_or_throw(world, [&] {
-      if (!rank0) return;
-      nlohmann::json st = {{"step", step},
-                           {"seed", cfg.seed},
-                           {"next_sample", first_sample(step)},
-                           {"batch", B},
-                           {"dp", dp},
-                           {"lr", json_float(lr_at(cfg, std::max<int64_t>(0, step - 1)))}};
-      nlohmann::json extra = {{"model", cfg.model.to_json()},
-                              {"parallel",
-                               {{"dp", dp},
-                                {"sp", cfg.sp},
-                                {"tp", tp},
-                                {"sp_strategy", cfg.strategy},
-                                {"layout", layout_name(cfg.layout)}}},
-                              {"train", shared_cfg}};
-      std::string dir = save_checkpoint(run.checkpoints(), step, weights, opt, st, extra);
-      std::cout << "saved checkpoint " << dir << std::endl;
-    });
+    // Streamed through the state's bounded buffer (train/checkpoint_stream.hpp): collective
+    // over world, written by world rank 0; a failure there is reported on every rank.
+    nlohmann::json st = {{"step", step},
+                         {"seed", cfg.seed},
+                         {"next_sample", first_sample(step)},
+                         {"batch", B},
+                         {"dp", dp},
+                         {"lr", json_float(lr_at(cfg, std::max<int64_t>(0, step - 1)))}};
+    nlohmann::json extra = {{"model", cfg.model.to_json()},
+                            {"parallel",
+                             {{"dp", dp},
+                              {"sp", cfg.sp},
+                              {"tp", tp},
+                              {"sp_strategy", cfg.strategy},
+                              {"layout", layout_name(cfg.layout)}}},
+                            {"train", shared_cfg}};
+    const std::string dir =
+        save_state_checkpoint(state, mesh, world, cfg.model, run.checkpoints(), step, st, extra);
+    if (rank0) std::cout << "saved checkpoint " << dir << std::endl;
     last_saved = step;
   };
 

@@ -14,7 +14,7 @@ out=$(mpi 2 "$bin" train "${small[@]}" --sp 2 --sp-strategy ring --max-memory 10
 rc=$?
 check "train above --max-memory: exit 2" '[ $rc = 2 ]'
 check "train above --max-memory: every rank names the plan and the limit" \
-  '[ $(grep -c "needs .* per rank (arena peak .* + runtime baseline .* + checkpoint host copies .*) but --max-memory is 10MiB" <<<"$out") = 2 ]'
+  '[ $(grep -c "needs .* per rank (arena peak .*, of which checkpoint buffer .*, + runtime baseline .*) but --max-memory is 10MiB" <<<"$out") = 2 ]'
 check "train above --max-memory: refused within seconds, no run directory" \
   '[ $(( $(date +%s) - start )) -lt 20 ] && [ ! -e "$tmp/r1" ]'
 
