@@ -2,17 +2,21 @@
 // naive_ops.hpp (normalised error max|a − b| / max|b|), every backward against central
 // finite differences of the double forward of the scalar loss L = Σ R∘out, accumulate
 // semantics (+=) by pre-filled gradient buffers, and op-specific properties.
+#include <cblas.h>
 #include <gtest/gtest.h>
 #include <omp.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
 #include <random>
 #include <string>
 #include <vector>
 
 #include "core/check.hpp"
+#include "core/memory.hpp"
+#include "core/threads.hpp"
 #include "kernels/ops.hpp"
 #include "naive_ops.hpp"
 
@@ -155,6 +159,36 @@ INSTANTIATE_TEST_SUITE_P(Shapes, Linear,
                            name += std::to_string(s.N);
                            return name;
                          });
+
+// The linear layers issue at most kGemmMaxRows rows per sgemm (OpenBLAS's pack buffer,
+// core/memory.hpp), with a remainder piece here (2·kGemmMaxRows + 37 rows), on 1 and 2
+// threads. Rows are independent in out = inp·wᵀ and dinp += dout·w, but OpenBLAS blocks
+// the rows of one call differently from those of three (its M blocks and thread split
+// move), which changes the order of the K-sum inside its kernels for some rows: the
+// pieces agree with one call to rounding, not to the bit. Tolerance: normalised error
+// 1e-6, a few float ulps of a K = 96 sum of O(1) products (5.9e-8 each ulp).
+TEST(Linear, RowPiecesGiveTheBitsOfOneCall) {
+  const int64_t M = 2 * kGemmMaxRows + 37, K = 96, N = 136;
+  VecF inp = randn(M * K, 11), w = randn(N * K, 12), bias = randn(N, 13), dout = randn(M * N, 14);
+  const int saved = omp_get_max_threads();
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    VecF out(M * N), ref(M * N);
+    for (int64_t r = 0; r < M; ++r)
+      for (int64_t j = 0; j < N; ++j) ref[r * N + j] = bias[j];
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, inp.data(),
+                int(K), w.data(), int(K), 1.0f, ref.data(), int(N));
+    linear_forward(out.data(), inp.data(), w.data(), bias.data(), M, K, N);
+    EXPECT_LT(nerr(out, to_d(ref)), 1e-6) << threads;
+
+    VecF dinp = randn(M * K, 15), dref = dinp, dw(N * K, 0.0f);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(K), int(N), 1.0f,
+                dout.data(), int(N), w.data(), int(K), 1.0f, dref.data(), int(K));
+    linear_backward(dinp.data(), dw.data(), nullptr, dout.data(), inp.data(), w.data(), M, K, N);
+    EXPECT_LT(nerr(dinp, to_d(dref)), 1e-6) << threads;
+  }
+  set_num_threads(saved);
+}
 
 // ================================ layernorm ========================================
 TEST(LayerNorm, ForwardMatchesNaive) {

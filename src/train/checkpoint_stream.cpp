@@ -117,7 +117,7 @@ int64_t chunk_rows(const std::vector<std::vector<ParamSpec>>& by_rank, size_t i,
 
 }  // namespace
 
-int64_t checkpoint_chunk_floats(const ModelConfig& cfg, int tp) {
+int64_t checkpoint_chunk_floats(const ModelConfig& cfg, int tp, int64_t cap) {
   SP_CHECK(tp >= 1, "checkpoint_chunk_floats: tp ", tp, " < 1");
   const auto by_rank = specs_by_rank(cfg, tp);
   int64_t largest = 0, row_need = 0;
@@ -135,7 +135,7 @@ int64_t checkpoint_chunk_floats(const ModelConfig& cfg, int tp) {
       }
     }
   }
-  return std::max(std::min(kCheckpointChunkCapFloats, largest), row_need);
+  return std::max(std::min(cap, largest), row_need);
 }
 
 int64_t checkpoint_buffer_floats(const ModelConfig& cfg, int tp) {
@@ -156,9 +156,10 @@ std::string save_state_checkpoint(TrainState& st, Mesh& mesh, Comm& world, const
   const auto by_rank = specs_by_rank(cfg, t);
   SP_CHECK(by_rank[size_t(mesh.tp_rank)].size() == specs.size(),
            "save_state_checkpoint: the model's specs differ from the configuration's");
-  const int64_t H = checkpoint_chunk_floats(cfg, t);
-  SP_CHECK(int64_t(st.io.size()) >= (t > 1 ? 2 : 1) * H, "save_state_checkpoint: buffer of ",
-           st.io.size(), " floats, need ", (t > 1 ? 2 : 1) * H);
+  const int64_t H = int64_t(st.io.size()) / (t > 1 ? 2 : 1);  // one chunk
+  SP_CHECK(H >= checkpoint_chunk_floats(cfg, t, 1), "save_state_checkpoint: a buffer of ",
+           st.io.size(), " floats cannot hold a row of every tensor (",
+           checkpoint_chunk_floats(cfg, t, 1), " floats per chunk)");
   float* A = st.io.data();
   float* B = t > 1 ? A + H : nullptr;
 
@@ -244,9 +245,10 @@ void load_state_checkpoint(TrainState& st, const Checkpoint& ck, const ModelConf
   const auto by_rank = specs_by_rank(cfg, tp);
   SP_CHECK(tp_rank >= 0 && tp_rank < tp && by_rank[size_t(tp_rank)].size() == specs.size(),
            "load_state_checkpoint: the model's specs differ from the configuration's");
-  const int64_t H = checkpoint_chunk_floats(cfg, tp);
-  SP_CHECK(int64_t(st.io.size()) >= (tp > 1 ? 2 : 1) * H, "load_state_checkpoint: buffer of ",
-           st.io.size(), " floats, need ", (tp > 1 ? 2 : 1) * H);
+  const int64_t H = int64_t(st.io.size()) / (tp > 1 ? 2 : 1);  // one chunk
+  SP_CHECK(H >= checkpoint_chunk_floats(cfg, tp, 1), "load_state_checkpoint: a buffer of ",
+           st.io.size(), " floats cannot hold a row of every tensor (",
+           checkpoint_chunk_floats(cfg, tp, 1), " floats per chunk)");
   float* A = st.io.data();
   float* B = tp > 1 ? A + H : nullptr;
 

@@ -37,8 +37,11 @@ namespace seqpar {
 
 constexpr int64_t kCheckpointChunkCapFloats = int64_t(8) << 20;  // 32 MiB
 
-// Floats of one chunk and of the whole buffer (1 chunk at tp = 1, 2 at tp > 1).
-int64_t checkpoint_chunk_floats(const ModelConfig& cfg, int tp);
+// Floats of one chunk (min(cap, largest tensor), at least a row per holder) and of the
+// whole buffer (1 chunk at tp = 1, 2 at tp > 1). Save and load take the chunk from the size
+// of TrainState::io, and refuse one below checkpoint_chunk_floats(cfg, tp, 1).
+int64_t checkpoint_chunk_floats(const ModelConfig& cfg, int tp,
+                                int64_t cap = kCheckpointChunkCapFloats);
 int64_t checkpoint_buffer_floats(const ModelConfig& cfg, int tp);
 
 // Writes <root>/step_<step>/ from the state. Collective over world; world rank 0 writes.
