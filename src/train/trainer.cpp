@@ -13,6 +13,7 @@
 #include "comm/comm.hpp"
 #include "core/arena.hpp"
 #include "core/check.hpp"
+#include "core/memory.hpp"
 #include "core/threads.hpp"
 #include "parallel/layout.hpp"
 #include "train/checkpoint.hpp"
@@ -285,6 +286,13 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   result.arena_peak = arena.total_peak();
   // The final state is saved, step 0 included (--steps 0 saves the initial weights).
   if (cfg.save_final) save(cfg.steps);
+  // The process's peak resident memory against the plan: the budget must hold (issue 10).
+  int64_t hwm = int64_t(process_peak_rss_bytes());
+  world.allreduce_max(&hwm, 1);
+  result.peak_rss = uint64_t(hwm);
+  if (rank0)
+    std::cout << "peak resident memory (VmHWM, max over ranks): " << hwm << " bytes ("
+              << format_bytes(uint64_t(hwm)) << "), plan " << mem.total << " bytes" << std::endl;
   return result;
 }
 

@@ -21,6 +21,7 @@ struct TrainResult {
   int setup_signal = 0;        // stopped by this signal during the set-up: nothing trained
   std::vector<double> losses;  // loss of each step run by this call
   uint64_t arena_peak = 0;     // this rank's arena peak (bytes) over the whole run
+  uint64_t peak_rss = 0;       // VmHWM at the end (after the final save), max over ranks
 };
 
 // Runs on every rank of `world`. Throws seqpar::Error (UsageError for a setting that
