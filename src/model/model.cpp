@@ -292,17 +292,19 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   n_repl_ = 0;
   for (const auto& s : specs_)
     if (s.replicated) n_repl_ = s.offset + s.numel;
-  params_ = Buffer(arena, Mem::params, n_params_, "parameters");
-  grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
-  pv_ = param_views(specs_, cfg_.n_layer, params_.data());
-  gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
+  if (!par_.shared_params) params_ = Buffer(arena, Mem::params, n_params_, "parameters");
+  if (!par_.inference) grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
+  pv_ = param_views(specs_, cfg_.n_layer, par_.shared_params ? par_.shared_params : params_.data());
+  if (!par_.inference) gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
   layout_buffers();
   // One strategy instance serves every layer: strategies keep no state between forward
   // and backward beyond what the model passes back (O, LSE).
   SpSetup sp = par_.sp;
   // The materialised baseline keeps P of every layer unless its core is recomputed.
   sp.materialized_layers = par_.recompute == Recompute::none ? cfg_.n_layer : 1;
-  attn_.push_back(make_attention(par_.strategy, arena, sp, B, T, Ht_, Hkvt_, cfg_.d()));
+  attn_.push_back(par_.attention
+                      ? par_.attention(arena, sp, B, T, Ht_, Hkvt_, cfg_.d())
+                      : make_attention(par_.strategy, arena, sp, B, T, Ht_, Hkvt_, cfg_.d()));
 }
 
 Model::~Model() = default;
@@ -425,7 +427,7 @@ void Model::init_weights(uint64_t seed) {
   // mlp.fc2) use σ/√(2·n_layer) as in GPT-2; LayerNorm weights 1, biases 0.
   const float std_resid = cfg_.init_std / std::sqrt(2.0f * cfg_.n_layer);
   for (const ParamSpec& s : specs_) {
-    float* w = params_.data() + s.offset;
+    float* w = params() + s.offset;
     if (s.global_shape.size() == 1) {  // norm weights 1, biases 0
       const bool norm_weight = s.name.ends_with(".weight");
       for (int64_t e = 0; e < s.numel; ++e) w[e] = norm_weight ? 1.0f : 0.0f;
@@ -445,6 +447,7 @@ void Model::init_weights(uint64_t seed) {
 }
 
 void Model::zero_grad() {
+  SP_CHECK(!par_.inference, "an inference model has no gradients");
   if (!arena_.dry_run()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
 }
 
@@ -783,10 +786,12 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
   for (int l = 0; l < cfg_.n_layer; ++l)
     layer_forward(l, b, ctx, la_[l], l + 1 < cfg_.n_layer ? la_[l + 1].x_in : x_out_);
   norm_forward(lnf_, lnf_mean_, lnf_rstd_, x_out_, pv_.lnf_w, pv_.lnf_b);
+  if (par_.inference) return 0.0;  // generation reads logits() of the rows it needs
   return loss_forward(b);
 }
 
 void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
+  SP_CHECK(!par_.inference, "an inference model has no backward pass");
   if (arena_.dry_run()) return;
   const int64_t N = N_, R = R_, C = cfg_.C, d = cfg_.d(), rb = row_begin();
   const int64_t Wt = int64_t(Ht_ + 2 * Hkvt_) * d, HDt = int64_t(Ht_) * d, Ft = Ft_;
