@@ -303,6 +303,8 @@ int run_generate(Comm& world) {
                          gen.prefill_seconds() > 0 ? double(n) / gen.prefill_seconds() : 0.0},
                         {"new_tokens", int64_t(out.size())},
                         {"decode_ms_per_token", decoded > 0 ? 1e3 * dt / double(decoded) : 0.0},
+                        {"planned_bytes", total},
+                        {"arena_peak_bytes", arena.total_peak()},
                         {"sp", a.sp},
                         {"tp", a.tp},
                         {"strategy", gm.strategy},

@@ -130,6 +130,10 @@ std::vector<float> Generator::prefill(const std::vector<int32_t>& prompt) {
     par.tp = TpSetup{gm_.tp > 1 ? &mesh_.tp_comm : nullptr};
     par.inference = true;
     par.shared_params = params_.data();
+    // Forward only: each layer's activations are dead once the next layer has its input,
+    // so the prefill keeps one layer's working set (plus the layer inputs), as training
+    // does under full recomputation.
+    par.recompute = Recompute::full;
     KvCache& cache = *cache_;
     const std::string name = gm_.strategy;
     par.attention = [&cache, name](Arena& a, const SpSetup& sp, int B, int T, int H, int Hkv,

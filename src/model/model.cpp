@@ -383,25 +383,29 @@ void Model::layout_buffers() {
   // Backward scratch, reused by every layer.
   const int64_t full = tp_ > 1 && seq_par_ ? N * C : 0;
   const int64_t n_xent = mat ? 0 : fused_xent_scratch_floats(par_.loss_chunks, N, Vt);
-  const int64_t n_scratch =
-      3 * R * C + 2 * full + N * Wt + N * HDt + N * F1t + N * Ft + nlog + 4 * N + n_xent + Vt;
+  // An inference model keeps only what forward and logits() use: the gathered rows (tp)
+  // and one row of logits; no gradient buffers and no loss statistics.
+  const int64_t bw = par_.inference ? 0 : 1;
+  const int64_t n_scratch = bw * (3 * R * C + full + N * Wt + N * HDt + N * F1t + N * Ft + nlog +
+                                  4 * N + n_xent) +
+                            full + Vt;
   scratch_ = Buffer(arena_, Mem::scratch, n_scratch, "backward scratch");
   p = scratch_.data();
-  dx_ = take(p, R * C);
-  dtmp_ = take(p, R * C);
-  dln_ = take(p, R * C);
+  dx_ = take(p, bw * R * C);
+  dtmp_ = take(p, bw * R * C);
+  dln_ = take(p, bw * R * C);
   full_ = take(p, full);
-  dfull_ = take(p, full);
-  dqkv_ = take(p, N * Wt);
-  datt_ = take(p, N * HDt);
-  dfc1_ = take(p, N * F1t);
-  dgelu_ = take(p, N * Ft);
-  dlogits_ = take(p, nlog);
-  dlosses_ = take(p, N);
-  xent_m_ = take(p, N);
-  xent_s_ = take(p, N);
-  xent_zt_ = take(p, N);
-  xent_scratch_ = take(p, n_xent);
+  dfull_ = take(p, bw * full);
+  dqkv_ = take(p, bw * N * Wt);
+  datt_ = take(p, bw * N * HDt);
+  dfc1_ = take(p, bw * N * F1t);
+  dgelu_ = take(p, bw * N * Ft);
+  dlogits_ = take(p, bw * nlog);
+  dlosses_ = take(p, bw * N);
+  xent_m_ = take(p, bw * N);
+  xent_s_ = take(p, bw * N);
+  xent_zt_ = take(p, bw * N);
+  xent_scratch_ = take(p, bw * n_xent);
   row_logits_ = take(p, Vt);
   (void)V;
 }

@@ -5,7 +5,8 @@
 //    gpt and llama (GQA), under sp = world with ring, ulysses and allgather (zigzag and
 //    contiguous layouts), and under tp 2 × sp world/2;
 //  * greedy decoding gives the same tokens under every mesh as on one rank;
-//  * the cache holds every position once, spread over the sp ranks;
+//  * the cache holds every position once, spread over the sp ranks, and the dry-run
+//    memory plan equals the arena peak of the real generation;
 //  * sampling: top-k 1 and a tiny top-p are greedy; the temperature follows the softmax.
 #include <gtest/gtest.h>
 
@@ -129,6 +130,11 @@ void run_case(const Case& c) {
   sp_all.allreduce_sum(&sum, 1);
   EXPECT_EQ(sum, fed * c.tp);
   for (int l = 1; l < cfg.n_layer; ++l) EXPECT_EQ(g.cache().size(l), held);
+  // The dry run the memory check uses allocates exactly what this generation did.
+  int64_t peak = int64_t(arena.total_peak());
+  world.allreduce_max(&peak, 1);
+  EXPECT_EQ(generation_peak_bytes(cfg, gm, world, int64_t(prompt.size()), new_tokens),
+            uint64_t(peak));
 }
 
 }  // namespace
