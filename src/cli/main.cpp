@@ -20,6 +20,7 @@
 #include <iostream>
 #include <thread>
 
+#include "cli/generate.hpp"
 #include "cli/tokenize.hpp"
 #include "comm/comm.hpp"
 #include "core/check.hpp"
@@ -111,6 +112,7 @@ int main(int argc, char** argv) {
       "per-rank memory by category from a dry run, without training. Run under the same "
       "mpiexec as the training job.");
   add_tokenize_command(app);
+  add_generate_command(app);
   CLI::App* ex = app.add_subcommand(
       "export",
       "Write a llama checkpoint as a Hugging Face LLaMA directory (model.safetensors, "
@@ -291,6 +293,8 @@ int main(int argc, char** argv) {
     if (command == "tokenize" || command == "export") {
       SP_CHECK_USAGE(size == 1, "seqpar ", command, " runs on one process, got ", size,
                      " ranks: run it without mpiexec");
+    } else if (command == "generate") {
+      agreed = generate_options();
     } else if (command != "help") {
       // One merge of (file, then flags over it), so defaults that follow other keys
       // (ffn = 4·dim, kv_heads = heads, vocab by model) see both sources.
@@ -344,6 +348,7 @@ int main(int argc, char** argv) {
     }
     if (command == "help") return 0;
     if (command == "tokenize") return run_tokenize(rank, size);
+    if (command == "generate") return run_generate(world);
     if (command == "export") {
       // A run directory stands for its checkpoints.
       std::string path = ex_ckpt;

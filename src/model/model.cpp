@@ -292,17 +292,19 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   n_repl_ = 0;
   for (const auto& s : specs_)
     if (s.replicated) n_repl_ = s.offset + s.numel;
-  params_ = Buffer(arena, Mem::params, n_params_, "parameters");
-  grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
-  pv_ = param_views(specs_, cfg_.n_layer, params_.data());
-  gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
+  if (!par_.shared_params) params_ = Buffer(arena, Mem::params, n_params_, "parameters");
+  if (!par_.inference) grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
+  pv_ = param_views(specs_, cfg_.n_layer, par_.shared_params ? par_.shared_params : params_.data());
+  if (!par_.inference) gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
   layout_buffers();
   // One strategy instance serves every layer: strategies keep no state between forward
   // and backward beyond what the model passes back (O, LSE).
   SpSetup sp = par_.sp;
   // The materialised baseline keeps P of every layer unless its core is recomputed.
   sp.materialized_layers = par_.recompute == Recompute::none ? cfg_.n_layer : 1;
-  attn_.push_back(make_attention(par_.strategy, arena, sp, B, T, Ht_, Hkvt_, cfg_.d()));
+  attn_.push_back(par_.attention
+                      ? par_.attention(arena, sp, B, T, Ht_, Hkvt_, cfg_.d())
+                      : make_attention(par_.strategy, arena, sp, B, T, Ht_, Hkvt_, cfg_.d()));
 }
 
 Model::~Model() = default;
@@ -381,25 +383,29 @@ void Model::layout_buffers() {
   // Backward scratch, reused by every layer.
   const int64_t full = tp_ > 1 && seq_par_ ? N * C : 0;
   const int64_t n_xent = mat ? 0 : fused_xent_scratch_floats(par_.loss_chunks, N, Vt);
-  const int64_t n_scratch =
-      3 * R * C + 2 * full + N * Wt + N * HDt + N * F1t + N * Ft + nlog + 4 * N + n_xent + Vt;
+  // An inference model keeps only what forward and logits() use: the gathered rows (tp)
+  // and one row of logits; no gradient buffers and no loss statistics.
+  const int64_t bw = par_.inference ? 0 : 1;
+  const int64_t n_scratch = bw * (3 * R * C + full + N * Wt + N * HDt + N * F1t + N * Ft + nlog +
+                                  4 * N + n_xent) +
+                            full + Vt;
   scratch_ = Buffer(arena_, Mem::scratch, n_scratch, "backward scratch");
   p = scratch_.data();
-  dx_ = take(p, R * C);
-  dtmp_ = take(p, R * C);
-  dln_ = take(p, R * C);
+  dx_ = take(p, bw * R * C);
+  dtmp_ = take(p, bw * R * C);
+  dln_ = take(p, bw * R * C);
   full_ = take(p, full);
-  dfull_ = take(p, full);
-  dqkv_ = take(p, N * Wt);
-  datt_ = take(p, N * HDt);
-  dfc1_ = take(p, N * F1t);
-  dgelu_ = take(p, N * Ft);
-  dlogits_ = take(p, nlog);
-  dlosses_ = take(p, N);
-  xent_m_ = take(p, N);
-  xent_s_ = take(p, N);
-  xent_zt_ = take(p, N);
-  xent_scratch_ = take(p, n_xent);
+  dfull_ = take(p, bw * full);
+  dqkv_ = take(p, bw * N * Wt);
+  datt_ = take(p, bw * N * HDt);
+  dfc1_ = take(p, bw * N * F1t);
+  dgelu_ = take(p, bw * N * Ft);
+  dlogits_ = take(p, bw * nlog);
+  dlosses_ = take(p, bw * N);
+  xent_m_ = take(p, bw * N);
+  xent_s_ = take(p, bw * N);
+  xent_zt_ = take(p, bw * N);
+  xent_scratch_ = take(p, bw * n_xent);
   row_logits_ = take(p, Vt);
   (void)V;
 }
@@ -425,7 +431,7 @@ void Model::init_weights(uint64_t seed) {
   // mlp.fc2) use σ/√(2·n_layer) as in GPT-2; LayerNorm weights 1, biases 0.
   const float std_resid = cfg_.init_std / std::sqrt(2.0f * cfg_.n_layer);
   for (const ParamSpec& s : specs_) {
-    float* w = params_.data() + s.offset;
+    float* w = params() + s.offset;
     if (s.global_shape.size() == 1) {  // norm weights 1, biases 0
       const bool norm_weight = s.name.ends_with(".weight");
       for (int64_t e = 0; e < s.numel; ++e) w[e] = norm_weight ? 1.0f : 0.0f;
@@ -445,6 +451,7 @@ void Model::init_weights(uint64_t seed) {
 }
 
 void Model::zero_grad() {
+  SP_CHECK(!par_.inference, "an inference model has no gradients");
   if (!arena_.dry_run()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
 }
 
@@ -783,10 +790,12 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
   for (int l = 0; l < cfg_.n_layer; ++l)
     layer_forward(l, b, ctx, la_[l], l + 1 < cfg_.n_layer ? la_[l + 1].x_in : x_out_);
   norm_forward(lnf_, lnf_mean_, lnf_rstd_, x_out_, pv_.lnf_w, pv_.lnf_b);
+  if (par_.inference) return 0.0;  // generation reads logits() of the rows it needs
   return loss_forward(b);
 }
 
 void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
+  SP_CHECK(!par_.inference, "an inference model has no backward pass");
   if (arena_.dry_run()) return;
   const int64_t N = N_, R = R_, C = cfg_.C, d = cfg_.d(), rb = row_begin();
   const int64_t Wt = int64_t(Ht_ + 2 * Hkvt_) * d, HDt = int64_t(Ht_) * d, Ft = Ft_;

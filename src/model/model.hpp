@@ -23,6 +23,7 @@
 // step. Activation recomputation (--recompute) decides what is kept per layer.
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -147,6 +148,15 @@ struct ModelParallel {
   bool tp_sequence_parallel = true;
   LossImpl loss = LossImpl::fused;
   XentChunks loss_chunks;  // fused loss chunk sizes (0: the kernel's defaults)
+  // Inference (infer/): the attention strategy is built by this factory instead of
+  // make_attention(strategy, ...) (the KV-cache prefill and decode strategies), the
+  // parameters are read from `shared_params` (another model's block with the same specs)
+  // instead of a block of the model's own, and `inference` leaves out the gradient block.
+  using AttentionFactory = std::function<std::unique_ptr<AttentionStrategy>(
+      Arena&, const SpSetup&, int B, int T, int H, int Hkv, int d)>;
+  AttentionFactory attention;
+  float* shared_params = nullptr;
+  bool inference = false;
 };
 
 class Model {
@@ -161,7 +171,7 @@ class Model {
   const std::vector<ParamSpec>& specs() const { return specs_; }
   int64_t num_params() const { return n_params_; }    // this rank's
   int64_t num_replicated() const { return n_repl_; }  // floats of the replicated range
-  float* params() { return params_.data(); }
+  float* params() { return par_.shared_params ? par_.shared_params : params_.data(); }
   float* grads() { return grads_.data(); }
 
   // This rank's rows of the flattened (B·T) shard: [row_begin(), row_begin() + rows()).
