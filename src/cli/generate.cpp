@@ -213,17 +213,16 @@ int run_generate(Comm& world) {
   gm.layout = parse_layout(a.layout);
 
   // The whole process against --max-memory before anything is allocated: the dry-run
-  // peak (weights, prefill shard, decode, KV cache), the runtime baseline, and the host
-  // copy of the checkpoint's tensors the load reads (weights and both moments, 3·4·P).
+  // peak (weights, prefill shard, decode, KV cache), the runtime baseline, and the one
+  // global tensor the load holds at a time (the largest).
   const int64_t n = int64_t(prompt.size());
-  uint64_t peak = 0;
-  peak = generation_peak_bytes(cfg, gm, world, n, a.max_new);
+  const uint64_t peak = generation_peak_bytes(cfg, gm, world, n, a.max_new);
   warm_up_runtimes();
-  int64_t global_params = 0;
-  for (const ParamSpec& s : param_specs(cfg, 1, 0)) global_params += s.numel;
+  int64_t largest = 0;
+  for (const ParamSpec& s : param_specs(cfg, 1, 0)) largest = std::max(largest, s.numel);
   int64_t v[2] = {int64_t(process_rss_bytes()), -int64_t(available_memory_bytes())};
   world.allreduce_max(v, 2);
-  const uint64_t ckpt = uint64_t(3 * 4 * global_params);
+  const uint64_t ckpt = uint64_t(4 * largest);
   const uint64_t total = peak + uint64_t(v[0]) + ckpt;
   const uint64_t limit =
       a.max_memory != "available" ? parse_bytes(a.max_memory, "max_memory") : uint64_t(-v[1]);
@@ -243,22 +242,23 @@ int run_generate(Comm& world) {
 
   Arena arena;
   Generator gen(cfg, gm, world, arena, n, a.max_new);
-  {
-    Checkpoint ck;
-    agree_or_throw(world, [&] { ck = load_checkpoint(dir); });
-    std::map<std::string, const NamedTensor*> by_name;
-    for (const auto& t : ck.weights) by_name[t.name] = &t;
-    agree_or_throw(world, [&] {
-      gen.load_weights([&](const std::string& name,
-                           const std::vector<int64_t>& shape) -> const std::vector<float>* {
-        auto it = by_name.find(name);
-        SP_CHECK(it != by_name.end(), "checkpoint ", dir, " has no tensor '", name, "'");
-        SP_CHECK(it->second->shape == shape, "checkpoint tensor '", name,
-                 "' has another shape than the model");
-        return &it->second->data;
-      });
+  // The weights, one global tensor at a time (the manifest's sizes and hashes verified
+  // first); the optimizer file is not read.
+  agree_or_throw(world, [&] {
+    const Checkpoint ck = open_checkpoint(dir);
+    const SafetensorsReader reader(ck.dir + "/model.safetensors");
+    std::vector<float> buf;
+    gen.load_weights([&](const std::string& name,
+                         const std::vector<int64_t>& shape) -> const std::vector<float>* {
+      const SafetensorsReader::Entry* e = reader.find(name);
+      SP_CHECK(e, "checkpoint ", ck.dir, " has no tensor '", name, "'");
+      SP_CHECK(e->shape == shape, "checkpoint tensor '", name,
+               "' has another shape than the model");
+      buf.resize(size_t(e->numel()));
+      reader.read(*e, 0, e->numel(), buf.data());
+      return &buf;
     });
-  }
+  });
 
   SamplingOptions so;
   so.temperature = a.temperature;
