@@ -218,6 +218,7 @@ int run_generate(Comm& world) {
   const int64_t n = int64_t(prompt.size());
   const uint64_t peak = generation_peak_bytes(cfg, gm, world, n, a.max_new);
   warm_up_runtimes();
+  warm_up_transport(world);
   int64_t largest = 0;
   for (const ParamSpec& s : param_specs(cfg, 1, 0)) largest = std::max(largest, s.numel);
   int64_t v[2] = {int64_t(process_rss_bytes()), -int64_t(available_memory_bytes())};

@@ -358,9 +358,15 @@ int main(int argc, char** argv) {
     }
 
     // ---- phase 3: the subcommand -----------------------------------------------------
+    // plan and check measure the runtime baseline of the process train would be: the same
+    // threads, and the data source loaded (a text corpus is resident).
+    std::unique_ptr<DataSource> src;
+    if (command == "check" || command == "plan") {
+      apply_threads(cfg, size);
+      agree_or_throw(world, [&] { src = make_source(cfg.data, cfg.seed, cfg.seq_len); });
+    }
     if (command == "check") {
       agree_or_throw(world, [&] {
-        auto src = make_source(cfg.data, cfg.seed, cfg.seq_len);
         check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
                                  cfg.model.kind);
         check_packing(*src, cfg.packing());

@@ -2,8 +2,11 @@
 // and docs/comm.md).
 #include "comm/comm.hpp"
 
+#include <sys/mman.h>
+
 #include <algorithm>
 #include <climits>
+#include <cstring>
 #include <sstream>
 #include <utility>
 
@@ -560,6 +563,32 @@ void agree_or_throw(Comm& c, const std::function<void()>& fn) {
   Error e(msg);
   e.agreed = true;
   throw e;
+}
+
+void warm_up_transport(Comm& c) {
+  const int n = c.size(), r = c.rank();
+  if (n == 1) return;
+  // 8 MiB: above every eager limit and in the pipelined range of OpenMPI's shared-memory
+  // transport, which fills its per-peer fragments in turn.
+  constexpr size_t kBig = size_t(8) << 20, kSmall = size_t(4) << 10;
+  void* m = ::mmap(nullptr, 2 * kBig, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  SP_CHECK(m != MAP_FAILED, "warm_up_transport: mmap of ", 2 * kBig, " bytes failed");
+  char* send = static_cast<char*>(m);
+  char* recv = send + kBig;
+  std::memset(send, 1, kBig);
+  MPI_Comm raw = c.raw();
+  for (int k = 1; k < n; ++k) {
+    const int dst = (r + k) % n, src = (r - k + n) % n;
+    for (size_t bytes : {kSmall, kBig}) {
+      const int rc = MPI_Sendrecv(send, int(bytes), MPI_BYTE, dst, 7401, recv, int(bytes), MPI_BYTE,
+                                  src, 7401, raw, MPI_STATUS_IGNORE);
+      SP_CHECK(rc == MPI_SUCCESS, "warm_up_transport: MPI_Sendrecv with rank ", dst, " failed");
+    }
+  }
+  const int rc =
+      MPI_Allreduce(MPI_IN_PLACE, send, int(kBig / sizeof(float)), MPI_FLOAT, MPI_SUM, raw);
+  SP_CHECK(rc == MPI_SUCCESS, "warm_up_transport: MPI_Allreduce failed");
+  ::munmap(m, 2 * kBig);
 }
 
 }  // namespace seqpar

@@ -162,6 +162,14 @@ class Comm {
   CommStats stats_;
 };
 
+// Touches what MPI allocates lazily on first use between two processes (the shared-memory
+// transport's per-peer fragment buffers, the rendezvous path), so that a resident-memory
+// baseline taken after it covers the first training step too: with every other rank of c,
+// one exchange each of a small (eager) and a large (rendezvous) message, then one
+// all-reduce. Collective over c; counts no bytes in c's statistics. Its own buffers are
+// mapped and unmapped, so they leave nothing resident.
+void warm_up_transport(Comm& c);
+
 // Runs fn on this rank, then agrees with every rank of c on whether it threw anywhere.
 // If it did, every rank throws, marked agreed: a failing rank its own message, the others
 // "rank k refused: rank j: <j's message>"; a UsageError if any failing rank's error was

@@ -74,6 +74,7 @@ ProcessPlan process_plan(const TrainConfig& cfg, Comm& world) {
   ProcessPlan p;
   p.arena = dry_run_peak(cfg, world);
   warm_up_runtimes();
+  warm_up_transport(world);
   // max over ranks of the baseline; min over ranks of the available memory (as −min).
   int64_t v[2] = {int64_t(process_rss_bytes()), -int64_t(available_memory_bytes())};
   world.allreduce_max(v, 2);

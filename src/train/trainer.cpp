@@ -93,6 +93,17 @@ void install_stop_handlers() {
   sigaction(SIGINT, &sa, nullptr);
 }
 
+int apply_threads(const TrainConfig& cfg, int world_size) {
+  int threads = cfg.threads;
+  if (threads == 0) {
+    const int cores = std::max(1, omp_get_num_procs());
+    threads = std::max(1, cores / world_size);
+    if (const char* e = std::getenv("OMP_NUM_THREADS")) threads = std::max(1, std::atoi(e));
+  }
+  set_num_threads(threads);
+  return threads;
+}
+
 TrainResult train(const TrainConfig& cfg, Comm& world) {
   agree_or_throw(world, [&] {
     cfg.validate();
@@ -107,13 +118,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const int dp = mesh.dp, tp = mesh.tp;
   const bool rank0 = world.rank() == 0;
 
-  int threads = cfg.threads;
-  if (threads == 0) {
-    const int cores = std::max(1, omp_get_num_procs());
-    threads = std::max(1, cores / W);
-    if (const char* e = std::getenv("OMP_NUM_THREADS")) threads = std::max(1, std::atoi(e));
-  }
-  set_num_threads(threads);
+  const int threads = apply_threads(cfg, W);
 
   std::unique_ptr<DataSource> src;
   agree_or_throw(world, [&] {
