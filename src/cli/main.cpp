@@ -347,8 +347,8 @@ int main(int argc, char** argv) {
                      ev_run.empty() ? "" : " (both were given)");
       ev_ckpt = ev_run.empty() ? find_checkpoint_dir(ev_ckpt) : find_run_checkpoint(ev_run);
       nlohmann::json merged = checkpoint_train_config(ev_ckpt);
-      for (const char* mesh_key : {"sp", "tp", "sp_strategy", "layout", "tp_sp", "mqsp_micro",
-                                   "usp_ulysses", "threads"})
+      for (const char* mesh_key :
+           {"sp", "tp", "sp_strategy", "layout", "tp_sp", "mqsp_micro", "usp_ulysses", "threads"})
         merged.erase(mesh_key);  // the mesh is this launch's: 1 rank unless given
       merged.update(flags);
       cfg.merge_json(merged);

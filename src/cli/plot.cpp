@@ -6,8 +6,8 @@
 
 #include <cerrno>
 #include <cmath>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -166,11 +166,13 @@ std::vector<std::string> plot_run(const std::string& dir) {
       << "plot 'metrics.tsv' using 1:2 with lines lw 1.5 title 'train loss'"
       << (s.val ? ", 'val.tsv' using 1:2 with linespoints lw 2 pt 7 title 'validation loss'" : "")
       << "\n";
-    g << "set output 'tokens_per_s.png'\nset title " << gp_str(title + ": throughput") << " noenhanced\n"
+    g << "set output 'tokens_per_s.png'\nset title " << gp_str(title + ": throughput")
+      << " noenhanced\n"
       << "set ylabel 'tokens/s (global, step time)'\n"
       << "plot 'metrics.tsv' using 1:3 with lines lw 1.5 title 'tokens/s'\n";
     g << "set output 'memory.png'\nset title " << gp_str(title + ": arena peak per category")
-      << " noenhanced\nset ylabel 'peak MiB (rank 0)'\nset yrange [0:*]\nset key outside right\nplot ";
+      << " noenhanced\nset ylabel 'peak MiB (rank 0)'\nset yrange [0:*]\nset key outside "
+         "right\nplot ";
     for (size_t i = 0; i < s.mem.size(); ++i)
       g << (i ? ", " : "") << "'metrics.tsv' using 1:" << 5 + i << " with lines lw "
         << (s.mem[i] == "total" ? 2.5 : 1.5) << " title " << gp_str(s.mem[i]) << " noenhanced";

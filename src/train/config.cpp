@@ -268,9 +268,9 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
 
 const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys = {
-      "data",   "seq_len",   "seed",           "steps",         "lr",
-      "min_lr", "warmup",    "weight_decay",   "beta1",         "beta2",
-      "eps",    "grad_clip", "pack_documents", "doc_positions", "window", "loss_on"};
+      "data",           "seq_len",       "seed",   "steps",  "lr",  "min_lr",
+      "warmup",         "weight_decay",  "beta1",  "beta2",  "eps", "grad_clip",
+      "pack_documents", "doc_positions", "window", "loss_on"};
   return keys;
 }
 

@@ -161,8 +161,9 @@ class PasskeySource final : public DataSource {
   }
   bool has_answers() const override { return true; }
   std::string describe() const override {
-    return std::string("synthetic passkey retrieval (") + split_name(split_) + " keys: " +
-           std::to_string(passkeys(split_).size()) + " of " + std::to_string(kPasskeys) + ")";
+    return std::string("synthetic passkey retrieval (") + split_name(split_) +
+           " keys: " + std::to_string(passkeys(split_).size()) + " of " +
+           std::to_string(kPasskeys) + ")";
   }
 
  private:
@@ -182,9 +183,10 @@ const char* split_name(Split s) { return s == Split::train ? "train" : "validati
 
 uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin) {
   const uint64_t sample = uint64_t(L) + 1;
-  SP_CHECK(L >= 1 && n >= 2 * sample, origin, " has ", n, " tokens, fewer than 2·(seq_len + 1) = ",
-           2 * sample, ": a training sample and a held-out validation sample (the last 1/",
-           kValidationDivisor, ", at least seq_len + 1 tokens) must both fit");
+  SP_CHECK(L >= 1 && n >= 2 * sample, origin, " has ", n,
+           " tokens, fewer than 2·(seq_len + 1) = ", 2 * sample,
+           ": a training sample and a held-out validation sample (the last 1/", kValidationDivisor,
+           ", at least seq_len + 1 tokens) must both fit");
   const uint64_t v = std::max((n + kValidationDivisor - 1) / kValidationDivisor, sample);
   const uint64_t cut = n - v;  // >= sample
   if (!docs) return cut;

@@ -20,8 +20,10 @@ namespace seqpar {
 namespace fs = std::filesystem;
 
 nlohmann::json EvalResult::to_json() const {
-  nlohmann::json j = {
-      {"val_loss", loss}, {"val_ppl", ppl}, {"val_tokens", int64_t(tokens)}, {"val_samples", samples}};
+  nlohmann::json j = {{"val_loss", loss},
+                      {"val_ppl", ppl},
+                      {"val_tokens", int64_t(tokens)},
+                      {"val_samples", samples}};
   if (answers > 0) j["val_answer_acc"] = answers_correct / answers;
   return j;
 }
@@ -37,8 +39,8 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
   double sums[4] = {0.0, 0.0, 0.0, 0.0};  // Σ loss, Σ counted targets, Σ correct, Σ answers
   for (int64_t k = 0; k < cfg.eval_batches; ++k) {
     const uint64_t first = uint64_t(k) * B * mesh.dp + uint64_t(mesh.dp_rank) * B;
-    Batch batch = make_batch(val, cfg.model.kind, kValidationSeed, first, B, cfg.seq_len, pos,
-                             cfg.packing());
+    Batch batch =
+        make_batch(val, cfg.model.kind, kValidationSeed, first, B, cfg.seq_len, pos, cfg.packing());
     apply_loss_on(batch, val, first, cfg.loss_on);
     const double local = model.forward(batch, ctx);
     // Retrieval answers of the shard, scored on the rank that owns each row (argmax is
@@ -82,8 +84,7 @@ std::string newest_in_root(const std::string& root) {
   for (auto it = all.rbegin(); it != all.rend(); ++it)
     if (it->complete) return it->dir;
   SP_CHECK(all.empty(), "checkpoint ", all.empty() ? "" : all.back().dir,
-           " is incomplete: manifest.json missing (and no complete step directory in ", root,
-           ")");
+           " is incomplete: manifest.json missing (and no complete step directory in ", root, ")");
   SP_FAIL("no checkpoint in ", root, ": no step_<N> directory with a manifest.json");
 }
 

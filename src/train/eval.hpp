@@ -53,6 +53,7 @@ nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* ste
 // into a model on cfg's mesh and evaluates it on the validation split of cfg.data. Returns
 // the report every rank agrees on: EvalResult::to_json plus checkpoint, step, data, mesh.
 // Collective over world; errors reach every rank.
-nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world, const std::string& step_dir);
+nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
+                                   const std::string& step_dir);
 
 }  // namespace seqpar
