@@ -294,7 +294,7 @@ int main(int argc, char** argv) {
       ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
   opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp)");
   opt_i("--usp-ulysses", "usp_ulysses", "USP Ulysses group size u (0 = automatic)");
-  opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default 0");
+  opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default: the run's");
   opt_s("--loss", "loss", "fused (default) or materialized");
   cur = tr;
   std::string budget_str = "1GiB";
@@ -347,9 +347,11 @@ int main(int argc, char** argv) {
                      ev_run.empty() ? "" : " (both were given)");
       ev_ckpt = ev_run.empty() ? find_checkpoint_dir(ev_ckpt) : find_run_checkpoint(ev_run);
       nlohmann::json merged = checkpoint_train_config(ev_ckpt);
+      // The mesh is this launch's (1 rank unless given); threads stay the run's unless given
+      // (their count changes fp32 sum orders: the same count reproduces the logged loss).
       for (const char* mesh_key :
-           {"sp", "tp", "sp_strategy", "layout", "tp_sp", "mqsp_micro", "usp_ulysses", "threads"})
-        merged.erase(mesh_key);  // the mesh is this launch's: 1 rank unless given
+           {"sp", "tp", "sp_strategy", "layout", "tp_sp", "mqsp_micro", "usp_ulysses"})
+        merged.erase(mesh_key);
       merged.update(flags);
       cfg.merge_json(merged);
       cfg.validate();
