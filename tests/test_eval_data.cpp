@@ -161,7 +161,7 @@ TEST_F(SplitTest, TooSmallToSplitIsRefusedNamingTheFile) {
   // n = 2·(L + 1) − 1: one sample fits, two do not.
   const std::string small = (dir_ / "small.txt").string();
   spit(small, std::string(2 * 65 - 1, 'a'));
-  expect_error([&] { make_source(small, 1, 64); }, {small, "129", "2·(seq_len + 1) = 130"});
+  expect_error([&] { make_source(small, 1, 64); }, {small, "129 bytes", "2·(seq_len + 1) = 130"});
   spit(small, std::string(2 * 65, 'a'));
   EXPECT_NO_THROW(make_source(small, 1, 64, Split::validation));
   // One document of the whole file: the cut falls inside it (no document start leaves

@@ -83,7 +83,8 @@ class TextSource final : public DataSource {
     SP_CHECK(!text_.empty(), "data file ", origin_, " is empty");
     SP_CHECK(int64_t(text_.size()) >= L + 1, "data file ", origin_, " has ", text_.size(),
              " bytes, fewer than seq_len + 1 = ", L + 1);
-    const uint64_t cut = validation_begin(text_.size(), L, nullptr, origin_);
+    const uint64_t cut =
+        validation_begin(text_.size(), L, nullptr, "data file " + origin_, "bytes");
     begin_ = split == Split::train ? 0 : cut;
     end_ = split == Split::train ? cut : text_.size();
     seed_ = split == Split::train ? seed : kValidationSeed;
@@ -181,10 +182,11 @@ class PasskeySource final : public DataSource {
 
 const char* split_name(Split s) { return s == Split::train ? "train" : "validation"; }
 
-uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin) {
+uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin,
+                          const char* unit) {
   const uint64_t sample = uint64_t(L) + 1;
-  SP_CHECK(L >= 1 && n >= 2 * sample, origin, " has ", n,
-           " tokens, fewer than 2·(seq_len + 1) = ", 2 * sample,
+  SP_CHECK(L >= 1 && n >= 2 * sample, origin, " has ", n, " ", unit,
+           ", fewer than 2·(seq_len + 1) = ", 2 * sample,
            ": a training sample and a held-out validation sample (the last 1/", kValidationDivisor,
            ", at least seq_len + 1 tokens) must both fit");
   const uint64_t v = std::max((n + kValidationDivisor - 1) / kValidationDivisor, sample);

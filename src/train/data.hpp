@@ -47,9 +47,10 @@ constexpr uint64_t kValidationDivisor = 20;
 // the held-out part is v = max(⌈n/20⌉, L + 1) tokens, grown down to the start of the
 // document holding token n − v when `docs` (a token file's table) is given, so it holds
 // whole documents; if that would leave training fewer than L + 1 tokens (one huge
-// document), the cut is n − v itself. Throws, naming `origin`, when n < 2·(L + 1): a
-// training sample and a validation sample cannot both fit.
-uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin);
+// document), the cut is n − v itself. Throws, naming `origin` and counting in `unit`, when
+// n < 2·(L + 1): a training sample and a validation sample cannot both fit.
+uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin,
+                          const char* unit = "tokens");
 
 class DataSource {
  public:
