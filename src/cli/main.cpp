@@ -295,7 +295,7 @@ int main(int argc, char** argv) {
   opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp)");
   opt_i("--usp-ulysses", "usp_ulysses", "USP Ulysses group size u (0 = automatic)");
   opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default: the run's");
-  opt_s("--loss", "loss", "fused (default) or materialized");
+  opt_s("--loss", "loss", "fused or materialized (default: the run's)");
   cur = tr;
   std::string budget_str = "1GiB";
   int64_t max_len = int64_t(1) << 26;
