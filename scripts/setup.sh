@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 
 pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-openmp-dev libgtest-dev
       libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv procps pkg-config
-      libsentencepiece-dev sentencepiece)
+      libsentencepiece-dev sentencepiece gnuplot-nox)  # gnuplot: seqpar plot
 if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do

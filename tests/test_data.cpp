@@ -131,12 +131,16 @@ TEST_F(DataTest, TokenSamplesAreTheFilesWindowAtTheDrawnOffset) {
   EXPECT_EQ(a.vocab(), kV);
   EXPECT_EQ(a.tokenizer_hash(), kHash);
   EXPECT_EQ(a.eos(), int32_t(kV - 1));
+  const uint64_t cut = validation_begin(n, L, &file, "f");
+  EXPECT_EQ(a.begin(), 0u);
+  EXPECT_EQ(a.end(), cut);
   std::vector<int32_t> x(L + 1), y(L + 1), z(L + 1);
   int differ_by_seed = 0;
   for (uint64_t s : {0ull, 1ull, 2ull, 17ull, 1ull << 33, ~0ull}) {
     const uint64_t start = a.window_start(s, L);
-    EXPECT_EQ(start, old_draw(42, s, 0) % (n - L)) << "sample " << s;
-    ASSERT_LE(start + L + 1, n);
+    // Training windows: the file's tokens before the validation split, [0, cut).
+    EXPECT_EQ(start, old_draw(42, s, 0) % (cut - L)) << "sample " << s;
+    ASSERT_LE(start + L + 1, cut);
     a.sample(s, L, x.data());
     b.sample(s, L, y.data());  // another source over the same file: same tokens
     c.sample(s, L, z.data());
@@ -149,11 +153,6 @@ TEST_F(DataTest, TokenSamplesAreTheFilesWindowAtTheDrawnOffset) {
     for (int64_t i = 0; i <= L; ++i) EXPECT_EQ(ids[i], file.doc_of(start + i));
   }
   EXPECT_GT(differ_by_seed, 0) << "the seed must change the windows";
-  // The last window of the file is reachable and exactly fills it: L = n − 1.
-  TokenSource whole(tok_path(), "'w'", 1, int64_t(n) - 1);
-  std::vector<int32_t> w(n);
-  whole.sample(5, int64_t(n) - 1, w.data());
-  EXPECT_EQ(w, all);
 }
 
 TEST_F(DataTest, TokenFileShorterThanASampleIsRefused) {
@@ -179,7 +178,7 @@ TEST_F(DataTest, DispatchTokenFileTextFileAndKjv) {
   EXPECT_EQ(mask_token(*text), kMaskToken);
   std::vector<int32_t> x(L + 1);
   text->sample(9, L, x.data());
-  const uint64_t start = old_draw(3, 9, 0) % (text_.size() - L);
+  const uint64_t start = old_draw(3, 9, 0) % (validation_begin(text_.size(), L, nullptr, "t") - L);
   for (int64_t i = 0; i <= L; ++i) EXPECT_EQ(x[i], uint8_t(text_[start + i]));
 
   // A file whose first bytes are almost the magic is text, read byte for byte.
@@ -219,7 +218,8 @@ TEST_F(DataTest, KjvBpe8kIsTheBundledTokenFile) {
   EXPECT_NE(src->describe().find("kjv-bpe8k"), std::string::npos) << src->describe();
   std::vector<int32_t> x(513), want(513);
   src->sample(11, 512, x.data());
-  file.read(old_draw(5, 11, 0) % (file.num_tokens() - 512), 513, want.data());
+  file.read(old_draw(5, 11, 0) % (validation_begin(file.num_tokens(), 512, &file, "f") - 512), 513,
+            want.data());
   EXPECT_EQ(x, want);
 }
 
@@ -332,16 +332,19 @@ TEST_F(DataTest, ByteBatchesAreBitIdenticalToBefore) {
 
 // ---- packed documents -----------------------------------------------------------------
 
-// A file of known documents read whole: n = 16 tokens, L = n − 1 = 15, so the one window
-// starts at 0. Documents (EOS = 9): [1 2 9] [3 4 5 6 9] [7 9] [1 3 5 7 8 9].
+// A file of known documents: n = 32 tokens, the validation split its second half (the last
+// 1/20, at least L + 1 = 16 tokens, grown to a document start), so with L = 15 the one
+// training window starts at 0. Documents (EOS = 9): [1 2 9] [3 4 5 6 9] [7 9] [1 3 5 7 8 9],
+// twice.
 class PackedTest : public DataTest {
  protected:
   void SetUp() override {
     DataTest::SetUp();
     TokenFileWriter w(docs_path(), 10, kHash, 9);
-    for (const std::vector<int32_t>& d :
-         std::vector<std::vector<int32_t>>{{1, 2}, {3, 4, 5, 6}, {7}, {1, 3, 5, 7, 8}})
-      w.add_document(d.data(), d.size());  // appends the EOS
+    for (int copy = 0; copy < 2; ++copy)
+      for (const std::vector<int32_t>& d :
+           std::vector<std::vector<int32_t>>{{1, 2}, {3, 4, 5, 6}, {7}, {1, 3, 5, 7, 8}})
+        w.add_document(d.data(), d.size());  // appends the EOS
     w.finish();
   }
   std::string docs_path() const { return (dir_ / "docs.tok").string(); }

@@ -52,15 +52,18 @@ class PackedEqualsOneByOne : public testing::TestWithParam<Case> {
     char tmpl[] = "/tmp/seqpar_test_packing_XXXXXX";
     ASSERT_NE(mkdtemp(tmpl), nullptr);
     dir_ = tmpl;
-    // Documents of 6, 9 and 7 tokens (EOS included), then a lone EOS: n = 23 and L = 22,
-    // so the only window starts at 0 and its L inputs are exactly the three documents.
+    // Documents of 6, 9 and 7 tokens (EOS included), then a lone EOS: 23 tokens, written
+    // twice (n = 46). The second half is the validation split (train/data.hpp: at least
+    // L + 1 = 23 tokens, from a document start), so with L = 22 the only training window
+    // starts at 0 and its L inputs are exactly the first three documents.
     std::mt19937 rng(3);
     TokenFileWriter w(path(), kV, kHash, kV - 1);
-    for (size_t len : {5, 8, 6, 0}) {
-      std::vector<int32_t> d(len);
-      for (auto& t : d) t = int32_t(rng() % (kV - 1));
-      w.add_document(d.data(), d.size());
-    }
+    for (int copy = 0; copy < 2; ++copy)
+      for (size_t len : {5, 8, 6, 0}) {
+        std::vector<int32_t> d(len);
+        for (auto& t : d) t = int32_t(rng() % (kV - 1));
+        w.add_document(d.data(), d.size());
+      }
     w.finish();
   }
   void TearDown() override { fs::remove_all(dir_); }

@@ -21,12 +21,14 @@
 #include <thread>
 
 #include "cli/generate.hpp"
+#include "cli/plot.hpp"
 #include "cli/tokenize.hpp"
 #include "comm/comm.hpp"
 #include "core/check.hpp"
 #include "core/memory.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
+#include "train/eval.hpp"
 #include "train/hf_export.hpp"
 #include "train/planner.hpp"
 #include "train/trainer.hpp"
@@ -127,6 +129,25 @@ int main(int argc, char** argv) {
   ex->add_option("--tokenizer", ex_tok,
                  "SentencePiece .model to copy beside the weights (checked against the model's "
                  "tokenizer hash); data/kjv-bpe8k.model for models trained on kjv-bpe8k");
+  CLI::App* ev = app.add_subcommand(
+      "eval",
+      "Validation loss and perplexity of a saved model on the held-out split of its data "
+      "(docs/eval.md), forward only, sharded like training: run it under the same mpiexec and "
+      "mesh flags (--sp, --tp, --sp-strategy, --layout, --batch) as the training job. Prints "
+      "one JSON object (val_loss, val_ppl, val_tokens, ...).");
+  std::string ev_run, ev_ckpt, ev_output;
+  ev->add_option("--run", ev_run, "run directory (seqpar train --out): its newest checkpoint");
+  ev->add_option("--checkpoint", ev_ckpt,
+                 "a step directory, a checkpoints/ root or a run directory (its newest complete "
+                 "checkpoint)");
+  ev->add_option("--output", ev_output, "also write the JSON report to this file");
+  CLI::App* pt = app.add_subcommand(
+      "plot",
+      "Draw a run's loss, validation loss, tokens/s and arena peak memory per category "
+      "against the step, as PNGs in DIR/plots/ (needs gnuplot: Debian's gnuplot-nox). One "
+      "process.");
+  std::string plot_dir;
+  pt->add_option("DIR", plot_dir, "run directory holding metrics.jsonl")->required();
   std::string config_path;
   CLI::App* cur = tr;  // the subcommand the shared options below are added to
   // Flags are collected into a JSON object with the config-file key names, so the
@@ -244,12 +265,40 @@ int main(int argc, char** argv) {
     opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
     opt_i("--usp-ulysses", "usp_ulysses",
           "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");
+    opt_s("--loss-on", "loss_on",
+          "targets the loss counts: all (default) or answer (only a retrieval task's answer "
+          "digits, e.g. --data passkey; the others get no loss)");
+    opt_i("--eval-every", "eval_every",
+          "every K steps and after the last, the loss on the held-out validation split "
+          "(val_loss, val_ppl in metrics.jsonl); 0 = off (default)");
+    opt_i("--eval-batches", "eval_batches",
+          "global batches (batch · dp sequences each) per evaluation, default 8");
   };
   add_shared_options();
   cur = pl;
   add_shared_options();
   cur = ck;
   add_shared_options();
+  // eval: the model, data and length come from the checkpoint; the mesh and batch may change.
+  cur = ev;
+  opt_i("--batch,-B", "batch", "sequences per data-parallel replica (default: the run's)");
+  opt_i("--eval-batches", "eval_batches",
+        "global batches (batch · dp sequences each), default: the run's (8 if it never "
+        "evaluated)");
+  opt_s("--loss-on", "loss_on", "all or answer (default: the run's)");
+  opt_i("--sp", "sp", "sequence-parallel degree N (world = dp · tp · sp), default 1");
+  opt_s("--sp-strategy", "sp_strategy", "attention strategy (as for train), default local");
+  opt_s("--layout", "layout", "contiguous (default), zigzag or striped");
+  opt_i("--tp", "tp", "Megatron tensor-parallel degree, default 1");
+  ev->add_option_function<std::string>(
+        "--tp-sp", [&flags](const std::string& v) { flags["tp_sp"] = v == "on"; },
+        "Megatron sequence parallelism in the tp group: on (default) or off")
+      ->check(CLI::IsMember({"on", "off"}))
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+  opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp)");
+  opt_i("--usp-ulysses", "usp_ulysses", "USP Ulysses group size u (0 = automatic)");
+  opt_i("--threads", "threads", "threads per rank (0 = cores / ranks), default: the run's");
+  opt_s("--loss", "loss", "fused or materialized (default: the run's)");
   cur = tr;
   std::string budget_str = "1GiB";
   int64_t max_len = int64_t(1) << 26;
@@ -290,11 +339,30 @@ int main(int argc, char** argv) {
       if (rank == 0) app.exit(e);  // prints the help or the version
     }
     if (command.empty()) command = app.get_subcommands().at(0)->get_name();
-    if (command == "tokenize" || command == "export") {
+    if (command == "tokenize" || command == "export" || command == "plot") {
       SP_CHECK_USAGE(size == 1, "seqpar ", command, " runs on one process, got ", size,
                      " ranks: run it without mpiexec");
     } else if (command == "generate") {
       agreed = generate_options();
+    } else if (command == "eval") {
+      // The run's settings from the checkpoint's manifest; the mesh flags over them. Every
+      // rank reads the same files, so a missing checkpoint is refused on every rank.
+      SP_CHECK_USAGE(ev_run.empty() != ev_ckpt.empty(),
+                     "seqpar eval needs one of --run DIR or --checkpoint PATH",
+                     ev_run.empty() ? "" : " (both were given)");
+      ev_ckpt = ev_run.empty() ? find_checkpoint_dir(ev_ckpt) : find_run_checkpoint(ev_run);
+      nlohmann::json merged = checkpoint_train_config(ev_ckpt);
+      // The mesh is this launch's (1 rank unless given); threads stay the run's unless given
+      // (their count changes fp32 sum orders: the same count reproduces the logged loss).
+      for (const char* mesh_key :
+           {"sp", "tp", "sp_strategy", "layout", "tp_sp", "mqsp_micro", "usp_ulysses"})
+        merged.erase(mesh_key);
+      merged.update(flags);
+      cfg.merge_json(merged);
+      cfg.validate();
+      cfg.validate_for_world(size);
+      agreed = cfg.to_json();
+      agreed.update({{"checkpoint", ev_ckpt}, {"output", ev_output}});
     } else if (command != "help") {
       // One merge of (file, then flags over it), so defaults that follow other keys
       // (ffn = 4·dim, kv_heads = heads, vocab by model) see both sources.
@@ -349,6 +417,20 @@ int main(int argc, char** argv) {
     if (command == "help") return 0;
     if (command == "tokenize") return run_tokenize(rank, size);
     if (command == "generate") return run_generate(world);
+    if (command == "plot") {
+      for (const std::string& png : plot_run(plot_dir)) std::cout << png << "\n";
+      std::cout << std::flush;
+      return 0;
+    }
+    if (command == "eval") {
+      const nlohmann::json report = evaluate_checkpoint(cfg, world, ev_ckpt);
+      agree_or_throw(world, [&] {
+        if (rank != 0) return;
+        std::cout << report.dump() << std::endl;
+        if (!ev_output.empty()) write_file_atomic(ev_output, report.dump(2) + "\n");
+      });
+      return 0;
+    }
     if (command == "export") {
       // A run directory stands for its checkpoints.
       std::string path = ex_ckpt;
@@ -370,6 +452,7 @@ int main(int argc, char** argv) {
         check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
                                  cfg.model.kind);
         check_packing(*src, cfg.packing());
+        check_loss_on(*src, cfg.loss_on);
       });
       // The whole process per rank against --max-memory (train/planner.hpp): printed either
       // way, then refused on every rank (exit 2) when it does not fit.

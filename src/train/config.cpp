@@ -63,6 +63,8 @@ void TrainConfig::validate() const {
     SP_FAIL_USAGE("unknown attention strategy '", strategy, "' (available: ", all, ")");
   }
   SP_CHECK_USAGE(window >= 0, "window must be >= 0 (0 = off), got ", window);
+  SP_CHECK_USAGE(eval_every >= 0, "eval_every must be >= 0 (0 = off), got ", eval_every);
+  SP_CHECK_USAGE(eval_batches >= 1, "eval_batches must be >= 1, got ", eval_batches);
   SP_CHECK_USAGE(doc_positions == DocPositions::global || pack_documents, "doc_positions ",
                  doc_positions_name(doc_positions),
                  " needs --pack-documents: without documents every row is one document that "
@@ -132,7 +134,10 @@ nlohmann::json TrainConfig::to_json() const {
             {"loss_chunk", loss_chunk},
             {"pack_documents", pack_documents},
             {"doc_positions", doc_positions_name(doc_positions)},
-            {"window", window}});
+            {"window", window},
+            {"loss_on", loss_on_name(loss_on)},
+            {"eval_every", eval_every},
+            {"eval_batches", eval_batches}});
   return j;
 }
 
@@ -186,7 +191,10 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "loss_chunk",
                                 "pack_documents",
                                 "doc_positions",
-                                "window"};
+                                "window",
+                                "loss_on",
+                                "eval_every",
+                                "eval_batches"};
   for (auto& [k, v] : j.items()) {
     bool ok = false;
     for (const char* n : known) ok |= k == n;
@@ -239,6 +247,9 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     if (j.contains("doc_positions"))
       get("doc_positions", s), doc_positions = parse_doc_positions(s);
     get("window", window);
+    if (j.contains("loss_on")) get("loss_on", s), loss_on = parse_loss_on(s);
+    get("eval_every", eval_every);
+    get("eval_batches", eval_batches);
     if (j.contains("overrides")) {
       const auto& o = j.at("overrides");
       SP_CHECK_USAGE(o.is_array(), "config 'overrides' must be a list of setting names");
@@ -257,9 +268,9 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
 
 const std::vector<std::string>& resume_keys() {
   static const std::vector<std::string> keys = {
-      "data",   "seq_len",   "seed",           "steps",         "lr",
-      "min_lr", "warmup",    "weight_decay",   "beta1",         "beta2",
-      "eps",    "grad_clip", "pack_documents", "doc_positions", "window"};
+      "data",           "seq_len",       "seed",   "steps",  "lr",  "min_lr",
+      "warmup",         "weight_decay",  "beta1",  "beta2",  "eps", "grad_clip",
+      "pack_documents", "doc_positions", "window", "loss_on"};
   return keys;
 }
 

@@ -59,6 +59,12 @@ struct TrainConfig {
   bool pack_documents = false;
   DocPositions doc_positions = DocPositions::global;
   int64_t window = 0;
+  // Which targets the loss counts: all, or only a retrieval task's answers (train/data.hpp).
+  LossOn loss_on = LossOn::all;
+  // Held-out evaluation (train/eval.hpp): every eval_every steps (0: never) and after the
+  // last step, the loss over eval_batches global batches of the validation split.
+  int64_t eval_every = 0;
+  int64_t eval_batches = 8;
   // Settings (config key names) that --resume may accept with a value other than the
   // checkpoint's; the rest of resume_keys() must match.
   std::vector<std::string> overrides;

@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -77,29 +78,61 @@ std::string load_kjv(std::string* where) {
 
 class TextSource final : public DataSource {
  public:
-  TextSource(std::string text, std::string origin, uint64_t seed, int64_t L)
-      : text_(std::move(text)), origin_(std::move(origin)), seed_(seed) {
+  TextSource(std::string text, std::string origin, uint64_t seed, int64_t L, Split split)
+      : text_(std::move(text)), origin_(std::move(origin)), split_(split) {
     SP_CHECK(!text_.empty(), "data file ", origin_, " is empty");
     SP_CHECK(int64_t(text_.size()) >= L + 1, "data file ", origin_, " has ", text_.size(),
              " bytes, fewer than seq_len + 1 = ", L + 1);
+    const uint64_t cut =
+        validation_begin(text_.size(), L, nullptr, "data file " + origin_, "bytes");
+    begin_ = split == Split::train ? 0 : cut;
+    end_ = split == Split::train ? cut : text_.size();
+    seed_ = split == Split::train ? seed : kValidationSeed;
   }
   void sample(uint64_t s, int64_t L, int32_t* out) const override {
-    const uint64_t n_start = text_.size() - uint64_t(L);  // valid starts: [0, size − L − 1]
-    const uint64_t start = draw(seed_, s, 0) % n_start;
+    SP_CHECK(end_ - begin_ >= uint64_t(L) + 1, "the ", split_name(split_), " part of ", origin_,
+             " has ", end_ - begin_, " bytes, fewer than a sample of L + 1 = ", L + 1);
+    const uint64_t n_start = end_ - begin_ - uint64_t(L);  // starts: begin + [0, n_start)
+    const uint64_t start = begin_ + draw(seed_, s, 0) % n_start;
     for (int64_t i = 0; i <= L; ++i) out[i] = static_cast<uint8_t>(text_[start + i]);
   }
   std::string describe() const override {
-    return origin_ + " (" + std::to_string(text_.size()) + " bytes)";
+    return origin_ + " (" + std::to_string(text_.size()) + " bytes; " + split_name(split_) +
+           ": bytes [" + std::to_string(begin_) + ", " + std::to_string(end_) + "))";
   }
 
  private:
   std::string text_, origin_;
   uint64_t seed_;
+  Split split_;
+  uint64_t begin_ = 0, end_ = 0;
 };
+
+// splitmix64's finaliser: a fixed bijective mix, so "mix(k) mod 16 = 0" picks keys with no
+// pattern in their digits.
+uint64_t mix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+constexpr uint32_t kPasskeys = 100000;  // 5 decimal digits
+
+// The keys of one split, in increasing order (built once: 100 000 hashes).
+const std::vector<uint32_t>& passkeys(Split split) {
+  static const std::array<std::vector<uint32_t>, 2> keys = [] {
+    std::array<std::vector<uint32_t>, 2> k;
+    for (uint32_t key = 0; key < kPasskeys; ++key) k[mix64(key) % 16 == 0 ? 1 : 0].push_back(key);
+    return k;
+  }();
+  return keys[split == Split::validation ? 1 : 0];
+}
 
 class PasskeySource final : public DataSource {
  public:
-  PasskeySource(uint64_t seed, int64_t L) : seed_(seed) {
+  PasskeySource(uint64_t seed, int64_t L, Split split)
+      : seed_(split == Split::train ? seed : kValidationSeed), split_(split) {
     SP_CHECK(L >= 128, "the passkey task needs seq_len >= 128, got ", L);
   }
   void sample(uint64_t s, int64_t L, int32_t* out) const override {
@@ -122,23 +155,46 @@ class PasskeySource final : public DataSource {
     for (int64_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(seq[i]);
   }
   std::vector<int64_t> answer_positions(uint64_t s, int64_t L) const override {
-    // Inputs at L−6..L−1 predict targets x[L−5..L] = the 5 digits.
+    // Inputs at L−5..L−1 predict targets x[L−4..L] = the 5 digits.
     std::vector<int64_t> p;
     for (int64_t i = L - 5; i < L + 0; ++i) p.push_back(i);
     return p;
   }
-  std::string describe() const override { return "synthetic passkey retrieval"; }
+  bool has_answers() const override { return true; }
+  std::string describe() const override {
+    return std::string("synthetic passkey retrieval (") + split_name(split_) +
+           " keys: " + std::to_string(passkeys(split_).size()) + " of " +
+           std::to_string(kPasskeys) + ")";
+  }
 
  private:
   std::string digits(uint64_t s) const {
+    const std::vector<uint32_t>& keys = passkeys(split_);
     char b[8];
-    std::snprintf(b, sizeof(b), "%05u", unsigned(draw(seed_, s, 1) % 100000));
+    std::snprintf(b, sizeof(b), "%05u", unsigned(keys[draw(seed_, s, 1) % keys.size()]));
     return b;
   }
   uint64_t seed_;
+  Split split_;
 };
 
 }  // namespace
+
+const char* split_name(Split s) { return s == Split::train ? "train" : "validation"; }
+
+uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin,
+                          const char* unit) {
+  const uint64_t sample = uint64_t(L) + 1;
+  SP_CHECK(L >= 1 && n >= 2 * sample, origin, " has ", n, " ", unit,
+           ", fewer than 2·(seq_len + 1) = ", 2 * sample,
+           ": a training sample and a held-out validation sample (the last 1/", kValidationDivisor,
+           ", at least seq_len + 1 tokens) must both fit");
+  const uint64_t v = std::max((n + kValidationDivisor - 1) / kValidationDivisor, sample);
+  const uint64_t cut = n - v;  // >= sample
+  if (!docs) return cut;
+  const uint64_t doc_cut = docs->doc_begin(docs->doc_of(cut));
+  return doc_cut >= sample ? doc_cut : cut;
+}
 
 int32_t mask_token(const DataSource& src) { return int32_t(src.vocab()); }
 
@@ -179,18 +235,26 @@ std::vector<int64_t> reset_positions(const SeqMask& mask, const std::vector<int6
   return out;
 }
 
-TokenSource::TokenSource(const std::string& path, std::string origin, uint64_t seed, int64_t L)
-    : file_(path), origin_(std::move(origin)), seed_(seed) {
+TokenSource::TokenSource(const std::string& path, std::string origin, uint64_t seed, int64_t L,
+                         Split split)
+    : file_(path),
+      origin_(std::move(origin)),
+      seed_(split == Split::train ? seed : kValidationSeed),
+      split_(split) {
   SP_CHECK(L >= 1, "seq_len must be >= 1, got ", L);
   SP_CHECK(uint64_t(L) + 1 <= file_.num_tokens(), "token file ", origin_, " has ",
            file_.num_tokens(), " tokens, fewer than seq_len + 1 = ", L + 1);
+  const uint64_t cut = validation_begin(file_.num_tokens(), L, &file_, "token file " + origin_);
+  begin_ = split == Split::train ? 0 : cut;
+  end_ = split == Split::train ? cut : file_.num_tokens();
 }
 
 uint64_t TokenSource::window_start(uint64_t s, int64_t L) const {
-  SP_CHECK(L >= 1 && uint64_t(L) + 1 <= file_.num_tokens(), "token file ", origin_, " has ",
-           file_.num_tokens(), " tokens, fewer than a sample of L + 1 = ", L + 1);
-  const uint64_t n_start = file_.num_tokens() - uint64_t(L);  // valid starts: [0, n − L − 1]
-  return draw(seed_, s, 0) % n_start;
+  SP_CHECK(L >= 1 && uint64_t(L) + 1 <= end_ - begin_, "the ", split_name(split_),
+           " part of token file ", origin_, " has ", end_ - begin_,
+           " tokens, fewer than a sample of L + 1 = ", L + 1);
+  const uint64_t n_start = end_ - begin_ - uint64_t(L);  // starts: begin + [0, n_start)
+  return begin_ + draw(seed_, s, 0) % n_start;
 }
 
 void TokenSource::sample(uint64_t s, int64_t L, int32_t* out) const {
@@ -203,11 +267,13 @@ void TokenSource::doc_ids(uint64_t s, int64_t L, int64_t* out) const {
 
 std::string TokenSource::describe() const {
   return origin_ + " (" + std::to_string(file_.num_tokens()) + " tokens, " +
-         std::to_string(file_.num_docs()) + " documents, V=" + std::to_string(file_.vocab()) + ")";
+         std::to_string(file_.num_docs()) + " documents, V=" + std::to_string(file_.vocab()) +
+         "; " + split_name(split_) + ": tokens [" + std::to_string(begin_) + ", " +
+         std::to_string(end_) + "))";
 }
 
 std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uint64_t seed,
-                                             int64_t L) {
+                                             int64_t L, Split split) {
   std::string origin;
   std::string text;
   if (path_or_kjv == "kjv") {
@@ -217,15 +283,16 @@ std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uin
     text = read_file(path_or_kjv);
     origin = "'" + path_or_kjv + "'";
   }
-  return std::make_unique<TextSource>(std::move(text), std::move(origin), seed, L);
+  return std::make_unique<TextSource>(std::move(text), std::move(origin), seed, L, split);
 }
 
-std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L) {
-  return std::make_unique<PasskeySource>(seed, L);
+std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L, Split split) {
+  return std::make_unique<PasskeySource>(seed, L, split);
 }
 
-std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t seed, int64_t L) {
-  return std::make_unique<TokenSource>(path, "'" + path + "'", seed, L);
+std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t seed, int64_t L,
+                                              Split split) {
+  return std::make_unique<TokenSource>(path, "'" + path + "'", seed, L, split);
 }
 
 std::string token_file_path(const std::string& spec) {
@@ -244,13 +311,14 @@ std::string token_file_path(const std::string& spec) {
   return "";
 }
 
-std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L) {
-  if (spec == "passkey") return make_passkey_source(seed, L);
+std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L,
+                                        Split split) {
+  if (spec == "passkey") return make_passkey_source(seed, L, split);
   const std::string tok = token_file_path(spec);
   if (spec == "kjv-bpe8k")
-    return std::make_unique<TokenSource>(tok, "kjv-bpe8k from '" + tok + "'", seed, L);
-  if (!tok.empty()) return make_token_source(tok, seed, L);
-  return make_text_source(spec, seed, L);
+    return std::make_unique<TokenSource>(tok, "kjv-bpe8k from '" + tok + "'", seed, L, split);
+  if (!tok.empty()) return make_token_source(tok, seed, L, split);
+  return make_text_source(spec, seed, L, split);
 }
 
 void fit_model_to_data(ModelConfig& model, const std::string& spec, bool vocab_given,
@@ -348,6 +416,36 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
   }
   if (pk.positions == DocPositions::reset) b.rope_pos = reset_positions(b.mask, pos);
   return b;
+}
+
+}  // namespace seqpar
+
+namespace seqpar {
+
+const char* loss_on_name(LossOn l) { return l == LossOn::answer ? "answer" : "all"; }
+
+LossOn parse_loss_on(const std::string& s) {
+  for (LossOn l : {LossOn::all, LossOn::answer})
+    if (s == loss_on_name(l)) return l;
+  SP_FAIL_USAGE("loss_on must be all or answer, got '", s, "'");
+}
+
+void check_loss_on(const DataSource& src, LossOn on) {
+  SP_CHECK_USAGE(on == LossOn::all || src.has_answers(),
+                 "--loss-on answer needs a retrieval task with answer positions (--data "
+                 "passkey), but the data has none: ",
+                 src.describe());
+}
+
+void apply_loss_on(Batch& b, const DataSource& src, uint64_t first_sample, LossOn on) {
+  if (on == LossOn::all) return;
+  check_loss_on(src, on);
+  for (int i = 0; i < b.B; ++i) {
+    const std::vector<int64_t> ans = src.answer_positions(first_sample + uint64_t(i), b.L);
+    for (int t = 0; t < b.T; ++t)
+      if (std::find(ans.begin(), ans.end(), b.pos[t]) == ans.end())
+        b.targets[size_t(i) * b.T + t] = -1;
+  }
 }
 
 }  // namespace seqpar

@@ -7,6 +7,9 @@
 // the same data. Labels are shifted on the GLOBAL sequence before sharding:
 //   gpt : input x[0..L),  target x[1..L]          (every position counts)
 //   bert: input = mask(x[0..L)), target x[i] at masked positions, −1 elsewhere.
+// A source draws from one split of its data (Split): training never samples the validation
+// part, held out at construction (docs/eval.md): the last documents of a token file, the last
+// bytes of a text file, and for passkey the keys of a fixed 1/16 of the key space.
 // BERT masking picks 15 % of positions; of those 80 % become [MASK], 10 % a random token,
 // 10 % stay — each decision drawn from the counter-based RNG keyed by (s, position); one
 // position per sample, drawn from (seed, s), is always picked so every sample counts.
@@ -27,6 +30,28 @@ namespace seqpar {
 constexpr int64_t kByteVocab = 256;
 constexpr int32_t kMaskToken = 256;  // [MASK] for byte data: mask_token() of a byte source
 
+// Which part of the data a source samples. Training reads `train`, evaluation `validation`;
+// no sample of one is a sample of the other.
+enum class Split { train, validation };
+const char* split_name(Split s);
+// Validation samples are drawn with this seed, not the run's, so every run on the same data
+// (any --seed, any mesh) is scored on the same validation samples (BERT masks included).
+constexpr uint64_t kValidationSeed = 0x76616c6964617465ull;  // "validate"
+// A file corpus holds out its last 1/kValidationDivisor (5 %): large enough for a low-noise
+// estimate on any corpus worth training on (kjv: 220 KB of bytes, ~55k BPE tokens), small
+// enough to cost training little. A fraction rather than a fixed count, so it scales with the
+// corpus; at least one sample (seq_len + 1 tokens), so a small file still has a split.
+constexpr uint64_t kValidationDivisor = 20;
+
+// First token of the validation split of a corpus of n tokens, for samples of L + 1 tokens:
+// the held-out part is v = max(⌈n/20⌉, L + 1) tokens, grown down to the start of the
+// document holding token n − v when `docs` (a token file's table) is given, so it holds
+// whole documents; if that would leave training fewer than L + 1 tokens (one huge
+// document), the cut is n − v itself. Throws, naming `origin` and counting in `unit`, when
+// n < 2·(L + 1): a training sample and a validation sample cannot both fit.
+uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin,
+                          const char* unit = "tokens");
+
 class DataSource {
  public:
   virtual ~DataSource() = default;
@@ -35,6 +60,8 @@ class DataSource {
   // Positions (within the L inputs) whose target is the answer of a retrieval task, for
   // accuracy reporting; empty for plain text.
   virtual std::vector<int64_t> answer_positions(uint64_t s, int64_t L) const { return {}; }
+  // Whether answer_positions() is ever non-empty (a retrieval task): --loss-on answer needs it.
+  virtual bool has_answers() const { return false; }
   virtual std::string describe() const = 0;
   // Every token is in [0, vocab()): 256 for bytes.
   virtual int64_t vocab() const { return kByteVocab; }
@@ -80,11 +107,14 @@ int32_t mask_token(const DataSource& src);
 // Pre-tokenized data: a token file, opened once (memory-mapped, validated on open: a wrong
 // magic, a damaged header or body, a token >= V each throw TokenFile's error naming the
 // file). Sample s is the window of L+1 consecutive tokens from window_start(s, L), drawn as
-// TextSource draws its byte offset. Windows may cross document boundaries (EOS between).
+// TextSource draws its byte offset, inside the split's part of the file: training windows
+// lie in [0, c), validation windows in [c, n), c = validation_begin(n, L, file). Windows may
+// cross document boundaries (EOS between).
 class TokenSource final : public DataSource {
  public:
-  // Throws naming the file if it holds fewer than L+1 tokens.
-  TokenSource(const std::string& path, std::string origin, uint64_t seed, int64_t L);
+  // Throws naming the file if it holds fewer than L+1 tokens, or too few to split.
+  TokenSource(const std::string& path, std::string origin, uint64_t seed, int64_t L,
+              Split split = Split::train);
   void sample(uint64_t s, int64_t L, int32_t* out) const override;
   std::string describe() const override;
   int64_t vocab() const override { return file_.vocab(); }
@@ -95,26 +125,35 @@ class TokenSource final : public DataSource {
   // Document id of each of sample s's L+1 tokens: the file's document index.
   void doc_ids(uint64_t s, int64_t L, int64_t* out) const override;
 
-  // First token of sample s: draw(seed, s) mod (n − L), uniform over the n − L windows.
+  // First token of sample s: begin + draw(seed, s) mod (end − begin − L), uniform over the
+  // windows of the split's tokens [begin, end) (validation: seed kValidationSeed).
   uint64_t window_start(uint64_t s, int64_t L) const;
   const TokenFile& file() const { return file_; }
+  uint64_t begin() const { return begin_; }  // the split's tokens are [begin(), end())
+  uint64_t end() const { return end_; }
 
  private:
   TokenFile file_;
   std::string origin_;
   uint64_t seed_;
+  Split split_;
+  uint64_t begin_ = 0, end_ = 0;
 };
 
 // Byte corpus from a file; "kjv" is the embedded default (King James Bible from Debian's
 // bible-kjv package: data/kjv.txt if present, otherwise read from `bible`).
 // Throws with the path and the reason (missing, unreadable, empty, shorter than L+1).
 std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uint64_t seed,
-                                             int64_t L);
+                                             int64_t L, Split split = Split::train);
 // Synthetic long-range retrieval: a 5-digit pass key is stated early in a long filler
-// text and asked for at the very end; the answer digits are the last 5 targets.
-std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L);
+// text and asked for at the very end; the answer digits are the last 5 targets. The key
+// space is split: key k is a validation key iff mix(k) mod 16 = 0 (a fixed hash, so every
+// digit stays uniform in both parts); training draws only the others, validation only those.
+std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L,
+                                                Split split = Split::train);
 // A token file: a TokenSource over `path`.
-std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t seed, int64_t L);
+std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t seed, int64_t L,
+                                              Split split = Split::train);
 // What `--data` accepts:
 //   "passkey"    the synthetic retrieval task (bytes)
 //   "kjv"        the embedded byte corpus (make_text_source)
@@ -123,7 +162,9 @@ std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t 
 //   a path       a token file if it starts with the token-file magic (is_token_file), even
 //                a damaged one (refused with TokenFile's error, never read as text);
 //                otherwise a text file of bytes
-std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L);
+// `split` picks the part sampled (validation sources draw with kValidationSeed, not `seed`).
+std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L,
+                                        Split split = Split::train);
 
 // Refuses (seqpar::UsageError) a model that cannot read this data: one built for another
 // tokenizer (hashes compared in hex; 0 means bytes, so a byte model on a token file and a
@@ -152,5 +193,17 @@ void check_data_matches_model(const DataSource& src, int64_t model_vocab,
 // document are −1; pk.positions = reset fills rope_pos. Packing needs src.has_documents().
 Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t first_sample, int B,
                  int64_t L, const std::vector<int64_t>& pos, const Packing& pk = {});
+
+// Which targets the loss counts (--loss-on): all of them (what make_batch leaves), or only
+// the answers of a retrieval task (DataSource::answer_positions), the others set to −1. The
+// loss stays token-weighted over the counted targets of all ranks.
+enum class LossOn { all, answer };
+const char* loss_on_name(LossOn l);
+LossOn parse_loss_on(const std::string& s);  // UsageError naming s
+// Refuses (UsageError, naming the data) --loss-on answer on data without answers.
+void check_loss_on(const DataSource& src, LossOn on);
+// With LossOn::answer: every target of b (samples first_sample .. + b.B − 1, this shard's
+// positions b.pos) that is not an answer of its sample becomes −1. LossOn::all: nothing.
+void apply_loss_on(Batch& b, const DataSource& src, uint64_t first_sample, LossOn on);
 
 }  // namespace seqpar

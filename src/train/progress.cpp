@@ -46,6 +46,11 @@ void Progress::update(int64_t step, double loss, double tokens_per_s, const nloh
                 rec.value("lr", 0.0), tokens_per_s, rec.value("step_ms", 0.0));
     if (rec.contains("answer_acc"))
       std::printf(" answer_acc %.3f", rec["answer_acc"].get<double>());
+    if (rec.contains("val_loss"))
+      std::printf(" val_loss %.4f val_ppl %.3f", rec["val_loss"].get<double>(),
+                  rec["val_ppl"].get<double>());
+    if (rec.contains("val_answer_acc"))
+      std::printf(" val_answer_acc %.3f", rec["val_answer_acc"].get<double>());
     std::printf("\n");
     std::fflush(stdout);
   }

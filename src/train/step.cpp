@@ -18,6 +18,7 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   const uint64_t first = first_sample + uint64_t(mesh.dp_rank) * B;
   Batch batch =
       make_batch(src, cfg.model.kind, cfg.seed, first, B, cfg.seq_len, pos, cfg.packing());
+  apply_loss_on(batch, src, first, cfg.loss_on);  // --loss-on answer: the others count not
   StepContext ctx{cfg.seed, uint32_t(s), true};
   StepResult out;
   out.lr = lr_at(cfg, s);

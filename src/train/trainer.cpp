@@ -19,6 +19,7 @@
 #include "train/checkpoint.hpp"
 #include "train/checkpoint_stream.hpp"
 #include "train/data.hpp"
+#include "train/eval.hpp"
 #include "train/planner.hpp"
 #include "train/progress.hpp"
 #include "train/run_dir.hpp"
@@ -120,12 +121,14 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
 
   const int threads = apply_threads(cfg, W);
 
-  std::unique_ptr<DataSource> src;
+  std::unique_ptr<DataSource> src, val;  // val: the held-out split, with --eval-every
   agree_or_throw(world, [&] {
     src = make_source(cfg.data, cfg.seed, cfg.seq_len);
     check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
                              cfg.model.kind);
     check_packing(*src, cfg.packing());
+    check_loss_on(*src, cfg.loss_on);
+    if (cfg.eval_every > 0) val = make_source(cfg.data, cfg.seed, cfg.seq_len, Split::validation);
   });
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
   const int B = cfg.batch;
@@ -263,7 +266,12 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     result.last_step = s + 1;
     result.last_loss = r.loss;
     result.losses.push_back(r.loss);
-    if (rank0 && ((s + 1) % cfg.log_every == 0 || s + 1 == cfg.steps)) {
+    // Held-out loss after this step (and after the last), in the same metrics row.
+    const bool eval_now =
+        cfg.eval_every > 0 && ((s + 1) % cfg.eval_every == 0 || s + 1 == cfg.steps);
+    const nlohmann::json ev =
+        eval_now ? evaluate(state.model, mesh, world, cfg, *val, pos).to_json() : nlohmann::json();
+    if (rank0 && ((s + 1) % cfg.log_every == 0 || s + 1 == cfg.steps || eval_now)) {
       nlohmann::json rec = {{"step", s + 1},
                             {"loss", r.loss},
                             {"grad_norm", r.grad_norm},
@@ -272,6 +280,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
                             {"tokens_per_s", global_tokens_per_step / dt},
                             {"step_ms", dt * 1e3}};
       if (r.answers > 0) rec["answer_acc"] = r.answers_correct / r.answers;
+      if (eval_now) rec.update(ev);
       nlohmann::json peak;
       for (int c = 0; c < kMemCategories; ++c) peak[mem_name(Mem(c))] = arena.peak(Mem(c));
       peak["total"] = arena.total_peak();

@@ -1,0 +1,206 @@
+#include "cli/plot.hpp"
+
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+#include "core/check.hpp"
+
+extern char** environ;
+
+namespace seqpar {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Series {
+  std::vector<nlohmann::json> rows;  // metrics rows in step order
+  std::vector<std::string> mem;      // arena categories with a non-zero peak, then "total"
+  bool val = false, answers = false, val_answers = false;
+};
+
+Series read_metrics(const std::string& path) {
+  std::ifstream in(path);
+  SP_CHECK(in.good(), "cannot read ", path);
+  Series s;
+  std::map<int64_t, nlohmann::json> by_step;  // a resumed run rewrote its tail: last row wins
+  for (std::string line; std::getline(in, line);) {
+    nlohmann::json r = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (!r.is_object() || !r.contains("step") || !r["step"].is_number_integer()) continue;
+    const int64_t step = r["step"].get<int64_t>();
+    by_step[step] = std::move(r);
+  }
+  SP_CHECK(!by_step.empty(), path, " holds no metrics rows (a JSON object with a \"step\" per ",
+           "line): has the run logged a step yet?");
+  std::set<std::string> nonzero;
+  for (auto& [step, r] : by_step) {
+    s.val |= r.contains("val_loss");
+    s.answers |= r.contains("answer_acc");
+    s.val_answers |= r.contains("val_answer_acc");
+    if (r.contains("peak_bytes") && r["peak_bytes"].is_object())
+      for (auto& [k, v] : r["peak_bytes"].items())
+        if (k != "total" && v.is_number() && v.get<double>() > 0) nonzero.insert(k);
+    s.rows.push_back(std::move(r));
+  }
+  s.mem.assign(nonzero.begin(), nonzero.end());
+  s.mem.push_back("total");
+  return s;
+}
+
+// A number for gnuplot, NaN (set datafile missing) when the row lacks it.
+std::string num(const nlohmann::json& r, const std::string& key, double scale = 1.0) {
+  if (!r.contains(key) || !r[key].is_number()) return "NaN";
+  std::ostringstream os;
+  os.precision(9);
+  os << r[key].get<double>() * scale;
+  return os.str();
+}
+
+// gnuplot string literal (single quotes: only ' needs doubling).
+std::string gp_str(const std::string& s) {
+  std::string o(1, '\'');
+  for (char c : s) {
+    o.push_back(c);
+    if (c == '\'') o.push_back('\'');
+  }
+  o.push_back('\'');
+  return o;
+}
+
+int run_program(const std::string& exe, const std::vector<std::string>& args,
+                const std::string& cwd) {
+  std::vector<char*> argv;
+  argv.push_back(const_cast<char*>(exe.c_str()));
+  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  // gnuplot reads and writes the files named in the script relative to `cwd`.
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addchdir_np(&fa, cwd.c_str());
+  pid_t pid;
+  const int e = posix_spawn(&pid, exe.c_str(), &fa, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  SP_CHECK(e == 0, "cannot start ", exe, ": ", std::strerror(e));
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0)
+    SP_CHECK(errno == EINTR, "waiting for ", exe, ": ", std::strerror(errno));
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+}  // namespace
+
+std::string find_on_path(const std::string& name) {
+  const char* path = std::getenv("PATH");
+  if (!path) return "";
+  std::stringstream ss(path);
+  for (std::string d; std::getline(ss, d, ':');) {
+    const fs::path c = fs::path(d.empty() ? std::string(".") : d) / name;  // "" is the cwd
+    std::error_code ec;
+    if (fs::is_regular_file(c, ec) && ::access(c.c_str(), X_OK) == 0) return c.string();
+  }
+  return "";
+}
+
+std::vector<std::string> plot_run(const std::string& dir) {
+  std::error_code ec;
+  SP_CHECK(fs::is_directory(dir, ec), "run directory '", dir, "' does not exist");
+  const std::string metrics = dir + "/metrics.jsonl";
+  SP_CHECK(fs::exists(metrics, ec), "'", dir, "' has no metrics.jsonl: is it a run directory ",
+           "(seqpar train --out DIR)?");
+  const Series s = read_metrics(metrics);
+  const std::string gnuplot = find_on_path("gnuplot");
+  SP_CHECK(!gnuplot.empty(),
+           "gnuplot not found on PATH: seqpar plot draws with it. Install Debian's gnuplot-nox "
+           "(apt-get install gnuplot-nox, or bash scripts/setup.sh), then run seqpar plot ",
+           dir, " again");
+
+  const fs::path out = fs::path(dir) / "plots";
+  fs::create_directories(out, ec);
+  SP_CHECK(!ec, "cannot create ", out.string(), ": ", ec.message());
+  {
+    std::ofstream t(out / "metrics.tsv");
+    t << "# step loss tokens_per_s answer_acc";
+    for (const auto& m : s.mem) t << " peak_" << m << "_MiB";
+    t << "\n";
+    for (const auto& r : s.rows) {
+      t << r["step"].get<int64_t>() << '\t' << num(r, "loss") << '\t' << num(r, "tokens_per_s")
+        << '\t' << num(r, "answer_acc");
+      const nlohmann::json peak = r.value("peak_bytes", nlohmann::json::object());
+      for (const auto& m : s.mem) t << '\t' << num(peak, m, 1.0 / (1 << 20));
+      t << '\n';
+    }
+    SP_CHECK(t.good(), "cannot write ", (out / "metrics.tsv").string());
+    std::ofstream v(out / "val.tsv");  // only the evaluated steps, so their points connect
+    v << "# step val_loss val_answer_acc\n";
+    for (const auto& r : s.rows)
+      if (r.contains("val_loss"))
+        v << r["step"].get<int64_t>() << '\t' << num(r, "val_loss") << '\t'
+          << num(r, "val_answer_acc") << '\n';
+    SP_CHECK(v.good(), "cannot write ", (out / "val.tsv").string());
+  }
+  std::vector<std::string> pngs = {"loss.png", "tokens_per_s.png", "memory.png"};
+  if (s.answers || s.val_answers) pngs.push_back("answer_acc.png");
+  {
+    const std::string title = fs::path(dir).lexically_normal().filename().string();
+    std::ofstream g(out / "plots.gp");
+    g << "# written by seqpar plot from " << metrics << "\n"
+      << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+      << "  set terminal pngcairo size 900,540 enhanced font 'sans,10'\n"
+      << "} else {\n  set terminal png size 900,540\n}\n"
+      << "set datafile missing 'NaN'\nset datafile separator '\\t'\n"
+      << "set grid\nset key top right\nset xlabel 'step'\n";
+    g << "set output 'loss.png'\nset title " << gp_str(title + ": loss") << " noenhanced\n"
+      << "set ylabel 'loss (nats per counted target)'\n"
+      << "plot 'metrics.tsv' using 1:2 with lines lw 1.5 title 'train loss'"
+      << (s.val ? ", 'val.tsv' using 1:2 with linespoints lw 2 pt 7 title 'validation loss'" : "")
+      << "\n";
+    g << "set output 'tokens_per_s.png'\nset title " << gp_str(title + ": throughput")
+      << " noenhanced\n"
+      << "set ylabel 'tokens/s (global, step time)'\n"
+      << "plot 'metrics.tsv' using 1:3 with lines lw 1.5 title 'tokens/s'\n";
+    g << "set output 'memory.png'\nset title " << gp_str(title + ": arena peak per category")
+      << " noenhanced\nset ylabel 'peak MiB (rank 0)'\nset yrange [0:*]\nset key outside "
+         "right\nplot ";
+    for (size_t i = 0; i < s.mem.size(); ++i)
+      g << (i ? ", " : "") << "'metrics.tsv' using 1:" << 5 + i << " with lines lw "
+        << (s.mem[i] == "total" ? 2.5 : 1.5) << " title " << gp_str(s.mem[i]) << " noenhanced";
+    g << "\nset key top right\nset autoscale y\n";
+    if (s.answers || s.val_answers) {
+      g << "set output 'answer_acc.png'\nset title " << gp_str(title + ": answer accuracy")
+        << " noenhanced\nset ylabel 'accuracy'\nset yrange [0:1.05]\nplot ";
+      if (s.answers) g << "'metrics.tsv' using 1:4 with lines lw 1.5 title 'train (batch)'";
+      if (s.val_answers)
+        g << (s.answers ? ", " : "")
+          << "'val.tsv' using 1:3 with linespoints lw 2 pt 7 title 'validation'";
+      g << "\n";
+    }
+    g << "unset output\n";
+    SP_CHECK(g.good(), "cannot write ", (out / "plots.gp").string());
+  }
+  // Stale PNGs from an earlier call must not pass for new ones.
+  for (const auto& p : pngs) fs::remove(out / p, ec);
+  const int rc = run_program(gnuplot, {"plots.gp"}, out.string());
+  SP_CHECK(rc == 0, gnuplot, " failed (exit ", rc, ") on ", (out / "plots.gp").string());
+  std::vector<std::string> written;
+  for (const auto& p : pngs) {
+    const fs::path f = out / p;
+    SP_CHECK(fs::is_regular_file(f, ec) && fs::file_size(f, ec) > 0, "gnuplot did not write ",
+             f.string());
+    written.push_back(f.string());
+  }
+  return written;
+}
+
+}  // namespace seqpar

@@ -1,0 +1,23 @@
+// `seqpar plot DIR`: curves of a run directory's metrics.jsonl as PNG files in DIR/plots/,
+// drawn by gnuplot (Debian's gnuplot-nox; scripts/setup.sh installs it). One process.
+//   loss.png          training loss per step, and the validation loss where it was measured
+//   tokens_per_s.png  training throughput (global tokens per second of step time)
+//   memory.png        this rank's arena peak per category (MiB) and the total
+//   answer_acc.png    retrieval answer accuracy (train and validation), when logged
+// The data gnuplot reads and its script stay beside them (metrics.tsv, val.tsv, plots.gp),
+// so a figure can be restyled by hand.
+#pragma once
+#include <string>
+#include <vector>
+
+namespace seqpar {
+
+// Writes the PNGs and returns their paths. Throws seqpar::Error naming what is wrong: no
+// such directory, no metrics.jsonl or no rows in it, no gnuplot on PATH (with how to
+// install it), gnuplot failing, or a PNG it did not write.
+std::vector<std::string> plot_run(const std::string& dir);
+
+// The executable `name` found on $PATH, or "" if none.
+std::string find_on_path(const std::string& name);
+
+}  // namespace seqpar

@@ -1,0 +1,191 @@
+#include "train/eval.hpp"
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include "core/arena.hpp"
+#include "core/check.hpp"
+#include "core/threads.hpp"
+#include "parallel/layout.hpp"
+#include "train/checkpoint.hpp"
+#include "train/state.hpp"
+
+namespace seqpar {
+
+namespace fs = std::filesystem;
+
+nlohmann::json EvalResult::to_json() const {
+  nlohmann::json j = {{"val_loss", loss},
+                      {"val_ppl", ppl},
+                      {"val_tokens", int64_t(tokens)},
+                      {"val_samples", samples}};
+  if (answers > 0) j["val_answer_acc"] = answers_correct / answers;
+  return j;
+}
+
+EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cfg,
+                    const DataSource& val, const std::vector<int64_t>& pos) {
+  const int B = cfg.batch, T = int(pos.size());
+  const int64_t R = model.rows(), rb = model.row_begin();
+  // Without Megatron sequence parallelism every tp rank holds the same rows: count once.
+  const bool count_rows = !model.rows_replicated_over_tp() || mesh.tp_rank == 0;
+  // Dropout off; the context's step keys nothing else.
+  const StepContext ctx{kValidationSeed, 0, false};
+  double sums[4] = {0.0, 0.0, 0.0, 0.0};  // Σ loss, Σ counted targets, Σ correct, Σ answers
+  for (int64_t k = 0; k < cfg.eval_batches; ++k) {
+    const uint64_t first = uint64_t(k) * B * mesh.dp + uint64_t(mesh.dp_rank) * B;
+    Batch batch =
+        make_batch(val, cfg.model.kind, kValidationSeed, first, B, cfg.seq_len, pos, cfg.packing());
+    apply_loss_on(batch, val, first, cfg.loss_on);
+    const double local = model.forward(batch, ctx);
+    // Retrieval answers of the shard, scored on the rank that owns each row (argmax is
+    // collective over tp: every tp rank asks for the same rows).
+    std::vector<int64_t> rows;
+    std::vector<int32_t> want;
+    for (int i = 0; i < B; ++i)
+      for (int64_t ap : val.answer_positions(first + i, cfg.seq_len))
+        for (int t = 0; t < T; ++t)
+          if (pos[t] == ap) {
+            rows.push_back(int64_t(i) * T + t);
+            want.push_back(batch.targets[size_t(i) * T + t]);
+          }
+    const std::vector<int32_t> got = model.argmax(rows);
+    if (!count_rows) continue;
+    sums[0] += local;
+    for (int64_t g = rb; g < rb + R; ++g) sums[1] += batch.targets[g] >= 0;
+    for (size_t q = 0; q < rows.size(); ++q) {
+      if (rows[q] < rb || rows[q] >= rb + R) continue;
+      sums[2] += got[q] == want[q];
+      sums[3] += 1;
+    }
+  }
+  world.allreduce_sum(sums, 4);
+  SP_CHECK(sums[1] > 0, "the validation batches of ", val.describe(), " have no counted targets");
+  EvalResult r;
+  r.loss = sums[0] / sums[1];
+  r.ppl = std::exp(r.loss);
+  r.tokens = sums[1];
+  r.answers_correct = sums[2];
+  r.answers = sums[3];
+  r.samples = cfg.eval_batches * B * mesh.dp;
+  return r;
+}
+
+namespace {
+
+// The newest complete step directory of a checkpoints root.
+std::string newest_in_root(const std::string& root) {
+  const std::vector<CheckpointEntry> all = list_checkpoints(root);
+  for (auto it = all.rbegin(); it != all.rend(); ++it)
+    if (it->complete) return it->dir;
+  SP_CHECK(all.empty(), "checkpoint ", all.empty() ? "" : all.back().dir,
+           " is incomplete: manifest.json missing (and no complete step directory in ", root, ")");
+  SP_FAIL("no checkpoint in ", root, ": no step_<N> directory with a manifest.json");
+}
+
+}  // namespace
+
+std::string find_checkpoint_dir(const std::string& path) {
+  std::error_code ec;
+  SP_CHECK(!path.empty(), "no checkpoint given: --checkpoint is empty");
+  SP_CHECK(fs::exists(path, ec), "no checkpoint at '", path, "': path does not exist");
+  SP_CHECK(fs::is_directory(path, ec), "no checkpoint at '", path, "': not a directory");
+  if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
+  if (fs::is_directory(fs::path(path) / "checkpoints", ec))
+    return newest_in_root((fs::path(path) / "checkpoints").string());
+  return newest_in_root(path);
+}
+
+std::string find_run_checkpoint(const std::string& run) {
+  std::error_code ec;
+  SP_CHECK(!run.empty(), "no run directory given: --run is empty");
+  SP_CHECK(fs::exists(run, ec), "run directory '", run, "' does not exist");
+  SP_CHECK(fs::is_directory(run, ec), "run directory '", run, "' is not a directory");
+  const fs::path root = fs::path(run) / "checkpoints";
+  SP_CHECK(fs::is_directory(root, ec), "run directory '", run,
+           "' has no checkpoints/ (seqpar train --out DIR writes it; or pass --checkpoint)");
+  return newest_in_root(root.string());
+}
+
+nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step) {
+  const std::string path = step_dir + "/manifest.json";
+  std::ifstream f(path);
+  SP_CHECK(f.good(), "checkpoint ", step_dir, ": cannot read ", path);
+  const nlohmann::json m = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
+  SP_CHECK(m.is_object(), "checkpoint ", step_dir, ": ", path, " is not a JSON object");
+  SP_CHECK(m.contains("train") && m["train"].is_object(), "checkpoint ", step_dir,
+           ": its manifest records no training configuration ('train'), so the data and the "
+           "sequence length to evaluate on are unknown");
+  if (step) *step = m.value("step", int64_t(-1));
+  return m["train"];
+}
+
+nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
+                                   const std::string& step_dir) {
+  agree_or_throw(world, [&] {
+    cfg.validate();
+    cfg.validate_for_world(world.size());
+  });
+  Mesh mesh = make_mesh(world, cfg);
+  // Threads as in training: all cores shared by the ranks unless set.
+  int threads = cfg.threads;
+  if (threads == 0) {
+    threads = std::max(1, std::max(1, omp_get_num_procs()) / world.size());
+    if (const char* e = std::getenv("OMP_NUM_THREADS")) threads = std::max(1, std::atoi(e));
+  }
+  set_num_threads(threads);
+
+  std::unique_ptr<DataSource> val;
+  agree_or_throw(world, [&] {
+    val = make_source(cfg.data, cfg.seed, cfg.seq_len, Split::validation);
+    check_data_matches_model(*val, cfg.model.V, cfg.model.tokenizer_hash,
+                             "the model of checkpoint " + step_dir, cfg.model.kind);
+    check_packing(*val, cfg.packing());
+    check_loss_on(*val, cfg.loss_on);
+  });
+  const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
+  Arena arena;
+  Model model(cfg.model, cfg.batch, int(pos.size()), arena, model_parallel(mesh, cfg));
+  int64_t step = -1;
+  agree_or_throw(world, [&] {
+    Checkpoint ck = load_checkpoint(step_dir);  // verifies sizes and hashes
+    step = ck.step;
+    const nlohmann::json saved =
+        ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object())).to_json();
+    SP_CHECK_USAGE(saved == cfg.model.to_json(), "checkpoint ", ck.dir,
+                   " holds a different model than the configuration to evaluate: ", saved.dump(),
+                   " vs ", cfg.model.to_json().dump());
+    std::map<std::string, const NamedTensor*> by_name;
+    for (const auto& t : ck.weights) by_name[t.name] = &t;
+    for (const ParamSpec& s : model.specs()) {
+      auto it = by_name.find(s.name);
+      SP_CHECK(it != by_name.end(), "checkpoint ", ck.dir, " has no tensor '", s.name, "'");
+      SP_CHECK(it->second->shape == s.global_shape, "checkpoint ", ck.dir, ": tensor '", s.name,
+               "' has another shape than the model's");
+      shard_from_global(s, it->second->data.data(), model.params() + s.offset);
+    }
+  });
+  const EvalResult r = evaluate(model, mesh, world, cfg, *val, pos);
+  nlohmann::json j = r.to_json();
+  j.update({{"checkpoint", step_dir},
+            {"step", step},
+            {"data", val->describe()},
+            {"seq_len", cfg.seq_len},
+            {"loss_on", loss_on_name(cfg.loss_on)},
+            {"batches", cfg.eval_batches},
+            {"batch", cfg.batch},
+            {"mesh",
+             {{"dp", mesh.dp},
+              {"tp", mesh.tp},
+              {"sp", mesh.sp},
+              {"sp_strategy", cfg.strategy},
+              {"layout", layout_name(cfg.layout)}}}});
+  return j;
+}
+
+}  // namespace seqpar
