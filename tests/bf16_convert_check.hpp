@@ -32,7 +32,7 @@ inline void check_bulk_matches_reference() {
   // Odd length and an offset start: the vector loop and the scalar tail both run.
   for (size_t off : {size_t{0}, size_t{3}}) {
     const int64_t n = int64_t(x.size() - off - 5);
-    std::vector<bf16> h(size_t(n));
+    std::vector<bf16> h(static_cast<size_t>(n));
     to_bf16(h.data(), x.data() + off, n);
     int64_t bad = 0;
     for (int64_t i = 0; i < n; ++i)
@@ -41,7 +41,7 @@ inline void check_bulk_matches_reference() {
                       << std::bit_cast<uint32_t>(x[off + size_t(i)]) << " → " << h[size_t(i)].bits
                       << ", reference " << bf16_bits_ref(x[off + size_t(i)]);
     EXPECT_EQ(bad, 0) << bf16_isa();
-    std::vector<float> back(size_t(n));
+    std::vector<float> back(static_cast<size_t>(n));
     to_float(back.data(), h.data(), n);
     for (int64_t i = 0; i < n; ++i)
       ASSERT_EQ(std::bit_cast<uint32_t>(back[size_t(i)]), uint32_t(h[size_t(i)].bits) << 16)

@@ -352,10 +352,11 @@ TEST(Rope, PerRowPositionsEqualOneCallPerRow) {
   for (const bool fwd : {true, false}) {
     VecF x = randn(B * T * stride, 44);
     VecF rows = x;
-    (fwd ? rope_forward : rope_backward)(x.data(), pos.data(), B, T, nh, d, stride, 10000.0f, pbs);
+    (fwd ? rope_forward<float> : rope_backward)(x.data(), pos.data(), B, T, nh, d, stride, 10000.0f,
+                                                pbs);
     for (int64_t b = 0; b < B; ++b)
-      (fwd ? rope_forward : rope_backward)(rows.data() + b * T * stride, pos.data() + b * pbs, 1, T,
-                                           nh, d, stride, 10000.0f, 0);
+      (fwd ? rope_forward<float> : rope_backward)(
+          rows.data() + b * T * stride, pos.data() + b * pbs, 1, T, nh, d, stride, 10000.0f, 0);
     for (int64_t i = 0; i < B * T * stride; ++i)
       ASSERT_EQ(x[i], rows[i]) << (fwd ? "forward" : "backward") << " element " << i;
   }

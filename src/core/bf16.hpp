@@ -70,6 +70,14 @@ inline const char* bf16_isa() {
 #endif
 }
 
+// GCC 12 reports -Wmaybe-uninitialized inside avx512fintrin.h for the unmasked forms of
+// vpmovzxwd / vpslld / vpmovdw (their pass-through operand is _mm512_undefined: GCC bug
+// 105593, fixed in GCC 13); the code below never reads an undefined lane.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 namespace detail {
 #if defined(__AVX512F__) && !defined(__AVX512BF16__)
 // The rule on 16 lanes: u (16 × u32) → 16 × u32 holding the bf16 bits.
@@ -83,8 +91,8 @@ inline __m512i bf16_round16(__m512i u) {
   const __mmask16 is_sub =
       _mm512_testn_epi32_mask(u, _mm512_set1_epi32(0x7F800000));  // exponent field 0
   const __m512i hi = _mm512_srli_epi32(u, 16);
-  __m512i r = _mm512_mask_mov_epi32(rounded, is_sub,
-                                    _mm512_and_si512(hi, _mm512_set1_epi32(0x8000)));
+  __m512i r =
+      _mm512_mask_mov_epi32(rounded, is_sub, _mm512_and_si512(hi, _mm512_set1_epi32(0x8000)));
   return _mm512_mask_mov_epi32(r, is_nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x0040)));
 }
 #endif
@@ -120,7 +128,8 @@ inline void to_bf16(bf16* dst, const float* src, int64_t n) {
   }
 #elif defined(__AVX2__)
   for (; i + 8 <= n; i += 8) {
-    const __m256i r = detail::bf16_round8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
+    const __m256i r =
+        detail::bf16_round8(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + i)));
     // Every lane is ≤ 0xFFFF, so the unsigned saturating pack is exact; it packs within
     // 128-bit halves, so the two 64-bit results are gathered into the low half.
     const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
@@ -148,6 +157,10 @@ inline void to_float(float* dst, const bf16* src, int64_t n) {
 #endif
   for (; i < n; ++i) dst[i] = to_float(src[i]);
 }
+
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic pop
+#endif
 
 // Copies between storage types (a plain copy when they agree).
 inline void convert(float* dst, const float* src, int64_t n) {

@@ -260,12 +260,12 @@ void dropout_backward(float* dinp, const float* dout, const int64_t* row_key, in
 }
 
 #define SEQPAR_INSTANTIATE(S)                                                                   \
-  template void gelu_forward(S*, const S*, int64_t);                                           \
-  template void gelu_backward(float*, const S*, const float*, int64_t);                        \
-  template void residual_forward(S*, const S*, const S*, int64_t);                             \
+  template void gelu_forward(S*, const S*, int64_t);                                            \
+  template void gelu_backward(float*, const S*, const float*, int64_t);                         \
+  template void residual_forward(S*, const S*, const S*, int64_t);                              \
   template void embedding_forward(S*, const int32_t*, const float*, int64_t, int64_t, int64_t); \
   template void rope_forward(S*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t,   \
-                             float, int64_t);                                                  \
+                             float, int64_t);                                                   \
   template void dropout_forward(S*, const S*, const int64_t*, int64_t, int64_t, const DropoutKey&);
 SEQPAR_INSTANTIATE(float)
 SEQPAR_INSTANTIATE(bf16)

@@ -76,7 +76,7 @@ void linear_forward(S* out, const S* inp, const float* w, const float* bias, int
     linear_forward_f32(out, inp, w, bias, M, K, N);
   } else {
     SP_CHECK(scratch, "linear_forward: bf16 storage needs linear_scratch_floats(K, N) of scratch");
-    float* a = scratch;                  // (kLinearRows, K) fp32 input rows
+    float* a = scratch;                    // (kLinearRows, K) fp32 input rows
     float* c = scratch + kLinearRows * K;  // (kLinearRows, N) fp32 output rows
     for (int64_t r0 = 0; r0 < M; r0 += kLinearRows) {
       const int64_t m = std::min(kLinearRows, M - r0);

@@ -82,8 +82,8 @@ void gelu_backward(float* dinp, const S* inp, const float* dout, int64_t n);
 
 // ---- residual ---------------------------------------------------------------------
 template <class S>
-void residual_forward(S* out, const S* a, const S* b, int64_t n);  // out = a + b
-void residual_backward(float* da, float* db, const float* dout, int64_t n);    // da,db += dout
+void residual_forward(S* out, const S* a, const S* b, int64_t n);            // out = a + b
+void residual_backward(float* da, float* db, const float* dout, int64_t n);  // da,db += dout
 
 // ---- token embedding (no position table: positions enter through RoPE) --------------
 // out (N, C) = wte[tokens[i]]; tokens must be in [0, V).

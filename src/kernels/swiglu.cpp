@@ -36,7 +36,8 @@ template <class S>
 void swiglu_backward(float* dgu, const float* dout, const S* gu, int64_t N, int64_t F) {
   SP_CHECK(N > 0 && F > 0, "swiglu_backward: dims must be positive, got N=", N, " F=", F);
   SP_CHECK(dgu && dout && gu, "swiglu_backward: null dgu/dout/gu");
-  SP_CHECK(static_cast<const void*>(dgu) != static_cast<const void*>(gu), "swiglu_backward: dgu must not alias gu (it is overwritten)");
+  SP_CHECK(static_cast<const void*>(dgu) != static_cast<const void*>(gu),
+           "swiglu_backward: dgu must not alias gu (it is overwritten)");
 #pragma omp parallel for schedule(static) if (N * F > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
     const S* g = gu + r * 2 * F;

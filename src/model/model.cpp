@@ -334,7 +334,7 @@ void Model::layout_buffers() {
   auto F_ = [](int64_t n) { return 4 * n; };
   struct Sizes {
     int64_t x_in, ln1, stats, qkv, att, lse, x_mid, ln2, fc1, gelu;
-  } z{S_(R * C), S_(R * C), F_(2 * R),  S_(N * Wt), S_(N * HDt),
+  } z{S_(R * C),   S_(R * C), F_(2 * R), S_(N * Wt),  S_(N * HDt),
       F_(N * Ht_), S_(R * C), S_(R * C), S_(N * F1t), S_(N * Ft)};
   const int64_t all =
       z.x_in + z.ln1 + z.stats + z.qkv + z.att + z.lse + z.x_mid + z.ln2 + z.stats + z.fc1 + z.gelu;
@@ -692,7 +692,7 @@ void Model::embed_forward(const Batch& b) {
     return;
   }
   float* x = static_cast<float*>(la_[0].x_in);  // tp > 1: fp32 (the constructor's check)
-  float* part = seq_par_ ? full_ : x;  // (N, C)
+  float* part = seq_par_ ? full_ : x;           // (N, C)
   for (int64_t i = 0; i < N_; ++i) {
     const int32_t tok = b.tokens[i];
     SP_CHECK(tok >= 0 && tok < V, "token at row ", i, " is ", tok, ", expected in [0, ", V, ")");
