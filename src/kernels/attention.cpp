@@ -232,13 +232,17 @@ const float* rows_f32(float* tile, const KV* src, int64_t lds, int rows, int d, 
 // K and V of p in their storage type (k16 / v16 when set).
 template <class KV>
 const KV* keys_of(const AttnParams& p) {
-  if constexpr (std::is_same_v<KV, float>) return p.k;
-  else return p.k16;
+  if constexpr (std::is_same_v<KV, float>)
+    return p.k;
+  else
+    return p.k16;
 }
 template <class KV>
 const KV* values_of(const AttnParams& p) {
-  if constexpr (std::is_same_v<KV, float>) return p.v;
-  else return p.v16;
+  if constexpr (std::is_same_v<KV, float>)
+    return p.v;
+  else
+    return p.v16;
 }
 
 void min_max(const int64_t* pos, int n, int64_t& lo, int64_t& hi) {
@@ -487,13 +491,13 @@ void backward_unit(const AttnBwdParams& p, const Tiles& t, StepOrder& order, int
   const KV* vj = values_of<KV>(p) + b * p.kv_bstride + j0 * p.kv_stride + int64_t{hk} * d;
   int64_t ldk = 0;  // K_j (bk, d) as fp32 for the dQ product
   const float* kj = rows_f32(t.acc + int64_t{kBq} * d, kj16, p.kv_stride, bk, d, ldk);
-  const int64_t* pk = p.k_pos + j0;                                               // (bk)
+  const int64_t* pk = p.k_pos + j0;  // (bk)
   int64_t kmin, kmax;
   min_max(pk, bk, kmin, kmax);
   std::fill(t.dk, t.dk + int64_t{bk} * d, 0.0f);
   std::fill(t.dv, t.dv + int64_t{bk} * d, 0.0f);
   transpose(t.kt, kBk, kj16, p.kv_stride, bk, d);  // Kᵀ_j (d, bk)
-  transpose(t.vt, kBk, vj, p.kv_stride, bk, d);  // Vᵀ_j (d, bk)
+  transpose(t.vt, kBk, vj, p.kv_stride, bk, d);    // Vᵀ_j (d, bk)
 
   for (int qb = nqb - 1; qb >= 0; --qb) {  // last query blocks first (see file comment)
     const int i0 = qb * kBq, bq = std::min(kBq, p.Tq - i0);

@@ -314,6 +314,7 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   SpSetup sp = par_.sp;
   // The materialised baseline keeps P of every layer unless its core is recomputed.
   sp.materialized_layers = par_.recompute == Recompute::none ? cfg_.n_layer : 1;
+  sp.precision = par_.precision;
   attn_.push_back(make_attention(par_.strategy, arena, sp, B, T, Ht_, Hkvt_, cfg_.d()));
 }
 
