@@ -514,9 +514,7 @@ void Model::allreduce_rows(float* x, int64_t width) {
   par_.tp.comm->allreduce_sum(x, size_t(N_ * width));
 }
 
-AttnShard Model::shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a,
-                       const float* qkv) const {
-  (void)a;
+AttnShard Model::shard(int l, const Batch& b, const StepContext& ctx, const float* qkv) const {
   AttnShard s{qkv,
               b.pos.data(),
               B_,
@@ -553,9 +551,9 @@ template <class S>
 void Model::attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a) {
   const float* qkv = qkv_f32<S>(a, dqkv_);
   if constexpr (std::is_same_v<S, float>) {
-    attn_[0]->forward(shard(l, b, ctx, a, qkv), static_cast<float*>(a.att), a.lse);
+    attn_[0]->forward(shard(l, b, ctx, qkv), static_cast<float*>(a.att), a.lse);
   } else {
-    attn_[0]->forward(shard(l, b, ctx, a, qkv), datt_, a.lse);
+    attn_[0]->forward(shard(l, b, ctx, qkv), datt_, a.lse);
     to_bf16(static_cast<S*>(a.att), datt_, N_ * int64_t(Ht_) * cfg_.d());
   }
 }
@@ -978,7 +976,7 @@ void Model::layer_backward(int l, const Batch& b, const StepContext& ctx) {
     to_float(bwd_o32_, att, N * HDt);
     o32 = bwd_o32_;
   }
-  attn_[0]->backward(shard(l, b, ctx, a, qkv_f32<S>(a, bwd_qkv32_)), o32, a.lse, datt_, dqkv_);
+  attn_[0]->backward(shard(l, b, ctx, qkv_f32<S>(a, bwd_qkv32_)), o32, a.lse, datt_, dqkv_);
   const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
   const int64_t rps = b.rope_pos.empty() ? 0 : T_;
   rope_backward(dqkv_, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);

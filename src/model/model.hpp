@@ -246,8 +246,7 @@ class Model {
   // widened into the given fp32 buffers.
   template <class S>
   const float* qkv_f32(const LayerActs& a, float* buf) const;
-  AttnShard shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a,
-                  const float* qkv) const;
+  AttnShard shard(int l, const Batch& b, const StepContext& ctx, const float* qkv) const;
   // Megatron sequence-parallel collectives over the tp group.
   std::vector<int64_t> row_counts(int64_t width) const;  // floats per tp rank of (R_t, width)
   void gather_rows(const float* part, float* full, int64_t width);          // (R,·) → (N,·)

@@ -5,7 +5,8 @@
 #  2. the activation category of the dry-run plan drops to ≤ 0.55× of fp32;
 #  3. bf16 at N = 2 and 4 with every sequence-parallel strategy gives the 1-rank bf16 losses
 #     (dropout and attention dropout on), and ring moves 2/3 of the fp32 bytes;
-#  4. a checkpoint saved in bf16 resumes in fp32 and one saved in fp32 resumes in bf16.
+#  4. a checkpoint saved in bf16 resumes in fp32 and one saved in fp32 resumes in bf16;
+#  5. recomputation (selective, full) under bf16 repeats the same losses (llama blocks).
 # Usage: bf16.sh SEQPAR_BINARY SOURCE_DIR
 set -u
 . "$(dirname "$0")/lib.bash"
@@ -106,6 +107,19 @@ for from in bf16 fp32; do
      paste "$tmp/x$from.loss" "$tmp/y$from.loss" |
        awk "{d = \$1 - \$2; if (d < 0) d = -d; if (d > 0.02) bad = 1} END {exit bad}"'
 done
+
+# ---- recomputation and the llama blocks under bf16 ------------------------------------------
+# Recomputing a layer (or its attention core) from its stored bf16 input repeats the same
+# fp32 arithmetic and the same roundings, so the losses are the same as keeping everything.
+rec=(train --arch llama --data kjv --seq-len 64 --batch 2 --steps 4 --dim 32 --heads 4 --kv-heads 2
+     --ffn 64 --dropout 0.1 --attn-dropout 0.1 --progress lines --threads 1 --precision bf16)
+for rc in none selective full; do
+  "$bin" "${rec[@]}" --recompute $rc --out "$tmp/rec$rc" > "$tmp/rec$rc.log" 2>&1
+  losses "$tmp/rec$rc.log" > "$tmp/rec$rc.loss"
+done
+check "llama bf16: --recompute selective and full give the losses of none" \
+  '[ "$(wc -l < "$tmp/recnone.loss")" = 4 ] && cmp -s "$tmp/recnone.loss" "$tmp/recselective.loss" &&
+   cmp -s "$tmp/recnone.loss" "$tmp/recfull.loss"'
 
 # ---- bad input ----------------------------------------------------------------------------
 "$bin" train --precision fp16 --out "$tmp/bad" > "$tmp/bad.log" 2>&1
