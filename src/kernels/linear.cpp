@@ -68,21 +68,30 @@ void linear_forward_f32(float* out, const float* inp, const float* w, const floa
 }
 }  // namespace
 
-template <class S>
-void linear_forward(S* out, const S* inp, const float* w, const float* bias, int64_t M, int64_t K,
+template <class O, class I>
+void linear_forward(O* out, const I* inp, const float* w, const float* bias, int64_t M, int64_t K,
                     int64_t N, float* scratch) {
   check_dims("linear_forward", M, K, N);
-  if constexpr (std::is_same_v<S, float>) {
+  if constexpr (std::is_same_v<O, float> && std::is_same_v<I, float>) {
     linear_forward_f32(out, inp, w, bias, M, K, N);
   } else {
     SP_CHECK(scratch, "linear_forward: bf16 storage needs linear_scratch_floats(K, N) of scratch");
+    SP_CHECK(out && inp && w, "linear_forward: null out/inp/w");
     float* a = scratch;                    // (kLinearRows, K) fp32 input rows
     float* c = scratch + kLinearRows * K;  // (kLinearRows, N) fp32 output rows
     for (int64_t r0 = 0; r0 < M; r0 += kLinearRows) {
       const int64_t m = std::min(kLinearRows, M - r0);
-      convert(a, inp + r0 * K, m * K);
-      linear_forward_f32(c, a, w, bias, m, K, N);
-      convert(out + r0 * N, c, m * N);
+      const float* x = a;
+      if constexpr (std::is_same_v<I, float>)
+        x = inp + r0 * K;
+      else
+        convert(a, inp + r0 * K, m * K);
+      if constexpr (std::is_same_v<O, float>) {
+        linear_forward_f32(out + r0 * N, x, w, bias, m, K, N);
+      } else {
+        linear_forward_f32(c, x, w, bias, m, K, N);
+        convert(out + r0 * N, c, m * N);
+      }
     }
   }
 }
@@ -120,6 +129,8 @@ void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, co
 template void linear_forward(float*, const float*, const float*, const float*, int64_t, int64_t,
                              int64_t, float*);
 template void linear_forward(bf16*, const bf16*, const float*, const float*, int64_t, int64_t,
+                             int64_t, float*);
+template void linear_forward(float*, const bf16*, const float*, const float*, int64_t, int64_t,
                              int64_t, float*);
 template void linear_backward(float*, float*, float*, const float*, const float*, const float*,
                               int64_t, int64_t, int64_t, float*);

@@ -19,10 +19,11 @@ namespace seqpar {
 
 // ---- linear (OpenBLAS sgemm) ------------------------------------------------------
 // out (M, N) = inp (M, K) · wᵀ (w is (N, K), PyTorch layout) + bias (N) (bias may be null)
-// S = bf16: inp is widened and out rounded kLinearRows rows at a time through fp32 tiles
-// in `scratch` (linear_scratch_floats(K, N) floats; unused, may be null, for S = float).
-template <class S>
-void linear_forward(S* out, const S* inp, const float* w, const float* bias, int64_t M, int64_t K,
+// O, I: storage types of out and inp (float, float), (bf16, bf16) or (float, bf16). A bf16
+// inp is widened and a bf16 out rounded kLinearRows rows at a time through fp32 tiles in
+// `scratch` (linear_scratch_floats(K, N) floats; unused, may be null, when both are float).
+template <class O, class I>
+void linear_forward(O* out, const I* inp, const float* w, const float* bias, int64_t M, int64_t K,
                     int64_t N, float* scratch = nullptr);
 // dinp (M, K) += dout · w;  dw (N, K) += doutᵀ · inp;  dbias (N) += Σ_rows dout.
 // dinp / dbias may be null (not needed). S = bf16: inp is widened kLinearRows rows at a time

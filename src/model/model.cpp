@@ -292,9 +292,9 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
            " rows of the sequence shard are fewer than tp=", tp_,
            " (Megatron sequence parallelism gives every tp rank at least one row)");
   R_ = seq_par_ ? N_ / tp_ + (tp_rank_ < N_ % tp_ ? 1 : 0) : N_;
-  SP_CHECK_USAGE(par_.precision == Precision::fp32 || tp_ == 1, "--precision ",
-                 precision_name(par_.precision), " runs with tp=1 only (got tp=", tp_,
-                 "): the Megatron row collectives move fp32 activations");
+  SP_CHECK_USAGE(par_.precision == Precision::fp32 || tp_ == 1 || cfg_.C % 2 == 0,
+                 "--precision bf16 with tp=", tp_, " needs an even width C (got ", cfg_.C,
+                 "): the Megatron all-gathers move bf16 rows as pairs of elements");
   specs_ = param_specs(cfg_, tp_, tp_rank_);
   Ht_ = cfg_.H / tp_;
   Hkvt_ = kv_heads_per_rank(cfg_, tp_);
@@ -589,16 +589,15 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   S *att = static_cast<S*>(a.att), *x_mid = static_cast<S*>(a.x_mid), *ln2 = static_cast<S*>(a.ln2);
   S *fc1 = static_cast<S*>(a.fc1), *gelu = static_cast<S*>(a.gelu);
   float* ls = lin_scratch_;
-  // Attention block: LN on this rank's rows; all-gather the sequence; column-parallel QKV.
-  // (tp > 1 runs with S = float only: the constructor refuses bf16 there.)
+  // Attention block: LN on this rank's rows; all-gather the sequence (in S: full_ holds S
+  // rows); column-parallel QKV.
   norm_forward(ln1, a.ln1_mean, a.ln1_rstd, x_in, P.ln1_w, P.ln1_b);
   const bool sp = tp_ > 1 && seq_par_;  // Megatron sequence parallelism in the tp group
+  S* full = reinterpret_cast<S*>(full_);
   const S* in = ln1;
-  if constexpr (std::is_same_v<S, float>) {
-    if (sp) {
-      gather_rows(ln1, full_, C);
-      in = full_;
-    }
+  if (sp) {
+    gather_rows_s(ln1, full, C);
+    in = full;
   }
   linear_forward(qkv, in, P.qkv_w, P.qkv_b, N, C, Wt, ls);
   const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
@@ -607,19 +606,7 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   rope_forward(qkv + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
   attention_forward<S>(l, b, ctx, a);
   // Row-parallel proj: partial sums over this rank's heads, reduce-scattered to rows.
-  if (tp_ == 1) {
-    linear_forward(x_mid, att, P.proj_w, P.proj_b, N, HDt, C, ls);
-  } else if constexpr (std::is_same_v<S, float>) {
-    if (sp) {
-      linear_forward(full_, att, P.proj_w, nullptr, N, HDt, C);
-      reduce_scatter_rows(full_, x_mid, C);
-      if (P.proj_b) bias_forward(x_mid, P.proj_b, R, C);
-    } else {
-      linear_forward(x_mid, att, P.proj_w, nullptr, N, HDt, C);
-      allreduce_rows(x_mid, C);
-      if (P.proj_b) bias_forward(x_mid, P.proj_b, R, C);
-    }
-  }
+  row_parallel_forward(x_mid, att, P.proj_w, P.proj_b, HDt);
   if (p_drop > 0)
     dropout_forward(x_mid, x_mid, keys, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, uint32_t(l), RngSite::attn_out_dropout});
@@ -627,11 +614,9 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   // MLP block, same pattern with FC1 column-parallel and FC2 row-parallel.
   norm_forward(ln2, a.ln2_mean, a.ln2_rstd, x_mid, P.ln2_w, P.ln2_b);
   in = ln2;
-  if constexpr (std::is_same_v<S, float>) {
-    if (sp) {
-      gather_rows(ln2, full_, C);
-      in = full_;
-    }
+  if (sp) {
+    gather_rows_s(ln2, full, C);
+    in = full;
   }
   if (cfg_.llama()) {  // SwiGLU: one product for [gate | up], then silu(gate)·up
     linear_forward(fc1, in, P.fc1_w, nullptr, N, C, 2 * Ft, ls);
@@ -640,19 +625,7 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
     linear_forward(fc1, in, P.fc1_w, P.fc1_b, N, C, Ft, ls);
     gelu_forward(gelu, fc1, N * Ft);
   }
-  if (tp_ == 1) {
-    linear_forward(next, gelu, P.fc2_w, P.fc2_b, N, Ft, C, ls);
-  } else if constexpr (std::is_same_v<S, float>) {
-    if (sp) {
-      linear_forward(full_, gelu, P.fc2_w, nullptr, N, Ft, C);
-      reduce_scatter_rows(full_, next, C);
-      if (P.fc2_b) bias_forward(next, P.fc2_b, R, C);
-    } else {
-      linear_forward(next, gelu, P.fc2_w, nullptr, N, Ft, C);
-      allreduce_rows(next, C);
-      if (P.fc2_b) bias_forward(next, P.fc2_b, R, C);
-    }
-  }
+  row_parallel_forward(next, gelu, P.fc2_w, P.fc2_b, Ft);
   if (p_drop > 0)
     dropout_forward(next, next, keys, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, uint32_t(l), RngSite::mlp_out_dropout});
@@ -690,8 +663,11 @@ void Model::embed_forward(const Batch& b) {
       embedding_forward(static_cast<float*>(la_[0].x_in), b.tokens.data(), pv_.wte, R_, C, V);
     return;
   }
-  float* x = static_cast<float*>(la_[0].x_in);  // tp > 1: fp32 (the constructor's check)
-  float* part = seq_par_ ? full_ : x;           // (N, C)
+  // tp > 1: the partial rows are summed in fp32 (in x itself, or in dln_ under bf16, free
+  // in forward) and stored once.
+  const bool bf = par_.precision == Precision::bf16;
+  float* x = bf ? dln_ : static_cast<float*>(la_[0].x_in);
+  float* part = seq_par_ ? full_ : x;  // (N, C)
   for (int64_t i = 0; i < N_; ++i) {
     const int32_t tok = b.tokens[i];
     SP_CHECK(tok >= 0 && tok < V, "token at row ", i, " is ", tok, ", expected in [0, ", V, ")");
@@ -705,6 +681,39 @@ void Model::embed_forward(const Batch& b) {
     reduce_scatter_rows(full_, x, C);
   else
     allreduce_rows(x, C);
+  if (bf) to_bf16(static_cast<bf16*>(la_[0].x_in), x, R_ * C);
+}
+
+template <class S>
+void Model::gather_rows_s(const S* part, S* full, int64_t width) {
+  if constexpr (std::is_same_v<S, float>) {
+    gather_rows(part, full, width);
+  } else {  // bf16 rows travel as floats holding two elements each (width is even)
+    gather_rows(reinterpret_cast<const float*>(part), reinterpret_cast<float*>(full), width / 2);
+  }
+}
+
+// out (R, C) = Σ_tp in (N, K)·wᵀ + bias: a row-parallel linear (proj, FC2). The partial sums
+// over this rank's K columns are fp32 (in full_ under sequence parallelism, else in out, or
+// in dln_ under bf16, free in forward), summed over tp in fp32 and stored once.
+template <class S>
+void Model::row_parallel_forward(S* out, const S* in, const float* w, const float* bias,
+                                 int64_t K) {
+  const int64_t N = N_, R = R_, C = cfg_.C;
+  if (tp_ == 1) {
+    linear_forward(out, in, w, bias, N, K, C, lin_scratch_);
+    return;
+  }
+  float* sum = std::is_same_v<S, float> ? reinterpret_cast<float*>(out) : dln_;  // (R, C)
+  if (seq_par_) {
+    linear_forward(full_, in, w, nullptr, N, K, C, lin_scratch_);
+    reduce_scatter_rows(full_, sum, C);
+  } else {
+    linear_forward(sum, in, w, nullptr, N, K, C, lin_scratch_);
+    allreduce_rows(sum, C);
+  }
+  if (bias) bias_forward(sum, bias, R, C);
+  if constexpr (!std::is_same_v<S, float>) to_bf16(out, sum, R * C);
 }
 
 void Model::embed_backward(const Batch& b, const float* dx) {
@@ -944,15 +953,13 @@ void Model::layer_backward(int l, const Batch& b, const StepContext& ctx) {
     zero(dfc1_, N * Ft);
     gelu_backward(dfc1_, fc1, dgelu_, N * Ft);
   }
-  if constexpr (std::is_same_v<S, float>) {
-    if (tp) {
-      gather_rows(ln2, full_, C);  // the input was kept sharded: gather it again
-      zero(dfull_, N * C);
-      linear_backward(dfull_, G.fc1_w, G.fc1_b, dfc1_, full_, P.fc1_w, N, C, F1t);
-      reduce_scatter_rows(dfull_, dln_, C);  // backward of the all-gather
-    }
-  }
-  if (!tp) {
+  S* full = reinterpret_cast<S*>(full_);  // gathered S rows
+  if (tp) {
+    gather_rows_s(ln2, full, C);  // the input was kept sharded: gather it again
+    zero(dfull_, N * C);
+    linear_backward(dfull_, G.fc1_w, G.fc1_b, dfc1_, full, P.fc1_w, N, C, F1t, ls);
+    reduce_scatter_rows(dfull_, dln_, C);  // backward of the all-gather
+  } else {
     zero(dln_, R * C);
     linear_backward(dln_, G.fc1_w, G.fc1_b, dfc1_, ln2, P.fc1_w, N, C, F1t, ls);
     if (ar) allreduce_rows(dln_, C);  // each rank holds its F/t columns' share
@@ -981,15 +988,12 @@ void Model::layer_backward(int l, const Batch& b, const StepContext& ctx) {
   const int64_t rps = b.rope_pos.empty() ? 0 : T_;
   rope_backward(dqkv_, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
   rope_backward(dqkv_ + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
-  if constexpr (std::is_same_v<S, float>) {
-    if (tp) {
-      gather_rows(ln1, full_, C);
-      zero(dfull_, N * C);
-      linear_backward(dfull_, G.qkv_w, G.qkv_b, dqkv_, full_, P.qkv_w, N, C, Wt);
-      reduce_scatter_rows(dfull_, dln_, C);
-    }
-  }
-  if (!tp) {
+  if (tp) {
+    gather_rows_s(ln1, full, C);
+    zero(dfull_, N * C);
+    linear_backward(dfull_, G.qkv_w, G.qkv_b, dqkv_, full, P.qkv_w, N, C, Wt, ls);
+    reduce_scatter_rows(dfull_, dln_, C);
+  } else {
     zero(dln_, R * C);
     linear_backward(dln_, G.qkv_w, G.qkv_b, dqkv_, ln1, P.qkv_w, N, C, Wt, ls);
     if (ar) allreduce_rows(dln_, C);

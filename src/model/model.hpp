@@ -252,6 +252,10 @@ class Model {
   void gather_rows(const float* part, float* full, int64_t width);          // (R,·) → (N,·)
   void reduce_scatter_rows(const float* full, float* part, int64_t width);  // (N,·) → (R,·)
   void allreduce_rows(float* x, int64_t width);                             // (N,·) in place
+  template <class S>
+  void gather_rows_s(const S* part, S* full, int64_t width);  // gather_rows of S rows
+  template <class S>
+  void row_parallel_forward(S* out, const S* in, const float* w, const float* bias, int64_t K);
 
   ModelConfig cfg_;
   int B_, T_;
