@@ -262,6 +262,10 @@ int main(int argc, char** argv) {
           "fused (default: hidden states to the loss in chunks of tokens and vocabulary, no "
           "logits buffer) or materialized (the (rows, V) logits and their gradient in full)");
     opt_i("--loss-chunk", "loss_chunk", "fused loss: tokens per chunk (0 = the kernel's default)");
+    opt_s("--precision", "precision",
+          "storage of the activations saved for backward: fp32 (default) or bf16 (half the "
+          "activation memory; compute, statistics, weights and optimizer stay fp32; "
+          "docs/precision.md)");
     opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
     opt_i("--usp-ulysses", "usp_ulysses",
           "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");

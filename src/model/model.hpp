@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/arena.hpp"
+#include "core/bf16.hpp"
 #include "kernels/fused_xent.hpp"
 #include "model/config.hpp"
 #include "parallel/attention.hpp"
@@ -40,6 +41,10 @@ class Comm;
 enum class Recompute { none, selective, full };
 const char* recompute_name(Recompute r);
 Recompute parse_recompute(const std::string& s);
+
+// Storage precision of the activations saved for backward (core/bf16.hpp, docs/precision.md).
+const char* precision_name(Precision p);
+Precision parse_precision(const std::string& s);
 
 // The tensor-parallel group this rank belongs to (t = 1: none).
 struct TpSetup {
@@ -148,6 +153,9 @@ struct ModelParallel {
   bool tp_sequence_parallel = true;
   LossImpl loss = LossImpl::fused;
   XentChunks loss_chunks;  // fused loss chunk sizes (0: the kernel's defaults)
+  // Storage type S of the saved activations (LayerActs' `S` fields, the final residual);
+  // compute, statistics, gradients and parameters stay fp32.
+  Precision precision = Precision::fp32;
   // Inference (infer/): the attention strategy is built by this factory instead of
   // make_attention(strategy, ...) (the KV-cache prefill and decode strategies), the
   // parameters are read from `shared_params` (another model's block with the same specs)
@@ -206,39 +214,58 @@ class Model {
   const float* losses() const { return losses_; }  // (rows())
 
  private:
+  // Saved tensors: `S` fields are of the storage type S (float or bf16, par_.precision),
+  // the row statistics fp32.
   struct LayerActs {
-    float* x_in;      // (R, C) residual stream entering the layer
-    float* ln1;       // (R, C)
+    void* x_in;       // S (R, C) residual stream entering the layer
+    void* ln1;        // S (R, C)
     float* ln1_mean;  // (R)
     float* ln1_rstd;  // (R)
-    float* qkv;       // (N, Wt) after rotary, N = B·T, Wt = (H + 2Hkv)·d / t
-    float* att;       // (N, H·d / t)
+    void* qkv;        // S (N, Wt) after rotary, N = B·T, Wt = (H + 2Hkv)·d / t
+    void* att;        // S (N, H·d / t)
     float* lse;       // (B, H/t, T)
-    float* x_mid;     // (R, C) residual after attention
-    float* ln2;       // (R, C)
+    void* x_mid;      // S (R, C) residual after attention
+    void* ln2;        // S (R, C)
     float* ln2_mean;  // (R)
     float* ln2_rstd;  // (R)
-    float* fc1;       // (N, F/t) pre-activation
-    float* gelu;      // (N, F/t)
+    void* fc1;        // S (N, F/t) pre-activation
+    void* gelu;       // S (N, F/t)
   };
   void layout_buffers();
-  void norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
-                    const float* b);
-  void norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+  template <class O, class I>
+  void norm_forward(O* out, float* mean, float* rstd, const I* in, const float* w, const float* b);
+  template <class S>
+  void norm_backward(float* dinp, float* dw, float* db, const float* dout, const S* inp,
                      const float* w, const float* mean, const float* rstd);
   const float* head_input();  // the final norm's output for all N rows (gathered under tp·sp)
   void embed_forward(const Batch& b);
   void embed_backward(const Batch& b, const float* dx);  // dx (R, C)
   double loss_forward(const Batch& b);
   void loss_backward(const Batch& b, float loss_scale);  // leaves ∂loss/∂lnf (R, C) in dln_
-  void layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, float* next);
+  // S: the storage type (dispatched once per call by forward / backward).
+  template <class S>
+  void layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, S* next);
+  template <class S>
   void attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a);
-  AttnShard shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const;
+  template <class S>
+  void layer_backward(int l, const Batch& b, const StepContext& ctx);
+  template <class S>
+  void forward_layers(const Batch& b, const StepContext& ctx);
+  // fp32 views of a layer's stored QKV / O for the attention strategies (which compute and
+  // communicate from fp32 inputs): the stored tensors themselves when S = float, else
+  // widened into the given fp32 buffers.
+  template <class S>
+  const float* qkv_f32(const LayerActs& a, float* buf) const;
+  AttnShard shard(int l, const Batch& b, const StepContext& ctx, const float* qkv) const;
   // Megatron sequence-parallel collectives over the tp group.
   std::vector<int64_t> row_counts(int64_t width) const;  // floats per tp rank of (R_t, width)
   void gather_rows(const float* part, float* full, int64_t width);          // (R,·) → (N,·)
   void reduce_scatter_rows(const float* full, float* part, int64_t width);  // (N,·) → (R,·)
   void allreduce_rows(float* x, int64_t width);                             // (N,·) in place
+  template <class S>
+  void gather_rows_s(const S* part, S* full, int64_t width);  // gather_rows of S rows
+  template <class S>
+  void row_parallel_forward(S* out, const S* in, const float* w, const float* bias, int64_t K);
 
   ModelConfig cfg_;
   int B_, T_;
@@ -255,7 +282,7 @@ class Model {
   ParamViews pv_, gv_;
   std::vector<LayerActs> la_;  // per layer; under recompute some point into work_
   LayerActs wk_{};             // the working layer set (recompute full), or unused
-  float* x_out_;               // (R, C) residual after the last layer
+  void* x_out_;                // S (R, C) residual after the last layer
   float* lnf_;                 // (R, C)
   float* lnf_mean_;            // (R)
   float* lnf_rstd_;            // (R)
@@ -279,6 +306,9 @@ class Model {
   float* xent_zt_;       // (N)   target logit (0 when the target is elsewhere)
   float* xent_scratch_;  // fused loss chunk logits
   float* row_logits_;    // (Vt) one row, for argmax
+  float* lin_scratch_;   // bf16: fp32 row tiles of the linears (linear_scratch_floats)
+  float* bwd_qkv32_;     // bf16: (N, Wt) QKV widened for the strategies' backward
+  float* bwd_o32_;       // bf16: (N, H·d/t) O widened for the strategies' backward
   std::vector<std::unique_ptr<AttentionStrategy>> attn_;  // one per layer
 };
 

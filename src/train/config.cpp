@@ -132,6 +132,7 @@ nlohmann::json TrainConfig::to_json() const {
             {"tp_sp", tp_sp},
             {"loss", loss_name(loss)},
             {"loss_chunk", loss_chunk},
+            {"precision", precision_name(precision)},
             {"pack_documents", pack_documents},
             {"doc_positions", doc_positions_name(doc_positions)},
             {"window", window},
@@ -189,6 +190,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "tokenizer_hash",
                                 "loss",
                                 "loss_chunk",
+                                "precision",
                                 "pack_documents",
                                 "doc_positions",
                                 "window",
@@ -243,6 +245,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     if (j.contains("recompute")) get("recompute", s), recompute = parse_recompute(s);
     if (j.contains("loss")) get("loss", s), loss = parse_loss(s);
     get("loss_chunk", loss_chunk);
+    if (j.contains("precision")) get("precision", s), precision = parse_precision(s);
     get("pack_documents", pack_documents);
     if (j.contains("doc_positions"))
       get("doc_positions", s), doc_positions = parse_doc_positions(s);

@@ -53,6 +53,9 @@ struct TrainConfig {
   int usp_ulysses = 0;                    // USP Ulysses group size u, sp = u·r (0: automatic)
   LossImpl loss = LossImpl::fused;        // fused (chunked, no logits) or materialized
   int64_t loss_chunk = 0;                 // fused loss: tokens per chunk (0: the default)
+  // Storage of the saved activations (docs/precision.md). Not a resume key: the weights and
+  // optimizer state are fp32 either way, so a run resumes in the other precision.
+  Precision precision = Precision::fp32;
   // Packed documents (docs/data.md): attention and loss stay inside each document of a
   // sample (token data only); RoPE positions global or restarting per document (reset
   // needs pack_documents); sliding-window attention over `window` keys (0: off).

@@ -20,6 +20,7 @@ ModelParallel model_parallel(Mesh& mesh, const TrainConfig& cfg) {
   p.recompute = cfg.recompute;
   p.loss = cfg.loss;
   p.loss_chunks.tokens = cfg.loss_chunk;
+  p.precision = cfg.precision;
   p.tp_sequence_parallel = cfg.tp_sp;
   return p;
 }
