@@ -267,6 +267,37 @@ ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* 
   return v;
 }
 
+int param_unit(const ParamSpec& s) {
+  const std::string& n = s.name;
+  const size_t at = n.rfind("layers.", 0) == 0 ? 7 : n.rfind("model.layers.", 0) == 0 ? 13 : 0;
+  if (at == 0) return 0;  // embedding, head, final norm
+  return 1 + std::stoi(n.substr(at, n.find('.', at) - at));
+}
+
+std::vector<ParamSpec> unit_specs(const std::vector<ParamSpec>& specs, int u) {
+  std::vector<ParamSpec> out;
+  int64_t off = 0;
+  for (const ParamSpec& s : specs)
+    if (param_unit(s) == u) {
+      out.push_back(s);
+      out.back().offset = off;
+      off += s.numel;
+    }
+  return out;
+}
+
+void Model::set_unit_views(ParamViews& v, int u, float* block) const {
+  const ParamViews w = param_views(unit_specs_[u], cfg_.n_layer, block);
+  if (u == 0) {
+    v.wte = w.wte;
+    v.head = w.head;
+    v.lnf_w = w.lnf_w;
+    v.lnf_b = w.lnf_b;
+  } else {
+    v.layers[u - 1] = w.layers[u - 1];
+  }
+}
+
 Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelParallel& par)
     : cfg_(cfg), B_(B), T_(T), par_(par), arena_(arena) {
   cfg_.validate();
@@ -292,8 +323,14 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   n_repl_ = 0;
   for (const auto& s : specs_)
     if (s.replicated) n_repl_ = s.offset + s.numel;
-  params_ = Buffer(arena, Mem::params, n_params_, "parameters");
-  grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
+  if (par_.sharded) {
+    src_params_ = par_.sharded->holds_params() ? par_.sharded : nullptr;
+    src_grads_ = par_.sharded->holds_grads() ? par_.sharded : nullptr;
+    for (int u = 0; u <= cfg_.n_layer; ++u) unit_specs_.push_back(unit_specs(specs_, u));
+  }
+  // Held by a ParamSource: the views are set unit by unit as it hands the blocks over.
+  if (!src_params_) params_ = Buffer(arena, Mem::params, n_params_, "parameters");
+  if (!src_grads_) grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
   pv_ = param_views(specs_, cfg_.n_layer, params_.data());
   gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
   layout_buffers();
@@ -405,13 +442,20 @@ void Model::layout_buffers() {
 }
 
 std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
+  return seqpar::kv_replica_ranges(cfg_, specs_, tp_);
+}
+
+std::vector<std::pair<int64_t, int64_t>> kv_replica_ranges(const ModelConfig& c,
+                                                           const std::vector<ParamSpec>& specs,
+                                                           int tp) {
   std::vector<std::pair<int64_t, int64_t>> r;
-  if (kv_replicas(cfg_, tp_) == 1) return r;
-  const int64_t d = cfg_.d(), C = cfg_.C, kv_rows = 2 * int64_t(Hkvt_) * d;
-  for (const ParamSpec& s : specs_) {
+  if (kv_replicas(c, tp) == 1) return r;
+  const int64_t d = c.d(), C = c.C, kv_rows = 2 * int64_t(kv_heads_per_rank(c, tp)) * d;
+  const int64_t Ht = c.H / tp;
+  for (const ParamSpec& s : specs) {
     // The K and V rows follow this rank's Ht·d query rows of the QKV weight and bias.
-    if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht_ * d * C, kv_rows * C});
-    if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht_ * d, kv_rows});
+    if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht * d * C, kv_rows * C});
+    if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht * d, kv_rows});
     if (s.name.ends_with("self_attn.k_proj.weight") || s.name.ends_with("self_attn.v_proj.weight"))
       r.push_back({s.offset, s.numel});
   }
@@ -420,12 +464,20 @@ std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
 
 void Model::init_weights(uint64_t seed) {
   if (arena_.dry_run()) return;
+  SP_CHECK(params_.data(),
+           "init_weights: the parameters are held by a ParamSource (ZeRO 3); "
+           "initialise them through it (TrainState::init_weights)");
+  init_params(cfg_, specs_, params_.data(), seed);
+}
+
+void init_params(const ModelConfig& c, const std::vector<ParamSpec>& specs, float* block,
+                 uint64_t seed) {
   // w ~ N(0, σ²) by Box–Muller on Philox draws keyed by (hash of the name, GLOBAL element
   // index), so every layout initialises the same model. Residual projections (attn.proj,
   // mlp.fc2) use σ/√(2·n_layer) as in GPT-2; LayerNorm weights 1, biases 0.
-  const float std_resid = cfg_.init_std / std::sqrt(2.0f * cfg_.n_layer);
-  for (const ParamSpec& s : specs_) {
-    float* w = params_.data() + s.offset;
+  const float std_resid = c.init_std / std::sqrt(2.0f * c.n_layer);
+  for (const ParamSpec& s : specs) {
+    float* w = block + s.offset;
     if (s.global_shape.size() == 1) {  // norm weights 1, biases 0
       const bool norm_weight = s.name.ends_with(".weight");
       for (int64_t e = 0; e < s.numel; ++e) w[e] = norm_weight ? 1.0f : 0.0f;
@@ -433,7 +485,7 @@ void Model::init_weights(uint64_t seed) {
     }
     const bool resid = s.name.ends_with("attn.proj.weight") || s.name.ends_with("mlp.fc2.weight") ||
                        s.name.ends_with("o_proj.weight") || s.name.ends_with("down_proj.weight");
-    const double sd = resid ? std_resid : cfg_.init_std;
+    const double sd = resid ? std_resid : c.init_std;
     const uint32_t key = name_hash(s.name);
     for_each_element(s, [&](int64_t li, int64_t gi) {
       u32x4 r = philox4x32(
@@ -445,7 +497,8 @@ void Model::init_weights(uint64_t seed) {
 }
 
 void Model::zero_grad() {
-  if (!arena_.dry_run()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
+  // A ParamSource hands out zeroed gradient blocks itself (grad()).
+  if (!arena_.dry_run() && grads_.data()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
 }
 
 int64_t Model::row_begin() const {
@@ -776,12 +829,17 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
   if (arena_.dry_run()) return 0.0;
   const int64_t R = R_, C = cfg_.C, rb = row_begin();
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
+  const int n = cfg_.n_layer;
+  if (src_params_) set_unit_views(pv_, 0, src_params_->fetch(0, n > 0 ? 1 : -1));
   embed_forward(b);
   if (p_drop > 0)
     dropout_forward(la_[0].x_in, la_[0].x_in, b.row_key.data() + rb, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, 0, RngSite::embed_dropout});
-  for (int l = 0; l < cfg_.n_layer; ++l)
-    layer_forward(l, b, ctx, la_[l], l + 1 < cfg_.n_layer ? la_[l + 1].x_in : x_out_);
+  for (int l = 0; l < n; ++l) {
+    if (src_params_) set_unit_views(pv_, 1 + l, src_params_->fetch(1 + l, l + 1 < n ? 2 + l : -1));
+    layer_forward(l, b, ctx, la_[l], l + 1 < n ? la_[l + 1].x_in : x_out_);
+    if (src_params_) src_params_->drop(1 + l);
+  }
   norm_forward(lnf_, lnf_mean_, lnf_rstd_, x_out_, pv_.lnf_w, pv_.lnf_b);
   return loss_forward(b);
 }
@@ -800,10 +858,13 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
   // ar: plain tensor parallelism (all rows everywhere, all-reduce of input gradients).
   const bool tp = tp_ > 1 && seq_par_, ar = tp_ > 1 && !seq_par_;
 
+  if (src_grads_) set_unit_views(gv_, 0, src_grads_->grad(0));
   loss_backward(b, loss_scale);
   zero(dx_, R * C);
   norm_backward(dx_, gv_.lnf_w, gv_.lnf_b, dln_, x_out_, pv_.lnf_w, lnf_mean_, lnf_rstd_);
   for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+    if (src_params_) set_unit_views(pv_, 1 + l, src_params_->fetch(1 + l, l > 0 ? l : -1));
+    if (src_grads_) set_unit_views(gv_, 1 + l, src_grads_->grad(1 + l));
     const LayerParams& P = pv_.layers[l];
     LayerParams& G = gv_.layers[l];
     LayerActs& a = la_[l];
@@ -867,10 +928,13 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
     }
     norm_backward(dx_, G.ln1_w, G.ln1_b, dln_, a.x_in, P.ln1_w, a.ln1_mean, a.ln1_rstd);
     // dx_ = ∂loss/∂x_in.
+    if (src_grads_) src_grads_->grad_done(1 + l);
+    if (src_params_) src_params_->drop(1 + l);
   }
   zero(dtmp_, R * C);
   dropout_backward(dtmp_, dx_, keys, R, C, key(0, RngSite::embed_dropout));
   embed_backward(b, dtmp_);
+  if (src_grads_) src_grads_->grad_done(0);
 }
 
 }  // namespace seqpar

@@ -132,7 +132,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   Arena arena;
   static_assert(std::is_same_v<std::sig_atomic_t, int>, "Arena::set_interrupt takes an int flag");
   arena.set_interrupt(&g_stop_signal);  // a stop during the set-up skips the zeroing left
-  TrainState state(cfg, arena, model_parallel(mesh, cfg), B, int(pos.size()));
+  TrainState state(cfg, arena, mesh, B, int(pos.size()));
   const int64_t P = state.model.num_params();
 
   // Start fresh, or resume. Every rank reads the same files and reaches the same verdict.
@@ -145,7 +145,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
                    "' already holds checkpoints of an earlier run; pass --resume to continue "
                    "it, or choose another --out");
     if (!cfg.resume || !saved) {
-      state.model.init_weights(cfg.seed);
+      state.init_weights(cfg.seed);
       return;
     }
     Checkpoint ck = load_checkpoint(run.checkpoints());
@@ -208,8 +208,9 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
     // group only; every other rank skips it), then world rank 0 writes them; a failure
     // there is reported on every rank. The host copies are transient and outside the
     // arena: 3× the unsharded model on those ranks while the checkpoint is written.
+    // Under ZeRO every rank of the shard group holds part of the block: all take part.
     std::vector<NamedTensor> weights, opt;
-    if (mesh.dp_rank == 0 && mesh.sp_rank == 0) {
+    if (cfg.zero > 0 || (mesh.dp_rank == 0 && mesh.sp_rank == 0)) {
       weights = state.gather_weights(cfg.model, tp_comm);
       opt = state.gather_optimizer(cfg.model, tp_comm);
     }
