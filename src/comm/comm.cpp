@@ -380,6 +380,23 @@ void Comm::reduce_scatterv_sum(const float* send, float* recv, const std::vector
   count("reduce_scatterv", static_cast<uint64_t>(others) * sizeof(float));
 }
 
+void Comm::reduce_scatterv_sum_inplace(float* buf, const std::vector<int64_t>& counts) {
+  require_valid("reduce_scatterv");
+  SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
+           ": reduce_scatterv got ", counts.size(), " counts, expected one per rank (", size_, ")");
+  std::vector<int> cnts(size_);
+  int64_t total = 0, others = 0;
+  for (int r = 0; r < size_; ++r) {
+    cnts[r] = to_count(counts[r], "reduce_scatterv");
+    total += counts[r];
+    if (r != rank_) others += counts[r];
+  }
+  to_count(total, "reduce_scatterv total");
+  SP_MPI("MPI_Reduce_scatter",
+         MPI_Reduce_scatter(MPI_IN_PLACE, buf, cnts.data(), MPI_FLOAT, MPI_SUM, comm_));
+  count("reduce_scatterv", static_cast<uint64_t>(others) * sizeof(float));
+}
+
 void Comm::alltoall(const float* send, float* recv, size_t n) {
   require_valid("alltoall");
   int cnt = to_count(n, "alltoall");

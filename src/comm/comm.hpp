@@ -100,6 +100,9 @@ class Comm {
   void reduce_scatter_sum(const float* send, float* recv, size_t n);
   // In place: this rank's counts[rank] floats already sit at their place in buf (Σ counts).
   void allgatherv_inplace(float* buf, const std::vector<int64_t>& counts);
+  // In place: buf (Σ counts) holds every block; afterwards its first counts[rank] floats
+  // are Σ over ranks of block `rank`.
+  void reduce_scatterv_sum_inplace(float* buf, const std::vector<int64_t>& counts);
   // Uneven: send (Σ counts) holds block j (counts[j] floats) for rank j, in rank order;
   // recv (counts[rank]) = Σ over ranks of block `rank`.
   void reduce_scatterv_sum(const float* send, float* recv, const std::vector<int64_t>& counts);

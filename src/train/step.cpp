@@ -54,7 +54,7 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   Zero* z = state.zero.get();
   const float wd = cfg.weight_decay;
   double gnorm = 0.0;
-  if (!z || z->level() == 1) {
+  if (!z) {
     // Replicated parameters: every rank holds a partial gradient, sum over the world.
     // Tensor-parallel shards: sum over the ranks holding the same shard.
     // (Without Megatron sequence parallelism they are already identical across tp.)
@@ -72,14 +72,17 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
     if (mesh.tp > 1) mesh.tp_comm.allreduce_sum(&ss_shard, 1);
     gnorm = std::sqrt(sum_squares(model.grads(), P_repl) + ss_shard);
   } else {
-    // ZeRO 2, 3: the backward left Σ over the world of each gradient in its owner's shard.
-    // ‖g‖² = Σ over the world of each rank's shard, a replicated parameter counted on tp
+    // ZeRO: Σ over the world of each gradient in its owner's part (ZeRO 2, 3: the backward
+    // reduce-scattered it into the shard; ZeRO 1: here, back into the full block).
+    // ‖g‖² = Σ over the world of each rank's part, a replicated parameter counted on tp
     // rank 0 only (every tp rank's group holds it), a replicated kv head on the first rank
     // of its kv group.
+    if (z->level() == 1) z->reduce_scatter_grads(model.grads());
     double ss = 0.0;
     for (const Zero::Seg& g : z->segments())
       if ((!g.repl || mesh.tp_rank == 0) && (!g.kv || mesh.kv_comm.rank() == 0))
-        ss += sum_squares(z->grad_shard() + g.shard, g.n);
+        ss +=
+            sum_squares(z->level() >= 2 ? z->grad_shard() + g.shard : model.grads() + g.flat, g.n);
     world.allreduce_sum(&ss, 1);
     gnorm = std::sqrt(ss);
   }
@@ -105,7 +108,7 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
                    cfg.beta1, cfg.beta2, cfg.eps, g.decay ? wd : 0.0f, s + 1);
     }
     if (lv <= 2)
-      z->allgather_params(model.params(), model.grads());  // every rank holds all again
+      z->allgather_params(model.params());  // every rank holds all again
     else
       z->invalidate();  // the next forward gathers the updated shards
   }

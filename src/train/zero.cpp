@@ -100,6 +100,8 @@ Zero::Zero(int level, const ModelConfig& cfg, const std::vector<ParamSpec>& spec
 
   // Storage. Every level: (m, v) are the caller's (TrainState), S floats each.
   const int64_t U0 = units_[0].size;
+  if (level_ == 1)
+    unit_buf_ = Buffer(arena, Mem::comm, std::max(U0, max_layer_), "zero unit buffer");
   if (level_ >= 2) {
     g_shard_ = Buffer(arena, Mem::grads, S_, "zero gradient shard");
     g_outer_ = Buffer(arena, Mem::grads, U0, "zero unit-0 gradient");
@@ -184,7 +186,6 @@ void Zero::invalidate() {
 
 void Zero::init_weights(const ModelConfig& cfg, uint64_t seed) {
   SP_CHECK(level_ >= 3, "Zero::init_weights: level ", level_, " keeps the full parameters");
-  if (!p_shard_.data()) return;  // dry run
   invalidate();
   // Each unit's values in a working buffer (the same init_params the model uses, keyed by
   // name and global index), this rank's part kept.
@@ -242,14 +243,37 @@ void Zero::grad_done(int u) {
   for (Slot& f : gs_) settle(f);  // unit 0 comes last: every gradient has landed
 }
 
+// ---- level 1: reduce-scatter the full gradient block ---------------------------------------
+
+void Zero::reduce_scatter_grads(float* grads) {
+  SP_CHECK(level_ == 1, "zero level ", level_, " reduce-scatters gradients in the backward");
+  float* buf = unit_buf_.data();
+  for (size_t ui = 0; ui < units_.size(); ++ui) {
+    const Unit& u = units_[ui];
+    int64_t packed = 0;
+    for (auto [f, m] : u.ranges) {
+      std::memcpy(buf + packed, grads + f, sizeof(float) * m);
+      packed += m;
+    }
+    // As grad_done: whole gradients first, then this rank's part of Σ_group at buf[0, c_k).
+    if (repl_ && u.repl > 0) repl_->allreduce_sum(buf, size_t(u.repl));
+    if (kv_)
+      for (auto [o, m] : u.kv) kv_->allreduce_sum(buf + o, size_t(m));
+    group_.reduce_scatterv_sum_inplace(buf, u.counts);
+    for (const Piece& p : pieces_)
+      if (p.unit == int(ui) && p.owner == rank_)
+        std::memcpy(grads + p.flat, buf + (p.packed - u.starts[rank_]), sizeof(float) * p.n);
+  }
+}
+
 // ---- levels 1, 2: all-gather the updated parameters --------------------------------------
 
-void Zero::allgather_params(float* params, float* grads) {
+void Zero::allgather_params(float* params) {
   SP_CHECK(level_ <= 2, "zero level 3 gathers parameters unit by unit (fetch)");
   for (Slot& s : gs_) settle(s);
   for (size_t ui = 0; ui < units_.size(); ++ui) {
     const Unit& u = units_[ui];
-    float* buf = level_ == 1 ? grads : ui == 0 ? g_outer_.data() : gs_[0].buf;
+    float* buf = level_ == 1 ? unit_buf_.data() : ui == 0 ? g_outer_.data() : gs_[0].buf;
     // This rank's part into its place in the packed unit, gather the others' in place,
     // then back to the block.
     for (const Piece& p : pieces_)

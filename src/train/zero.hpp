@@ -9,9 +9,11 @@
 // S = Σ_u c_k(u) ≈ P/n floats. A unit is the unit of communication: one all-gather before
 // its forward and its backward (level 3), one reduce-scatter after its backward (levels 2, 3).
 //
-//   level 1: AdamW moments (m, v) hold the shard only; gradients are all-reduced as without
-//            ZeRO; each rank updates its shard of the parameters, then every unit is
-//            all-gathered back into the full parameter block.
+//   level 1: AdamW moments (m, v) hold the shard only. After the backward each unit's
+//            gradient is packed into a unit-sized working buffer and reduce-scattered (the
+//            owner's part lands back in the full gradient block); each rank updates its
+//            shard of the parameters, then every unit is all-gathered back into the full
+//            parameter block through the same buffer.
 //   level 2: also the gradients: each unit's gradient is reduce-scattered (non-blocking) as
 //            soon as its backward is done, from one of two layer-sized working buffers
 //            (plus one for unit 0, whose gradient gathers over the whole backward), into the
@@ -72,11 +74,15 @@ class Zero final : public ParamSource {
   float* param_shard() { return p_shard_.data(); }  // level 3 (S floats)
   float* grad_shard() { return g_shard_.data(); }   // levels 2, 3 (S floats)
 
+  // Level 1, after the backward: Σ over the world of this rank's part of every unit's
+  // gradient into its place in `grads` (the full block; the other parts are left as they
+  // were). Collective over the group.
+  void reduce_scatter_grads(float* grads);
   // Levels 1, 2: every rank has updated its shard of `params` (the full block); all-gather
-  // each unit so that every rank holds all of it again. Uses the gradient storage, idle
-  // after the update, as the gather buffer: `grads` (the full gradient block) at level 1,
-  // the working gradient buffers at level 2. Collective over the group.
-  void allgather_params(float* params, float* grads);
+  // each unit so that every rank holds all of it again, through the unit working buffer
+  // (level 1) or the gradient working buffers, idle after the update (level 2).
+  // Collective over the group.
+  void allgather_params(float* params);
   // Level 3: the parameter shard changed (update, load): gathered units are stale.
   void invalidate();
   // Level 3: initial weights of the shard (Model::init_weights's values).
@@ -124,6 +130,7 @@ class Zero final : public ParamSource {
   std::vector<Seg> segs_;
   int64_t S_ = 0, max_layer_ = 0;
   Buffer p_shard_, g_shard_, p_outer_, g_outer_, p_slots_, g_slots_;
+  Buffer unit_buf_;  // level 1: one unit, packed (max(U0, Ul) floats)
   Slot ps_[2], gs_[2];
 };
 
