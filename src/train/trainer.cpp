@@ -189,7 +189,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
               << "data: " << src->describe() << "\n"
               << "model: " << model_kind_name(cfg.model.kind) << ", " << P
               << " parameters on this rank (tp " << tp << ", recompute "
-              << recompute_name(cfg.recompute) << ")\n"
+              << recompute_name(cfg.recompute) << ", zero " << cfg.zero << ")\n"
               << "arena after setup: " << human_bytes(double(arena.total_current())) << "\n"
               << "memory plan: " << mem.describe() << " of "
               << (mem.max_memory_given ? "--max-memory " : "available ")
