@@ -255,6 +255,11 @@ int main(int argc, char** argv) {
            "residual on L/t tokens; all-gather + reduce-scatter) or off (all-reduce)")
         ->check(CLI::IsMember({"on", "off"}))
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    opt_i("--zero", "zero",
+          "ZeRO sharding over the ranks holding the same parameters (dp x sp of a tp rank): 0 "
+          "off (default), 1 AdamW moments, 2 + gradients (reduce-scattered per layer), 3 + "
+          "parameters (all-gathered per layer before its forward and backward); checkpoints "
+          "resume under any level");
     opt_s("--recompute", "recompute",
           "activation recomputation: none (default), selective (attention core) or full (each "
           "layer)");

@@ -276,6 +276,37 @@ ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* 
   return v;
 }
 
+int param_unit(const ParamSpec& s) {
+  const std::string& n = s.name;
+  const size_t at = n.rfind("layers.", 0) == 0 ? 7 : n.rfind("model.layers.", 0) == 0 ? 13 : 0;
+  if (at == 0) return 0;  // embedding, head, final norm
+  return 1 + std::stoi(n.substr(at, n.find('.', at) - at));
+}
+
+std::vector<ParamSpec> unit_specs(const std::vector<ParamSpec>& specs, int u) {
+  std::vector<ParamSpec> out;
+  int64_t off = 0;
+  for (const ParamSpec& s : specs)
+    if (param_unit(s) == u) {
+      out.push_back(s);
+      out.back().offset = off;
+      off += s.numel;
+    }
+  return out;
+}
+
+void Model::set_unit_views(ParamViews& v, int u, float* block) const {
+  const ParamViews w = param_views(unit_specs_[u], cfg_.n_layer, block);
+  if (u == 0) {
+    v.wte = w.wte;
+    v.head = w.head;
+    v.lnf_w = w.lnf_w;
+    v.lnf_b = w.lnf_b;
+  } else {
+    v.layers[u - 1] = w.layers[u - 1];
+  }
+}
+
 Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelParallel& par)
     : cfg_(cfg), B_(B), T_(T), par_(par), arena_(arena) {
   cfg_.validate();
@@ -304,10 +335,18 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   n_repl_ = 0;
   for (const auto& s : specs_)
     if (s.replicated) n_repl_ = s.offset + s.numel;
-  if (!par_.shared_params) params_ = Buffer(arena, Mem::params, n_params_, "parameters");
-  if (!par_.inference) grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
+  if (par_.sharded) {
+    src_params_ = par_.sharded->holds_params() ? par_.sharded : nullptr;
+    src_grads_ = par_.sharded->holds_grads() ? par_.sharded : nullptr;
+    for (int u = 0; u <= cfg_.n_layer; ++u) unit_specs_.push_back(unit_specs(specs_, u));
+  }
+  // Held by a ParamSource: the views are set unit by unit as it hands the blocks over. An
+  // inference model reads another model's block and has no gradients.
+  if (!src_params_ && !par_.shared_params)
+    params_ = Buffer(arena, Mem::params, n_params_, "parameters");
+  if (!src_grads_ && !par_.inference) grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
   pv_ = param_views(specs_, cfg_.n_layer, par_.shared_params ? par_.shared_params : params_.data());
-  if (!par_.inference) gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
+  gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
   layout_buffers();
   // One strategy instance serves every layer: strategies keep no state between forward
   // and backward beyond what the model passes back (O, LSE).
@@ -449,13 +488,20 @@ void Model::layout_buffers() {
 }
 
 std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
+  return seqpar::kv_replica_ranges(cfg_, specs_, tp_);
+}
+
+std::vector<std::pair<int64_t, int64_t>> kv_replica_ranges(const ModelConfig& c,
+                                                           const std::vector<ParamSpec>& specs,
+                                                           int tp) {
   std::vector<std::pair<int64_t, int64_t>> r;
-  if (kv_replicas(cfg_, tp_) == 1) return r;
-  const int64_t d = cfg_.d(), C = cfg_.C, kv_rows = 2 * int64_t(Hkvt_) * d;
-  for (const ParamSpec& s : specs_) {
+  if (kv_replicas(c, tp) == 1) return r;
+  const int64_t d = c.d(), C = c.C, kv_rows = 2 * int64_t(kv_heads_per_rank(c, tp)) * d;
+  const int64_t Ht = c.H / tp;
+  for (const ParamSpec& s : specs) {
     // The K and V rows follow this rank's Ht·d query rows of the QKV weight and bias.
-    if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht_ * d * C, kv_rows * C});
-    if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht_ * d, kv_rows});
+    if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht * d * C, kv_rows * C});
+    if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht * d, kv_rows});
     if (s.name.ends_with("self_attn.k_proj.weight") || s.name.ends_with("self_attn.v_proj.weight"))
       r.push_back({s.offset, s.numel});
   }
@@ -464,12 +510,20 @@ std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
 
 void Model::init_weights(uint64_t seed) {
   if (arena_.dry_run()) return;
+  SP_CHECK(params_.data(),
+           "init_weights: the parameters are held by a ParamSource (ZeRO 3); "
+           "initialise them through it (TrainState::init_weights)");
+  init_params(cfg_, specs_, params_.data(), seed);
+}
+
+void init_params(const ModelConfig& c, const std::vector<ParamSpec>& specs, float* block,
+                 uint64_t seed) {
   // w ~ N(0, σ²) by Box–Muller on Philox draws keyed by (hash of the name, GLOBAL element
   // index), so every layout initialises the same model. Residual projections (attn.proj,
   // mlp.fc2) use σ/√(2·n_layer) as in GPT-2; LayerNorm weights 1, biases 0.
-  const float std_resid = cfg_.init_std / std::sqrt(2.0f * cfg_.n_layer);
-  for (const ParamSpec& s : specs_) {
-    float* w = params() + s.offset;
+  const float std_resid = c.init_std / std::sqrt(2.0f * c.n_layer);
+  for (const ParamSpec& s : specs) {
+    float* w = block + s.offset;
     if (s.global_shape.size() == 1) {  // norm weights 1, biases 0
       const bool norm_weight = s.name.ends_with(".weight");
       for (int64_t e = 0; e < s.numel; ++e) w[e] = norm_weight ? 1.0f : 0.0f;
@@ -477,7 +531,7 @@ void Model::init_weights(uint64_t seed) {
     }
     const bool resid = s.name.ends_with("attn.proj.weight") || s.name.ends_with("mlp.fc2.weight") ||
                        s.name.ends_with("o_proj.weight") || s.name.ends_with("down_proj.weight");
-    const double sd = resid ? std_resid : cfg_.init_std;
+    const double sd = resid ? std_resid : c.init_std;
     const uint32_t key = name_hash(s.name);
     for_each_element(s, [&](int64_t li, int64_t gi) {
       u32x4 r = philox4x32(
@@ -490,7 +544,8 @@ void Model::init_weights(uint64_t seed) {
 
 void Model::zero_grad() {
   SP_CHECK(!par_.inference, "an inference model has no gradients");
-  if (!arena_.dry_run()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
+  // A ParamSource hands out zeroed gradient blocks itself (grad()).
+  if (!arena_.dry_run() && grads_.data()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
 }
 
 int64_t Model::row_begin() const {
@@ -867,6 +922,8 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
     b.mask.check();
   }
   if (arena_.dry_run()) return 0.0;
+  const int n = cfg_.n_layer;
+  if (src_params_) set_unit_views(pv_, 0, src_params_->fetch(0, n > 0 ? 1 : -1));
   embed_forward(b);
   if (par_.precision == Precision::bf16)
     forward_layers<bf16>(b, ctx);
@@ -886,9 +943,13 @@ void Model::forward_layers(const Batch& b, const StepContext& ctx) {
   if (p_drop > 0)
     dropout_forward(x0, x0, b.row_key.data() + rb, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, 0, RngSite::embed_dropout});
-  for (int l = 0; l < cfg_.n_layer; ++l)
-    layer_forward<S>(l, b, ctx, la_[l],
-                     static_cast<S*>(l + 1 < cfg_.n_layer ? la_[l + 1].x_in : x_out_));
+  const int n = cfg_.n_layer;
+  for (int l = 0; l < n; ++l) {
+    // ZeRO 3: this layer's parameters gathered, the next one's gather posted; dropped after.
+    if (src_params_) set_unit_views(pv_, 1 + l, src_params_->fetch(1 + l, l + 1 < n ? 2 + l : -1));
+    layer_forward<S>(l, b, ctx, la_[l], static_cast<S*>(l + 1 < n ? la_[l + 1].x_in : x_out_));
+    if (src_params_) src_params_->drop(1 + l);
+  }
   norm_forward(lnf_, lnf_mean_, lnf_rstd_, static_cast<const S*>(x_out_), pv_.lnf_w, pv_.lnf_b);
 }
 
@@ -897,6 +958,7 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
   if (arena_.dry_run()) return;
   const int64_t R = R_, C = cfg_.C, rb = row_begin();
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
+  if (src_grads_) set_unit_views(gv_, 0, src_grads_->grad(0));
   loss_backward(b, loss_scale);
   std::memset(dx_, 0, sizeof(float) * R * C);
   const bool bf = par_.precision == Precision::bf16;
@@ -907,15 +969,22 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
     norm_backward(dx_, gv_.lnf_w, gv_.lnf_b, dln_, static_cast<const float*>(x_out_), pv_.lnf_w,
                   lnf_mean_, lnf_rstd_);
   for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+    // ZeRO 3: the layer's parameters gathered again (the previous layer's posted); ZeRO 2:
+    // its gradient block handed out, and reduce-scattered once the layer is done.
+    if (src_params_) set_unit_views(pv_, 1 + l, src_params_->fetch(1 + l, l > 0 ? l : -1));
+    if (src_grads_) set_unit_views(gv_, 1 + l, src_grads_->grad(1 + l));
     if (bf)
       layer_backward<bf16>(l, b, ctx);
     else
       layer_backward<float>(l, b, ctx);
+    if (src_grads_) src_grads_->grad_done(1 + l);
+    if (src_params_) src_params_->drop(1 + l);
   }
   std::memset(dtmp_, 0, sizeof(float) * R * C);
   dropout_backward(dtmp_, dx_, b.row_key.data() + rb, R, C,
                    DropoutKey{p_drop, ctx.seed, ctx.step, 0, RngSite::embed_dropout});
   embed_backward(b, dtmp_);
+  if (src_grads_) src_grads_->grad_done(0);
 }
 
 // One layer's backward: on entry dx_ = ∂loss/∂(layer output), on exit ∂loss/∂x_in.

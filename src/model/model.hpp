@@ -84,6 +84,44 @@ void shard_to_global(const ParamSpec& s, const float* shard, float* global);
 // (null: t = 1, or a replicated parameter, copied as it is).
 std::vector<float> gather_param(const ModelConfig& cfg, size_t i, const float* shard, Comm* tp);
 
+// Parameter units, the granularity of sharded training (ZeRO, train/zero.hpp): unit 0
+// holds the parameters outside the layers (embedding, head, final norm), unit 1 + l those
+// of layer l. A unit's tensors, packed in spec order, form its block.
+int param_unit(const ParamSpec& s);
+// The specs of unit u, with offsets into the unit's packed block.
+std::vector<ParamSpec> unit_specs(const std::vector<ParamSpec>& specs, int u);
+// (offset, floats) of the parameter block holding replicated kv heads (Hkv < t): see
+// Model::kv_replica_ranges.
+std::vector<std::pair<int64_t, int64_t>> kv_replica_ranges(const ModelConfig& c,
+                                                           const std::vector<ParamSpec>& specs,
+                                                           int tp);
+// GPT-2 style initial values of `specs` (offsets into `block`), keyed by (parameter name,
+// GLOBAL element index): the same weights whatever the layout. See Model::init_weights.
+void init_params(const ModelConfig& c, const std::vector<ParamSpec>& specs, float* block,
+                 uint64_t seed);
+
+// Where the model finds a unit's parameters and puts its gradients when a sharding scheme
+// (ZeRO) holds them instead of the model's own blocks. The model calls, per step:
+//   forward:  fetch(0), then per layer fetch(1 + l, next) … drop(1 + l);
+//   backward: grad(0); per layer (last first) fetch(1 + l, next), grad(1 + l) …
+//             grad_done(1 + l), drop(1 + l); finally grad_done(0).
+// Unit 0's parameters stay valid from forward to the end of backward (the head serves the
+// loss, argmax and logits). Every rank of the sharding group makes the same calls.
+class ParamSource {
+ public:
+  virtual ~ParamSource() = default;
+  virtual bool holds_params() const = 0;  // parameters come from fetch()
+  virtual bool holds_grads() const = 0;   // gradients go to grad() / grad_done()
+  // Unit u's packed parameters, valid until drop(u). `next` (−1: none) is the unit the model
+  // fetches after this one, which the source may gather meanwhile.
+  virtual float* fetch(int u, int next) = 0;
+  virtual void drop(int u) = 0;
+  // A zeroed packed gradient block for unit u to accumulate into; grad_done(u) hands the
+  // unit's complete gradient over. After grad_done(0) every unit's gradient has landed.
+  virtual float* grad(int u) = 0;
+  virtual void grad_done(int u) = 0;
+};
+
 // Views into the parameter (or gradient) block; shapes are this rank's.
 struct LayerParams {
   float* ln1_w = nullptr;   // (C)
@@ -165,6 +203,9 @@ struct ModelParallel {
   AttentionFactory attention;
   float* shared_params = nullptr;
   bool inference = false;
+  // Non-null: parameters (holds_params) and/or gradients (holds_grads) live there, and the
+  // model allocates no block of its own for them (params() / grads() are then null).
+  ParamSource* sharded = nullptr;
 };
 
 class Model {
@@ -179,8 +220,9 @@ class Model {
   const std::vector<ParamSpec>& specs() const { return specs_; }
   int64_t num_params() const { return n_params_; }    // this rank's
   int64_t num_replicated() const { return n_repl_; }  // floats of the replicated range
+  // null when a ParamSource holds them; an inference model reads another's block
   float* params() { return par_.shared_params ? par_.shared_params : params_.data(); }
-  float* grads() { return grads_.data(); }
+  float* grads() { return grads_.data(); }  // null when a ParamSource holds them
 
   // This rank's rows of the flattened (B·T) shard: [row_begin(), row_begin() + rows()).
   int64_t rows() const { return R_; }
@@ -232,6 +274,9 @@ class Model {
     void* gelu;       // S (N, F/t)
   };
   void layout_buffers();
+  // Points the views of unit u (0: embedding, head, final norm; 1 + l: layer l) at its
+  // packed block (ParamSource).
+  void set_unit_views(ParamViews& v, int u, float* block) const;
   template <class O, class I>
   void norm_forward(O* out, float* mean, float* rstd, const I* in, const float* w, const float* b);
   template <class S>
@@ -277,6 +322,9 @@ class Model {
   ModelParallel par_;
   Arena& arena_;
   std::vector<ParamSpec> specs_;
+  std::vector<std::vector<ParamSpec>> unit_specs_;  // per unit, packed offsets (ParamSource)
+  ParamSource* src_params_ = nullptr;               // par_.sharded when it holds the parameters
+  ParamSource* src_grads_ = nullptr;                // par_.sharded when it holds the gradients
   int64_t n_params_ = 0, n_repl_ = 0;
   Buffer params_, grads_, acts_, work_, scratch_;
   ParamViews pv_, gv_;

@@ -52,6 +52,7 @@ void TrainConfig::validate() const {
   SP_CHECK_USAGE(seq_len / sp <= (int64_t(1) << 30), "seq_len/sp = ", seq_len / sp,
                  " tokens per rank is beyond what this engine indexes (2^30); use more ranks");
   SP_CHECK_USAGE(tp >= 1, "tp must be >= 1, got ", tp);
+  SP_CHECK_USAGE(zero >= 0 && zero <= 3, "zero must be 0, 1, 2 or 3, got ", zero);
   SP_CHECK_USAGE(mqsp_micro >= 0, "mqsp_micro must be >= 0 (0 = sp), got ", mqsp_micro);
   SP_CHECK_USAGE(usp_ulysses >= 0, "usp_ulysses must be >= 0 (0 = automatic), got ", usp_ulysses);
   SP_CHECK_USAGE(!out.empty(), "out directory must not be empty");
@@ -130,6 +131,7 @@ nlohmann::json TrainConfig::to_json() const {
             {"tp", tp},
             {"recompute", recompute_name(recompute)},
             {"tp_sp", tp_sp},
+            {"zero", zero},
             {"loss", loss_name(loss)},
             {"loss_chunk", loss_chunk},
             {"precision", precision_name(precision)},
@@ -184,6 +186,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "tp",
                                 "recompute",
                                 "tp_sp",
+                                "zero",
                                 "overrides",
                                 "tie_embeddings",
                                 "norm_eps",
@@ -239,6 +242,7 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     get("usp_ulysses", usp_ulysses);
     get("tp", tp);
     get("tp_sp", tp_sp);
+    get("zero", zero);
     std::string s;
     if (j.contains("progress")) get("progress", s), progress = parse_progress(s);
     if (j.contains("layout")) get("layout", s), layout = parse_layout(s);

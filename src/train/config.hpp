@@ -49,6 +49,10 @@ struct TrainConfig {
   int tp = 1;                             // Megatron tensor (+ sequence) parallel degree
   Recompute recompute = Recompute::none;  // none | selective | full
   bool tp_sp = true;                      // Megatron sequence parallelism inside the tp group
+  // ZeRO level over the ranks holding the same parameter shard (train/zero.hpp): 0 off,
+  // 1 AdamW moments, 2 + gradients, 3 + parameters. Not a resume key: checkpoints are
+  // layout-independent, a run saved under one level resumes under any other.
+  int zero = 0;
   int mqsp_micro = 0;                     // MQSP micro-query count m (0: m = sp)
   int usp_ulysses = 0;                    // USP Ulysses group size u, sp = u·r (0: automatic)
   LossImpl loss = LossImpl::fused;        // fused (chunked, no logits) or materialized

@@ -12,7 +12,7 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
   Mesh mesh = make_mesh(world, cfg);
   const auto pos = shard_positions(cfg.seq_len, mesh.sp, mesh.sp_rank, cfg.layout);
   Arena arena(/*dry_run=*/true);
-  { TrainState state(cfg, arena, model_parallel(mesh, cfg), cfg.batch, int(pos.size())); }
+  { TrainState state(cfg, arena, mesh, cfg.batch, int(pos.size())); }
   MemoryPlan p;
   p.L = cfg.seq_len;
   std::array<int64_t, kMemCategories + 1> v{};
