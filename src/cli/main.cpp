@@ -198,10 +198,9 @@ int main(int argc, char** argv) {
     opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
     opt_s("--max-memory", "max_memory",
           "per-rank limit for the whole process (arena peak, with the checkpoint's stream "
-          "buffer, + runtime baseline), e.g. 8GiB; refused up front, before any allocation, when "
-          "the plan "
-          "exceeds it; default 'available' (the memory the machine offers, smallest over "
-          "ranks)");
+          "buffer, + runtime baseline + step reserve of 8 MiB + 1% of the arena), e.g. 8GiB; "
+          "refused up front, before any allocation, when the plan exceeds it; default "
+          "'available' (the memory the machine offers, smallest over ranks)");
     opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
     opt_i("--steps", "steps", "optimizer steps, default 200");
     opt_i("--layers", "layers", "Transformer blocks, default 2");
@@ -471,6 +470,7 @@ int main(int argc, char** argv) {
                             {"config", cfg.to_json()},
                             {"peak_bytes", pp.arena.peak_total},
                             {"baseline_bytes", pp.baseline},
+                            {"reserve_bytes", pp.reserve},
                             {"checkpoint_bytes", pp.checkpoint},
                             {"total_bytes", pp.total},
                             {"max_memory_bytes", pp.max_memory}};
@@ -495,6 +495,7 @@ int main(int argc, char** argv) {
                             {"budget_bytes", budget},
                             {"longest_seq_len", p.L},
                             {"baseline_bytes", pp.baseline},
+                            {"reserve_bytes", pp.reserve},
                             {"checkpoint_bytes", pp.checkpoint},
                             {"total_bytes", p.L > 0 ? pp.total : 0},
                             {"max_memory_bytes", pp.max_memory},
