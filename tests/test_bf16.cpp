@@ -76,9 +76,9 @@ TEST(Bf16, BulkConversionsMatchTheScalarReference) {
 // Inputs are random fp32 values rounded to bf16; the reference computes in double from the
 // same (widened) values, so the comparison isolates what the kernel adds:
 //  * a bf16 output is the fp32 result rounded once to nearest: |out − ref| ≤ 2^-8·|ref| (half
-//    an ulp of 8 significant bits, the unit roundoff of bf16) plus the fp32 arithmetic before the rounding, which the
-//    fp32 tests of test_ops.cpp bound by ~1e-6 of the tensor's scale; we allow 1e-5·max|ref|.
-//    Truncating instead of rounding (errors up to 2^-7·|ref|) fails this bound;
+//    an ulp of 8 significant bits, the unit roundoff of bf16) plus the fp32 arithmetic before the
+//    rounding, which the fp32 tests of test_ops.cpp bound by ~1e-6 of the tensor's scale; we allow
+//    1e-5·max|ref|. Truncating instead of rounding (errors up to 2^-7·|ref|) fails this bound;
 //  * an fp32 output (gradients, statistics) carries only fp32 rounding: normalised error
 //    max|out − ref|/max|ref| ≤ 1e-5 (sums of ≤ 300 terms: ~300·2^-24 ≈ 2e-5 worst case,
 //    ~1e-6 typical; 1e-5 holds with margin for these sizes, measured ≤ 2e-6).

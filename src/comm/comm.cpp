@@ -366,6 +366,15 @@ void Comm::reduce_scatter_sum(const float* send, float* recv, size_t n) {
 }
 
 void Comm::reduce_scatterv_sum(const float* send, float* recv, const std::vector<int64_t>& counts) {
+  reduce_scatterv_impl(send, recv, counts);
+}
+
+void Comm::reduce_scatterv_sum_inplace(float* buf, const std::vector<int64_t>& counts) {
+  reduce_scatterv_impl(MPI_IN_PLACE, buf, counts);
+}
+
+// send = MPI_IN_PLACE: recv holds every block on entry and this rank's on return.
+void Comm::reduce_scatterv_impl(const void* send, float* recv, const std::vector<int64_t>& counts) {
   require_valid("reduce_scatterv");
   SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
            ": reduce_scatterv got ", counts.size(), " counts, expected one per rank (", size_, ")");
@@ -380,23 +389,6 @@ void Comm::reduce_scatterv_sum(const float* send, float* recv, const std::vector
   SP_MPI("MPI_Reduce_scatter",
          MPI_Reduce_scatter(send, recv, cnts.data(), MPI_FLOAT, MPI_SUM, comm_));
   // Ring reduce-scatter: the partial sum of every block but this rank's own leaves once.
-  count("reduce_scatterv", static_cast<uint64_t>(others) * sizeof(float));
-}
-
-void Comm::reduce_scatterv_sum_inplace(float* buf, const std::vector<int64_t>& counts) {
-  require_valid("reduce_scatterv");
-  SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
-           ": reduce_scatterv got ", counts.size(), " counts, expected one per rank (", size_, ")");
-  std::vector<int> cnts(size_);
-  int64_t total = 0, others = 0;
-  for (int r = 0; r < size_; ++r) {
-    cnts[r] = to_count(counts[r], "reduce_scatterv");
-    total += counts[r];
-    if (r != rank_) others += counts[r];
-  }
-  to_count(total, "reduce_scatterv total");
-  SP_MPI("MPI_Reduce_scatter",
-         MPI_Reduce_scatter(MPI_IN_PLACE, buf, cnts.data(), MPI_FLOAT, MPI_SUM, comm_));
   count("reduce_scatterv", static_cast<uint64_t>(others) * sizeof(float));
 }
 

@@ -455,9 +455,9 @@ void Model::layout_buffers() {
   const int64_t n_lin =
       bf ? linear_scratch_floats(std::max({C, HDt, Ft}), std::max({Wt, C, F1t})) : 0;
   const int64_t n_qkv32 = bf && F1t < Wt ? N * Wt : 0, n_o32 = bf && Ft < HDt ? N * HDt : 0;
-  const int64_t n_scratch = bw * (3 * R * C + full + N * Wt + N * HDt + N * F1t + N * Ft + nlog +
-                                  4 * N + n_xent) +
-                            full + Vt + n_lin + n_qkv32 + n_o32;
+  const int64_t n_scratch =
+      bw * (3 * R * C + full + N * Wt + N * HDt + N * F1t + N * Ft + nlog + 4 * N + n_xent) + full +
+      Vt + n_lin + n_qkv32 + n_o32;
   scratch_ = Buffer(arena_, Mem::scratch, n_scratch, "backward scratch");
   float* f = scratch_.data();
   auto take = [](float*& q, int64_t n) {

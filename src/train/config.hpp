@@ -53,10 +53,10 @@ struct TrainConfig {
   // 1 AdamW moments, 2 + gradients, 3 + parameters. Not a resume key: checkpoints are
   // layout-independent, a run saved under one level resumes under any other.
   int zero = 0;
-  int mqsp_micro = 0;                     // MQSP micro-query count m (0: m = sp)
-  int usp_ulysses = 0;                    // USP Ulysses group size u, sp = u·r (0: automatic)
-  LossImpl loss = LossImpl::fused;        // fused (chunked, no logits) or materialized
-  int64_t loss_chunk = 0;                 // fused loss: tokens per chunk (0: the default)
+  int mqsp_micro = 0;               // MQSP micro-query count m (0: m = sp)
+  int usp_ulysses = 0;              // USP Ulysses group size u, sp = u·r (0: automatic)
+  LossImpl loss = LossImpl::fused;  // fused (chunked, no logits) or materialized
+  int64_t loss_chunk = 0;           // fused loss: tokens per chunk (0: the default)
   // Storage of the saved activations (docs/precision.md). Not a resume key: the weights and
   // optimizer state are fp32 either way, so a run resumes in the other precision.
   Precision precision = Precision::fp32;
