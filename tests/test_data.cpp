@@ -576,6 +576,21 @@ TEST(PasskeyDepth, PlacesTheNeedleAtTheAskedFractionOfTheRoom) {
       EXPECT_LT(int64_t(at), std::max<int64_t>(1, room / 2)) << s;
     }
   }
+  // passkey-anywhere: offsets over all of [0, room], the second half included.
+  {
+    const int64_t L = 256, room = L + 1 - int64_t(question_len) - int64_t(needle_len);
+    auto any = make_source("passkey-anywhere", 7, L);
+    int64_t lo = room, hi = 0;
+    for (uint64_t s = 0; s < 400; ++s) {
+      const int64_t at = int64_t(passkey_text(*any, s, L).find(needle_head));
+      EXPECT_LE(at, room);
+      lo = std::min(lo, at);
+      hi = std::max(hi, at);
+    }
+    EXPECT_LT(lo, room / 8);
+    EXPECT_GT(hi, room - room / 8);
+    EXPECT_TRUE(any->has_answers());
+  }
   expect_error([] { make_passkey_source(7, 128, Split::validation, 1.5); },
                {"needle depth", "[0, 1]", "1.5"});
 }

@@ -203,7 +203,8 @@ int main(int argc, char** argv) {
     opt_s("--data", "data",
           "training data: 'kjv' (default, King James Bible from Debian's bible-kjv, bytes), "
           "'kjv-bpe8k' (the same as 8k BPE tokens, built by scripts/setup.sh), 'passkey' "
-          "(synthetic long-range retrieval), a token file (seqpar tokenize encode) or any "
+          "(synthetic long-range retrieval, the needle in the first half), 'passkey-anywhere' "
+          "(the same, the needle at any depth), a token file (seqpar tokenize encode) or any "
           "text file (bytes)");
     cur->add_flag_function(
         "--pack-documents,!--no-pack-documents",

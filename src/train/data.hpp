@@ -155,6 +155,9 @@ std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uin
 //   room = (L + 1) − |question| − |needle|
 // is the last offset at which the needle still ends before the question: d = 0 puts it at
 // the start of the sequence, d = 1 just before the question. Throws on L < 128 or d > 1.
+// needle_depth = kNeedleAnywhere (--data passkey-anywhere) draws the offset uniformly from
+// [0, room], so a model trained on it sees every depth.
+constexpr double kNeedleAnywhere = -2.0;
 std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L,
                                                 Split split = Split::train,
                                                 double needle_depth = -1.0);
@@ -163,6 +166,7 @@ std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t 
                                               Split split = Split::train);
 // What `--data` accepts:
 //   "passkey"    the synthetic retrieval task (bytes)
+//   "passkey-anywhere"  the same with the needle at any depth (kNeedleAnywhere)
 //   "kjv"        the embedded byte corpus (make_text_source)
 //   "kjv-bpe8k"  kjv-bpe8k.tok, looked up as kjv.txt is ($SEQPAR_DATA_DIR, data/,
 //                <exe>/../data/); built by scripts/setup.sh
