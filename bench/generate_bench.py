@@ -35,8 +35,8 @@ def main():
     subprocess.run([a.seqpar, "train", "--steps", "0", "--out", run, "--progress", "none"] + MODEL,
                    check=True, capture_output=True, env=ENV)
     text = open("data/kjv.txt", "rb").read()
-    print(f"| prompt tokens | N | prefill s | prefill tokens/s | decode ms/token |")
-    print("|---|---|---|---|---|")
+    print("| prompt tokens | N | prefill s | prefill tokens/s | decode ms/token | arena peak MiB/rank |")
+    print("|---|---|---|---|---|---|")
     for L in [int(x) for x in a.lengths.split(",")]:
         prompt = os.path.join(tmp, f"p{L}.txt")
         with open(prompt, "wb") as f:
@@ -46,14 +46,15 @@ def main():
                    "generate", "--run", run, "--prompt-file", prompt, "--max-new-tokens",
                    str(a.new), "--temperature", "0", "--threads", "1", "--sp", str(n),
                    "--sp-strategy", a.strategy if n > 1 else "local", "--layout", "zigzag"]
-            r = subprocess.run(cmd, capture_output=True, text=True, env=ENV, timeout=3600)
-            line = [l for l in r.stderr.splitlines() if l.startswith("seqpar generate: ")]
+            r = subprocess.run(cmd, capture_output=True, env=ENV, timeout=3600)
+            err = r.stderr.decode("utf-8", "replace")  # untrained weights emit any bytes
+            line = [l for l in err.splitlines() if l.startswith("seqpar generate: ")]
             if r.returncode != 0 or not line:
-                print(f"L={L} N={n}: failed: {r.stderr.strip()[-300:]}", file=sys.stderr)
+                print(f"L={L} N={n}: failed: {err.strip()[-300:]}", file=sys.stderr)
                 continue
             j = json.loads(line[-1][len("seqpar generate: "):])
             print(f"| {L} | {n} | {j['prefill_s']:.2f} | {j['prefill_tokens_per_s']:.0f} | "
-                  f"{j['decode_ms_per_token']:.2f} |", flush=True)
+                  f"{j['decode_ms_per_token']:.2f} | {j['arena_peak_bytes'] / 2**20:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

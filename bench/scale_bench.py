@@ -67,7 +67,7 @@ def main():
                 cells = []
                 for n in ns:
                     L = plan(a, model, n, budget, precision, zero)
-                    cells.append("-" if L is None else str(L))
+                    cells.append("-" if not L else str(L))
                 print(f"| {precision} | {zero} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -150,6 +150,41 @@ INSTANTIATE_TEST_SUITE_P(
 // (double inside, fp32 out). With eps = 1e-2 the truncation error is O(eps²·ℒ''') ~ 1e-4
 // and the fp32 rounding of O contributes ~1e-7·√(T·H·d)/eps ~ 1e-4, so the normalised
 // error stays under 5e-4 (measured ~1.5e-5), while a wrong gradient term is off by O(1).
+// K and V stored as bf16 (k16 / v16, what the strategies' bf16 K|V blocks hand the kernel):
+// the blocked kernel widens them tile by tile and otherwise computes in fp32, so against the
+// naive reference on the same (bf16-representable) values it keeps the fp32 tolerances.
+// Uneven T (ragged last tiles), GQA, causal and bidirectional, packed and separate.
+TEST(Attention, Bf16KeysAndValues) {
+  for (bool causal : {true, false})
+    for (bool packed : {true, false}) {
+      Problem fast(2, 200, 200, 4, 2, 32, causal, packed, 0, 0, 7);
+      Problem ref(2, 200, 200, 4, 2, 32, causal, packed, 0, 0, 7);
+      for (auto* pr : {&fast, &ref})  // K/V values that bf16 holds exactly
+        for (float& x : pr->qkv_kv) x = to_float(to_bf16(x));
+      std::vector<bf16> kv16(fast.qkv_kv.size());
+      to_bf16(kv16.data(), fast.qkv_kv.data(), int64_t(kv16.size()));
+      fast.p.k16 = kv16.data() + (fast.p.k - fast.qkv_kv.data());
+      fast.p.v16 = kv16.data() + (fast.p.v - fast.qkv_kv.data());
+      fast.p.k = fast.p.v = nullptr;
+      std::fill(fast.qkv_kv.begin(), fast.qkv_kv.end(), NAN);  // never read
+      attention_forward(fast.p);
+      attention_forward_naive(ref.p);
+      EXPECT_LT(norm_err(fast.o, ref.o), kTolFwd) << causal << packed;
+      EXPECT_LT(norm_err(fast.lse, ref.lse), kTolFwd) << causal << packed;
+      attention_delta(fast.delta.data(), fast.dout.data(), fast.p);
+      attention_backward(fast.p);
+      attention_backward_naive(ref.p);
+      EXPECT_LT(norm_err(fast.dq_buf, ref.dq_buf), kTolBwd) << causal << packed;
+      EXPECT_LT(norm_err(fast.dkv_buf, ref.dkv_buf), kTolBwd) << causal << packed;
+    }
+  // A mix (k fp32, v16 bf16) is refused.
+  Problem mix(1, 8, 8, 2, 2, 8, true, false);
+  std::vector<bf16> v16(mix.qkv_kv.size());
+  mix.p.v16 = v16.data();
+  mix.p.v = nullptr;
+  EXPECT_THROW(attention_forward(mix.p), Error);
+}
+
 TEST(Attention, FiniteDifferenceGradient) {
   for (bool causal : {true, false}) {
     Problem pr(1, 7, 7, 2, 1, 16, causal, true, 0, 0, 7);

@@ -386,10 +386,11 @@ TEST(Rope, PerRowPositionsEqualOneCallPerRow) {
   for (const bool fwd : {true, false}) {
     VecF x = randn(B * T * stride, 44);
     VecF rows = x;
-    (fwd ? rope_forward : rope_backward)(x.data(), pos.data(), B, T, nh, d, stride, 10000.0f, pbs);
+    (fwd ? rope_forward<float> : rope_backward)(x.data(), pos.data(), B, T, nh, d, stride, 10000.0f,
+                                                pbs);
     for (int64_t b = 0; b < B; ++b)
-      (fwd ? rope_forward : rope_backward)(rows.data() + b * T * stride, pos.data() + b * pbs, 1, T,
-                                           nh, d, stride, 10000.0f, 0);
+      (fwd ? rope_forward<float> : rope_backward)(
+          rows.data() + b * T * stride, pos.data() + b * pbs, 1, T, nh, d, stride, 10000.0f, 0);
     for (int64_t i = 0; i < B * T * stride; ++i)
       ASSERT_EQ(x[i], rows[i]) << (fwd ? "forward" : "backward") << " element " << i;
   }
@@ -657,7 +658,7 @@ TEST(Checks, EntryPointsRejectNullAndNonPositiveDims) {
   VecF a(64, 1.0f), b(64, 1.0f), c(64, 1.0f);
   std::vector<int32_t> tok(4, 0);
   std::vector<int64_t> pos(4, 0);
-  EXPECT_THROW(linear_forward(nullptr, a.data(), b.data(), nullptr, 2, 2, 2), Error);
+  EXPECT_THROW(linear_forward<float>(nullptr, a.data(), b.data(), nullptr, 2, 2, 2), Error);
   EXPECT_THROW(linear_forward(c.data(), a.data(), b.data(), nullptr, 0, 2, 2), Error);
   EXPECT_THROW(linear_backward(c.data(), nullptr, nullptr, a.data(), a.data(), b.data(), 2, 2, 2),
                Error);
@@ -668,7 +669,7 @@ TEST(Checks, EntryPointsRejectNullAndNonPositiveDims) {
                Error);
   EXPECT_THROW(gelu_forward(c.data(), a.data(), 0), Error);
   EXPECT_THROW(gelu_backward(nullptr, a.data(), a.data(), 4), Error);
-  EXPECT_THROW(residual_forward(c.data(), nullptr, a.data(), 4), Error);
+  EXPECT_THROW(residual_forward<float>(c.data(), nullptr, a.data(), 4), Error);
   EXPECT_THROW(embedding_forward(c.data(), tok.data(), a.data(), 4, 4, 0), Error);
   EXPECT_THROW(embedding_backward(c.data(), a.data(), nullptr, 4, 4), Error);
   EXPECT_THROW(rope_forward(c.data(), pos.data(), 1, 4, 1, 3, 3, 10000.0f), Error);  // odd d

@@ -221,10 +221,9 @@ int main(int argc, char** argv) {
     opt_i("--seq-len,-L", "seq_len", "global sequence length L in tokens (bytes), default 256");
     opt_s("--max-memory", "max_memory",
           "per-rank limit for the whole process (arena peak, with the checkpoint's stream "
-          "buffer, + runtime baseline), e.g. 8GiB; refused up front, before any allocation, when "
-          "the plan "
-          "exceeds it; default 'available' (the memory the machine offers, smallest over "
-          "ranks)");
+          "buffer, + runtime baseline + step reserve of 8 MiB + 1% of the arena), e.g. 8GiB; "
+          "refused up front, before any allocation, when the plan exceeds it; default "
+          "'available' (the memory the machine offers, smallest over ranks)");
     opt_i("--batch,-B", "batch", "sequences per data-parallel replica per step, default 8");
     opt_i("--steps", "steps", "optimizer steps, default 200");
     opt_i("--layers", "layers", "Transformer blocks, default 2");
@@ -278,6 +277,11 @@ int main(int argc, char** argv) {
            "residual on L/t tokens; all-gather + reduce-scatter) or off (all-reduce)")
         ->check(CLI::IsMember({"on", "off"}))
         ->multi_option_policy(CLI::MultiOptionPolicy::TakeLast);
+    opt_i("--zero", "zero",
+          "ZeRO sharding over the ranks holding the same parameters (dp x sp of a tp rank): 0 "
+          "off (default), 1 AdamW moments, 2 + gradients (reduce-scattered per layer), 3 + "
+          "parameters (all-gathered per layer before its forward and backward); checkpoints "
+          "resume under any level");
     opt_s("--recompute", "recompute",
           "activation recomputation: none (default), selective (attention core) or full (each "
           "layer)");
@@ -285,6 +289,10 @@ int main(int argc, char** argv) {
           "fused (default: hidden states to the loss in chunks of tokens and vocabulary, no "
           "logits buffer) or materialized (the (rows, V) logits and their gradient in full)");
     opt_i("--loss-chunk", "loss_chunk", "fused loss: tokens per chunk (0 = the kernel's default)");
+    opt_s("--precision", "precision",
+          "storage of the activations saved for backward: fp32 (default) or bf16 (half the "
+          "activation memory; compute, statistics, weights and optimizer stay fp32; "
+          "docs/precision.md)");
     opt_i("--mqsp-micro", "mqsp_micro", "MQSP micro-query chunks m (0 = sp), default 0");
     opt_i("--usp-ulysses", "usp_ulysses",
           "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv), default 0");
@@ -524,6 +532,7 @@ int main(int argc, char** argv) {
                             {"config", cfg.to_json()},
                             {"peak_bytes", pp.arena.peak_total},
                             {"baseline_bytes", pp.baseline},
+                            {"reserve_bytes", pp.reserve},
                             {"checkpoint_bytes", pp.checkpoint},
                             {"total_bytes", pp.total},
                             {"max_memory_bytes", pp.max_memory}};
@@ -548,6 +557,7 @@ int main(int argc, char** argv) {
                             {"budget_bytes", budget},
                             {"longest_seq_len", p.L},
                             {"baseline_bytes", pp.baseline},
+                            {"reserve_bytes", pp.reserve},
                             {"checkpoint_bytes", pp.checkpoint},
                             {"total_bytes", p.L > 0 ? pp.total : 0},
                             {"max_memory_bytes", pp.max_memory},

@@ -296,6 +296,66 @@ void Comm::allgatherv(const float* send, float* recv, const std::vector<int64_t>
   count("allgatherv", static_cast<uint64_t>(size_ - 1) * cnts[rank_] * sizeof(float));
 }
 
+void Comm::allgatherv_inplace(float* buf, const std::vector<int64_t>& counts) {
+  require_valid("allgatherv");
+  SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
+           ": allgatherv got ", counts.size(), " counts, expected one per rank (", size_, ")");
+  std::vector<int> cnts(size_), displs(size_);
+  int64_t off = 0;
+  for (int r = 0; r < size_; ++r) {
+    cnts[r] = to_count(counts[r], "allgatherv");
+    displs[r] = to_count(off, "allgatherv displacement");
+    off += counts[r];
+  }
+  to_count(off, "allgatherv total");
+  SP_MPI("MPI_Allgatherv", MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, cnts.data(),
+                                          displs.data(), MPI_FLOAT, comm_));
+  count("allgatherv", static_cast<uint64_t>(size_ - 1) * cnts[rank_] * sizeof(float));
+}
+
+Comm::Request Comm::iallgatherv(const float* send, float* recv,
+                                const std::vector<int64_t>& counts) {
+  require_valid("iallgatherv");
+  SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
+           ": iallgatherv got ", counts.size(), " counts, expected one per rank (", size_, ")");
+  auto cd = std::make_shared<std::vector<int>>(2 * size_);  // counts, then displacements
+  int64_t off = 0;
+  for (int r = 0; r < size_; ++r) {
+    (*cd)[r] = to_count(counts[r], "iallgatherv");
+    (*cd)[size_ + r] = to_count(off, "iallgatherv displacement");
+    off += counts[r];
+  }
+  to_count(off, "iallgatherv total");
+  Request q;
+  SP_MPI("MPI_Iallgatherv", MPI_Iallgatherv(send, (*cd)[rank_], MPI_FLOAT, recv, cd->data(),
+                                            cd->data() + size_, MPI_FLOAT, comm_, &q.req));
+  q.keep = cd;
+  count("allgatherv", static_cast<uint64_t>(size_ - 1) * (*cd)[rank_] * sizeof(float));
+  return q;
+}
+
+Comm::Request Comm::ireduce_scatterv_sum(const float* send, float* recv,
+                                         const std::vector<int64_t>& counts) {
+  require_valid("ireduce_scatterv");
+  SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
+           ": ireduce_scatterv got ", counts.size(), " counts, expected one per rank (", size_,
+           ")");
+  auto cnts = std::make_shared<std::vector<int>>(size_);
+  int64_t total = 0, others = 0;
+  for (int r = 0; r < size_; ++r) {
+    (*cnts)[r] = to_count(counts[r], "ireduce_scatterv");
+    total += counts[r];
+    if (r != rank_) others += counts[r];
+  }
+  to_count(total, "ireduce_scatterv total");
+  Request q;
+  SP_MPI("MPI_Ireduce_scatter",
+         MPI_Ireduce_scatter(send, recv, cnts->data(), MPI_FLOAT, MPI_SUM, comm_, &q.req));
+  q.keep = cnts;
+  count("reduce_scatterv", static_cast<uint64_t>(others) * sizeof(float));
+  return q;
+}
+
 void Comm::reduce_scatter_sum(const float* send, float* recv, size_t n) {
   require_valid("reduce_scatter");
   int cnt = to_count(n, "reduce_scatter");
@@ -306,6 +366,15 @@ void Comm::reduce_scatter_sum(const float* send, float* recv, size_t n) {
 }
 
 void Comm::reduce_scatterv_sum(const float* send, float* recv, const std::vector<int64_t>& counts) {
+  reduce_scatterv_impl(send, recv, counts);
+}
+
+void Comm::reduce_scatterv_sum_inplace(float* buf, const std::vector<int64_t>& counts) {
+  reduce_scatterv_impl(MPI_IN_PLACE, buf, counts);
+}
+
+// send = MPI_IN_PLACE: recv holds every block on entry and this rank's on return.
+void Comm::reduce_scatterv_impl(const void* send, float* recv, const std::vector<int64_t>& counts) {
   require_valid("reduce_scatterv");
   SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
            ": reduce_scatterv got ", counts.size(), " counts, expected one per rank (", size_, ")");

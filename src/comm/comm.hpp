@@ -20,6 +20,7 @@
 //   all-reduce and reduce round down: ⌊2·(n−1)·S/n⌋ and ⌊(n−1)·S/n⌋
 //   point-to-point to self or MPI_PROC_NULL counts 0 (nothing leaves the rank);
 //   isend counts when posted, irecv never.
+// Non-blocking all-gather-v and reduce-scatter-v count as their blocking forms, when posted.
 // Keys in CommStats: "allreduce", "allgather", "allgatherv", "reduce_scatter",
 // "reduce_scatterv", "alltoall",
 // "alltoallv", "reduce", "bcast", "p2p". check_same, all_ok, barrier and split are control
@@ -35,6 +36,7 @@
 #include <cstdint>
 #include <functional>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -96,6 +98,11 @@ class Comm {
   void allgatherv(const float* send, float* recv, const std::vector<int64_t>& counts);
   // send (size·n): recv (n) = Σ over ranks of block `rank` of send.
   void reduce_scatter_sum(const float* send, float* recv, size_t n);
+  // In place: this rank's counts[rank] floats already sit at their place in buf (Σ counts).
+  void allgatherv_inplace(float* buf, const std::vector<int64_t>& counts);
+  // In place: buf (Σ counts) holds every block; afterwards its first counts[rank] floats
+  // are Σ over ranks of block `rank`.
+  void reduce_scatterv_sum_inplace(float* buf, const std::vector<int64_t>& counts);
   // Uneven: send (Σ counts) holds block j (counts[j] floats) for rank j, in rank order;
   // recv (counts[rank]) = Σ over ranks of block `rank`.
   void reduce_scatterv_sum(const float* send, float* recv, const std::vector<int64_t>& counts);
@@ -113,7 +120,14 @@ class Comm {
   // Non-blocking point-to-point (for rings). A Request must be waited on.
   struct Request {
     MPI_Request req = MPI_REQUEST_NULL;
+    // What a non-blocking collective's MPI call reads until it completes (its counts and
+    // displacements), shared by copies of the request.
+    std::shared_ptr<const void> keep;
   };
+  // Non-blocking allgatherv / reduce_scatterv_sum (same buffers and counts as the blocking
+  // ones, counted when posted); the buffers must stay untouched until wait().
+  Request iallgatherv(const float* send, float* recv, const std::vector<int64_t>& counts);
+  Request ireduce_scatterv_sum(const float* send, float* recv, const std::vector<int64_t>& counts);
   Request isend(const float* buf, size_t n, int dst, int tag);
   Request irecv(float* buf, size_t n, int src, int tag);
   void wait(Request& r);
@@ -156,6 +170,7 @@ class Comm {
   int to_count(int64_t n, const char* op) const;
   template <class T>
   void allreduce_impl(T* buf, size_t n, MPI_Op op);
+  void reduce_scatterv_impl(const void* send, float* recv, const std::vector<int64_t>& counts);
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::string name_;

@@ -56,6 +56,7 @@
 #include <limits>
 #include <new>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "core/check.hpp"
@@ -203,13 +204,45 @@ struct StepOrder {
 
 // dst (cols, ldd) = src (rows, lds)ᵀ over a rows×cols block, in 16×16 sub-blocks so
 // both sides stay within a few cache lines.
-void transpose(float* dst, int64_t ldd, const float* src, int64_t lds, int rows, int cols) {
+// A bf16 source is widened on the way (exact).
+template <class KV>
+void transpose(float* dst, int64_t ldd, const KV* src, int64_t lds, int rows, int cols) {
   for (int r0 = 0; r0 < rows; r0 += 16)
     for (int c0 = 0; c0 < cols; c0 += 16) {
       const int r1 = std::min(rows, r0 + 16), c1 = std::min(cols, c0 + 16);
       for (int c = c0; c < c1; ++c)
-        for (int r = r0; r < r1; ++r) dst[c * ldd + r] = src[r * lds + c];
+        for (int r = r0; r < r1; ++r) dst[c * ldd + r] = load(src[r * lds + c]);
     }
+}
+
+// The (rows, d) key or value rows at src (stride lds) as an fp32 operand for sgemm: src
+// itself when fp32, else widened into tile (rows, d), leading dimension d.
+template <class KV>
+const float* rows_f32(float* tile, const KV* src, int64_t lds, int rows, int d, int64_t& ld) {
+  if constexpr (std::is_same_v<KV, float>) {
+    ld = lds;
+    return src;
+  } else {
+    for (int r = 0; r < rows; ++r) to_float(tile + int64_t{r} * d, src + r * lds, d);
+    ld = d;
+    return tile;
+  }
+}
+
+// K and V of p in their storage type (k16 / v16 when set).
+template <class KV>
+const KV* keys_of(const AttnParams& p) {
+  if constexpr (std::is_same_v<KV, float>)
+    return p.k;
+  else
+    return p.k16;
+}
+template <class KV>
+const KV* values_of(const AttnParams& p) {
+  if constexpr (std::is_same_v<KV, float>)
+    return p.v;
+  else
+    return p.v16;
 }
 
 void min_max(const int64_t* pos, int n, int64_t& lo, int64_t& hi) {
@@ -232,8 +265,10 @@ void check_params(const AttnParams& p, const char* who, bool blocked) {
   SP_CHECK(p.Tq >= 0 && p.Tk >= 0, who, ": negative Tq=", p.Tq, " or Tk=", p.Tk);
   SP_CHECK(p.H % p.Hkv == 0, who, ": H=", p.H, " not divisible by Hkv=", p.Hkv);
   SP_CHECK(p.q != nullptr, who, ": q is null");
-  SP_CHECK(p.k != nullptr, who, ": k is null");
-  SP_CHECK(p.v != nullptr, who, ": v is null");
+  SP_CHECK((p.k != nullptr && p.v != nullptr && !p.k16 && !p.v16) ||
+               (blocked && p.k16 != nullptr && p.v16 != nullptr && !p.k && !p.v),
+           who, ": set k and v (fp32) or k16 and v16 (bf16, blocked kernels only), not a mix",
+           " or neither");
   SP_CHECK(p.o != nullptr, who, ": o is null");
   SP_CHECK(p.lse != nullptr, who, ": lse is null");
   SP_CHECK(p.q_pos != nullptr, who, ": q_pos is null");
@@ -360,12 +395,15 @@ void softmax_tile(const AttnParams& p, float* S, float* m, float* l, float* acc,
 
 // One forward work unit: query rows [i0, i0 + rows) (≤ kChunk blocks) of head h in batch
 // b, over all keys; writes (or merges into) their O and LSE.
+// KV: the storage type of K and V (float, or bf16 from k16 / v16); V_j is widened into the
+// t.vt tile (unused in forward) before its product.
+template <class KV>
 void forward_unit(const AttnParams& p, const Tiles& t, int b, int h, int i0, int rows, float scale,
                   bool accumulate) {
   const int d = p.d, hk = h / (p.H / p.Hkv), nblk = (rows + kBq - 1) / kBq;
   const float* q = p.q + b * p.q_bstride + i0 * p.q_stride + int64_t{h} * d;  // (rows, d)
-  const float* kh = p.k + b * p.kv_bstride + int64_t{hk} * d;                 // (Tk, d)
-  const float* vh = p.v + b * p.kv_bstride + int64_t{hk} * d;                 // (Tk, d)
+  const KV* kh = keys_of<KV>(p) + b * p.kv_bstride + int64_t{hk} * d;         // (Tk, d)
+  const KV* vh = values_of<KV>(p) + b * p.kv_bstride + int64_t{hk} * d;       // (Tk, d)
   const int64_t* pq = p.q_pos + i0;                                           // (rows)
   // Visible key ranges of the rows, and per query block the loosest bounds (lo_min,
   // hi_max): a key block outside [lo_min, hi_max] is skipped in O(1).
@@ -399,6 +437,8 @@ void forward_unit(const AttnParams& p, const Tiles& t, int b, int h, int i0, int
     }
     if (!any) continue;
     transpose(t.kt, kBk, kh + j0 * p.kv_stride, p.kv_stride, bk, d);  // Kᵀ_j (d, bk)
+    int64_t ldv = 0;
+    const float* vj = rows_f32(t.vt, vh + j0 * p.kv_stride, p.kv_stride, bk, d, ldv);  // V_j
     for (int x = 0; x < nblk; ++x) {
       const int r0 = x * kBq, bq = std::min(kBq, rows - r0);
       if (kind[x] == Tile::skip) continue;
@@ -409,8 +449,8 @@ void forward_unit(const AttnParams& p, const Tiles& t, int b, int h, int i0, int
       softmax_tile(p, t.s, t.m + r0, t.l + r0, acc, h, pq + r0, pk, lo + r0, hi + r0, bq, bk,
                    kind[x] == Tile::masked, scale);
       // acc (bq, d) += P̃ (bq, bk) V_j (bk, d)
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, bk, 1.0f, t.s, kBk,
-                  vh + j0 * p.kv_stride, p.kv_stride, 1.0f, acc, d);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, bk, 1.0f, t.s, kBk, vj, ldv,
+                  1.0f, acc, d);
     }
   }
 
@@ -439,19 +479,25 @@ void forward_unit(const AttnParams& p, const Tiles& t, int b, int h, int i0, int
 // One backward work unit: key rows [j0, j0 + bk) of kv head hk in batch b, against every
 // query block and every query head of the group (steps s = qb·group + h − hk·group).
 // Owns dK_j, dV_j; adds its dQ tiles in the order enforced by `order`.
+// KV as in forward_unit; a bf16 K_j is widened once into the part of t.acc that the dQ tile
+// leaves free (acc holds kChunk·Bq·d floats, the dQ tile Bq·d, K_j Bk·d).
+template <class KV>
 void backward_unit(const AttnBwdParams& p, const Tiles& t, StepOrder& order, int b, int hk, int j0,
                    int bk, float scale) {
+  static_assert(kChunk * kBq >= kBq + kBk, "acc must hold the dQ tile and a K_j tile");
   const int d = p.d, group = p.H / p.Hkv, nqb = (p.Tq + kBq - 1) / kBq;
   const bool dropout = p.dropout_p > 0.0f;
-  const float* kj = p.k + b * p.kv_bstride + j0 * p.kv_stride + int64_t{hk} * d;  // (bk, d)
-  const float* vj = p.v + b * p.kv_bstride + j0 * p.kv_stride + int64_t{hk} * d;  // (bk, d)
-  const int64_t* pk = p.k_pos + j0;                                               // (bk)
+  const KV* kj16 = keys_of<KV>(p) + b * p.kv_bstride + j0 * p.kv_stride + int64_t{hk} * d;
+  const KV* vj = values_of<KV>(p) + b * p.kv_bstride + j0 * p.kv_stride + int64_t{hk} * d;
+  int64_t ldk = 0;  // K_j (bk, d) as fp32 for the dQ product
+  const float* kj = rows_f32(t.acc + int64_t{kBq} * d, kj16, p.kv_stride, bk, d, ldk);
+  const int64_t* pk = p.k_pos + j0;  // (bk)
   int64_t kmin, kmax;
   min_max(pk, bk, kmin, kmax);
   std::fill(t.dk, t.dk + int64_t{bk} * d, 0.0f);
   std::fill(t.dv, t.dv + int64_t{bk} * d, 0.0f);
-  transpose(t.kt, kBk, kj, p.kv_stride, bk, d);  // Kᵀ_j (d, bk)
-  transpose(t.vt, kBk, vj, p.kv_stride, bk, d);  // Vᵀ_j (d, bk)
+  transpose(t.kt, kBk, kj16, p.kv_stride, bk, d);  // Kᵀ_j (d, bk)
+  transpose(t.vt, kBk, vj, p.kv_stride, bk, d);    // Vᵀ_j (d, bk)
 
   for (int qb = nqb - 1; qb >= 0; --qb) {  // last query blocks first (see file comment)
     const int i0 = qb * kBq, bq = std::min(kBq, p.Tq - i0);
@@ -514,8 +560,8 @@ void backward_unit(const AttnBwdParams& p, const Tiles& t, StepOrder& order, int
       cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, bk, d, bq, scale, t.dp, kBk, qi,
                   p.q_stride, 1.0f, t.dk, d);
       // dQ tile (bq, d) = scale · dS K_j, added to dq after every lower key block's tile
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, bk, scale, t.dp, kBk, kj,
-                  p.kv_stride, 0.0f, t.acc, d);
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, bq, d, bk, scale, t.dp, kBk, kj, ldk,
+                  0.0f, t.acc, d);
       order.wait(step);
       for (int r = 0; r < bq; ++r) {
         float* dq = p.dq + b * p.dq_bstride + (i0 + r) * p.dq_stride + int64_t{h} * d;  // (d)
@@ -574,7 +620,10 @@ void attention_forward(const AttnParams& p, bool accumulate) {
       const int ch = nch - 1 - static_cast<int>(u % nch);
       const int h = static_cast<int>(u / nch % p.H), b = static_cast<int>(u / nch / p.H);
       const int i0 = ch * chunk_rows;
-      forward_unit(p, t, b, h, i0, std::min(chunk_rows, p.Tq - i0), scale, accumulate);
+      if (p.k16)
+        forward_unit<bf16>(p, t, b, h, i0, std::min(chunk_rows, p.Tq - i0), scale, accumulate);
+      else
+        forward_unit<float>(p, t, b, h, i0, std::min(chunk_rows, p.Tq - i0), scale, accumulate);
     }
   }
 }
@@ -628,7 +677,10 @@ void attention_backward(const AttnBwdParams& p) {
       const int hk = g % p.Hkv, b = g / p.Hkv;
       StepOrder order{&sc, mine, u, u - kb};
       const int j0 = kb * kBk;
-      backward_unit(p, t, order, b, hk, j0, std::min(kBk, p.Tk - j0), scale);
+      if (p.k16)
+        backward_unit<bf16>(p, t, order, b, hk, j0, std::min(kBk, p.Tk - j0), scale);
+      else
+        backward_unit<float>(p, t, order, b, hk, j0, std::min(kBk, p.Tk - j0), scale);
     }
   }
 }

@@ -30,6 +30,7 @@
 #pragma once
 #include <cstdint>
 
+#include "core/bf16.hpp"
 #include "core/rng.hpp"
 
 namespace seqpar {
@@ -37,9 +38,15 @@ namespace seqpar {
 struct AttnParams {
   // Tensors are (B, T, heads, d) with a token stride and a batch stride in floats, so
   // the kernel can read Q/K/V straight out of a packed (B, T, H + 2·Hkv, d) QKV buffer.
-  const float* q = nullptr;               // (B, Tq, H, d)
-  const float* k = nullptr;               // (B, Tk, Hkv, d)
-  const float* v = nullptr;               // (B, Tk, Hkv, d)
+  const float* q = nullptr;  // (B, Tq, H, d)
+  const float* k = nullptr;  // (B, Tk, Hkv, d)
+  const float* v = nullptr;  // (B, Tk, Hkv, d)
+  // Keys and values stored as bf16 (strategies whose K|V blocks travel in bf16, --precision
+  // bf16): when set (both, with k and v null) the kernel reads them instead of k, v, with the
+  // same strides in elements, widening tile by tile into fp32; all arithmetic stays fp32.
+  // The blocked kernels only; the naive references refuse them.
+  const bf16* k16 = nullptr;              // (B, Tk, Hkv, d)
+  const bf16* v16 = nullptr;              // (B, Tk, Hkv, d)
   float* o = nullptr;                     // (B, Tq, H, d)
   float* lse = nullptr;                   // (B, H, Tq), contiguous
   int64_t q_stride = 0, q_bstride = 0;    // floats between tokens / batch rows of q

@@ -23,23 +23,25 @@ constexpr float kGeluBeta = 0.7978845608028654f;  // √(2/π)
 constexpr float kGeluKappa = 0.044715f;
 }  // namespace
 
-void gelu_forward(float* out, const float* inp, int64_t n) {
+template <class S>
+void gelu_forward(S* out, const S* inp, int64_t n) {
   SP_CHECK(n > 0, "gelu_forward: n must be positive, got ", n);
   SP_CHECK(out && inp, "gelu_forward: null out/inp");
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
-    const float x = inp[i];
+    const float x = load(inp[i]);
     const float inner = kGeluBeta * (x + kGeluKappa * (x * x * x));
-    out[i] = 0.5f * x * (1.0f + std::tanh(inner));
+    store(out[i], 0.5f * x * (1.0f + std::tanh(inner)));
   }
 }
 
-void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) {
+template <class S>
+void gelu_backward(float* dinp, const S* inp, const float* dout, int64_t n) {
   SP_CHECK(n > 0, "gelu_backward: n must be positive, got ", n);
   SP_CHECK(dinp && inp && dout, "gelu_backward: null dinp/inp/dout");
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
   for (int64_t i = 0; i < n; ++i) {
-    const float x = inp[i];
+    const float x = load(inp[i]);
     const float x_sq = x * x;
     const float inner = kGeluBeta * (x + kGeluKappa * (x_sq * x));
     const float t = std::tanh(inner);
@@ -51,11 +53,12 @@ void gelu_backward(float* dinp, const float* inp, const float* dout, int64_t n) 
 }
 
 // ---- residual -----------------------------------------------------------------------
-void residual_forward(float* out, const float* a, const float* b, int64_t n) {
+template <class S>
+void residual_forward(S* out, const S* a, const S* b, int64_t n) {
   SP_CHECK(n > 0, "residual_forward: n must be positive, got ", n);
   SP_CHECK(out && a && b, "residual_forward: null out/a/b");
 #pragma omp parallel for simd schedule(static) if (n > kParallelMin)
-  for (int64_t i = 0; i < n; ++i) out[i] = a[i] + b[i];
+  for (int64_t i = 0; i < n; ++i) store(out[i], load(a[i]) + load(b[i]));
 }
 
 void residual_backward(float* da, float* db, const float* dout, int64_t n) {
@@ -69,7 +72,8 @@ void residual_backward(float* da, float* db, const float* dout, int64_t n) {
 }
 
 // ---- token embedding ----------------------------------------------------------------
-void embedding_forward(float* out, const int32_t* tokens, const float* wte, int64_t N, int64_t C,
+template <class S>
+void embedding_forward(S* out, const int32_t* tokens, const float* wte, int64_t N, int64_t C,
                        int64_t V) {
   SP_CHECK(N > 0 && C > 0 && V > 0, "embedding_forward: dims must be positive, got N=", N, " C=", C,
            " V=", V);
@@ -81,7 +85,7 @@ void embedding_forward(float* out, const int32_t* tokens, const float* wte, int6
   }
 #pragma omp parallel for schedule(static) if (N * C > kParallelMin)
   for (int64_t i = 0; i < N; ++i) {
-    std::memcpy(out + i * C, wte + static_cast<int64_t>(tokens[i]) * C, C * sizeof(float));
+    convert(out + i * C, wte + static_cast<int64_t>(tokens[i]) * C, C);
   }
 }
 
@@ -119,15 +123,16 @@ void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, i
 namespace {
 // One token's rotation: pairs (v[2i], v[2i+1]) of each of its nh heads by the angles
 // whose cos and sign·sin cs holds.
-inline void rope_token(float* tok, const float* cs, int64_t nh, int64_t d) {
+template <class S>
+inline void rope_token(S* tok, const float* cs, int64_t nh, int64_t d) {
   const int64_t half = d / 2;
   for (int64_t h = 0; h < nh; ++h) {
-    float* v = tok + h * d;
+    S* v = tok + h * d;
     for (int64_t i = 0; i < half; ++i) {
       const float c = cs[2 * i], s = cs[2 * i + 1];
-      const float x0 = v[2 * i], x1 = v[2 * i + 1];
-      v[2 * i] = x0 * c - x1 * s;
-      v[2 * i + 1] = x0 * s + x1 * c;
+      const float x0 = load(v[2 * i]), x1 = load(v[2 * i + 1]);
+      store(v[2 * i], x0 * c - x1 * s);
+      store(v[2 * i + 1], x0 * s + x1 * c);
     }
   }
 }
@@ -140,7 +145,8 @@ void rope_angles(float* cs, int64_t p, const std::vector<double>& inv_freq, floa
   }
 }
 
-void rope_apply(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+template <class S>
+void rope_apply(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
                 int64_t stride, float theta, int64_t pos_bstride, float sign, const char* who) {
   SP_CHECK(B > 0 && T > 0 && nh > 0 && d > 0, who, ": dims must be positive, got B=", B, " T=", T,
            " nh=", nh, " d=", d);
@@ -177,7 +183,8 @@ void rope_apply(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, 
 }
 }  // namespace
 
-void rope_forward(float* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+template <class S>
+void rope_forward(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
                   int64_t stride, float theta, int64_t pos_bstride) {
   rope_apply(x, pos, B, T, nh, d, stride, theta, pos_bstride, 1.0f, "rope_forward");
 }
@@ -200,15 +207,16 @@ void check_dropout(const void* a, const void* b, const int64_t* row_key, int64_t
 }
 
 // y (N, C) = x·keep·scale, or y += x·keep·scale when Accumulate.
-template <bool Accumulate>
-void dropout_apply(float* y, const float* x, const int64_t* row_key, int64_t N, int64_t C,
+// Y, X: float, or S for the forward (in place on a stored activation).
+template <bool Accumulate, class Y, class X>
+void dropout_apply(Y* y, const X* x, const int64_t* row_key, int64_t N, int64_t C,
                    const DropoutKey& key) {
   const float scale = 1.0f / (1.0f - key.p);
 #pragma omp parallel for schedule(static) if (N * C > kParallelMin / 4)
   for (int64_t r = 0; r < N; ++r) {
     const uint32_t token = static_cast<uint32_t>(row_key[r]);
-    const float* xr = x + r * C;
-    float* yr = y + r * C;
+    const X* xr = x + r * C;
+    Y* yr = y + r * C;
     for (int64_t c0 = 0; c0 < C; c0 += 4) {
       const u32x4 bits = philox4x32(
           rng_counter(token, static_cast<uint32_t>(c0 >> 2), key.step, key.layer, 0, key.site),
@@ -216,11 +224,11 @@ void dropout_apply(float* y, const float* x, const int64_t* row_key, int64_t N, 
       const int64_t len = (C - c0 < 4) ? C - c0 : 4;
       for (int64_t j = 0; j < len; ++j) {
         const bool keep = u32_to_unit(bits[j]) >= key.p;
-        const float v = keep ? xr[c0 + j] * scale : 0.0f;
+        const float v = keep ? load(xr[c0 + j]) * scale : 0.0f;
         if constexpr (Accumulate) {
           yr[c0 + j] += v;
         } else {
-          yr[c0 + j] = v;
+          store(yr[c0 + j], v);
         }
       }
     }
@@ -228,11 +236,12 @@ void dropout_apply(float* y, const float* x, const int64_t* row_key, int64_t N, 
 }
 }  // namespace
 
-void dropout_forward(float* out, const float* inp, const int64_t* row_key, int64_t N, int64_t C,
+template <class S>
+void dropout_forward(S* out, const S* inp, const int64_t* row_key, int64_t N, int64_t C,
                      const DropoutKey& key) {
   check_dropout(out, inp, row_key, N, C, key, "dropout_forward");
   if (key.p == 0.0f) {
-    if (out != inp) std::memcpy(out, inp, N * C * sizeof(float));
+    if (out != inp) std::memcpy(out, inp, N * C * sizeof(S));
     return;
   }
   dropout_apply<false>(out, inp, row_key, N, C, key);
@@ -249,5 +258,17 @@ void dropout_backward(float* dinp, const float* dout, const int64_t* row_key, in
   }
   dropout_apply<true>(dinp, dout, row_key, N, C, key);
 }
+
+#define SEQPAR_INSTANTIATE(S)                                                                   \
+  template void gelu_forward(S*, const S*, int64_t);                                            \
+  template void gelu_backward(float*, const S*, const float*, int64_t);                         \
+  template void residual_forward(S*, const S*, const S*, int64_t);                              \
+  template void embedding_forward(S*, const int32_t*, const float*, int64_t, int64_t, int64_t); \
+  template void rope_forward(S*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t,   \
+                             float, int64_t);                                                   \
+  template void dropout_forward(S*, const S*, const int64_t*, int64_t, int64_t, const DropoutKey&);
+SEQPAR_INSTANTIATE(float)
+SEQPAR_INSTANTIATE(bf16)
+#undef SEQPAR_INSTANTIATE
 
 }  // namespace seqpar

@@ -15,32 +15,35 @@ constexpr int64_t kParallelMin =
     32768;  // below this many elements threads cost more than they save
 }  // namespace
 
-void layernorm_forward(float* out, float* mean, float* rstd, const float* inp, const float* w,
+template <class O, class I>
+void layernorm_forward(O* out, float* mean, float* rstd, const I* inp, const float* w,
                        const float* b, int64_t N, int64_t C) {
   SP_CHECK(N > 0 && C > 0, "layernorm_forward: dims must be positive, got N=", N, " C=", C);
   SP_CHECK(out && mean && rstd && inp && w && b, "layernorm_forward: null pointer argument");
 #pragma omp parallel for schedule(static) if (N * C > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
-    const float* x = inp + r * C;
+    const I* x = inp + r * C;
     double s = 0.0;
-    for (int64_t c = 0; c < C; ++c) s += x[c];
+    for (int64_t c = 0; c < C; ++c) s += load(x[c]);
     const double mu = s / static_cast<double>(C);
     double ss = 0.0;
     for (int64_t c = 0; c < C; ++c) {
-      const double dx = x[c] - mu;
+      const double dx = load(x[c]) - mu;
       ss += dx * dx;
     }
     const double rs = 1.0 / std::sqrt(ss / static_cast<double>(C) + kEps);
     // x̂ in double: with a float mean, x − μ would lose ulp(|μ|)/σ relative accuracy on
     // rows whose spread is small next to their mean.
-    float* o = out + r * C;
-    for (int64_t c = 0; c < C; ++c) o[c] = static_cast<float>((x[c] - mu) * rs) * w[c] + b[c];
+    O* o = out + r * C;
+    for (int64_t c = 0; c < C; ++c)
+      store(o[c], static_cast<float>((load(x[c]) - mu) * rs) * w[c] + b[c]);
     mean[r] = static_cast<float>(mu);
     rstd[r] = static_cast<float>(rs);
   }
 }
 
-void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+template <class S>
+void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, const S* inp,
                         const float* w, const float* mean, const float* rstd, int64_t N,
                         int64_t C) {
   SP_CHECK(N > 0 && C > 0, "layernorm_backward: dims must be positive, got N=", N, " C=", C);
@@ -49,20 +52,20 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
   // dx: rows are independent.
 #pragma omp parallel for schedule(static) if (N * C > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
-    const float* x = inp + r * C;
+    const S* x = inp + r * C;
     const float* dy = dout + r * C;
     const float mu = mean[r], rs = rstd[r];
     double g_sum = 0.0, gx_sum = 0.0;
     for (int64_t c = 0; c < C; ++c) {
       const float g = w[c] * dy[c];
       g_sum += g;
-      gx_sum += static_cast<double>(g) * ((x[c] - mu) * rs);
+      gx_sum += static_cast<double>(g) * ((load(x[c]) - mu) * rs);
     }
     const float g_mean = static_cast<float>(g_sum / static_cast<double>(C));
     const float gx_mean = static_cast<float>(gx_sum / static_cast<double>(C));
     float* dx = dinp + r * C;
     for (int64_t c = 0; c < C; ++c) {
-      const float xhat = (x[c] - mu) * rs;
+      const float xhat = (load(x[c]) - mu) * rs;
       dx[c] += rs * (w[c] * dy[c] - g_mean - xhat * gx_mean);
     }
   }
@@ -76,11 +79,11 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
     const int64_t len = (C - c0 < kChunk) ? C - c0 : kChunk;
     double pw[kChunk] = {}, pb[kChunk] = {};
     for (int64_t r = 0; r < N; ++r) {
-      const float* x = inp + r * C + c0;
+      const S* x = inp + r * C + c0;
       const float* dy = dout + r * C + c0;
       const float mu = mean[r], rs = rstd[r];
       for (int64_t j = 0; j < len; ++j) {
-        pw[j] += static_cast<double>(dy[j]) * ((x[j] - mu) * rs);
+        pw[j] += static_cast<double>(dy[j]) * ((load(x[j]) - mu) * rs);
         pb[j] += dy[j];
       }
     }
@@ -90,5 +93,16 @@ void layernorm_backward(float* dinp, float* dw, float* db, const float* dout, co
     }
   }
 }
+
+template void layernorm_forward(float*, float*, float*, const float*, const float*, const float*,
+                                int64_t, int64_t);
+template void layernorm_forward(bf16*, float*, float*, const bf16*, const float*, const float*,
+                                int64_t, int64_t);
+template void layernorm_forward(float*, float*, float*, const bf16*, const float*, const float*,
+                                int64_t, int64_t);
+template void layernorm_backward(float*, float*, float*, const float*, const float*, const float*,
+                                 const float*, const float*, int64_t, int64_t);
+template void layernorm_backward(float*, float*, float*, const float*, const bf16*, const float*,
+                                 const float*, const float*, int64_t, int64_t);
 
 }  // namespace seqpar

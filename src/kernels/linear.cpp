@@ -3,9 +3,17 @@
 //   forward:  out = inp·wᵀ + bias       (in pieces of at most kGemmMaxRows rows)
 //   backward: dinp += dout·w,  dw += doutᵀ·inp,  dbias += Σ_rows dout   (sgemm beta = 1)
 //             (dinp in pieces of at most kGemmMaxRows rows)
+// bf16 storage (inp, out as bf16): kLinearRows rows at a time are widened into an fp32 tile,
+// multiplied by sgemm (fp32 products and sums) and, in forward, rounded back; dw sums its
+// row chunks with beta = 1. The conversion is O(M·(K + N)) against the O(M·K·N) product.
+// (OpenBLAS's cblas_sbgemm takes bf16 A and B with fp32 accumulation, but it would need w
+// in bf16 as well, rounding the master weights in every product: docs/precision.md has the
+// measurement of both.)
 #include <cblas.h>
 
+#include <algorithm>
 #include <climits>
+#include <type_traits>
 
 #include "core/check.hpp"
 #include "core/memory.hpp"
@@ -42,9 +50,9 @@ void add_column_sums(float* acc, const float* x, int64_t M, int64_t N) {
 
 }  // namespace
 
-void linear_forward(float* out, const float* inp, const float* w, const float* bias, int64_t M,
-                    int64_t K, int64_t N) {
-  check_dims("linear_forward", M, K, N);
+namespace {
+void linear_forward_f32(float* out, const float* inp, const float* w, const float* bias, int64_t M,
+                        int64_t K, int64_t N) {
   SP_CHECK(out && inp && w, "linear_forward: null out/inp/w");
   float beta = 0.0f;
   if (bias) {
@@ -66,9 +74,39 @@ void linear_forward(float* out, const float* inp, const float* w, const float* b
                 w, static_cast<int>(K), beta, out + r0 * N, static_cast<int>(N));
   }
 }
+}  // namespace
 
-void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const float* inp,
-                     const float* w, int64_t M, int64_t K, int64_t N) {
+template <class O, class I>
+void linear_forward(O* out, const I* inp, const float* w, const float* bias, int64_t M, int64_t K,
+                    int64_t N, float* scratch) {
+  check_dims("linear_forward", M, K, N);
+  if constexpr (std::is_same_v<O, float> && std::is_same_v<I, float>) {
+    linear_forward_f32(out, inp, w, bias, M, K, N);
+  } else {
+    SP_CHECK(scratch, "linear_forward: bf16 storage needs linear_scratch_floats(K, N) of scratch");
+    SP_CHECK(out && inp && w, "linear_forward: null out/inp/w");
+    float* a = scratch;                    // (kLinearRows, K) fp32 input rows
+    float* c = scratch + kLinearRows * K;  // (kLinearRows, N) fp32 output rows
+    for (int64_t r0 = 0; r0 < M; r0 += kLinearRows) {
+      const int64_t m = std::min(kLinearRows, M - r0);
+      const float* x = a;
+      if constexpr (std::is_same_v<I, float>)
+        x = inp + r0 * K;
+      else
+        convert(a, inp + r0 * K, m * K);
+      if constexpr (std::is_same_v<O, float>) {
+        linear_forward_f32(out + r0 * N, x, w, bias, m, K, N);
+      } else {
+        linear_forward_f32(c, x, w, bias, m, K, N);
+        convert(out + r0 * N, c, m * N);
+      }
+    }
+  }
+}
+
+template <class S>
+void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, const S* inp,
+                     const float* w, int64_t M, int64_t K, int64_t N, float* scratch) {
   check_dims("linear_backward", M, K, N);
   SP_CHECK(dw && dout && inp && w, "linear_backward: null dw/dout/inp/w");
   if (dinp) {
@@ -82,14 +120,37 @@ void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, co
                   static_cast<int>(K));
     }
   }
-  // dw is left whole: its rows are the reduction (pieces would change the sum's order),
-  // and this product's packing does not grow with M (+0.3–1 MB at M = 16384).
-  // dw (N, K) += doutᵀ (N, M) · inp (M, K)
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(N), static_cast<int>(K),
-              static_cast<int>(M), 1.0f, dout, static_cast<int>(N), inp, static_cast<int>(K), 1.0f,
-              dw, static_cast<int>(K));
+  // dw is left whole in fp32: its rows are the reduction (pieces would change the sum's
+  // order), and this product's packing does not grow with M (+0.3–1 MB at M = 16384).
+  // dw (N, K) += doutᵀ (N, M) · inp (M, K), over all M rows at once or chunk by chunk.
+  auto dw_rows = [&](const float* x, const float* dy, int64_t m) {
+    cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, static_cast<int>(N), static_cast<int>(K),
+                static_cast<int>(m), 1.0f, dy, static_cast<int>(N), x, static_cast<int>(K), 1.0f,
+                dw, static_cast<int>(K));
+  };
+  if constexpr (std::is_same_v<S, float>) {
+    dw_rows(inp, dout, M);
+  } else {
+    SP_CHECK(scratch, "linear_backward: bf16 storage needs linear_scratch_floats(K, N) of scratch");
+    for (int64_t r0 = 0; r0 < M; r0 += kLinearRows) {
+      const int64_t m = std::min(kLinearRows, M - r0);
+      convert(scratch, inp + r0 * K, m * K);
+      dw_rows(scratch, dout + r0 * N, m);
+    }
+  }
   if (dbias) add_column_sums(dbias, dout, M, N);
 }
+
+template void linear_forward(float*, const float*, const float*, const float*, int64_t, int64_t,
+                             int64_t, float*);
+template void linear_forward(bf16*, const bf16*, const float*, const float*, int64_t, int64_t,
+                             int64_t, float*);
+template void linear_forward(float*, const bf16*, const float*, const float*, int64_t, int64_t,
+                             int64_t, float*);
+template void linear_backward(float*, float*, float*, const float*, const float*, const float*,
+                              int64_t, int64_t, int64_t, float*);
+template void linear_backward(float*, float*, float*, const float*, const bf16*, const float*,
+                              int64_t, int64_t, int64_t, float*);
 
 }  // namespace seqpar
 

@@ -15,38 +15,40 @@ constexpr int64_t kParallelMin =
     32768;  // below this many elements threads cost more than they save
 }  // namespace
 
-void rmsnorm_forward(float* out, float* rstd, const float* inp, const float* w, int64_t N,
-                     int64_t C, float eps) {
+template <class O, class I>
+void rmsnorm_forward(O* out, float* rstd, const I* inp, const float* w, int64_t N, int64_t C,
+                     float eps) {
   SP_CHECK(N > 0 && C > 0, "rmsnorm_forward: dims must be positive, got N=", N, " C=", C);
   SP_CHECK(out && rstd && inp && w, "rmsnorm_forward: null pointer argument");
   SP_CHECK(eps >= 0.0f, "rmsnorm_forward: eps must be non-negative, got ", eps);
 #pragma omp parallel for schedule(static) if (N * C > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
-    const float* x = inp + r * C;
+    const I* x = inp + r * C;
     double ss = 0.0;
-    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(x[c]) * x[c];
+    for (int64_t c = 0; c < C; ++c) ss += static_cast<double>(load(x[c])) * load(x[c]);
     const float rs = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(C) + eps));
-    float* o = out + r * C;
-    for (int64_t c = 0; c < C; ++c) o[c] = (x[c] * rs) * w[c];
+    O* o = out + r * C;
+    for (int64_t c = 0; c < C; ++c) store(o[c], (load(x[c]) * rs) * w[c]);
     rstd[r] = rs;
   }
 }
 
-void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* inp, const float* w,
+template <class S>
+void rmsnorm_backward(float* dinp, float* dw, const float* dout, const S* inp, const float* w,
                       const float* rstd, int64_t N, int64_t C) {
   SP_CHECK(N > 0 && C > 0, "rmsnorm_backward: dims must be positive, got N=", N, " C=", C);
   SP_CHECK(dinp && dw && dout && inp && w && rstd, "rmsnorm_backward: null pointer argument");
   // dx: rows are independent.
 #pragma omp parallel for schedule(static) if (N * C > kParallelMin)
   for (int64_t r = 0; r < N; ++r) {
-    const float* x = inp + r * C;
+    const S* x = inp + r * C;
     const float* dy = dout + r * C;
     const float rs = rstd[r];
     double gx_sum = 0.0;
-    for (int64_t c = 0; c < C; ++c) gx_sum += static_cast<double>(w[c] * dy[c]) * (x[c] * rs);
+    for (int64_t c = 0; c < C; ++c) gx_sum += static_cast<double>(w[c] * dy[c]) * (load(x[c]) * rs);
     const float gx_mean = static_cast<float>(gx_sum / static_cast<double>(C));
     float* dx = dinp + r * C;
-    for (int64_t c = 0; c < C; ++c) dx[c] += rs * (w[c] * dy[c] - (x[c] * rs) * gx_mean);
+    for (int64_t c = 0; c < C; ++c) dx[c] += rs * (w[c] * dy[c] - (load(x[c]) * rs) * gx_mean);
   }
   // dw: a reduction over rows. Columns are split into fixed chunks and each chunk walks the
   // rows in order, so the result does not depend on the thread count.
@@ -58,13 +60,21 @@ void rmsnorm_backward(float* dinp, float* dw, const float* dout, const float* in
     const int64_t len = (C - c0 < kChunk) ? C - c0 : kChunk;
     double pw[kChunk] = {};
     for (int64_t r = 0; r < N; ++r) {
-      const float* x = inp + r * C + c0;
+      const S* x = inp + r * C + c0;
       const float* dy = dout + r * C + c0;
       const float rs = rstd[r];
-      for (int64_t j = 0; j < len; ++j) pw[j] += static_cast<double>(dy[j]) * (x[j] * rs);
+      for (int64_t j = 0; j < len; ++j) pw[j] += static_cast<double>(dy[j]) * (load(x[j]) * rs);
     }
     for (int64_t j = 0; j < len; ++j) dw[c0 + j] += static_cast<float>(pw[j]);
   }
 }
+
+template void rmsnorm_forward(float*, float*, const float*, const float*, int64_t, int64_t, float);
+template void rmsnorm_forward(bf16*, float*, const bf16*, const float*, int64_t, int64_t, float);
+template void rmsnorm_forward(float*, float*, const bf16*, const float*, int64_t, int64_t, float);
+template void rmsnorm_backward(float*, float*, const float*, const float*, const float*,
+                               const float*, int64_t, int64_t);
+template void rmsnorm_backward(float*, float*, const float*, const bf16*, const float*,
+                               const float*, int64_t, int64_t);
 
 }  // namespace seqpar

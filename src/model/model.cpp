@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 
 #include "comm/comm.hpp"
 #include "core/check.hpp"
@@ -22,6 +23,14 @@ Recompute parse_recompute(const std::string& s) {
   if (s == "selective") return Recompute::selective;
   if (s == "full") return Recompute::full;
   SP_FAIL_USAGE("unknown recompute mode '", s, "' (expected none, selective or full)");
+}
+
+const char* precision_name(Precision p) { return p == Precision::fp32 ? "fp32" : "bf16"; }
+
+Precision parse_precision(const std::string& s) {
+  if (s == "fp32") return Precision::fp32;
+  if (s == "bf16") return Precision::bf16;
+  SP_FAIL_USAGE("unknown precision '", s, "' (expected fp32 or bf16)");
 }
 
 const char* loss_name(LossImpl l) { return l == LossImpl::fused ? "fused" : "materialized"; }
@@ -267,6 +276,37 @@ ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* 
   return v;
 }
 
+int param_unit(const ParamSpec& s) {
+  const std::string& n = s.name;
+  const size_t at = n.rfind("layers.", 0) == 0 ? 7 : n.rfind("model.layers.", 0) == 0 ? 13 : 0;
+  if (at == 0) return 0;  // embedding, head, final norm
+  return 1 + std::stoi(n.substr(at, n.find('.', at) - at));
+}
+
+std::vector<ParamSpec> unit_specs(const std::vector<ParamSpec>& specs, int u) {
+  std::vector<ParamSpec> out;
+  int64_t off = 0;
+  for (const ParamSpec& s : specs)
+    if (param_unit(s) == u) {
+      out.push_back(s);
+      out.back().offset = off;
+      off += s.numel;
+    }
+  return out;
+}
+
+void Model::set_unit_views(ParamViews& v, int u, float* block) const {
+  const ParamViews w = param_views(unit_specs_[u], cfg_.n_layer, block);
+  if (u == 0) {
+    v.wte = w.wte;
+    v.head = w.head;
+    v.lnf_w = w.lnf_w;
+    v.lnf_b = w.lnf_b;
+  } else {
+    v.layers[u - 1] = w.layers[u - 1];
+  }
+}
+
 Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelParallel& par)
     : cfg_(cfg), B_(B), T_(T), par_(par), arena_(arena) {
   cfg_.validate();
@@ -283,6 +323,9 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
            " rows of the sequence shard are fewer than tp=", tp_,
            " (Megatron sequence parallelism gives every tp rank at least one row)");
   R_ = seq_par_ ? N_ / tp_ + (tp_rank_ < N_ % tp_ ? 1 : 0) : N_;
+  SP_CHECK_USAGE(par_.precision == Precision::fp32 || tp_ == 1 || cfg_.C % 2 == 0,
+                 "--precision bf16 with tp=", tp_, " needs an even width C (got ", cfg_.C,
+                 "): the Megatron all-gathers move bf16 rows as pairs of elements");
   specs_ = param_specs(cfg_, tp_, tp_rank_);
   Ht_ = cfg_.H / tp_;
   Hkvt_ = kv_heads_per_rank(cfg_, tp_);
@@ -292,16 +335,25 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   n_repl_ = 0;
   for (const auto& s : specs_)
     if (s.replicated) n_repl_ = s.offset + s.numel;
-  if (!par_.shared_params) params_ = Buffer(arena, Mem::params, n_params_, "parameters");
-  if (!par_.inference) grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
+  if (par_.sharded) {
+    src_params_ = par_.sharded->holds_params() ? par_.sharded : nullptr;
+    src_grads_ = par_.sharded->holds_grads() ? par_.sharded : nullptr;
+    for (int u = 0; u <= cfg_.n_layer; ++u) unit_specs_.push_back(unit_specs(specs_, u));
+  }
+  // Held by a ParamSource: the views are set unit by unit as it hands the blocks over. An
+  // inference model reads another model's block and has no gradients.
+  if (!src_params_ && !par_.shared_params)
+    params_ = Buffer(arena, Mem::params, n_params_, "parameters");
+  if (!src_grads_ && !par_.inference) grads_ = Buffer(arena, Mem::grads, n_params_, "gradients");
   pv_ = param_views(specs_, cfg_.n_layer, par_.shared_params ? par_.shared_params : params_.data());
-  if (!par_.inference) gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
+  gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
   layout_buffers();
   // One strategy instance serves every layer: strategies keep no state between forward
   // and backward beyond what the model passes back (O, LSE).
   SpSetup sp = par_.sp;
   // The materialised baseline keeps P of every layer unless its core is recomputed.
   sp.materialized_layers = par_.recompute == Recompute::none ? cfg_.n_layer : 1;
+  sp.precision = par_.precision;
   attn_.push_back(par_.attention
                       ? par_.attention(arena, sp, B, T, Ht_, Hkvt_, cfg_.d())
                       : make_attention(par_.strategy, arena, sp, B, T, Ht_, Hkvt_, cfg_.d()));
@@ -314,11 +366,18 @@ void Model::layout_buffers() {
   const int64_t Wt = int64_t(Ht_ + 2 * Hkvt_) * d, HDt = int64_t(Ht_) * d, Ft = Ft_;
   const int64_t F1t = cfg_.llama() ? 2 * Ft : Ft;  // first feed-forward product: [gate | up]
   const Recompute rc = par_.recompute;
-  // Floats of each saved tensor of one layer (sizes in one place). (RMSNorm keeps no mean:
-  // its slot is allocated all the same, 4·R bytes, to keep one layout.)
+  // Bytes of each saved tensor of one layer (sizes in one place): the S tensors at the
+  // storage type's es bytes per element, the statistics (mean|rstd, LSE) fp32; every slot
+  // rounded up to whole floats so the fp32 ones stay aligned. (RMSNorm keeps no mean: its
+  // slot is allocated all the same, 4·R bytes, to keep one layout.)
+  const bool bf = par_.precision == Precision::bf16;
+  const int64_t es = bf ? int64_t(sizeof(bf16)) : int64_t(sizeof(float));
+  auto S_ = [&](int64_t n) { return (n * es + 3) / 4 * 4; };
+  auto F_ = [](int64_t n) { return 4 * n; };
   struct Sizes {
     int64_t x_in, ln1, stats, qkv, att, lse, x_mid, ln2, fc1, gelu;
-  } z{R * C, R * C, 2 * R, N * Wt, N * HDt, N * Ht_, R * C, R * C, N * F1t, N * Ft};
+  } z{S_(R * C),   S_(R * C), F_(2 * R), S_(N * Wt),  S_(N * HDt),
+      F_(N * Ht_), S_(R * C), S_(R * C), S_(N * F1t), S_(N * Ft)};
   const int64_t all =
       z.x_in + z.ln1 + z.stats + z.qkv + z.att + z.lse + z.x_mid + z.ln2 + z.stats + z.fc1 + z.gelu;
   // What each layer keeps, and what one shared working set holds (recomputed in backward):
@@ -336,88 +395,113 @@ void Model::layout_buffers() {
   // (N, Vt) logits, the fused one only per-row statistics.
   const bool mat = par_.loss == LossImpl::materialized;
   const int64_t Vt = Vt_, nlog = mat ? N * Vt : 0;
-  const int64_t tail = R * C /*x_out*/ + R * C /*lnf*/ + 2 * R + nlog + N /*lse*/ + R /*losses*/;
-  acts_ = Buffer(arena_, Mem::acts, per_layer * cfg_.n_layer + tail, "activations");
-  if (shared > 0) work_ = Buffer(arena_, Mem::acts, shared, "recompute working set");
-  float* p = acts_.data();
-  float* w = work_.data();
-  auto take = [](float*& q, int64_t n) {
-    float* r = q;
-    q += n;
+  // x_out in S; lnf, its statistics, the logits, lse and losses fp32 (the head computes in
+  // fp32 and keeps nothing else).
+  const int64_t tail = S_(R * C) /*x_out*/ + F_(R * C) /*lnf*/ + F_(2 * R) + F_(nlog) +
+                       F_(N) /*lse*/ + F_(R) /*losses*/;
+  acts_ = Buffer(arena_, Mem::acts, (per_layer * cfg_.n_layer + tail) / 4, "activations");
+  if (shared > 0) work_ = Buffer(arena_, Mem::acts, shared / 4, "recompute working set");
+  char* p = reinterpret_cast<char*>(acts_.data());
+  char* w = reinterpret_cast<char*>(work_.data());
+  auto take_b = [](char*& q, int64_t bytes) {  // bytes: a multiple of 4
+    char* r = q;
+    q += bytes;
     return r;
   };
-  auto fill = [&](LayerActs& a, float*& q, bool with_x_in, bool with_att) {
-    if (with_x_in) a.x_in = take(q, z.x_in);
-    a.ln1 = take(q, z.ln1);
-    a.ln1_mean = take(q, R);
-    a.ln1_rstd = take(q, R);
-    a.qkv = take(q, z.qkv);
-    if (with_att) a.att = take(q, z.att);
-    a.lse = take(q, z.lse);
-    a.x_mid = take(q, z.x_mid);
-    a.ln2 = take(q, z.ln2);
-    a.ln2_mean = take(q, R);
-    a.ln2_rstd = take(q, R);
-    a.fc1 = take(q, z.fc1);
-    a.gelu = take(q, z.gelu);
+  auto takef = [&](char*& q, int64_t n) { return reinterpret_cast<float*>(take_b(q, F_(n))); };
+  auto fill = [&](LayerActs& a, char*& q, bool with_x_in, bool with_att) {
+    if (with_x_in) a.x_in = take_b(q, z.x_in);
+    a.ln1 = take_b(q, z.ln1);
+    a.ln1_mean = takef(q, R);
+    a.ln1_rstd = takef(q, R);
+    a.qkv = take_b(q, z.qkv);
+    if (with_att) a.att = take_b(q, z.att);
+    a.lse = takef(q, N * Ht_);
+    a.x_mid = take_b(q, z.x_mid);
+    a.ln2 = take_b(q, z.ln2);
+    a.ln2_mean = takef(q, R);
+    a.ln2_rstd = takef(q, R);
+    a.fc1 = take_b(q, z.fc1);
+    a.gelu = take_b(q, z.gelu);
   };
   la_.assign(cfg_.n_layer, LayerActs{});
   if (rc == Recompute::full) fill(wk_, w, false, true);
-  if (rc == Recompute::selective) wk_.att = take(w, z.att);
+  if (rc == Recompute::selective) wk_.att = take_b(w, z.att);
   for (auto& a : la_) {
     if (rc == Recompute::full) {
       a = wk_;
-      a.x_in = take(p, z.x_in);
+      a.x_in = take_b(p, z.x_in);
     } else {
       fill(a, p, true, rc == Recompute::none);
       if (rc == Recompute::selective) a.att = wk_.att;
     }
   }
-  x_out_ = take(p, R * C);
-  lnf_ = take(p, R * C);
-  lnf_mean_ = take(p, R);
-  lnf_rstd_ = take(p, R);
-  logits_ = take(p, nlog);
-  lse_ = take(p, N);
-  losses_ = take(p, R);
+  x_out_ = take_b(p, S_(R * C));
+  lnf_ = takef(p, R * C);
+  lnf_mean_ = takef(p, R);
+  lnf_rstd_ = takef(p, R);
+  logits_ = takef(p, nlog);
+  lse_ = takef(p, N);
+  losses_ = takef(p, R);
   // Backward scratch, reused by every layer.
   const int64_t full = tp_ > 1 && seq_par_ ? N * C : 0;
   const int64_t n_xent = mat ? 0 : fused_xent_scratch_floats(par_.loss_chunks, N, Vt);
-  // An inference model keeps only what forward and logits() use: the gathered rows (tp)
-  // and one row of logits; no gradient buffers and no loss statistics.
-  const int64_t bw = par_.inference ? 0 : 1;
-  const int64_t n_scratch = bw * (3 * R * C + full + N * Wt + N * HDt + N * F1t + N * Ft + nlog +
-                                  4 * N + n_xent) +
-                            full + Vt;
+  // bf16: the linears' fp32 row tiles, and fp32 QKV and O for the strategies. In forward
+  // these widen into dqkv_ and datt_ (idle until backward); in backward into dfc1_ and
+  // dgelu_ (idle once the layer's MLP backward is done) when those are large enough.
+  // An fp32 inference model keeps only what forward and logits() use: the gathered rows
+  // (tp) and one row of logits; no gradient buffers and no loss statistics.
+  const int64_t bw = par_.inference && !bf ? 0 : 1;
+  const int64_t n_lin =
+      bf ? linear_scratch_floats(std::max({C, HDt, Ft}), std::max({Wt, C, F1t})) : 0;
+  const int64_t n_qkv32 = bf && F1t < Wt ? N * Wt : 0, n_o32 = bf && Ft < HDt ? N * HDt : 0;
+  const int64_t n_scratch =
+      bw * (3 * R * C + full + N * Wt + N * HDt + N * F1t + N * Ft + nlog + 4 * N + n_xent) + full +
+      Vt + n_lin + n_qkv32 + n_o32;
   scratch_ = Buffer(arena_, Mem::scratch, n_scratch, "backward scratch");
-  p = scratch_.data();
-  dx_ = take(p, bw * R * C);
-  dtmp_ = take(p, bw * R * C);
-  dln_ = take(p, bw * R * C);
-  full_ = take(p, full);
-  dfull_ = take(p, bw * full);
-  dqkv_ = take(p, bw * N * Wt);
-  datt_ = take(p, bw * N * HDt);
-  dfc1_ = take(p, bw * N * F1t);
-  dgelu_ = take(p, bw * N * Ft);
-  dlogits_ = take(p, bw * nlog);
-  dlosses_ = take(p, bw * N);
-  xent_m_ = take(p, bw * N);
-  xent_s_ = take(p, bw * N);
-  xent_zt_ = take(p, bw * N);
-  xent_scratch_ = take(p, bw * n_xent);
-  row_logits_ = take(p, Vt);
+  float* f = scratch_.data();
+  auto take = [](float*& q, int64_t n) {
+    float* r = q;
+    q += n;
+    return r;
+  };
+  dx_ = take(f, bw * R * C);
+  dtmp_ = take(f, bw * R * C);
+  dln_ = take(f, bw * R * C);
+  full_ = take(f, full);
+  dfull_ = take(f, bw * full);
+  dqkv_ = take(f, bw * N * Wt);
+  datt_ = take(f, bw * N * HDt);
+  dfc1_ = take(f, bw * N * F1t);
+  dgelu_ = take(f, bw * N * Ft);
+  dlogits_ = take(f, bw * nlog);
+  dlosses_ = take(f, bw * N);
+  xent_m_ = take(f, bw * N);
+  xent_s_ = take(f, bw * N);
+  xent_zt_ = take(f, bw * N);
+  xent_scratch_ = take(f, bw * n_xent);
+  row_logits_ = take(f, Vt);
+  lin_scratch_ = take(f, n_lin);
+  bwd_qkv32_ = n_qkv32 ? take(f, n_qkv32) : dfc1_;
+  bwd_o32_ = n_o32 ? take(f, n_o32) : dgelu_;
   (void)V;
 }
 
 std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
+  return seqpar::kv_replica_ranges(cfg_, specs_, tp_);
+}
+
+std::vector<std::pair<int64_t, int64_t>> kv_replica_ranges(const ModelConfig& c,
+                                                           const std::vector<ParamSpec>& specs,
+                                                           int tp) {
   std::vector<std::pair<int64_t, int64_t>> r;
-  if (kv_replicas(cfg_, tp_) == 1) return r;
-  const int64_t d = cfg_.d(), C = cfg_.C, kv_rows = 2 * int64_t(Hkvt_) * d;
-  for (const ParamSpec& s : specs_) {
+  if (kv_replicas(c, tp) == 1) return r;
+  const int64_t d = c.d(), C = c.C, kv_rows = 2 * int64_t(kv_heads_per_rank(c, tp)) * d;
+  const int64_t Ht = c.H / tp;
+  for (const ParamSpec& s : specs) {
     // The K and V rows follow this rank's Ht·d query rows of the QKV weight and bias.
-    if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht_ * d * C, kv_rows * C});
-    if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht_ * d, kv_rows});
+    if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht * d * C, kv_rows * C});
+    if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht * d, kv_rows});
     if (s.name.ends_with("self_attn.k_proj.weight") || s.name.ends_with("self_attn.v_proj.weight"))
       r.push_back({s.offset, s.numel});
   }
@@ -426,12 +510,20 @@ std::vector<std::pair<int64_t, int64_t>> Model::kv_replica_ranges() const {
 
 void Model::init_weights(uint64_t seed) {
   if (arena_.dry_run()) return;
+  SP_CHECK(params_.data(),
+           "init_weights: the parameters are held by a ParamSource (ZeRO 3); "
+           "initialise them through it (TrainState::init_weights)");
+  init_params(cfg_, specs_, params_.data(), seed);
+}
+
+void init_params(const ModelConfig& c, const std::vector<ParamSpec>& specs, float* block,
+                 uint64_t seed) {
   // w ~ N(0, σ²) by Box–Muller on Philox draws keyed by (hash of the name, GLOBAL element
   // index), so every layout initialises the same model. Residual projections (attn.proj,
   // mlp.fc2) use σ/√(2·n_layer) as in GPT-2; LayerNorm weights 1, biases 0.
-  const float std_resid = cfg_.init_std / std::sqrt(2.0f * cfg_.n_layer);
-  for (const ParamSpec& s : specs_) {
-    float* w = params() + s.offset;
+  const float std_resid = c.init_std / std::sqrt(2.0f * c.n_layer);
+  for (const ParamSpec& s : specs) {
+    float* w = block + s.offset;
     if (s.global_shape.size() == 1) {  // norm weights 1, biases 0
       const bool norm_weight = s.name.ends_with(".weight");
       for (int64_t e = 0; e < s.numel; ++e) w[e] = norm_weight ? 1.0f : 0.0f;
@@ -439,7 +531,7 @@ void Model::init_weights(uint64_t seed) {
     }
     const bool resid = s.name.ends_with("attn.proj.weight") || s.name.ends_with("mlp.fc2.weight") ||
                        s.name.ends_with("o_proj.weight") || s.name.ends_with("down_proj.weight");
-    const double sd = resid ? std_resid : cfg_.init_std;
+    const double sd = resid ? std_resid : c.init_std;
     const uint32_t key = name_hash(s.name);
     for_each_element(s, [&](int64_t li, int64_t gi) {
       u32x4 r = philox4x32(
@@ -452,7 +544,8 @@ void Model::init_weights(uint64_t seed) {
 
 void Model::zero_grad() {
   SP_CHECK(!par_.inference, "an inference model has no gradients");
-  if (!arena_.dry_run()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
+  // A ParamSource hands out zeroed gradient blocks itself (grad()).
+  if (!arena_.dry_run() && grads_.data()) std::memset(grads_.data(), 0, sizeof(float) * n_params_);
 }
 
 int64_t Model::row_begin() const {
@@ -483,8 +576,8 @@ void Model::allreduce_rows(float* x, int64_t width) {
   par_.tp.comm->allreduce_sum(x, size_t(N_ * width));
 }
 
-AttnShard Model::shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const {
-  AttnShard s{a.qkv,
+AttnShard Model::shard(int l, const Batch& b, const StepContext& ctx, const float* qkv) const {
+  AttnShard s{qkv,
               b.pos.data(),
               B_,
               T_,
@@ -502,13 +595,35 @@ AttnShard Model::shard(int l, const Batch& b, const StepContext& ctx, const Laye
   return s;
 }
 
+template <class S>
+const float* Model::qkv_f32(const LayerActs& a, float* buf) const {
+  if constexpr (std::is_same_v<S, float>) {
+    return static_cast<const float*>(a.qkv);
+  } else {
+    const int64_t Wt = int64_t(Ht_ + 2 * Hkvt_) * cfg_.d();
+    to_float(buf, static_cast<const S*>(a.qkv), N_ * Wt);
+    return buf;
+  }
+}
+
+// The strategies take fp32 QKV and write fp32 O (their score tiles and merges are fp32
+// whatever the storage): under bf16, QKV is widened into dqkv_ and O written into datt_
+// (both idle until backward), then O rounded into the stored a.att.
+template <class S>
 void Model::attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a) {
-  attn_[0]->forward(shard(l, b, ctx, a), a.att, a.lse);
+  const float* qkv = qkv_f32<S>(a, dqkv_);
+  if constexpr (std::is_same_v<S, float>) {
+    attn_[0]->forward(shard(l, b, ctx, qkv), static_cast<float*>(a.att), a.lse);
+  } else {
+    attn_[0]->forward(shard(l, b, ctx, qkv), datt_, a.lse);
+    to_bf16(static_cast<S*>(a.att), datt_, N_ * int64_t(Ht_) * cfg_.d());
+  }
 }
 
 // LayerNorm (gpt, bert) or RMSNorm (llama) over this rank's R rows. RMSNorm has no mean
 // and no bias: `mean` and `b` are unused. Backward accumulates into dinp and dw (db).
-void Model::norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
+template <class O, class I>
+void Model::norm_forward(O* out, float* mean, float* rstd, const I* in, const float* w,
                          const float* b) {
   if (cfg_.llama())
     rmsnorm_forward(out, rstd, in, w, R_, cfg_.C, cfg_.norm_eps);
@@ -516,7 +631,8 @@ void Model::norm_forward(float* out, float* mean, float* rstd, const float* in, 
     layernorm_forward(out, mean, rstd, in, w, b, R_, cfg_.C);
 }
 
-void Model::norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+template <class S>
+void Model::norm_backward(float* dinp, float* dw, float* db, const float* dout, const S* inp,
                           const float* w, const float* mean, const float* rstd) {
   if (cfg_.llama())
     rmsnorm_backward(dinp, dw, dout, inp, w, rstd, R_, cfg_.C);
@@ -524,72 +640,58 @@ void Model::norm_backward(float* dinp, float* dw, float* db, const float* dout, 
     layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, R_, cfg_.C);
 }
 
-void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a,
-                          float* next) {
+template <class S>
+void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, S* next) {
   const int64_t N = N_, R = R_, C = cfg_.C, d = cfg_.d();
   const int64_t Wt = int64_t(Ht_ + 2 * Hkvt_) * d, HDt = int64_t(Ht_) * d, Ft = Ft_;
   const LayerParams& P = pv_.layers[l];
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
   const int64_t* keys = b.row_key.data() + row_begin();
-  // Attention block: LN on this rank's rows; all-gather the sequence; column-parallel QKV.
-  norm_forward(a.ln1, a.ln1_mean, a.ln1_rstd, a.x_in, P.ln1_w, P.ln1_b);
+  S *x_in = static_cast<S*>(a.x_in), *ln1 = static_cast<S*>(a.ln1), *qkv = static_cast<S*>(a.qkv);
+  S *att = static_cast<S*>(a.att), *x_mid = static_cast<S*>(a.x_mid), *ln2 = static_cast<S*>(a.ln2);
+  S *fc1 = static_cast<S*>(a.fc1), *gelu = static_cast<S*>(a.gelu);
+  float* ls = lin_scratch_;
+  // Attention block: LN on this rank's rows; all-gather the sequence (in S: full_ holds S
+  // rows); column-parallel QKV.
+  norm_forward(ln1, a.ln1_mean, a.ln1_rstd, x_in, P.ln1_w, P.ln1_b);
   const bool sp = tp_ > 1 && seq_par_;  // Megatron sequence parallelism in the tp group
-  const float* in = a.ln1;
+  S* full = reinterpret_cast<S*>(full_);
+  const S* in = ln1;
   if (sp) {
-    gather_rows(a.ln1, full_, C);
-    in = full_;
+    gather_rows_s(ln1, full, C);
+    in = full;
   }
-  linear_forward(a.qkv, in, P.qkv_w, P.qkv_b, N, C, Wt);
+  linear_forward(qkv, in, P.qkv_w, P.qkv_b, N, C, Wt, ls);
   const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
   const int64_t rps = b.rope_pos.empty() ? 0 : T_;  // per-row positions (documents reset)
-  rope_forward(a.qkv, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
-  rope_forward(a.qkv + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
-  attention_forward(l, b, ctx, a);
+  rope_forward(qkv, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
+  rope_forward(qkv + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
+  attention_forward<S>(l, b, ctx, a);
   // Row-parallel proj: partial sums over this rank's heads, reduce-scattered to rows.
-  if (tp_ == 1) {
-    linear_forward(a.x_mid, a.att, P.proj_w, P.proj_b, N, HDt, C);
-  } else if (sp) {
-    linear_forward(full_, a.att, P.proj_w, nullptr, N, HDt, C);
-    reduce_scatter_rows(full_, a.x_mid, C);
-    if (P.proj_b) bias_forward(a.x_mid, P.proj_b, R, C);
-  } else {
-    linear_forward(a.x_mid, a.att, P.proj_w, nullptr, N, HDt, C);
-    allreduce_rows(a.x_mid, C);
-    if (P.proj_b) bias_forward(a.x_mid, P.proj_b, R, C);
-  }
+  row_parallel_forward(x_mid, att, P.proj_w, P.proj_b, HDt);
   if (p_drop > 0)
-    dropout_forward(a.x_mid, a.x_mid, keys, R, C,
+    dropout_forward(x_mid, x_mid, keys, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, uint32_t(l), RngSite::attn_out_dropout});
-  residual_forward(a.x_mid, a.x_in, a.x_mid, R * C);
+  residual_forward(x_mid, x_in, x_mid, R * C);
   // MLP block, same pattern with FC1 column-parallel and FC2 row-parallel.
-  norm_forward(a.ln2, a.ln2_mean, a.ln2_rstd, a.x_mid, P.ln2_w, P.ln2_b);
-  in = a.ln2;
+  norm_forward(ln2, a.ln2_mean, a.ln2_rstd, x_mid, P.ln2_w, P.ln2_b);
+  in = ln2;
   if (sp) {
-    gather_rows(a.ln2, full_, C);
-    in = full_;
+    gather_rows_s(ln2, full, C);
+    in = full;
   }
   if (cfg_.llama()) {  // SwiGLU: one product for [gate | up], then silu(gate)·up
-    linear_forward(a.fc1, in, P.fc1_w, nullptr, N, C, 2 * Ft);
-    swiglu_forward(a.gelu, a.fc1, N, Ft);
+    linear_forward(fc1, in, P.fc1_w, nullptr, N, C, 2 * Ft, ls);
+    swiglu_forward(gelu, fc1, N, Ft);
   } else {
-    linear_forward(a.fc1, in, P.fc1_w, P.fc1_b, N, C, Ft);
-    gelu_forward(a.gelu, a.fc1, N * Ft);
+    linear_forward(fc1, in, P.fc1_w, P.fc1_b, N, C, Ft, ls);
+    gelu_forward(gelu, fc1, N * Ft);
   }
-  if (tp_ == 1) {
-    linear_forward(next, a.gelu, P.fc2_w, P.fc2_b, N, Ft, C);
-  } else if (sp) {
-    linear_forward(full_, a.gelu, P.fc2_w, nullptr, N, Ft, C);
-    reduce_scatter_rows(full_, next, C);
-    if (P.fc2_b) bias_forward(next, P.fc2_b, R, C);
-  } else {
-    linear_forward(next, a.gelu, P.fc2_w, nullptr, N, Ft, C);
-    allreduce_rows(next, C);
-    if (P.fc2_b) bias_forward(next, P.fc2_b, R, C);
-  }
+  row_parallel_forward(next, gelu, P.fc2_w, P.fc2_b, Ft);
   if (p_drop > 0)
     dropout_forward(next, next, keys, R, C,
                     DropoutKey{p_drop, ctx.seed, ctx.step, uint32_t(l), RngSite::mlp_out_dropout});
-  residual_forward(next, a.x_mid, next, R * C);
+  residual_forward(next, x_mid, next, R * C);
 }
 
 // ---- embedding and loss: replicated at tp = 1, vocabulary-parallel under tp ------------
@@ -616,11 +718,17 @@ const float* Model::head_input() {
 
 void Model::embed_forward(const Batch& b) {
   const int64_t C = cfg_.C, V = cfg_.V;
-  float* x = la_[0].x_in;
   if (tp_ == 1) {
-    embedding_forward(x, b.tokens.data(), pv_.wte, R_, C, V);
+    if (par_.precision == Precision::bf16)
+      embedding_forward(static_cast<bf16*>(la_[0].x_in), b.tokens.data(), pv_.wte, R_, C, V);
+    else
+      embedding_forward(static_cast<float*>(la_[0].x_in), b.tokens.data(), pv_.wte, R_, C, V);
     return;
   }
+  // tp > 1: the partial rows are summed in fp32 (in x itself, or in dln_ under bf16, free
+  // in forward) and stored once.
+  const bool bf = par_.precision == Precision::bf16;
+  float* x = bf ? dln_ : static_cast<float*>(la_[0].x_in);
   float* part = seq_par_ ? full_ : x;  // (N, C)
   for (int64_t i = 0; i < N_; ++i) {
     const int32_t tok = b.tokens[i];
@@ -635,6 +743,39 @@ void Model::embed_forward(const Batch& b) {
     reduce_scatter_rows(full_, x, C);
   else
     allreduce_rows(x, C);
+  if (bf) to_bf16(static_cast<bf16*>(la_[0].x_in), x, R_ * C);
+}
+
+template <class S>
+void Model::gather_rows_s(const S* part, S* full, int64_t width) {
+  if constexpr (std::is_same_v<S, float>) {
+    gather_rows(part, full, width);
+  } else {  // bf16 rows travel as floats holding two elements each (width is even)
+    gather_rows(reinterpret_cast<const float*>(part), reinterpret_cast<float*>(full), width / 2);
+  }
+}
+
+// out (R, C) = Σ_tp in (N, K)·wᵀ + bias: a row-parallel linear (proj, FC2). The partial sums
+// over this rank's K columns are fp32 (in full_ under sequence parallelism, else in out, or
+// in dln_ under bf16, free in forward), summed over tp in fp32 and stored once.
+template <class S>
+void Model::row_parallel_forward(S* out, const S* in, const float* w, const float* bias,
+                                 int64_t K) {
+  const int64_t N = N_, R = R_, C = cfg_.C;
+  if (tp_ == 1) {
+    linear_forward(out, in, w, bias, N, K, C, lin_scratch_);
+    return;
+  }
+  float* sum = std::is_same_v<S, float> ? reinterpret_cast<float*>(out) : dln_;  // (R, C)
+  if (seq_par_) {
+    linear_forward(full_, in, w, nullptr, N, K, C, lin_scratch_);
+    reduce_scatter_rows(full_, sum, C);
+  } else {
+    linear_forward(sum, in, w, nullptr, N, K, C, lin_scratch_);
+    allreduce_rows(sum, C);
+  }
+  if (bias) bias_forward(sum, bias, R, C);
+  if constexpr (!std::is_same_v<S, float>) to_bf16(out, sum, R * C);
 }
 
 void Model::embed_backward(const Batch& b, const float* dx) {
@@ -781,22 +922,75 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
     b.mask.check();
   }
   if (arena_.dry_run()) return 0.0;
-  const int64_t R = R_, C = cfg_.C, rb = row_begin();
-  const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
+  const int n = cfg_.n_layer;
+  if (src_params_) set_unit_views(pv_, 0, src_params_->fetch(0, n > 0 ? 1 : -1));
   embed_forward(b);
-  if (p_drop > 0)
-    dropout_forward(la_[0].x_in, la_[0].x_in, b.row_key.data() + rb, R, C,
-                    DropoutKey{p_drop, ctx.seed, ctx.step, 0, RngSite::embed_dropout});
-  for (int l = 0; l < cfg_.n_layer; ++l)
-    layer_forward(l, b, ctx, la_[l], l + 1 < cfg_.n_layer ? la_[l + 1].x_in : x_out_);
-  norm_forward(lnf_, lnf_mean_, lnf_rstd_, x_out_, pv_.lnf_w, pv_.lnf_b);
+  if (par_.precision == Precision::bf16)
+    forward_layers<bf16>(b, ctx);
+  else
+    forward_layers<float>(b, ctx);
   if (par_.inference) return 0.0;  // generation reads logits() of the rows it needs
   return loss_forward(b);
+}
+
+// Embedding dropout, the layers and the final norm (which reads the stored residual and
+// writes fp32 for the head).
+template <class S>
+void Model::forward_layers(const Batch& b, const StepContext& ctx) {
+  const int64_t R = R_, C = cfg_.C, rb = row_begin();
+  const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
+  S* x0 = static_cast<S*>(la_[0].x_in);
+  if (p_drop > 0)
+    dropout_forward(x0, x0, b.row_key.data() + rb, R, C,
+                    DropoutKey{p_drop, ctx.seed, ctx.step, 0, RngSite::embed_dropout});
+  const int n = cfg_.n_layer;
+  for (int l = 0; l < n; ++l) {
+    // ZeRO 3: this layer's parameters gathered, the next one's gather posted; dropped after.
+    if (src_params_) set_unit_views(pv_, 1 + l, src_params_->fetch(1 + l, l + 1 < n ? 2 + l : -1));
+    layer_forward<S>(l, b, ctx, la_[l], static_cast<S*>(l + 1 < n ? la_[l + 1].x_in : x_out_));
+    if (src_params_) src_params_->drop(1 + l);
+  }
+  norm_forward(lnf_, lnf_mean_, lnf_rstd_, static_cast<const S*>(x_out_), pv_.lnf_w, pv_.lnf_b);
 }
 
 void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
   SP_CHECK(!par_.inference, "an inference model has no backward pass");
   if (arena_.dry_run()) return;
+  const int64_t R = R_, C = cfg_.C, rb = row_begin();
+  const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
+  if (src_grads_) set_unit_views(gv_, 0, src_grads_->grad(0));
+  loss_backward(b, loss_scale);
+  std::memset(dx_, 0, sizeof(float) * R * C);
+  const bool bf = par_.precision == Precision::bf16;
+  if (bf)
+    norm_backward(dx_, gv_.lnf_w, gv_.lnf_b, dln_, static_cast<const bf16*>(x_out_), pv_.lnf_w,
+                  lnf_mean_, lnf_rstd_);
+  else
+    norm_backward(dx_, gv_.lnf_w, gv_.lnf_b, dln_, static_cast<const float*>(x_out_), pv_.lnf_w,
+                  lnf_mean_, lnf_rstd_);
+  for (int l = cfg_.n_layer - 1; l >= 0; --l) {
+    // ZeRO 3: the layer's parameters gathered again (the previous layer's posted); ZeRO 2:
+    // its gradient block handed out, and reduce-scattered once the layer is done.
+    if (src_params_) set_unit_views(pv_, 1 + l, src_params_->fetch(1 + l, l > 0 ? l : -1));
+    if (src_grads_) set_unit_views(gv_, 1 + l, src_grads_->grad(1 + l));
+    if (bf)
+      layer_backward<bf16>(l, b, ctx);
+    else
+      layer_backward<float>(l, b, ctx);
+    if (src_grads_) src_grads_->grad_done(1 + l);
+    if (src_params_) src_params_->drop(1 + l);
+  }
+  std::memset(dtmp_, 0, sizeof(float) * R * C);
+  dropout_backward(dtmp_, dx_, b.row_key.data() + rb, R, C,
+                   DropoutKey{p_drop, ctx.seed, ctx.step, 0, RngSite::embed_dropout});
+  embed_backward(b, dtmp_);
+  if (src_grads_) src_grads_->grad_done(0);
+}
+
+// One layer's backward: on entry dx_ = ∂loss/∂(layer output), on exit ∂loss/∂x_in.
+// Saved S tensors are read through the kernels' storage type; every gradient is fp32.
+template <class S>
+void Model::layer_backward(int l, const Batch& b, const StepContext& ctx) {
   const int64_t N = N_, R = R_, C = cfg_.C, d = cfg_.d(), rb = row_begin();
   const int64_t Wt = int64_t(Ht_ + 2 * Hkvt_) * d, HDt = int64_t(Ht_) * d, Ft = Ft_;
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
@@ -808,78 +1002,82 @@ void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
   // tp: Megatron sequence parallelism (sharded rows, gather / reduce-scatter);
   // ar: plain tensor parallelism (all rows everywhere, all-reduce of input gradients).
   const bool tp = tp_ > 1 && seq_par_, ar = tp_ > 1 && !seq_par_;
-
-  loss_backward(b, loss_scale);
-  zero(dx_, R * C);
-  norm_backward(dx_, gv_.lnf_w, gv_.lnf_b, dln_, x_out_, pv_.lnf_w, lnf_mean_, lnf_rstd_);
-  for (int l = cfg_.n_layer - 1; l >= 0; --l) {
-    const LayerParams& P = pv_.layers[l];
-    LayerParams& G = gv_.layers[l];
-    LayerActs& a = la_[l];
-    if (par_.recompute == Recompute::full) layer_forward(l, b, ctx, a, dtmp_);
-    if (par_.recompute == Recompute::selective) attention_forward(l, b, ctx, a);
-    // dx_ = ∂loss/∂(layer output): into the residual (x_mid) and through dropout(fc2(·)).
-    zero(dtmp_, R * C);
-    dropout_backward(dtmp_, dx_, keys, R, C, key(l, RngSite::mlp_out_dropout));
-    const float* dnext = dtmp_;
-    if (tp) {
-      if (G.fc2_b) bias_backward(G.fc2_b, dtmp_, R, C);
-      gather_rows(dtmp_, dfull_, C);  // backward of the reduce-scatter
-      dnext = dfull_;
-    }
-    zero(dgelu_, N * Ft);
-    linear_backward(dgelu_, G.fc2_w, tp ? nullptr : G.fc2_b, dnext, a.gelu, P.fc2_w, N, Ft, C);
-    const int64_t F1t = cfg_.llama() ? 2 * Ft : Ft;
-    if (cfg_.llama()) {
-      swiglu_backward(dfc1_, dgelu_, a.fc1, N, Ft);
-    } else {
-      zero(dfc1_, N * Ft);
-      gelu_backward(dfc1_, a.fc1, dgelu_, N * Ft);
-    }
-    if (tp) {
-      gather_rows(a.ln2, full_, C);  // the input was kept sharded: gather it again
-      zero(dfull_, N * C);
-      linear_backward(dfull_, G.fc1_w, G.fc1_b, dfc1_, full_, P.fc1_w, N, C, F1t);
-      reduce_scatter_rows(dfull_, dln_, C);  // backward of the all-gather
-    } else {
-      zero(dln_, R * C);
-      linear_backward(dln_, G.fc1_w, G.fc1_b, dfc1_, a.ln2, P.fc1_w, N, C, F1t);
-      if (ar) allreduce_rows(dln_, C);  // each rank holds its F/t columns' share
-    }
-    norm_backward(dx_, G.ln2_w, G.ln2_b, dln_, a.x_mid, P.ln2_w, a.ln2_mean, a.ln2_rstd);
-    // dx_ = ∂loss/∂x_mid.
-    zero(dtmp_, R * C);
-    dropout_backward(dtmp_, dx_, keys, R, C, key(l, RngSite::attn_out_dropout));
-    dnext = dtmp_;
-    if (tp) {
-      if (G.proj_b) bias_backward(G.proj_b, dtmp_, R, C);
-      gather_rows(dtmp_, dfull_, C);
-      dnext = dfull_;
-    }
-    zero(datt_, N * HDt);
-    linear_backward(datt_, G.proj_w, tp ? nullptr : G.proj_b, dnext, a.att, P.proj_w, N, HDt, C);
-    zero(dqkv_, N * Wt);
-    attn_[0]->backward(shard(l, b, ctx, a), a.att, a.lse, datt_, dqkv_);
-    const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
-    const int64_t rps = b.rope_pos.empty() ? 0 : T_;
-    rope_backward(dqkv_, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
-    rope_backward(dqkv_ + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
-    if (tp) {
-      gather_rows(a.ln1, full_, C);
-      zero(dfull_, N * C);
-      linear_backward(dfull_, G.qkv_w, G.qkv_b, dqkv_, full_, P.qkv_w, N, C, Wt);
-      reduce_scatter_rows(dfull_, dln_, C);
-    } else {
-      zero(dln_, R * C);
-      linear_backward(dln_, G.qkv_w, G.qkv_b, dqkv_, a.ln1, P.qkv_w, N, C, Wt);
-      if (ar) allreduce_rows(dln_, C);
-    }
-    norm_backward(dx_, G.ln1_w, G.ln1_b, dln_, a.x_in, P.ln1_w, a.ln1_mean, a.ln1_rstd);
-    // dx_ = ∂loss/∂x_in.
-  }
+  float* ls = lin_scratch_;
+  const LayerParams& P = pv_.layers[l];
+  LayerParams& G = gv_.layers[l];
+  LayerActs& a = la_[l];
+  if (par_.recompute == Recompute::full)
+    layer_forward<S>(l, b, ctx, a, reinterpret_cast<S*>(dtmp_));
+  if (par_.recompute == Recompute::selective) attention_forward<S>(l, b, ctx, a);
+  const S *x_in = static_cast<S*>(a.x_in), *ln1 = static_cast<S*>(a.ln1);
+  const S *att = static_cast<S*>(a.att), *x_mid = static_cast<S*>(a.x_mid);
+  const S *ln2 = static_cast<S*>(a.ln2), *fc1 = static_cast<S*>(a.fc1);
+  const S* gelu = static_cast<S*>(a.gelu);
+  // dx_ = ∂loss/∂(layer output): into the residual (x_mid) and through dropout(fc2(·)).
   zero(dtmp_, R * C);
-  dropout_backward(dtmp_, dx_, keys, R, C, key(0, RngSite::embed_dropout));
-  embed_backward(b, dtmp_);
+  dropout_backward(dtmp_, dx_, keys, R, C, key(l, RngSite::mlp_out_dropout));
+  const float* dnext = dtmp_;
+  if (tp) {
+    if (G.fc2_b) bias_backward(G.fc2_b, dtmp_, R, C);
+    gather_rows(dtmp_, dfull_, C);  // backward of the reduce-scatter
+    dnext = dfull_;
+  }
+  zero(dgelu_, N * Ft);
+  linear_backward(dgelu_, G.fc2_w, tp ? nullptr : G.fc2_b, dnext, gelu, P.fc2_w, N, Ft, C, ls);
+  const int64_t F1t = cfg_.llama() ? 2 * Ft : Ft;
+  if (cfg_.llama()) {
+    swiglu_backward(dfc1_, dgelu_, fc1, N, Ft);
+  } else {
+    zero(dfc1_, N * Ft);
+    gelu_backward(dfc1_, fc1, dgelu_, N * Ft);
+  }
+  S* full = reinterpret_cast<S*>(full_);  // gathered S rows
+  if (tp) {
+    gather_rows_s(ln2, full, C);  // the input was kept sharded: gather it again
+    zero(dfull_, N * C);
+    linear_backward(dfull_, G.fc1_w, G.fc1_b, dfc1_, full, P.fc1_w, N, C, F1t, ls);
+    reduce_scatter_rows(dfull_, dln_, C);  // backward of the all-gather
+  } else {
+    zero(dln_, R * C);
+    linear_backward(dln_, G.fc1_w, G.fc1_b, dfc1_, ln2, P.fc1_w, N, C, F1t, ls);
+    if (ar) allreduce_rows(dln_, C);  // each rank holds its F/t columns' share
+  }
+  norm_backward(dx_, G.ln2_w, G.ln2_b, dln_, x_mid, P.ln2_w, a.ln2_mean, a.ln2_rstd);
+  // dx_ = ∂loss/∂x_mid.
+  zero(dtmp_, R * C);
+  dropout_backward(dtmp_, dx_, keys, R, C, key(l, RngSite::attn_out_dropout));
+  dnext = dtmp_;
+  if (tp) {
+    if (G.proj_b) bias_backward(G.proj_b, dtmp_, R, C);
+    gather_rows(dtmp_, dfull_, C);
+    dnext = dfull_;
+  }
+  zero(datt_, N * HDt);
+  linear_backward(datt_, G.proj_w, tp ? nullptr : G.proj_b, dnext, att, P.proj_w, N, HDt, C, ls);
+  zero(dqkv_, N * Wt);
+  // The strategies read fp32 QKV and O: under bf16 widened into dfc1_ and dgelu_ (free now).
+  const float* o32 = reinterpret_cast<const float*>(att);
+  if constexpr (!std::is_same_v<S, float>) {
+    to_float(bwd_o32_, att, N * HDt);
+    o32 = bwd_o32_;
+  }
+  attn_[0]->backward(shard(l, b, ctx, qkv_f32<S>(a, bwd_qkv32_)), o32, a.lse, datt_, dqkv_);
+  const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
+  const int64_t rps = b.rope_pos.empty() ? 0 : T_;
+  rope_backward(dqkv_, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
+  rope_backward(dqkv_ + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
+  if (tp) {
+    gather_rows_s(ln1, full, C);
+    zero(dfull_, N * C);
+    linear_backward(dfull_, G.qkv_w, G.qkv_b, dqkv_, full, P.qkv_w, N, C, Wt, ls);
+    reduce_scatter_rows(dfull_, dln_, C);
+  } else {
+    zero(dln_, R * C);
+    linear_backward(dln_, G.qkv_w, G.qkv_b, dqkv_, ln1, P.qkv_w, N, C, Wt, ls);
+    if (ar) allreduce_rows(dln_, C);
+  }
+  norm_backward(dx_, G.ln1_w, G.ln1_b, dln_, x_in, P.ln1_w, a.ln1_mean, a.ln1_rstd);
+  // dx_ = ∂loss/∂x_in.
 }
 
 }  // namespace seqpar

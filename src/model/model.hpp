@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "core/arena.hpp"
+#include "core/bf16.hpp"
 #include "kernels/fused_xent.hpp"
 #include "model/config.hpp"
 #include "parallel/attention.hpp"
@@ -40,6 +41,10 @@ class Comm;
 enum class Recompute { none, selective, full };
 const char* recompute_name(Recompute r);
 Recompute parse_recompute(const std::string& s);
+
+// Storage precision of the activations saved for backward (core/bf16.hpp, docs/precision.md).
+const char* precision_name(Precision p);
+Precision parse_precision(const std::string& s);
 
 // The tensor-parallel group this rank belongs to (t = 1: none).
 struct TpSetup {
@@ -78,6 +83,44 @@ void shard_to_global(const ParamSpec& s, const float* shard, float* global);
 // (shards may differ in size: a vocabulary V not divisible by t). Collective over tp
 // (null: t = 1, or a replicated parameter, copied as it is).
 std::vector<float> gather_param(const ModelConfig& cfg, size_t i, const float* shard, Comm* tp);
+
+// Parameter units, the granularity of sharded training (ZeRO, train/zero.hpp): unit 0
+// holds the parameters outside the layers (embedding, head, final norm), unit 1 + l those
+// of layer l. A unit's tensors, packed in spec order, form its block.
+int param_unit(const ParamSpec& s);
+// The specs of unit u, with offsets into the unit's packed block.
+std::vector<ParamSpec> unit_specs(const std::vector<ParamSpec>& specs, int u);
+// (offset, floats) of the parameter block holding replicated kv heads (Hkv < t): see
+// Model::kv_replica_ranges.
+std::vector<std::pair<int64_t, int64_t>> kv_replica_ranges(const ModelConfig& c,
+                                                           const std::vector<ParamSpec>& specs,
+                                                           int tp);
+// GPT-2 style initial values of `specs` (offsets into `block`), keyed by (parameter name,
+// GLOBAL element index): the same weights whatever the layout. See Model::init_weights.
+void init_params(const ModelConfig& c, const std::vector<ParamSpec>& specs, float* block,
+                 uint64_t seed);
+
+// Where the model finds a unit's parameters and puts its gradients when a sharding scheme
+// (ZeRO) holds them instead of the model's own blocks. The model calls, per step:
+//   forward:  fetch(0), then per layer fetch(1 + l, next) … drop(1 + l);
+//   backward: grad(0); per layer (last first) fetch(1 + l, next), grad(1 + l) …
+//             grad_done(1 + l), drop(1 + l); finally grad_done(0).
+// Unit 0's parameters stay valid from forward to the end of backward (the head serves the
+// loss, argmax and logits). Every rank of the sharding group makes the same calls.
+class ParamSource {
+ public:
+  virtual ~ParamSource() = default;
+  virtual bool holds_params() const = 0;  // parameters come from fetch()
+  virtual bool holds_grads() const = 0;   // gradients go to grad() / grad_done()
+  // Unit u's packed parameters, valid until drop(u). `next` (−1: none) is the unit the model
+  // fetches after this one, which the source may gather meanwhile.
+  virtual float* fetch(int u, int next) = 0;
+  virtual void drop(int u) = 0;
+  // A zeroed packed gradient block for unit u to accumulate into; grad_done(u) hands the
+  // unit's complete gradient over. After grad_done(0) every unit's gradient has landed.
+  virtual float* grad(int u) = 0;
+  virtual void grad_done(int u) = 0;
+};
 
 // Views into the parameter (or gradient) block; shapes are this rank's.
 struct LayerParams {
@@ -148,6 +191,9 @@ struct ModelParallel {
   bool tp_sequence_parallel = true;
   LossImpl loss = LossImpl::fused;
   XentChunks loss_chunks;  // fused loss chunk sizes (0: the kernel's defaults)
+  // Storage type S of the saved activations (LayerActs' `S` fields, the final residual);
+  // compute, statistics, gradients and parameters stay fp32.
+  Precision precision = Precision::fp32;
   // Inference (infer/): the attention strategy is built by this factory instead of
   // make_attention(strategy, ...) (the KV-cache prefill and decode strategies), the
   // parameters are read from `shared_params` (another model's block with the same specs)
@@ -157,6 +203,9 @@ struct ModelParallel {
   AttentionFactory attention;
   float* shared_params = nullptr;
   bool inference = false;
+  // Non-null: parameters (holds_params) and/or gradients (holds_grads) live there, and the
+  // model allocates no block of its own for them (params() / grads() are then null).
+  ParamSource* sharded = nullptr;
 };
 
 class Model {
@@ -171,8 +220,9 @@ class Model {
   const std::vector<ParamSpec>& specs() const { return specs_; }
   int64_t num_params() const { return n_params_; }    // this rank's
   int64_t num_replicated() const { return n_repl_; }  // floats of the replicated range
+  // null when a ParamSource holds them; an inference model reads another's block
   float* params() { return par_.shared_params ? par_.shared_params : params_.data(); }
-  float* grads() { return grads_.data(); }
+  float* grads() { return grads_.data(); }  // null when a ParamSource holds them
 
   // This rank's rows of the flattened (B·T) shard: [row_begin(), row_begin() + rows()).
   int64_t rows() const { return R_; }
@@ -206,39 +256,61 @@ class Model {
   const float* losses() const { return losses_; }  // (rows())
 
  private:
+  // Saved tensors: `S` fields are of the storage type S (float or bf16, par_.precision),
+  // the row statistics fp32.
   struct LayerActs {
-    float* x_in;      // (R, C) residual stream entering the layer
-    float* ln1;       // (R, C)
+    void* x_in;       // S (R, C) residual stream entering the layer
+    void* ln1;        // S (R, C)
     float* ln1_mean;  // (R)
     float* ln1_rstd;  // (R)
-    float* qkv;       // (N, Wt) after rotary, N = B·T, Wt = (H + 2Hkv)·d / t
-    float* att;       // (N, H·d / t)
+    void* qkv;        // S (N, Wt) after rotary, N = B·T, Wt = (H + 2Hkv)·d / t
+    void* att;        // S (N, H·d / t)
     float* lse;       // (B, H/t, T)
-    float* x_mid;     // (R, C) residual after attention
-    float* ln2;       // (R, C)
+    void* x_mid;      // S (R, C) residual after attention
+    void* ln2;        // S (R, C)
     float* ln2_mean;  // (R)
     float* ln2_rstd;  // (R)
-    float* fc1;       // (N, F/t) pre-activation
-    float* gelu;      // (N, F/t)
+    void* fc1;        // S (N, F/t) pre-activation
+    void* gelu;       // S (N, F/t)
   };
   void layout_buffers();
-  void norm_forward(float* out, float* mean, float* rstd, const float* in, const float* w,
-                    const float* b);
-  void norm_backward(float* dinp, float* dw, float* db, const float* dout, const float* inp,
+  // Points the views of unit u (0: embedding, head, final norm; 1 + l: layer l) at its
+  // packed block (ParamSource).
+  void set_unit_views(ParamViews& v, int u, float* block) const;
+  template <class O, class I>
+  void norm_forward(O* out, float* mean, float* rstd, const I* in, const float* w, const float* b);
+  template <class S>
+  void norm_backward(float* dinp, float* dw, float* db, const float* dout, const S* inp,
                      const float* w, const float* mean, const float* rstd);
   const float* head_input();  // the final norm's output for all N rows (gathered under tp·sp)
   void embed_forward(const Batch& b);
   void embed_backward(const Batch& b, const float* dx);  // dx (R, C)
   double loss_forward(const Batch& b);
   void loss_backward(const Batch& b, float loss_scale);  // leaves ∂loss/∂lnf (R, C) in dln_
-  void layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, float* next);
+  // S: the storage type (dispatched once per call by forward / backward).
+  template <class S>
+  void layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, S* next);
+  template <class S>
   void attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a);
-  AttnShard shard(int l, const Batch& b, const StepContext& ctx, const LayerActs& a) const;
+  template <class S>
+  void layer_backward(int l, const Batch& b, const StepContext& ctx);
+  template <class S>
+  void forward_layers(const Batch& b, const StepContext& ctx);
+  // fp32 views of a layer's stored QKV / O for the attention strategies (which compute and
+  // communicate from fp32 inputs): the stored tensors themselves when S = float, else
+  // widened into the given fp32 buffers.
+  template <class S>
+  const float* qkv_f32(const LayerActs& a, float* buf) const;
+  AttnShard shard(int l, const Batch& b, const StepContext& ctx, const float* qkv) const;
   // Megatron sequence-parallel collectives over the tp group.
   std::vector<int64_t> row_counts(int64_t width) const;  // floats per tp rank of (R_t, width)
   void gather_rows(const float* part, float* full, int64_t width);          // (R,·) → (N,·)
   void reduce_scatter_rows(const float* full, float* part, int64_t width);  // (N,·) → (R,·)
   void allreduce_rows(float* x, int64_t width);                             // (N,·) in place
+  template <class S>
+  void gather_rows_s(const S* part, S* full, int64_t width);  // gather_rows of S rows
+  template <class S>
+  void row_parallel_forward(S* out, const S* in, const float* w, const float* bias, int64_t K);
 
   ModelConfig cfg_;
   int B_, T_;
@@ -250,12 +322,15 @@ class Model {
   ModelParallel par_;
   Arena& arena_;
   std::vector<ParamSpec> specs_;
+  std::vector<std::vector<ParamSpec>> unit_specs_;  // per unit, packed offsets (ParamSource)
+  ParamSource* src_params_ = nullptr;               // par_.sharded when it holds the parameters
+  ParamSource* src_grads_ = nullptr;                // par_.sharded when it holds the gradients
   int64_t n_params_ = 0, n_repl_ = 0;
   Buffer params_, grads_, acts_, work_, scratch_;
   ParamViews pv_, gv_;
   std::vector<LayerActs> la_;  // per layer; under recompute some point into work_
   LayerActs wk_{};             // the working layer set (recompute full), or unused
-  float* x_out_;               // (R, C) residual after the last layer
+  void* x_out_;                // S (R, C) residual after the last layer
   float* lnf_;                 // (R, C)
   float* lnf_mean_;            // (R)
   float* lnf_rstd_;            // (R)
@@ -279,6 +354,9 @@ class Model {
   float* xent_zt_;       // (N)   target logit (0 when the target is elsewhere)
   float* xent_scratch_;  // fused loss chunk logits
   float* row_logits_;    // (Vt) one row, for argmax
+  float* lin_scratch_;   // bf16: fp32 row tiles of the linears (linear_scratch_floats)
+  float* bwd_qkv32_;     // bf16: (N, Wt) QKV widened for the strategies' backward
+  float* bwd_o32_;       // bf16: (N, H·d/t) O widened for the strategies' backward
   std::vector<std::unique_ptr<AttentionStrategy>> attn_;  // one per layer
 };
 

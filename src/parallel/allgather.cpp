@@ -16,6 +16,9 @@
 // cheap there; it cannot overlap the gather with compute the way the ring does.
 // Bytes this rank sends, S = B·T·2·Hkv·d·4:  forward (N−1)·S (all-gather),
 // backward 2·(N−1)·S (all-gather + reduce-scatter). Comm memory: (2N + 1)·S/4 floats.
+// --precision bf16: the K|V shards are packed and gathered as bf16 (exact: QKV is stored in
+// bf16) and the kernel reads them as k16 / v16; the dK|dV buffers stay fp32. Forward
+// (N−1)·S/2, backward (N−1)·S/2 + (N−1)·S; comm memory (1.5N + 1)·S/4 floats.
 // Shards may differ in length (L not divisible by N): all-gather-v and reduce-scatter-v.
 #include <algorithm>
 #include <cstring>
@@ -45,9 +48,12 @@ class AllGatherAttention final : public AttentionStrategy {
         H_(H),
         Hkv_(Hkv),
         d_(d),
+        bf_(sp.precision == Precision::bf16),
         blk_(size_t(B) * T * 2 * Hkv * d),
         mine_(arena, Mem::comm, blk_, "allgather own K|V"),
-        all_(arena, Mem::comm, size_t(B) * L * 2 * Hkv * d, "allgather K|V of every rank"),
+        // bf16: two elements per float (2·Hkv·d per token keeps every count even).
+        all_(arena, Mem::comm, size_t(B) * L * 2 * Hkv * d / (bf_ ? 2 : 1),
+             "allgather K|V of every rank"),
         dall_(arena, Mem::comm, size_t(B) * L * 2 * Hkv * d, "allgather dK|dV of every rank"),
         delta_(arena, Mem::scratch, size_t(B) * H * T, "allgather delta"),
         scratch_(arena, Mem::scratch, attention_scratch_floats(d, num_threads()), "attn scratch") {
@@ -55,6 +61,7 @@ class AllGatherAttention final : public AttentionStrategy {
     for (int j = 0; j < N_; ++j) {
       kv_pos_.push_back(shard_positions(L_, N_, j, sp.layout));
       counts_.push_back(int64_t(B) * int64_t(kv_pos_[j].size()) * 2 * Hkv * d);
+      kv_counts_.push_back(counts_.back() / (bf_ ? 2 : 1));
       offsets_.push_back(off);
       off += counts_[j];
     }
@@ -67,14 +74,14 @@ class AllGatherAttention final : public AttentionStrategy {
   // rank's block once (docs/comm.md). Even shards: (N−1)·S and 2·(N−1)·S.
   uint64_t bytes_forward(const AttnShard& s) const override {
     check_shape(s);
-    return uint64_t(N_ - 1) * blk_ * 4;
+    return uint64_t(N_ - 1) * blk_ * (bf_ ? 2 : 4);
   }
   uint64_t bytes_backward(const AttnShard& s) const override {
     check_shape(s);
     uint64_t others = 0;
     for (int j = 0; j < N_; ++j)
       if (j != r_) others += uint64_t(counts_[j]);
-    return uint64_t(N_ - 1) * blk_ * 4 + others * 4;
+    return uint64_t(N_ - 1) * blk_ * (bf_ ? 2 : 4) + others * 4;
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
@@ -91,7 +98,7 @@ class AllGatherAttention final : public AttentionStrategy {
     for (int j = 0; j < N_; ++j) {
       if (!needed(s, j)) continue;  // no local query sees any key of block j
       AttnParams q = p;
-      point_at(q, all_.data() + offsets_[j], j);
+      point_at(q, j);
       attention_forward(q, true);
     }
   }
@@ -112,7 +119,7 @@ class AllGatherAttention final : public AttentionStrategy {
     for (int j = 0; j < N_; ++j) {  // ascending j: dQ's sum order is fixed
       if (!needed(s, j)) continue;
       AttnBwdParams q = p;
-      point_at(q, all_.data() + offsets_[j], j);
+      point_at(q, j);
       float* g = dall_.data() + offsets_[j];
       q.dk = g;
       q.dv = g + kvd;
@@ -156,17 +163,28 @@ class AllGatherAttention final : public AttentionStrategy {
     const int64_t rows = int64_t(B_) * T_;
     float* dst = comm_ ? mine_.data() : all_.data();
 #pragma omp parallel for schedule(static) num_threads(num_threads())
-    for (int64_t u = 0; u < rows; ++u)
-      std::memcpy(dst + u * 2 * kvd, s.qkv + u * W + int64_t(s.H) * s.d, 2 * kvd * sizeof(float));
-    if (comm_) comm_->allgatherv(mine_.data(), all_.data(), counts_);
+    for (int64_t u = 0; u < rows; ++u) {
+      const float* kv = s.qkv + u * W + int64_t(s.H) * s.d;
+      if (bf_)
+        to_bf16(reinterpret_cast<bf16*>(dst) + u * 2 * kvd, kv, 2 * kvd);
+      else
+        std::memcpy(dst + u * 2 * kvd, kv, 2 * kvd * sizeof(float));
+    }
+    if (comm_) comm_->allgatherv(mine_.data(), all_.data(), kv_counts_);
   }
 
-  // The kernel's view of block j of all_ (or dall_), at rank j's key positions.
-  void point_at(AttnParams& q, const float* block, int j) const {
+  // The kernel's view of block j of all_, at rank j's key positions.
+  void point_at(AttnParams& q, int j) const {
     const int64_t kvd = int64_t(Hkv_) * d_;
     q.Tk = int(kv_pos_[j].size());
-    q.k = block;
-    q.v = block + kvd;
+    if (bf_) {
+      q.k = q.v = nullptr;
+      q.k16 = reinterpret_cast<const bf16*>(all_.data()) + offsets_[j];
+      q.v16 = q.k16 + kvd;
+    } else {
+      q.k = all_.data() + offsets_[j];
+      q.v = q.k + kvd;
+    }
     q.kv_stride = 2 * kvd;
     q.kv_bstride = 2 * kvd * q.Tk;
     q.k_pos = kv_pos_[j].data();
@@ -182,10 +200,12 @@ class AllGatherAttention final : public AttentionStrategy {
   int N_, r_;
   int64_t L_;
   int B_, T_, H_, Hkv_, d_;
-  size_t blk_;  // floats of one packed K|V shard: B·T·2·Hkv·d
+  bool bf_;     // K|V shards gathered as bf16
+  size_t blk_;  // elements of one packed K|V shard: B·T·2·Hkv·d
   Buffer mine_, all_, dall_, delta_, scratch_;
   std::vector<std::vector<int64_t>> kv_pos_, sorted_;  // (N)(T_j) positions of each block
-  std::vector<int64_t> counts_, offsets_;              // (N) floats of block j and where it starts
+  std::vector<int64_t> counts_, offsets_;  // (N) elements of block j and where it starts
+  std::vector<int64_t> kv_counts_;         // (N) floats of block j's K|V as gathered
   MaskBounds bounds_;
 };
 

@@ -47,6 +47,10 @@ struct SpSetup {
   int mqsp_micro = 0;   // MQSP micro-query count m (0: m = N)
   int usp_ulysses = 0;  // USP: size u of the Ulysses groups, N = u·r (0: automatic)
   int materialized_layers = 1;  // `materialized`: layers whose T×T probabilities are kept
+  // Storage of the K|V (and Q) blocks a strategy moves (--precision): bf16 halves those
+  // buffers and bytes (lossless when QKV is stored in bf16, as the model does then);
+  // gradients, partial outputs, LSE and softmax statistics always travel in fp32.
+  Precision precision = Precision::fp32;
   int sp_size() const;
   int sp_rank() const;
 };

@@ -111,14 +111,22 @@ int check_ring(Comm* comm, const AttnParams& p, const std::vector<std::vector<in
   return N;
 }
 
-// dst (B, Tk, 2·Hkv·d) = [K | V] of this rank's block, token by token.
-void pack_kv(float* dst, const AttnParams& p) {
+// dst (B, Tk, 2·Hkv·d) = [K | V] of this rank's block, token by token, in the workspace's
+// block type (bf16: rounded, which is exact for K, V that come from bf16 storage).
+void pack_kv(RingWorkspace& ws, const AttnParams& p) {
   const int64_t kvd = int64_t{p.Hkv} * p.d, rows = int64_t{p.B} * p.Tk;
+  float* dst = ws.kv[0].data();
+  bf16* dst16 = reinterpret_cast<bf16*>(dst);
 #pragma omp parallel for schedule(static) num_threads(num_threads())
   for (int64_t u = 0; u < rows; ++u) {
     const int64_t b = u / p.Tk, t = u % p.Tk, src = b * p.kv_bstride + t * p.kv_stride;
-    std::memcpy(dst + u * 2 * kvd, p.k + src, kvd * sizeof(float));
-    std::memcpy(dst + u * 2 * kvd + kvd, p.v + src, kvd * sizeof(float));
+    if (ws.kv_bf16) {
+      to_bf16(dst16 + u * 2 * kvd, p.k + src, kvd);
+      to_bf16(dst16 + u * 2 * kvd + kvd, p.v + src, kvd);
+    } else {
+      std::memcpy(dst + u * 2 * kvd, p.k + src, kvd * sizeof(float));
+      std::memcpy(dst + u * 2 * kvd + kvd, p.v + src, kvd * sizeof(float));
+    }
   }
 }
 
@@ -132,29 +140,50 @@ void add_into(float* dst, const float* src, int64_t n) {
   for (int64_t i = 0; i < n; ++i) dst[i] += src[i];
 }
 
-// The kernel's view of the packed K|V block at kv (B, Tk, 2·Hkv·d), Tk keys per row.
-void point_at_block(AttnParams& q, const float* kv, int Tk) {
+// The kernel's view of the packed K|V block at kv (B, Tk, 2·Hkv·d), Tk keys per row, fp32
+// or bf16 (k16 / v16).
+void point_at_block(AttnParams& q, const float* kv, int Tk, bool bf) {
   const int64_t kvd = int64_t{q.Hkv} * q.d;
-  q.k = kv;
-  q.v = kv + kvd;
+  if (bf) {
+    q.k = q.v = nullptr;
+    q.k16 = reinterpret_cast<const bf16*>(kv);
+    q.v16 = q.k16 + kvd;
+  } else {
+    q.k16 = q.v16 = nullptr;
+    q.k = kv;
+    q.v = kv + kvd;
+  }
   q.kv_stride = 2 * kvd;
   q.kv_bstride = 2 * kvd * Tk;
   q.Tk = Tk;
 }
 
-}  // namespace
-
-int64_t ring_comm_floats(int B, int Tk, int Hkv, int d) {
-  return 6 * int64_t{B} * Tk * 2 * Hkv * d;
+// Moves the kernel's key/value view j0 keys on.
+void skip_keys(AttnParams& q, int j0) {
+  if (q.k16) {
+    q.k16 += j0 * q.kv_stride;
+    q.v16 += j0 * q.kv_stride;
+  } else {
+    q.k += j0 * q.kv_stride;
+    q.v += j0 * q.kv_stride;
+  }
 }
 
-RingWorkspace::RingWorkspace(Arena& arena, int B_, int Tq_, int Tk_, int H_, int Hkv_, int d_)
-    : B(B_), Tq(Tq_), Tk(Tk_), H(H_), Hkv(Hkv_), d(d_) {
+}  // namespace
+
+int64_t ring_comm_floats(int B, int Tk, int Hkv, int d, Precision kv) {
+  return (kv == Precision::bf16 ? 5 : 6) * int64_t{B} * Tk * 2 * Hkv * d;
+}
+
+RingWorkspace::RingWorkspace(Arena& arena, int B_, int Tq_, int Tk_, int H_, int Hkv_, int d_,
+                             Precision kvp)
+    : B(B_), Tq(Tq_), Tk(Tk_), H(H_), Hkv(Hkv_), d(d_), kv_bf16(kvp == Precision::bf16) {
   SP_CHECK(B > 0 && Tq > 0 && Tk > 0 && H > 0 && Hkv > 0 && d > 0,
            "ring workspace: need positive B, Tq, Tk, H, Hkv, d, got B=", B, " Tq=", Tq, " Tk=", Tk,
            " H=", H, " Hkv=", Hkv, " d=", d);
   const size_t blk = size_t(B) * Tk * 2 * Hkv * d;
-  for (auto& b : kv) b = Buffer(arena, Mem::comm, blk, "ring kv block");
+  // bf16: blk is even (2·Hkv·d per token), so a block is exactly blk/2 floats.
+  for (auto& b : kv) b = Buffer(arena, Mem::comm, kv_bf16 ? blk / 2 : blk, "ring kv block");
   for (auto& b : dkv) b = Buffer(arena, Mem::comm, blk, "ring dkv block");
   home = Buffer(arena, Mem::comm, blk, "ring dkv home");
   lse_p = Buffer(arena, Mem::scratch, size_t(B) * H * Tq, "ring lse pieces");
@@ -199,11 +228,13 @@ uint64_t ring_bytes_forward(const RingSchedule& sc, int r, const std::vector<uin
   return n;
 }
 
-uint64_t ring_bytes_backward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block) {
+uint64_t ring_bytes_backward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block,
+                             const std::vector<uint64_t>& acc) {
+  const std::vector<uint64_t>& a = acc.empty() ? block : acc;
   uint64_t n = 0;
   for (int k = 1; k < sc.N; ++k) {
     const int src = ((r - k) % sc.N + sc.N) % sc.N;
-    if (sc.last[src] >= k) n += block[src];
+    if (sc.last[src] >= k) n += a[src];
   }
   return ring_bytes_forward(sc, r, block) + n;
 }
@@ -243,12 +274,15 @@ void ring_attention_forward(Comm* comm, const AttnParams& p_in,
   const int N = check_ring(comm, p_in, kv_pos, ws, "ring_attention_forward");
   const int r = comm ? comm->rank() : 0;
   const bool move = N > 1 && !ws.skip_comm;
-  // Floats of block j (shards may differ in length by a unit of the layout).
-  auto blk = [&](int j) { return size_t(p_in.B) * kv_pos[j].size() * 2 * p_in.Hkv * p_in.d; };
+  // Floats of block j as it travels (shards may differ in length by a unit of the layout;
+  // bf16 blocks: two elements per float).
+  auto blk = [&](int j) {
+    return size_t(p_in.B) * kv_pos[j].size() * 2 * p_in.Hkv * p_in.d / (ws.kv_bf16 ? 2 : 1);
+  };
   const RingSchedule& sc = schedule_for(ws, mask, p_in.causal, p_in.B, kv_pos);
   auto owner = [N, r](int k) { return ((r - k) % N + N) % N; };
 
-  pack_kv(ws.kv[0].data(), p_in);
+  pack_kv(ws, p_in);
   // (O, LSE) start as "no key seen" (0, −∞) so every block, the first included, merges
   // with accumulate = true and any block can be skipped.
   const int64_t hd = int64_t{p_in.H} * p_in.d;
@@ -285,9 +319,8 @@ void ring_attention_forward(Comm* comm, const AttnParams& p_in,
         // no query sees any key of the piece (causality, documents, window): skip it
         if (!attention_any_visible(p, min_of(kpos + j0, len), max_of(kpos + j0, len))) continue;
         AttnParams q = p;
-        point_at_block(q, block, Tk);
-        q.k += j0 * q.kv_stride;
-        q.v += j0 * q.kv_stride;
+        point_at_block(q, block, Tk, ws.kv_bf16);
+        skip_keys(q, j0);
         q.k_pos = kpos + j0;
         q.Tk = len;
         attention_forward(q, true);
@@ -310,10 +343,12 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
   const int B = p_in.B, H = p_in.H, Tq = p_in.Tq, Tk = p_in.Tk;
   const int64_t kvd = int64_t{p_in.Hkv} * p_in.d, W2 = 2 * kvd;
   auto blk = [&](int j) { return size_t(B) * kv_pos[j].size() * W2; };  // floats of block j
+  // Floats of K|V block j as it travels (bf16: half); accumulators are fp32 (blk).
+  auto kv_blk = [&](int j) { return blk(j) / (ws.kv_bf16 ? 2 : 1); };
   const RingSchedule& sc = schedule_for(ws, mask, p_in.causal, B, kv_pos);
   auto owner = [N, r](int k) { return ((r - k) % N + N) % N; };
 
-  pack_kv(ws.kv[0].data(), p_in);
+  pack_kv(ws, p_in);
 
   // Query pieces; LSE and Δ of piece [i0, i0 + len) live at offset B·H·i0 as (B, H, len).
   const int piece = piece_len(Tq, kRowUnit);
@@ -353,10 +388,10 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
     const InFlight::Slot send_slot = k % 2 ? InFlight::dkv_send : InFlight::dkv_send2;
     if (move) {
       if (k + 1 < sc.steps) {
-        if (sc.moves(src, k)) io[InFlight::kv_send] = comm->isend(block, blk(src), next, kTagKv);
+        if (sc.moves(src, k)) io[InFlight::kv_send] = comm->isend(block, kv_blk(src), next, kTagKv);
         if (sc.moves(owner(k + 1), k))
           io[InFlight::kv_recv] =
-              comm->irecv(ws.kv[1 - cur].data(), blk(owner(k + 1)), prev, kTagKv);
+              comm->irecv(ws.kv[1 - cur].data(), kv_blk(owner(k + 1)), prev, kTagKv);
       }
       // the accumulator rank r−1 built for this block over steps 1..k−1
       if (k >= 2 && sc.last[src] >= k)
@@ -364,7 +399,7 @@ void ring_attention_backward(Comm* comm, const AttnBwdParams& p_in,
     }
     const bool carries = move && k >= 1 && sc.last[src] >= k;  // an accumulator passes here
     AttnBwdParams q0 = p;
-    point_at_block(q0, block, Tks);
+    point_at_block(q0, block, Tks, ws.kv_bf16);
     q0.k_pos = kv_pos[src].data();
     if (k > 0) {           // a visiting block: contributions go to the travelling accumulator
       io.wait(send_slot);  // loc's previous send (step k − 2) has left
@@ -434,7 +469,7 @@ class RingAttention final : public AttentionStrategy {
         N_(sp.sp_size()),
         r_(sp.sp_rank()),
         L_(L),
-        ws_(arena, B, T, int(max_shard_len(L, N_, sp.layout)), H, Hkv, d) {
+        ws_(arena, B, T, int(max_shard_len(L, N_, sp.layout)), H, Hkv, d, sp.precision) {
     for (int j = 0; j < N_; ++j) kv_pos_.push_back(shard_positions(L_, N_, j, sp.layout));
   }
 
@@ -444,7 +479,8 @@ class RingAttention final : public AttentionStrategy {
     return ring_bytes_forward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_, block_bytes(s));
   }
   uint64_t bytes_backward(const AttnShard& s) const override {
-    return ring_bytes_backward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_, block_bytes(s));
+    return ring_bytes_backward(ring_schedule(s.mask, s.causal, s.B, kv_pos_), r_, block_bytes(s),
+                               block_bytes(s, 4));
   }
 
   void forward(const AttnShard& s, float* o, float* lse) override {
@@ -460,10 +496,12 @@ class RingAttention final : public AttentionStrategy {
   }
 
  private:
-  // Bytes of each rank's packed K|V block (shards may differ by a unit of the layout).
-  std::vector<uint64_t> block_bytes(const AttnShard& s) const {
+  // Bytes of each rank's packed K|V block (shards may differ by a unit of the layout), at
+  // e bytes an element (0: the blocks' own type).
+  std::vector<uint64_t> block_bytes(const AttnShard& s, int e = 0) const {
+    if (e == 0) e = ws_.kv_bf16 ? 2 : 4;
     std::vector<uint64_t> b;
-    for (const auto& kp : kv_pos_) b.push_back(uint64_t(s.B) * kp.size() * 2 * s.Hkv * s.d * 4);
+    for (const auto& kp : kv_pos_) b.push_back(uint64_t(s.B) * kp.size() * 2 * s.Hkv * s.d * e);
     return b;
   }
 

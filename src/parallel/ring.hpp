@@ -20,9 +20,10 @@
 // with need(src + k, src); the ring runs max_src last(src) + 1 steps. A rank computes a
 // visiting block only when it needs it. In backward the dK|dV accumulator of block src
 // follows it to rank src + last(src), which sends it straight home to src.
-// Bytes this rank sends, S = B·Tk·2·Hkv·d·4 (one packed K|V block):
+// Bytes this rank sends, S = B·Tk·2·Hkv·d·e (one packed K|V block, e = 4 bytes, or 2 when
+// the blocks travel as bf16) and A = B·Tk·2·Hkv·d·4 (a dK|dV accumulator, always fp32):
 //   forward   S · #{k ∈ [0, steps−2] : last(r − k) ≥ k + 1}            (K|V onward)
-//   backward  forward + S · #{k ∈ [1, N−1] : last(r − k) ≥ k}          (accumulators)
+//   backward  forward + A · #{k ∈ [1, N−1] : last(r − k) ≥ k}          (accumulators)
 // Without any mask every block is needed everywhere: (N−1)·S and 2·(N−1)·S. Under a
 // causal mask with the contiguous layout block src is needed by ranks src..N−1 only, so
 // rank r sends (N−1−r)·S forward; zigzag needs every block on every rank.
@@ -54,14 +55,21 @@ RingSchedule ring_schedule(const SeqMask* mask, bool causal, int B,
 // Bytes rank r sends in one forward / backward call under a schedule; block[j] = bytes of
 // ring rank j's packed K|V block (blocks differ when L does not divide evenly).
 uint64_t ring_bytes_forward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block);
-uint64_t ring_bytes_backward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block);
+// acc[j]: bytes of block j's dK|dV accumulator (empty: the same as block, fp32 blocks).
+uint64_t ring_bytes_backward(const RingSchedule& sc, int r, const std::vector<uint64_t>& block,
+                             const std::vector<uint64_t>& acc = {});
 
 // Buffers of the ring core for one shape, all taken from the arena at construction (no
 // allocation inside forward/backward).
 struct RingWorkspace {
-  RingWorkspace(Arena& arena, int B, int Tq, int Tk, int H, int Hkv, int d);
+  // kv = bf16: the K|V blocks are packed and travel as bf16 (the kernel reads them as
+  // k16 / v16), half the bytes and half the kv buffers; accumulators stay fp32.
+  RingWorkspace(Arena& arena, int B, int Tq, int Tk, int H, int Hkv, int d,
+                Precision kv = Precision::fp32);
   int B, Tq, Tk, H, Hkv, d;
-  Buffer kv[2];    // (B, Tk, 2·Hkv·d) Mem::comm: travelling K|V block, double buffer
+  bool kv_bf16 = false;
+  Buffer kv[2];    // (B, Tk, 2·Hkv·d) Mem::comm: travelling K|V block, double buffer (fp32
+                   //   or bf16: then the buffer's floats hold two elements each)
   Buffer dkv[3];   // (B, Tk, 2·Hkv·d) Mem::comm: dK|dV accumulators: 2 alternate as the
                    //   block being computed / the one in flight, 1 receives
   Buffer home;     // (B, Tk, 2·Hkv·d) Mem::comm: our own block's accumulator coming home
@@ -79,8 +87,9 @@ struct RingWorkspace {
   uint64_t schedule_key = 0;
 };
 
-// Floats of Mem::comm a RingWorkspace holds: 6·B·Tk·2·Hkv·d.
-int64_t ring_comm_floats(int B, int Tk, int Hkv, int d);
+// Floats of Mem::comm a RingWorkspace holds: 6·B·Tk·2·Hkv·d (fp32 blocks), 5·B·Tk·2·Hkv·d
+// (bf16 blocks).
+int64_t ring_comm_floats(int B, int Tk, int Hkv, int d, Precision kv = Precision::fp32);
 
 // Forward. p describes this rank: q (B, Tq, H, d), k, v (B, Tk, Hkv, d) — its own block —
 // with their strides, o (B, Tq, H, d) and lse (B, H, Tq), both overwritten, q_pos (Tq),

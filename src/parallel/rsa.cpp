@@ -28,6 +28,10 @@
 // (decided exactly per row from the block's sorted key positions) is skipped for that
 // row: no score GEMM (−∞ / P = 0 filled), no P̃V, dS, dV, dQ or dK work. The rings stay
 // uniform, so the bytes do not depend on the mask.
+// --precision bf16 (d even): the K and V blocks travel and wait in bf16 (exact: QKV is stored
+// in bf16), halving the block bytes, KV_j = 2·B·T_j·Hkv·d in the block rings; each visiting
+// block is widened into one fp32 working block (Mem::scratch) for the score and P̃V GEMMs.
+// The accumulators stay fp32 (4·B·T_j·Hkv·d per hop).
 // Score columns are kept in block order (column C_j + t is token t of rank j, C_j =
 // T_0 + … + T_{j−1}), which the row softmax does not care about; kpos_ maps a column to its
 // global position. Ring buffers hold the longest block; each message carries its own.
@@ -87,10 +91,14 @@ class RsaAttention final : public AttentionStrategy {
     tile_ = Buffer(arena, Mem::scratch, size_t(nt_) * rows_chunk_ * t_max_, "rsa dP tiles");
     dhead_ = Buffer(arena, Mem::scratch, size_t(B) * H * t_max_ * d, "rsa per-head dK/dV");
     delta_ = Buffer(arena, Mem::scratch, bh_t, "rsa delta");
-    blk_[0] = Buffer(arena, Mem::comm, kv, "rsa K/V block");
+    // bf16 blocks: B·Hkv·t·d is even when d is, so a block is exactly half as many floats.
+    bf_ = sp.precision == Precision::bf16 && d % 2 == 0;
+    const size_t kvb = bf_ ? kv / 2 : kv;
+    if (bf_) work_ = Buffer(arena, Mem::scratch, kv, "rsa K/V block widened to fp32");
+    blk_[0] = Buffer(arena, Mem::comm, kvb, "rsa K/V block");
     acc_[0] = Buffer(arena, Mem::comm, kv, "rsa dK/dV accumulator");
     if (N_ > 1) {
-      blk_[1] = Buffer(arena, Mem::comm, kv, "rsa K/V block (next)");
+      blk_[1] = Buffer(arena, Mem::comm, kvb, "rsa K/V block (next)");
       acc_[1] = Buffer(arena, Mem::comm, kv, "rsa dK/dV accumulator (next)");
     }
   }
@@ -135,11 +143,12 @@ class RsaAttention final : public AttentionStrategy {
  private:
   // Floats of a (B, Hkv, t, d) block: block j is block_floats(T_j).
   size_t block_floats(int t) const { return size_t(B_) * Hkv_ * t * d_; }
-  // Bytes this rank sends in one block ring: Σ_{j ≠ i+1} 4·B·T_j·Hkv·d (0 when N = 1).
+  // Bytes this rank sends in one block ring: Σ_{j ≠ i+1} e·B·T_j·Hkv·d (0 when N = 1), e = 4
+  // (fp32 blocks) or 2 (bf16).
   uint64_t ring_bytes() const {
     uint64_t n = 0;
     for (int j = 0; j < N_; ++j)
-      if (j != (rank_ + 1) % N_) n += block_floats(len_[j]) * sizeof(float);
+      if (j != (rank_ + 1) % N_) n += block_floats(len_[j]) * (bf_ ? 2 : 4);
     return n;
   }
   // Bytes this rank sends in one accumulator pass: Σ_{j ≠ i} 4·B·T_j·Hkv·d.
@@ -245,6 +254,7 @@ class RsaAttention final : public AttentionStrategy {
   void ring_pass(const AttnShard& s, int col, int tag, float* dqkv, Compute&& compute) {
     const int i = rank_, N = N_, next = (i + 1) % N, prev = (i - 1 + N) % N;
     auto n = [&](int j) { return block_floats(len_[j]); };      // floats of block j
+    auto nb = [&](int j) { return n(j) / (bf_ ? 2 : 1); };      // ... as it travels
     auto owner = [&](int st) { return (i - st % N + N) % N; };  // block computed at step st
     const bool with_acc = dqkv != nullptr;
     std::vector<Comm::Request> reqs;
@@ -258,13 +268,24 @@ class RsaAttention final : public AttentionStrategy {
     } cancel{comm_, reqs};
     // At step st: send the block of step st onward, receive the block of step st + 1.
     auto post_hop = [&](int st, const float* send, float* recv) {
-      reqs.push_back(comm_->irecv(recv, n(owner(st + 1)), prev, tag));
-      reqs.push_back(comm_->isend(send, n(owner(st)), next, tag));
+      reqs.push_back(comm_->irecv(recv, nb(owner(st + 1)), prev, tag));
+      reqs.push_back(comm_->isend(send, nb(owner(st)), next, tag));
     };
-    pack_block(s.qkv, col, blk_[0].data());
+    // The fp32 view of the block at step st's buffer: itself, or widened into work_.
+    auto f32 = [&](int buf, int j) -> const float* {
+      if (!bf_) return blk_[buf].data();
+      to_float(work_.data(), reinterpret_cast<const bf16*>(blk_[buf].data()), int64_t(n(j)));
+      return work_.data();
+    };
+    if (bf_) {
+      pack_block(s.qkv, col, work_.data());
+      to_bf16(reinterpret_cast<bf16*>(blk_[0].data()), work_.data(), int64_t(n(i)));
+    } else {
+      pack_block(s.qkv, col, blk_[0].data());
+    }
     if (N > 1) post_hop(0, blk_[0].data(), blk_[1].data());
     if (with_acc) std::memset(acc_[0].data(), 0, sizeof(float) * n(i));
-    compute(i, blk_[0].data(), with_acc ? acc_[0].data() : nullptr);
+    compute(i, bf_ ? work_.data() : blk_[0].data(), with_acc ? acc_[0].data() : nullptr);
     if (with_acc) add_home(acc_[0].data(), col, dqkv);
     int cur = 0, a = 0;
     for (int st = 1; st < N; ++st) {
@@ -274,7 +295,7 @@ class RsaAttention final : public AttentionStrategy {
       const int j = owner(st);
       if (st < N - 1) post_hop(st, blk_[cur].data(), blk_[cur ^ 1].data());
       if (with_acc && st == 1) std::memset(acc_[a].data(), 0, sizeof(float) * n(j));
-      compute(j, blk_[cur].data(), with_acc ? acc_[a].data() : nullptr);
+      compute(j, f32(cur, j), with_acc ? acc_[a].data() : nullptr);
       if (with_acc) {  // dK_j / dV_j onward; in comes rank i−1's, of the next step's block
         comm_->sendrecv(acc_[a].data(), n(j), next, acc_[a ^ 1].data(), n(owner(st + 1)), prev,
                         tag + 1);
@@ -474,6 +495,8 @@ class RsaAttention final : public AttentionStrategy {
   Buffer tile_;                // (threads, rows_chunk, T_max) dP / P̃ tiles
   Buffer dhead_;               // (B, H, T_max, d) per-query-head dK_j or dV_j contribution
   Buffer delta_;               // (B, H, T) Δ
+  bool bf_ = false;            // blocks travel as bf16 (--precision bf16, d even)
+  Buffer work_;                // bf16: (B, Hkv, T_max, d) the block being computed, fp32
   Buffer blk_[2];              // (B, Hkv, T_max, d) K_j or V_j: computing / arriving
   Buffer acc_[2];              // (B, Hkv, T_max, d) dK_j or dV_j accumulator: own / arriving
 

@@ -121,8 +121,8 @@ class UspAttention final : public AttentionStrategy {
       // for the longest group: ring rank j's block holds L_j rows.
       const int Bw = whole() ? B : 1;
       for (const UlyssesPlan::Piece& pc : plan_.pieces)
-        ws_.push_back(
-            std::make_unique<RingWorkspace>(arena, Bw, int(Lg_max), int(Lg_max), pc.nq, pc.nkv, d));
+        ws_.push_back(std::make_unique<RingWorkspace>(arena, Bw, int(Lg_max), int(Lg_max), pc.nq,
+                                                      pc.nkv, d, sp.precision));
     }
   }
 
@@ -259,8 +259,13 @@ class UspAttention final : public AttentionStrategy {
   // piece), row b's own schedule; the pieces' blocks add up to one row's S_j/B, so
   //   bytes = Σ_b ring_bytes(schedule(row b), g, S/B).
   uint64_t ring_bytes(const AttnShard& s, bool backward) const {
+    // blk: fp32 bytes (the dK|dV accumulators); the K|V blocks travel at half that in bf16.
+    const bool bf = !ws_.empty() && ws_[0]->kv_bf16;
     auto bytes = [&](const RingSchedule& sc, const std::vector<uint64_t>& blk) {
-      return backward ? ring_bytes_backward(sc, g_, blk) : ring_bytes_forward(sc, g_, blk);
+      std::vector<uint64_t> kv = blk;
+      if (bf)
+        for (uint64_t& x : kv) x /= 2;
+      return backward ? ring_bytes_backward(sc, g_, kv, blk) : ring_bytes_forward(sc, g_, kv);
     };
     std::vector<uint64_t> row, all;  // (r) bytes of ring rank j's block: one batch row, all B
     for (const auto& pj : kv_pos_) {

@@ -52,6 +52,7 @@ void TrainConfig::validate() const {
   SP_CHECK_USAGE(seq_len / sp <= (int64_t(1) << 30), "seq_len/sp = ", seq_len / sp,
                  " tokens per rank is beyond what this engine indexes (2^30); use more ranks");
   SP_CHECK_USAGE(tp >= 1, "tp must be >= 1, got ", tp);
+  SP_CHECK_USAGE(zero >= 0 && zero <= 3, "zero must be 0, 1, 2 or 3, got ", zero);
   SP_CHECK_USAGE(mqsp_micro >= 0, "mqsp_micro must be >= 0 (0 = sp), got ", mqsp_micro);
   SP_CHECK_USAGE(usp_ulysses >= 0, "usp_ulysses must be >= 0 (0 = automatic), got ", usp_ulysses);
   SP_CHECK_USAGE(!out.empty(), "out directory must not be empty");
@@ -130,8 +131,10 @@ nlohmann::json TrainConfig::to_json() const {
             {"tp", tp},
             {"recompute", recompute_name(recompute)},
             {"tp_sp", tp_sp},
+            {"zero", zero},
             {"loss", loss_name(loss)},
             {"loss_chunk", loss_chunk},
+            {"precision", precision_name(precision)},
             {"pack_documents", pack_documents},
             {"doc_positions", doc_positions_name(doc_positions)},
             {"window", window},
@@ -183,12 +186,14 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
                                 "tp",
                                 "recompute",
                                 "tp_sp",
+                                "zero",
                                 "overrides",
                                 "tie_embeddings",
                                 "norm_eps",
                                 "tokenizer_hash",
                                 "loss",
                                 "loss_chunk",
+                                "precision",
                                 "pack_documents",
                                 "doc_positions",
                                 "window",
@@ -237,12 +242,14 @@ void TrainConfig::merge_json(const nlohmann::json& j) {
     get("usp_ulysses", usp_ulysses);
     get("tp", tp);
     get("tp_sp", tp_sp);
+    get("zero", zero);
     std::string s;
     if (j.contains("progress")) get("progress", s), progress = parse_progress(s);
     if (j.contains("layout")) get("layout", s), layout = parse_layout(s);
     if (j.contains("recompute")) get("recompute", s), recompute = parse_recompute(s);
     if (j.contains("loss")) get("loss", s), loss = parse_loss(s);
     get("loss_chunk", loss_chunk);
+    if (j.contains("precision")) get("precision", s), precision = parse_precision(s);
     get("pack_documents", pack_documents);
     if (j.contains("doc_positions"))
       get("doc_positions", s), doc_positions = parse_doc_positions(s);

@@ -49,10 +49,17 @@ struct TrainConfig {
   int tp = 1;                             // Megatron tensor (+ sequence) parallel degree
   Recompute recompute = Recompute::none;  // none | selective | full
   bool tp_sp = true;                      // Megatron sequence parallelism inside the tp group
-  int mqsp_micro = 0;                     // MQSP micro-query count m (0: m = sp)
-  int usp_ulysses = 0;                    // USP Ulysses group size u, sp = u·r (0: automatic)
-  LossImpl loss = LossImpl::fused;        // fused (chunked, no logits) or materialized
-  int64_t loss_chunk = 0;                 // fused loss: tokens per chunk (0: the default)
+  // ZeRO level over the ranks holding the same parameter shard (train/zero.hpp): 0 off,
+  // 1 AdamW moments, 2 + gradients, 3 + parameters. Not a resume key: checkpoints are
+  // layout-independent, a run saved under one level resumes under any other.
+  int zero = 0;
+  int mqsp_micro = 0;               // MQSP micro-query count m (0: m = sp)
+  int usp_ulysses = 0;              // USP Ulysses group size u, sp = u·r (0: automatic)
+  LossImpl loss = LossImpl::fused;  // fused (chunked, no logits) or materialized
+  int64_t loss_chunk = 0;           // fused loss: tokens per chunk (0: the default)
+  // Storage of the saved activations (docs/precision.md). Not a resume key: the weights and
+  // optimizer state are fp32 either way, so a run resumes in the other precision.
+  Precision precision = Precision::fp32;
   // Packed documents (docs/data.md): attention and loss stay inside each document of a
   // sample (token data only); RoPE positions global or restarting per document (reset
   // needs pack_documents); sliding-window attention over `window` keys (0: off).

@@ -12,7 +12,7 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
   Mesh mesh = make_mesh(world, cfg);
   const auto pos = shard_positions(cfg.seq_len, mesh.sp, mesh.sp_rank, cfg.layout);
   Arena arena(/*dry_run=*/true);
-  { TrainState state(cfg, arena, model_parallel(mesh, cfg), cfg.batch, int(pos.size())); }
+  { TrainState state(cfg, arena, mesh, cfg.batch, int(pos.size())); }
   MemoryPlan p;
   p.L = cfg.seq_len;
   std::array<int64_t, kMemCategories + 1> v{};
@@ -67,8 +67,10 @@ MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, i
 std::string ProcessPlan::describe() const {
   return format_bytes(total) + " per rank (arena peak " + format_bytes(arena.peak_total) +
          ", of which checkpoint buffer " + format_bytes(checkpoint) + ", + runtime baseline " +
-         format_bytes(baseline) + ")";
+         format_bytes(baseline) + ", + step reserve " + format_bytes(reserve) + ")";
 }
+
+uint64_t step_reserve_bytes(uint64_t arena_peak) { return (uint64_t(8) << 20) + arena_peak / 100; }
 
 ProcessPlan process_plan(const TrainConfig& cfg, Comm& world) {
   ProcessPlan p;
@@ -80,7 +82,8 @@ ProcessPlan process_plan(const TrainConfig& cfg, Comm& world) {
   world.allreduce_max(v, 2);
   p.baseline = uint64_t(v[0]);
   p.checkpoint = p.arena.peak[int(Mem::ckpt)];  // part of the arena peak, not added again
-  p.total = p.arena.peak_total + p.baseline;
+  p.reserve = step_reserve_bytes(p.arena.peak_total);
+  p.total = p.arena.peak_total + p.baseline + p.reserve;
   p.max_memory_given = cfg.max_memory != "available";
   p.max_memory = p.max_memory_given ? parse_bytes(cfg.max_memory, "max_memory") : uint64_t(-v[1]);
   if (p.max_memory == 0) p.max_memory = UINT64_MAX;  // nothing readable: no limit known

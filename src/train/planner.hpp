@@ -37,17 +37,24 @@ MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, i
 //         + baseline   (resident memory of the process with MPI, OpenBLAS (its pack buffer
 //                       at the largest product the kernels issue) and the OpenMP threads
 //                       up, before the arena: max over ranks)
+//         + reserve    (what a training step touches outside the arena and the baseline:
+//                       host vectors of the batch, masks and schedules, heap growth;
+//                       measured 0–5.7 MB at N = 2 for arena peaks of 128 MiB to 1 GiB,
+//                       docs/results.md. Reserved: 8 MiB + 1 % of the arena peak)
 // against max_memory (cfg.max_memory, or the smallest available memory over ranks).
 struct ProcessPlan {
   MemoryPlan arena;
-  uint64_t baseline = 0, checkpoint = 0, total = 0, max_memory = 0;
+  uint64_t baseline = 0, checkpoint = 0, reserve = 0, total = 0, max_memory = 0;
   bool max_memory_given = false;  // false: max_memory is what the machines offer
   bool fits() const { return total <= max_memory; }
-  // One line for errors and logs: "9.80 GiB (arena …, of which checkpoint …, + baseline …)".
+  // One line for errors and logs:
+  // "9.80 GiB (arena …, of which checkpoint …, + baseline …, + reserve …)".
   std::string describe() const;
 };
 // Collective over world. Measures this process now (after warm_up_runtimes()).
 ProcessPlan process_plan(const TrainConfig& cfg, Comm& world);
+// The reserve above for an arena peak of `arena_peak` bytes.
+uint64_t step_reserve_bytes(uint64_t arena_peak);
 // Throws UsageError naming every term when the plan does not fit (same verdict and text on
 // every rank: all terms are reduced over ranks).
 void refuse_over_memory(const ProcessPlan& p, const TrainConfig& cfg);

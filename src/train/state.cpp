@@ -20,30 +20,71 @@ ModelParallel model_parallel(Mesh& mesh, const TrainConfig& cfg) {
   p.recompute = cfg.recompute;
   p.loss = cfg.loss;
   p.loss_chunks.tokens = cfg.loss_chunk;
+  p.precision = cfg.precision;
   p.tp_sequence_parallel = cfg.tp_sp;
   return p;
 }
 
-TrainState::TrainState(const TrainConfig& cfg, Arena& arena, const ModelParallel& par, int B, int T)
-    : model(cfg.model, B, T, arena, par),
-      m(arena, Mem::optim, model.num_params(), "adamw m"),
-      v(arena, Mem::optim, model.num_params(), "adamw v"),
-      io(arena, Mem::ckpt, size_t(checkpoint_buffer_floats(cfg.model, par.tp.size())),
+namespace {
+
+ModelParallel with_source(ModelParallel p, Zero* z) {
+  if (z && (z->holds_params() || z->holds_grads())) p.sharded = z;
+  return p;
+}
+
+std::unique_ptr<Zero> make_zero(const TrainConfig& cfg, Arena& arena, Mesh& mesh) {
+  if (cfg.zero == 0) return nullptr;
+  // Replicated parameters hold partial gradients on each tp rank under Megatron sequence
+  // parallelism (summed over tp first); replicated kv heads on each rank of their kv group.
+  Comm* repl = mesh.tp > 1 && cfg.tp_sp ? &mesh.tp_comm : nullptr;
+  Comm* kv = kv_replicas(cfg.model, mesh.tp) > 1 ? &mesh.kv_comm : nullptr;
+  return std::make_unique<Zero>(cfg.zero, cfg.model, param_specs(cfg.model, mesh.tp, mesh.tp_rank),
+                                mesh.tp, mesh.shard_comm, repl, kv, arena);
+}
+
+}  // namespace
+
+TrainState::TrainState(const TrainConfig& cfg, Arena& arena, Mesh& mesh_, int B, int T)
+    : mesh(mesh_),
+      zero(make_zero(cfg, arena, mesh_)),
+      model(cfg.model, B, T, arena, with_source(model_parallel(mesh_, cfg), zero.get())),
+      m(arena, Mem::optim, zero ? zero->shard_size() : model.num_params(), "adamw m"),
+      v(arena, Mem::optim, zero ? zero->shard_size() : model.num_params(), "adamw v"),
+      io(arena, Mem::ckpt, size_t(checkpoint_buffer_floats(cfg.model, mesh_.tp)),
          "checkpoint stream") {}
 
-float* TrainState::block(Which w, int64_t off, int64_t n) {
-  const int64_t P = model.num_params();
-  SP_CHECK(off >= 0 && n >= 0 && off + n <= P, "TrainState: floats [", off, ", ", off + n,
-           ") outside the ", P, "-float block");
-  return (w == Which::weights ? model.params() : w == Which::m ? m.data() : v.data()) + off;
+void TrainState::init_weights(uint64_t seed) {
+  if (zero && zero->level() >= 3)
+    zero->init_weights(model.config(), seed);
+  else
+    model.init_weights(seed);
 }
 
 void TrainState::read_local(Which w, int64_t off, int64_t n, float* out) {
-  if (n > 0) std::memcpy(out, block(w, off, n), size_t(n) * sizeof(float));
+  SP_CHECK(off >= 0 && n >= 0 && off + n <= model.num_params(), "read_local [", off, ", ", off + n,
+           ") is outside the block of ", model.num_params(), " floats");
+  const bool sharded = zero && (w != Which::weights || zero->level() >= 3);
+  const float* src = w == Which::weights ? (sharded ? zero->param_shard() : model.params())
+                     : w == Which::m     ? m.data()
+                                         : v.data();
+  if (sharded)
+    zero->read(src, off, n, out);
+  else
+    std::memcpy(out, src + off, sizeof(float) * n);
 }
 
 void TrainState::write_local(Which w, int64_t off, int64_t n, const float* in) {
-  if (n > 0) std::memcpy(block(w, off, n), in, size_t(n) * sizeof(float));
+  SP_CHECK(off >= 0 && n >= 0 && off + n <= model.num_params(), "write_local [", off, ", ", off + n,
+           ") is outside the block of ", model.num_params(), " floats");
+  const bool sharded = zero && (w != Which::weights || zero->level() >= 3);
+  float* dst = w == Which::weights ? (sharded ? zero->param_shard() : model.params())
+               : w == Which::m     ? m.data()
+                                   : v.data();
+  if (sharded)
+    zero->write(dst, off, n, in);
+  else
+    std::memcpy(dst + off, in, sizeof(float) * n);
+  if (w == Which::weights && zero && zero->level() >= 3) zero->invalidate();
 }
 
 }  // namespace seqpar

@@ -143,7 +143,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   Arena arena;
   static_assert(std::is_same_v<std::sig_atomic_t, int>, "Arena::set_interrupt takes an int flag");
   arena.set_interrupt(&g_stop_signal);  // a stop during the set-up skips the zeroing left
-  TrainState state(cfg, arena, model_parallel(mesh, cfg), B, int(pos.size()));
+  TrainState state(cfg, arena, mesh, B, int(pos.size()));
   const int64_t P = state.model.num_params();
 
   // Start fresh, or resume. Every rank reads the same files and reaches the same verdict.
@@ -156,7 +156,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
                    "' already holds checkpoints of an earlier run; pass --resume to continue "
                    "it, or choose another --out");
     if (!cfg.resume || !saved) {
-      state.model.init_weights(cfg.seed);
+      state.init_weights(cfg.seed);
       return;
     }
     Checkpoint ck = open_checkpoint(run.checkpoints());  // verified; tensors streamed below
@@ -200,7 +200,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
               << "data: " << src->describe() << "\n"
               << "model: " << model_kind_name(cfg.model.kind) << ", " << P
               << " parameters on this rank (tp " << tp << ", recompute "
-              << recompute_name(cfg.recompute) << ")\n"
+              << recompute_name(cfg.recompute) << ", zero " << cfg.zero << ")\n"
               << "arena after setup: " << human_bytes(double(arena.total_current())) << "\n"
               << "memory plan: " << mem.describe() << " of "
               << (mem.max_memory_given ? "--max-memory " : "available ")

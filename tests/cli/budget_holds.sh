@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The budget holds (issue 10): plan the longest L under a small arena budget at N = 2, then
-# train there with a checkpoint save under --max-memory equal to the plan's whole-process
-# total (arena peak + runtime baseline, as `seqpar plan` printed it), and check that the
+# train there with a checkpoint save under --max-memory = the plan's whole-process total
+# (arena peak + runtime baseline, as `seqpar plan` printed it) + 1 %, and check that the
 # peak resident memory (VmHWM, max over ranks, printed by the trainer after its final
-# save) stays under it. No slack: the save streams through the arena's checkpoint buffer
+# save) stays under the run's own plan. No slack: the save streams through the arena's checkpoint buffer
 # (the old whole-model host copies, 12 bytes per parameter, ~19 MB or 12 % here, failed
 # this), OpenBLAS's pack buffer is bounded and warmed up, and MPI's lazily allocated
 # transport buffers are touched before the baseline is measured (comm/warm_up_transport);
@@ -18,14 +18,19 @@ plan=$(mpi 2 "$bin" plan "${run[@]}" --budget 128MiB 2>&1)
 L=$(grep -o '"longest_seq_len":[0-9]*' <<<"$plan" | cut -d: -f2)
 check "plan finds a length under 128 MiB" '[ "${L:-0}" -gt 1000 ]'
 
-budget=$(grep -o '"total_bytes":[0-9]*' <<<"$plan" | cut -d: -f2)
-check "plan prints the whole-process total" '[ "${budget:-0}" -gt 0 ]'
+total=$(grep -o '"total_bytes":[0-9]*' <<<"$plan" | cut -d: -f2)
+check "plan prints the whole-process total" '[ "${total:-0}" -gt 0 ]'
+# The budget is the plan's total plus 1 %: the runtime baseline is measured again by the
+# training process and moves by a few hundred KB between processes.
+budget=$((total + total / 100))
 out=$(mpi 2 "$bin" train "${run[@]}" --seq-len "$L" --steps 2 --max-memory "$budget" --out "$tmp/r" 2>&1)
 rc=$?
 echo "$out" | grep -E "memory plan|peak resident|saved"
 hwm=$(grep -o 'VmHWM, max over ranks): [0-9]*' <<<"$out" | grep -o '[0-9]*$')
-check "train at the planned L under --max-memory = the plan's total, with a save: exit 0" \
+own=$(grep -o 'plan [0-9]* bytes' <<<"$out" | grep -o '[0-9]*')
+check "train at the planned L under --max-memory, with a save: exit 0" \
   '[ $rc = 0 ] && grep -q "saved checkpoint" <<<"$out"'
-check "VmHWM (every rank, the max) under the budget" '[ -n "$hwm" ] && [ "$hwm" -le "$budget" ]'
-echo "VmHWM $hwm bytes, budget $budget bytes"
+check "VmHWM (every rank, the max) under the run's own plan and the budget, no slack" \
+  '[ -n "$hwm" ] && [ -n "$own" ] && [ "$hwm" -le "$own" ] && [ "$hwm" -le "$budget" ]'
+echo "VmHWM $hwm bytes, the run's plan $own bytes, budget $budget bytes"
 finish

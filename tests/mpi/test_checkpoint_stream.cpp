@@ -83,7 +83,7 @@ void round_trip(Comm& world, int tp, bool smallest_buffer) {
   Mesh mesh = make_mesh(world, cfg);
   const auto pos = shard_positions(cfg.seq_len, mesh.sp, mesh.sp_rank, cfg.layout);
   Arena arena;
-  TrainState st(cfg, arena, model_parallel(mesh, cfg), cfg.batch, int(pos.size()));
+  TrainState st(cfg, arena, mesh, cfg.batch, int(pos.size()));
   EXPECT_EQ(arena.current(Mem::ckpt),
             size_t(checkpoint_buffer_floats(cfg.model, tp)) * sizeof(float));
   if (smallest_buffer)
@@ -115,7 +115,7 @@ void round_trip(Comm& world, int tp, bool smallest_buffer) {
   if (world.rank() == 0) save_checkpoint(root + "/old", 3, w, o, state, extra);
   world.barrier();
   Arena arena2;
-  TrainState st2(cfg, arena2, model_parallel(mesh, cfg), cfg.batch, int(pos.size()));
+  TrainState st2(cfg, arena2, mesh, cfg.batch, int(pos.size()));
   if (smallest_buffer) st2.io = Buffer(arena2, Mem::ckpt, st.io.size(), "small");
   load_state_checkpoint(st2, open_checkpoint(root + "/old"), cfg.model, tp, mesh.tp_rank);
   const size_t bytes = size_t(st.model.num_params()) * sizeof(float);

@@ -41,6 +41,10 @@ struct Case {
   // Any L (issue 9): 0: L = chunk·N (·2 for zigzag); −1: L = N (one token per rank);
   // > 0: this L, whatever N (primes, lengths 2N does not divide): uneven shards.
   int64_t L_fixed = 0;
+  // --precision bf16: K|V (and Q) blocks move as bf16. The inputs are rounded to bf16
+  // values first, as the model's bf16 QKV storage makes them, so moving them in bf16 is
+  // exact and the fp32 tolerances below still hold; the bytes are the bf16 formulas.
+  bool bf16 = false;
 };
 
 // Document ids (B, L) of a packed batch: row 0 cycles short documents (length 1, shorter
@@ -61,6 +65,7 @@ std::string case_name(const testing::TestParamInfo<Case>& info) {
   if (c.docs) n += "_docs";
   if (c.window > 0) n += "_w" + std::to_string(c.window);
   if (c.L_fixed != 0) n += c.L_fixed < 0 ? std::string("_LeqN") : "_L" + std::to_string(c.L_fixed);
+  if (c.bf16) n += "_bf16";
   return n;
 }
 
@@ -98,6 +103,8 @@ TEST_P(Strategies, MatchLocalForwardBackwardAndBytes) {
   std::vector<float> qkv(B * L * W), dout(B * L * HD);
   for (auto& x : qkv) x = nd(gen);
   for (auto& x : dout) x = nd(gen);
+  if (c.bf16)
+    for (auto& x : qkv) x = to_float(to_bf16(x));
   std::vector<int64_t> all_pos(L);
   for (int64_t i = 0; i < L; ++i) all_pos[i] = i;
 
@@ -129,6 +136,7 @@ TEST_P(Strategies, MatchLocalForwardBackwardAndBytes) {
     }
   Arena arena;
   SpSetup sp{&world, c.layout, L, c.mqsp_micro, c.usp_u > 0 && N % c.usp_u == 0 ? c.usp_u : 0};
+  if (c.bf16) sp.precision = Precision::bf16;
   auto strat = make_attention(c.strategy, arena, sp, B, T, c.H, c.Hkv, c.d);
   AttnShard s{q_sh.data(), pos.data(), B, T, c.H, c.Hkv, c.d, L, c.causal, c.dropout, 99, 7, 3};
   s.mask = g.mask;
@@ -230,6 +238,20 @@ std::vector<Case> cases() {
     // replicated across ranks, several pieces per rank.
     v.push_back({st, true, 8, 2, 16, 5, ShardLayout::contiguous, 0.0f});
     v.push_back({st, false, 6, 2, 16, 4, ShardLayout::zigzag, 0.0f});
+  }
+  // bf16 K|V blocks (ring, usp's ring, allgather): causal zigzag, uneven L with documents
+  // and a window, multi-piece shards, GQA; every other strategy under bf16 too (they keep
+  // fp32 buffers, so this checks the flag changes nothing there).
+  for (std::string st : {"ring", "allgather", "usp", "ulysses", "mqsp", "rsa"}) {
+    Case a{st, true, 4, 2, 16, 6, ShardLayout::zigzag, 0.1f};
+    a.bf16 = true;
+    v.push_back(a);
+    Case b{st, true, 4, 1, 16, 1, ShardLayout::contiguous, 0.0f, 0, 0, true, 20, 301};
+    b.bf16 = true;
+    v.push_back(b);
+    Case m{st, false, 4, 2, 16, 150, ShardLayout::zigzag, 0.0f};
+    m.bf16 = true;
+    v.push_back(m);
   }
   // usp with forced Ulysses group sizes (where u divides N): uneven heads inside a
   // group with a ring across groups, and fewer heads than ranks in a group.
