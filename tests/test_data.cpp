@@ -539,4 +539,60 @@ TEST(PackingConfig, KeysRoundTripValidateAndResume) {
   }
 }
 
+// ---- the needle's depth (seqpar eval --task passkey) -----------------------------------
+
+std::string passkey_text(const DataSource& src, uint64_t s, int64_t L) {
+  std::vector<int32_t> x(size_t(L) + 1);
+  src.sample(s, L, x.data());
+  return std::string(x.begin(), x.end());
+}
+
+// Depth d puts the needle at round(d · room), room = (L + 1) − |question| − |needle|: at
+// the start for d = 0, ending where the question begins for d = 1; the key, the question
+// and the answer positions are those of the default placement.
+TEST(PasskeyDepth, PlacesTheNeedleAtTheAskedFractionOfTheRoom) {
+  const std::string needle_head = " The pass key is ", question_head = " What is the pass key?";
+  const size_t needle_len = needle_head.size() + 5 + std::strlen(". Remember it. ");
+  const size_t question_len = question_head.size() + needle_head.size() + 5;
+  for (int64_t L : {128, 300, 1024}) {
+    const int64_t room = L + 1 - int64_t(question_len) - int64_t(needle_len);
+    auto plain = make_passkey_source(7, L, Split::validation);
+    for (double d : {0.0, 0.25, 0.5, 1.0}) {
+      auto at_d = make_passkey_source(7, L, Split::validation, d);
+      for (uint64_t s : {0u, 3u, 11u}) {
+        const std::string t = passkey_text(*at_d, s, L), p = passkey_text(*plain, s, L);
+        const std::string key = p.substr(p.size() - 5);
+        const size_t at = t.find(needle_head + key);
+        EXPECT_EQ(int64_t(at), std::llround(d * double(room))) << "L=" << L << " d=" << d;
+        EXPECT_EQ(t.substr(t.size() - question_len), p.substr(p.size() - question_len));
+        if (d == 1.0) EXPECT_EQ(at + needle_len, t.size() - question_len);
+        EXPECT_EQ(at_d->answer_positions(s, L), plain->answer_positions(s, L));
+      }
+    }
+    // The default (training's) placement is unchanged: in the first half of the room.
+    for (uint64_t s = 0; s < 50; ++s) {
+      const std::string p = passkey_text(*plain, s, L);
+      const size_t at = p.find(needle_head);
+      EXPECT_LT(int64_t(at), std::max<int64_t>(1, room / 2)) << s;
+    }
+  }
+  // passkey-anywhere: offsets over all of [0, room], the second half included.
+  {
+    const int64_t L = 256, room = L + 1 - int64_t(question_len) - int64_t(needle_len);
+    auto any = make_source("passkey-anywhere", 7, L);
+    int64_t lo = room, hi = 0;
+    for (uint64_t s = 0; s < 400; ++s) {
+      const int64_t at = int64_t(passkey_text(*any, s, L).find(needle_head));
+      EXPECT_LE(at, room);
+      lo = std::min(lo, at);
+      hi = std::max(hi, at);
+    }
+    EXPECT_LT(lo, room / 8);
+    EXPECT_GT(hi, room - room / 8);
+    EXPECT_TRUE(any->has_answers());
+  }
+  expect_error([] { make_passkey_source(7, 128, Split::validation, 1.5); },
+               {"needle depth", "[0, 1]", "1.5"});
+}
+
 }  // namespace

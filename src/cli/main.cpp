@@ -30,6 +30,7 @@
 #include "train/data.hpp"
 #include "train/eval.hpp"
 #include "train/hf_export.hpp"
+#include "train/needle.hpp"
 #include "train/planner.hpp"
 #include "train/trainer.hpp"
 
@@ -141,6 +142,27 @@ int main(int argc, char** argv) {
                  "a step directory, a checkpoints/ root or a run directory (its newest complete "
                  "checkpoint)");
   ev->add_option("--output", ev_output, "also write the JSON report to this file");
+  // The needle-in-a-haystack sweep (train/needle.hpp, docs/eval.md).
+  std::string ev_task, ev_lengths, ev_depths, ev_heatmap;
+  int64_t ev_samples = 32;
+  ev->add_option("--task", ev_task,
+                 "passkey: instead of the validation loss, the needle-in-a-haystack sweep: "
+                 "passkey accuracy on validation keys at each --lengths × --depths (prints "
+                 "markdown tables; --output gets the JSON)")
+      ->check(CLI::IsMember({"passkey"}));
+  ev->add_option("--lengths", ev_lengths,
+                 "with --task: context lengths, comma-separated, each >= 128 and shardable on "
+                 "the mesh (any length, not only the training one), e.g. 256,1024,4096");
+  ev->add_option("--depths", ev_depths,
+                 "with --task: needle depths in [0, 1], comma-separated (0 = at the start, "
+                 "1 = just before the question), default 0,0.25,0.5,0.75,1");
+  ev->add_option("--samples", ev_samples,
+                 "with --task: validation keys per (length, depth) cell, rounded up to whole "
+                 "global batches")
+      ->capture_default_str();
+  ev->add_option("--heatmap", ev_heatmap,
+                 "with --task: also draw digit accuracy over length × depth as this PNG "
+                 "(needs gnuplot)");
   CLI::App* pt = app.add_subcommand(
       "plot",
       "Draw a run's loss, validation loss, tokens/s and arena peak memory per category "
@@ -181,7 +203,8 @@ int main(int argc, char** argv) {
     opt_s("--data", "data",
           "training data: 'kjv' (default, King James Bible from Debian's bible-kjv, bytes), "
           "'kjv-bpe8k' (the same as 8k BPE tokens, built by scripts/setup.sh), 'passkey' "
-          "(synthetic long-range retrieval), a token file (seqpar tokenize encode) or any "
+          "(synthetic long-range retrieval, the needle in the first half), 'passkey-anywhere' "
+          "(the same, the needle at any depth), a token file (seqpar tokenize encode) or any "
           "text file (bytes)");
     cur->add_flag_function(
         "--pack-documents,!--no-pack-documents",
@@ -331,7 +354,9 @@ int main(int argc, char** argv) {
   std::string command;  // the subcommand, "help", or "" after an error
   std::exception_ptr local_error;
   TrainConfig cfg;
-  nlohmann::json agreed;  // what every rank must have alike
+  nlohmann::json agreed;                // what every rank must have alike
+  std::vector<int64_t> needle_lengths;  // seqpar eval --task passkey
+  std::vector<double> needle_depths;
   uint64_t budget = 0;
   try {
     try {
@@ -368,9 +393,31 @@ int main(int argc, char** argv) {
       merged.update(flags);
       cfg.merge_json(merged);
       cfg.validate();
-      cfg.validate_for_world(size);
+      SP_CHECK_USAGE(
+          !ev_task.empty() || (ev_lengths.empty() && ev_depths.empty() && ev_heatmap.empty()),
+          "--lengths, --depths and --heatmap belong to the sweep: add --task passkey");
+      if (ev_task.empty()) {
+        cfg.validate_for_world(size);
+      } else {
+        SP_CHECK_USAGE(!ev_lengths.empty(), "--task passkey needs --lengths (e.g. 256,1024,4096)");
+        needle_lengths = parse_needle_lengths(ev_lengths);
+        needle_depths = parse_needle_depths(ev_depths.empty() ? "0,0.25,0.5,0.75,1" : ev_depths);
+        check_needle_sweep(cfg, size, needle_lengths, ev_samples);
+        // Refused before the sweep's work, not after it.
+        SP_CHECK_USAGE(ev_heatmap.empty() || !find_on_path("gnuplot").empty(), "--heatmap ",
+                       ev_heatmap,
+                       ": gnuplot not found on PATH. Install Debian's "
+                       "gnuplot-nox (apt-get install gnuplot-nox, or bash scripts/setup.sh), or "
+                       "leave out --heatmap");
+      }
       agreed = cfg.to_json();
-      agreed.update({{"checkpoint", ev_ckpt}, {"output", ev_output}});
+      agreed.update({{"checkpoint", ev_ckpt},
+                     {"output", ev_output},
+                     {"task", ev_task},
+                     {"lengths", needle_lengths},
+                     {"depths", needle_depths},
+                     {"samples", ev_samples},
+                     {"heatmap", ev_heatmap}});
     } else if (command != "help") {
       // One merge of (file, then flags over it), so defaults that follow other keys
       // (ffn = 4·dim, kv_heads = heads, vocab by model) see both sources.
@@ -428,6 +475,21 @@ int main(int argc, char** argv) {
     if (command == "plot") {
       for (const std::string& png : plot_run(plot_dir)) std::cout << png << "\n";
       std::cout << std::flush;
+      return 0;
+    }
+    if (command == "eval" && !ev_task.empty()) {
+      const nlohmann::json sweep =
+          needle_sweep(cfg, world, ev_ckpt, needle_lengths, needle_depths, ev_samples);
+      // Rank 0 writes; a failure (gnuplot missing, a bad path) reaches every rank.
+      agree_or_throw(world, [&] {
+        if (rank != 0) return;
+        std::cout << needle_table_markdown(sweep) << std::flush;
+        if (!ev_output.empty()) write_file_atomic(ev_output, sweep.dump(2) + "\n");
+        if (!ev_heatmap.empty()) {
+          plot_needle_heatmap(sweep, ev_heatmap);
+          std::cout << "\nheatmap: " << ev_heatmap << std::endl;
+        }
+      });
       return 0;
     }
     if (command == "eval") {

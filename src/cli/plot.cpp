@@ -203,4 +203,80 @@ std::vector<std::string> plot_run(const std::string& dir) {
   return written;
 }
 
+void plot_needle_heatmap(const nlohmann::json& sweep, const std::string& png) {
+  const std::string gnuplot = find_on_path("gnuplot");
+  SP_CHECK(!gnuplot.empty(),
+           "gnuplot not found on PATH: --heatmap draws with it. Install Debian's gnuplot-nox "
+           "(apt-get install gnuplot-nox, or bash scripts/setup.sh), or leave out --heatmap ",
+           png);
+  std::error_code ec;
+  const fs::path target = fs::absolute(png, ec);
+  SP_CHECK(!ec && !target.filename().empty(), "--heatmap '", png, "' is not a file path");
+  SP_CHECK(fs::is_directory(target.parent_path(), ec), "--heatmap '", png, "': directory ",
+           target.parent_path().string(), " does not exist");
+  const auto& lengths = sweep.at("lengths");
+  const auto& depths = sweep.at("depths");
+  const auto& acc = sweep.at("digit_acc");
+  // gnuplot's files in a directory of their own, beside nothing else.
+  char tmpl[] = "/tmp/seqpar-heatmap-XXXXXX";
+  SP_CHECK(::mkdtemp(tmpl) != nullptr,
+           "cannot create a temporary directory: ", std::strerror(errno));
+  const fs::path tmp = tmpl;
+  struct Cleanup {
+    fs::path p;
+    ~Cleanup() {
+      std::error_code e;
+      fs::remove_all(p, e);
+    }
+  } cleanup{tmp};
+  {
+    // One row per cell: length index, depth index, accuracy (image plots want grid indices;
+    // the tics carry the real values, so unevenly spaced lengths get even columns).
+    std::ofstream d(tmp / "cells.tsv");
+    for (size_t i = 0; i < lengths.size(); ++i)
+      for (size_t j = 0; j < depths.size(); ++j)
+        d << i << '\t' << j << '\t' << acc[i][j].get<double>() << '\n';
+    SP_CHECK(d.good(), "cannot write ", (tmp / "cells.tsv").string());
+  }
+  {
+    std::ofstream g(tmp / "heatmap.gp");
+    const int w = 220 + 110 * int(lengths.size()), h = 160 + 60 * int(depths.size());
+    g << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+      << "  set terminal pngcairo size " << w << "," << h << " enhanced font 'sans,10'\n"
+      << "} else {\n  set terminal png size " << w << "," << h << "\n}\n"
+      << "set output " << gp_str(target.string()) << "\n"
+      << "set datafile separator '\\t'\n"
+      << "set title "
+      << gp_str("passkey digit accuracy, step " + std::to_string(sweep.at("step").get<int64_t>()) +
+                ", " + std::to_string(sweep.at("samples").get<int64_t>()) +
+                " validation keys per cell")
+      << " noenhanced\n"
+      << "set xlabel 'context length L'\nset ylabel 'needle depth (0 = start, 1 = just "
+         "before the question)'\n"
+      << "set cbrange [0:1]\nset cblabel 'accuracy'\n"
+      << "set palette defined (0 '#b2182b', 0.5 '#fddb6d', 1 '#1a9850')\n"
+      << "set xrange [-0.5:" << double(lengths.size()) - 0.5 << "]\n"
+      << "set yrange [-0.5:" << double(depths.size()) - 0.5 << "]\n"
+      << "set xtics (";
+    for (size_t i = 0; i < lengths.size(); ++i)
+      g << (i ? ", " : "") << "'" << lengths[i].get<int64_t>() << "' " << i;
+    g << ")\nset ytics (";
+    for (size_t j = 0; j < depths.size(); ++j) {
+      std::ostringstream v;
+      v << depths[j].get<double>();
+      g << (j ? ", " : "") << "'" << v.str() << "' " << j;
+    }
+    g << ")\nset tics scale 0\nunset key\n"
+      << "plot 'cells.tsv' using 1:2:3 with image, \\\n"
+      << "     '' using 1:2:(sprintf('%.3f', $3)) with labels font ',10'\n"
+      << "unset output\n";
+    SP_CHECK(g.good(), "cannot write ", (tmp / "heatmap.gp").string());
+  }
+  fs::remove(target, ec);  // a stale PNG must not pass for a new one
+  const int rc = run_program(gnuplot, {"heatmap.gp"}, tmp.string());
+  SP_CHECK(rc == 0, gnuplot, " failed (exit ", rc, ") drawing ", target.string());
+  SP_CHECK(fs::is_regular_file(target, ec) && fs::file_size(target, ec) > 0,
+           "gnuplot did not write ", target.string());
+}
+
 }  // namespace seqpar

@@ -7,6 +7,7 @@
 // The data gnuplot reads and its script stay beside them (metrics.tsv, val.tsv, plots.gp),
 // so a figure can be restyled by hand.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,13 @@ namespace seqpar {
 // such directory, no metrics.jsonl or no rows in it, no gnuplot on PATH (with how to
 // install it), gnuplot failing, or a PNG it did not write.
 std::vector<std::string> plot_run(const std::string& dir);
+
+// The heatmap of a needle sweep (train/needle.hpp: needle_sweep's JSON): digit accuracy
+// over context length (x) × needle depth (y), each cell labelled with its value, colours
+// fixed to [0, 1]. Writes `png` with gnuplot (its data and script in a temporary directory,
+// removed after). Throws seqpar::Error as plot_run does: no gnuplot on PATH (with how to
+// install it), gnuplot failing, or no PNG written.
+void plot_needle_heatmap(const nlohmann::json& sweep, const std::string& png);
 
 // The executable `name` found on $PATH, or "" if none.
 std::string find_on_path(const std::string& name);

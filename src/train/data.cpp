@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -131,9 +132,11 @@ const std::vector<uint32_t>& passkeys(Split split) {
 
 class PasskeySource final : public DataSource {
  public:
-  PasskeySource(uint64_t seed, int64_t L, Split split)
-      : seed_(split == Split::train ? seed : kValidationSeed), split_(split) {
+  PasskeySource(uint64_t seed, int64_t L, Split split, double depth)
+      : seed_(split == Split::train ? seed : kValidationSeed), split_(split), depth_(depth) {
     SP_CHECK(L >= 128, "the passkey task needs seq_len >= 128, got ", L);
+    SP_CHECK(depth <= 1.0, "the needle depth must be in [0, 1] (a fraction of the room before ",
+             "the question), got ", depth);
   }
   void sample(uint64_t s, int64_t L, int32_t* out) const override {
     static const char* filler =
@@ -147,9 +150,17 @@ class PasskeySource final : public DataSource {
     seq.reserve(n);
     for (int64_t i = 0; int64_t(seq.size()) < n; ++i) seq += filler[i % filler_len];
     seq.resize(n);
-    // Needle in the first half (after a random offset), question at the very end.
+    // Needle in the first half (after a random offset), anywhere in [0, room] (passkey-
+    // anywhere), or at depth_ · room when a depth is set; question at the very end.
+    // L >= 128 leaves room >= 129 − 44 − 37 = 48.
     const int64_t room = n - int64_t(question.size()) - int64_t(needle.size());
-    const int64_t at = int64_t(draw(seed_, s, 2) % uint64_t(std::max<int64_t>(1, room / 2)));
+    int64_t at = 0;
+    if (depth_ >= 0.0)
+      at = std::llround(depth_ * double(room));
+    else if (depth_ == kNeedleAnywhere)
+      at = int64_t(draw(seed_, s, 2) % uint64_t(room + 1));
+    else
+      at = int64_t(draw(seed_, s, 2) % uint64_t(std::max<int64_t>(1, room / 2)));
     seq.replace(at, needle.size(), needle);
     seq.replace(n - question.size(), question.size(), question);
     for (int64_t i = 0; i < n; ++i) out[i] = static_cast<uint8_t>(seq[i]);
@@ -162,7 +173,8 @@ class PasskeySource final : public DataSource {
   }
   bool has_answers() const override { return true; }
   std::string describe() const override {
-    return std::string("synthetic passkey retrieval (") + split_name(split_) +
+    return std::string("synthetic passkey retrieval (") +
+           (depth_ == kNeedleAnywhere ? "needle at any depth; " : "") + split_name(split_) +
            " keys: " + std::to_string(passkeys(split_).size()) + " of " +
            std::to_string(kPasskeys) + ")";
   }
@@ -176,6 +188,7 @@ class PasskeySource final : public DataSource {
   }
   uint64_t seed_;
   Split split_;
+  double depth_;  // < 0: random in the first half (training's default), or kNeedleAnywhere
 };
 
 }  // namespace
@@ -286,8 +299,9 @@ std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uin
   return std::make_unique<TextSource>(std::move(text), std::move(origin), seed, L, split);
 }
 
-std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L, Split split) {
-  return std::make_unique<PasskeySource>(seed, L, split);
+std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L, Split split,
+                                                double needle_depth) {
+  return std::make_unique<PasskeySource>(seed, L, split, needle_depth);
 }
 
 std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t seed, int64_t L,
@@ -307,13 +321,15 @@ std::string token_file_path(const std::string& spec) {
     SP_FAIL("the corpus 'kjv-bpe8k' needs the token file kjv-bpe8k.tok, not found (looked in ",
             looked, "): run `bash scripts/setup.sh` to build it, or pass --data PATH");
   }
-  if (spec != "kjv" && spec != "passkey" && is_token_file(spec)) return spec;
+  if (spec != "kjv" && spec != "passkey" && spec != "passkey-anywhere" && is_token_file(spec))
+    return spec;
   return "";
 }
 
 std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L,
                                         Split split) {
   if (spec == "passkey") return make_passkey_source(seed, L, split);
+  if (spec == "passkey-anywhere") return make_passkey_source(seed, L, split, kNeedleAnywhere);
   const std::string tok = token_file_path(spec);
   if (spec == "kjv-bpe8k")
     return std::make_unique<TokenSource>(tok, "kjv-bpe8k from '" + tok + "'", seed, L, split);

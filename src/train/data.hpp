@@ -149,13 +149,24 @@ std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uin
 // text and asked for at the very end; the answer digits are the last 5 targets. The key
 // space is split: key k is a validation key iff mix(k) mod 16 = 0 (a fixed hash, so every
 // digit stays uniform in both parts); training draws only the others, validation only those.
+// Where the needle goes: by default (needle_depth < 0, what training reads) at a random
+// offset in the first half of the room; with needle_depth d in [0, 1] (the needle sweep,
+// seqpar eval --task passkey) at offset round(d · room), where
+//   room = (L + 1) − |question| − |needle|
+// is the last offset at which the needle still ends before the question: d = 0 puts it at
+// the start of the sequence, d = 1 just before the question. Throws on L < 128 or d > 1.
+// needle_depth = kNeedleAnywhere (--data passkey-anywhere) draws the offset uniformly from
+// [0, room], so a model trained on it sees every depth.
+constexpr double kNeedleAnywhere = -2.0;
 std::unique_ptr<DataSource> make_passkey_source(uint64_t seed, int64_t L,
-                                                Split split = Split::train);
+                                                Split split = Split::train,
+                                                double needle_depth = -1.0);
 // A token file: a TokenSource over `path`.
 std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t seed, int64_t L,
                                               Split split = Split::train);
 // What `--data` accepts:
 //   "passkey"    the synthetic retrieval task (bytes)
+//   "passkey-anywhere"  the same with the needle at any depth (kNeedleAnywhere)
 //   "kjv"        the embedded byte corpus (make_text_source)
 //   "kjv-bpe8k"  kjv-bpe8k.tok, looked up as kjv.txt is ($SEQPAR_DATA_DIR, data/,
 //                <exe>/../data/); built by scripts/setup.sh

@@ -25,6 +25,7 @@ nlohmann::json EvalResult::to_json() const {
                       {"val_tokens", int64_t(tokens)},
                       {"val_samples", samples}};
   if (answers > 0) j["val_answer_acc"] = answers_correct / answers;
+  if (keys > 0) j["val_key_acc"] = double(keys_correct) / double(keys);
   return j;
 }
 
@@ -37,6 +38,10 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
   // Dropout off; the context's step keys nothing else.
   const StepContext ctx{kValidationSeed, 0, false};
   double sums[4] = {0.0, 0.0, 0.0, 0.0};  // Σ loss, Σ counted targets, Σ correct, Σ answers
+  // Per validation sample (global index k·B·dp + dp_rank·B + i): answers scored and answers
+  // wrong, summed over the ranks that own its rows; a key is right when none is wrong.
+  const size_t n_samples = size_t(cfg.eval_batches) * B * mesh.dp;
+  std::vector<int64_t> per_sample(2 * n_samples, 0);
   for (int64_t k = 0; k < cfg.eval_batches; ++k) {
     const uint64_t first = uint64_t(k) * B * mesh.dp + uint64_t(mesh.dp_rank) * B;
     Batch batch =
@@ -47,12 +52,14 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
     // collective over tp: every tp rank asks for the same rows).
     std::vector<int64_t> rows;
     std::vector<int32_t> want;
+    std::vector<int> row_sample;  // i of each row
     for (int i = 0; i < B; ++i)
       for (int64_t ap : val.answer_positions(first + i, cfg.seq_len))
         for (int t = 0; t < T; ++t)
           if (pos[t] == ap) {
             rows.push_back(int64_t(i) * T + t);
             want.push_back(batch.targets[size_t(i) * T + t]);
+            row_sample.push_back(i);
           }
     const std::vector<int32_t> got = model.argmax(rows);
     if (!count_rows) continue;
@@ -62,9 +69,13 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
       if (rows[q] < rb || rows[q] >= rb + R) continue;
       sums[2] += got[q] == want[q];
       sums[3] += 1;
+      const size_t g = size_t(first) + size_t(row_sample[q]);
+      per_sample[2 * g] += 1;
+      per_sample[2 * g + 1] += got[q] != want[q];
     }
   }
   world.allreduce_sum(sums, 4);
+  world.allreduce_sum(per_sample.data(), per_sample.size());
   SP_CHECK(sums[1] > 0, "the validation batches of ", val.describe(), " have no counted targets");
   EvalResult r;
   r.loss = sums[0] / sums[1];
@@ -73,6 +84,10 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
   r.answers_correct = sums[2];
   r.answers = sums[3];
   r.samples = cfg.eval_batches * B * mesh.dp;
+  for (size_t g = 0; g < n_samples; ++g) {
+    r.keys += per_sample[2 * g] > 0;
+    r.keys_correct += per_sample[2 * g] > 0 && per_sample[2 * g + 1] == 0;
+  }
   return r;
 }
 
@@ -125,6 +140,23 @@ nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* ste
   return m["train"];
 }
 
+void load_weights(Model& model, const Checkpoint& ck, const ModelConfig& mc) {
+  const nlohmann::json saved =
+      ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object())).to_json();
+  SP_CHECK_USAGE(saved == mc.to_json(), "checkpoint ", ck.dir,
+                 " holds a different model than the configuration to evaluate: ", saved.dump(),
+                 " vs ", mc.to_json().dump());
+  std::map<std::string, const NamedTensor*> by_name;
+  for (const auto& t : ck.weights) by_name[t.name] = &t;
+  for (const ParamSpec& s : model.specs()) {
+    auto it = by_name.find(s.name);
+    SP_CHECK(it != by_name.end(), "checkpoint ", ck.dir, " has no tensor '", s.name, "'");
+    SP_CHECK(it->second->shape == s.global_shape, "checkpoint ", ck.dir, ": tensor '", s.name,
+             "' has another shape than the model's");
+    shard_from_global(s, it->second->data.data(), model.params() + s.offset);
+  }
+}
+
 nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
                                    const std::string& step_dir) {
   agree_or_throw(world, [&] {
@@ -155,20 +187,7 @@ nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
   agree_or_throw(world, [&] {
     Checkpoint ck = load_checkpoint(step_dir);  // verifies sizes and hashes
     step = ck.step;
-    const nlohmann::json saved =
-        ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object())).to_json();
-    SP_CHECK_USAGE(saved == cfg.model.to_json(), "checkpoint ", ck.dir,
-                   " holds a different model than the configuration to evaluate: ", saved.dump(),
-                   " vs ", cfg.model.to_json().dump());
-    std::map<std::string, const NamedTensor*> by_name;
-    for (const auto& t : ck.weights) by_name[t.name] = &t;
-    for (const ParamSpec& s : model.specs()) {
-      auto it = by_name.find(s.name);
-      SP_CHECK(it != by_name.end(), "checkpoint ", ck.dir, " has no tensor '", s.name, "'");
-      SP_CHECK(it->second->shape == s.global_shape, "checkpoint ", ck.dir, ": tensor '", s.name,
-               "' has another shape than the model's");
-      shard_from_global(s, it->second->data.data(), model.params() + s.offset);
-    }
+    load_weights(model, ck, cfg.model);
   });
   const EvalResult r = evaluate(model, mesh, world, cfg, *val, pos);
   nlohmann::json j = r.to_json();

@@ -18,6 +18,7 @@
 #include "comm/comm.hpp"
 #include "model/model.hpp"
 #include "parallel/mesh.hpp"
+#include "train/checkpoint.hpp"
 #include "train/config.hpp"
 #include "train/data.hpp"
 
@@ -29,8 +30,11 @@ struct EvalResult {
   double tokens = 0.0;           // counted targets (world)
   double answers = 0.0;          // retrieval answers scored (world), 0 for plain text
   double answers_correct = 0.0;  // of which the argmax was the target
+  int64_t keys = 0;              // samples with answers (world)
+  int64_t keys_correct = 0;      // of which every answer's argmax was right (whole key)
   int64_t samples = 0;           // validation samples read: batches · B · dp
-  // {"val_loss", "val_ppl", "val_tokens", "val_samples"} (+ "val_answer_acc" with answers).
+  // {"val_loss", "val_ppl", "val_tokens", "val_samples"} (+ "val_answer_acc" and
+  // "val_key_acc" = keys_correct / keys with answers).
   nlohmann::json to_json() const;
 };
 
@@ -48,6 +52,10 @@ std::string find_checkpoint_dir(const std::string& path);
 std::string find_run_checkpoint(const std::string& run);
 // The training configuration (TrainConfig::to_json) and step a checkpoint's manifest records.
 nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step = nullptr);
+
+// Copies the weights of checkpoint `ck` into `model`'s shards. Throws (UsageError) when
+// the checkpoint's model is not `mc`, or a tensor is missing or of another shape.
+void load_weights(Model& model, const Checkpoint& ck, const ModelConfig& mc);
 
 // `seqpar eval`: loads the weights of step directory `step_dir` (checked against cfg.model)
 // into a model on cfg's mesh and evaluates it on the validation split of cfg.data. Returns
