@@ -279,24 +279,15 @@ void Comm::allgather(const float* send, float* recv, size_t n) {
 }
 
 void Comm::allgatherv(const float* send, float* recv, const std::vector<int64_t>& counts) {
-  require_valid("allgatherv");
-  SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
-           ": allgatherv got ", counts.size(), " counts, expected one per rank (", size_, ")");
-  std::vector<int> cnts(size_), displs(size_);
-  int64_t off = 0;
-  for (int r = 0; r < size_; ++r) {
-    cnts[r] = to_count(counts[r], "allgatherv");
-    displs[r] = to_count(off, "allgatherv displacement");
-    off += counts[r];
-  }
-  to_count(off, "allgatherv total");
-  SP_MPI("MPI_Allgatherv", MPI_Allgatherv(send, cnts[rank_], MPI_FLOAT, recv, cnts.data(),
-                                          displs.data(), MPI_FLOAT, comm_));
-  // This rank's counts[rank] floats reach the n−1 others.
-  count("allgatherv", static_cast<uint64_t>(size_ - 1) * cnts[rank_] * sizeof(float));
+  allgatherv_impl(send, recv, counts);
 }
 
 void Comm::allgatherv_inplace(float* buf, const std::vector<int64_t>& counts) {
+  allgatherv_impl(nullptr, buf, counts);
+}
+
+// send = null: in place, this rank's block already at its displacement in recv.
+void Comm::allgatherv_impl(const float* send, float* recv, const std::vector<int64_t>& counts) {
   require_valid("allgatherv");
   SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
            ": allgatherv got ", counts.size(), " counts, expected one per rank (", size_, ")");
@@ -308,8 +299,11 @@ void Comm::allgatherv_inplace(float* buf, const std::vector<int64_t>& counts) {
     off += counts[r];
   }
   to_count(off, "allgatherv total");
-  SP_MPI("MPI_Allgatherv", MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, buf, cnts.data(),
-                                          displs.data(), MPI_FLOAT, comm_));
+  SP_MPI("MPI_Allgatherv", send ? MPI_Allgatherv(send, cnts[rank_], MPI_FLOAT, recv, cnts.data(),
+                                                 displs.data(), MPI_FLOAT, comm_)
+                                : MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, recv, cnts.data(),
+                                                 displs.data(), MPI_FLOAT, comm_));
+  // This rank's counts[rank] floats reach the n−1 others.
   count("allgatherv", static_cast<uint64_t>(size_ - 1) * cnts[rank_] * sizeof(float));
 }
 

@@ -171,6 +171,7 @@ class Comm {
   template <class T>
   void allreduce_impl(T* buf, size_t n, MPI_Op op);
   void reduce_scatterv_impl(const void* send, float* recv, const std::vector<int64_t>& counts);
+  void allgatherv_impl(const float* send, float* recv, const std::vector<int64_t>& counts);
   MPI_Comm comm_ = MPI_COMM_NULL;
   int rank_ = 0, size_ = 1;
   std::string name_;
