@@ -1,5 +1,5 @@
-#include "cli/generate.hpp"
-
+// seqpar generate: text from a checkpoint with a KV cache (infer/generate.hpp), the
+// prompt's prefill sequence-parallel under mpiexec.
 #include <omp.h>
 #include <unistd.h>
 
@@ -12,6 +12,8 @@
 #include <iostream>
 #include <sstream>
 
+#include "cli/command.hpp"
+#include "cli/options.hpp"
 #include "comm/comm.hpp"
 #include "core/check.hpp"
 #include "core/memory.hpp"
@@ -21,34 +23,55 @@
 #include "parallel/attention.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
+#include "train/setup.hpp"
 
 namespace seqpar {
 
 namespace {
 
-struct Args {
-  std::string checkpoint, prompt, prompt_file, tokenizer, strategy, layout = "contiguous";
-  std::string max_memory = "available";
-  int64_t max_new = 128;
+// generate's own settings (the mesh, threads and --max-memory are training's rows).
+struct GenerateArgs {
+  std::string prompt, prompt_file, tokenizer;
+  int64_t max_new_tokens = 128;
   double temperature = 1.0, top_p = 1.0;
-  int top_k = 0, sp = 1, tp = 1, threads = 0;
+  int top_k = 0;
   int64_t seed = 1234;
-  bool prompt_given = false, prompt_file_given = false;
-} g_args;
+};
 
-// The step directory `path` stands for: a step directory (it has manifest.json), a
-// checkpoints/ root or a run directory (their newest complete step).
-std::string resolve_step_dir(const std::string& path) {
-  namespace fs = std::filesystem;
-  SP_CHECK_USAGE(fs::exists(path), "checkpoint '", path, "' does not exist");
-  if (fs::exists(path + "/manifest.json")) return path;
-  std::string root = fs::is_directory(path + "/checkpoints") ? path + "/checkpoints" : path;
-  const auto all = list_checkpoints(root);
-  for (auto it = all.rbegin(); it != all.rend(); ++it)
-    if (it->complete) return it->dir;
-  SP_FAIL_USAGE("'", path,
-                "' holds no complete checkpoint (a step directory with a "
-                "manifest.json)");
+const OptionTable<GenerateArgs>& generate_options() {
+  using G = GenerateArgs;
+  static const OptionTable<G> rows = [] {
+    OptionTable<G> t;
+    auto add = [&](Option<G> o) -> Option<G>& { return t.emplace_back(std::move(o)); };
+    add(option<G>("prompt", [](G& g) -> auto& { return g.prompt; }, "--prompt", "the prompt text",
+                  kGenerate));
+    add(option<G>("prompt_file", [](G& g) -> auto& { return g.prompt_file; }, "--prompt-file",
+                  "read the prompt from this file", kGenerate));
+    add(option<G>("max_new_tokens", [](G& g) -> auto& { return g.max_new_tokens; },
+                  "--max-new-tokens", "tokens to generate", kGenerate))
+        .at_least(0);
+    add(option<G>("temperature", [](G& g) -> auto& { return g.temperature; }, "--temperature",
+                  "sampling temperature; 0 = greedy (argmax: the same tokens for any mesh)",
+                  kGenerate))
+        .at_least(0);
+    add(option<G>("top_k", [](G& g) -> auto& { return g.top_k; }, "--top-k",
+                  "sample among the k most likely tokens (0 = all)", kGenerate))
+        .at_least(0);
+    add(option<G>("top_p", [](G& g) -> auto& { return g.top_p; }, "--top-p",
+                  "nucleus sampling: the smallest set of tokens whose probability reaches p "
+                  "(1 = all)",
+                  kGenerate))
+        .check([](const G& g) { return g.top_p > 0 && g.top_p <= 1; }, "must be in (0, 1]");
+    add(option<G>("seed", [](G& g) -> auto& { return g.seed; }, "--seed", "sampling seed",
+                  kGenerate));
+    add(option<G>("tokenizer", [](G& g) -> auto& { return g.tokenizer; }, "--tokenizer",
+                  "SentencePiece .model of a subword model (checked against the model's "
+                  "tokenizer hash); default: data/kjv-bpe8k.model for models trained on "
+                  "kjv-bpe8k. Byte models need none",
+                  kGenerate));
+    return t;
+  }();
+  return rows;
 }
 
 std::string read_text(const std::string& path) {
@@ -67,156 +90,111 @@ std::string hex64(uint64_t h) {
 
 void write_out(const std::string& s) { std::cout << s << std::flush; }
 
-}  // namespace
-
-CLI::App* add_generate_command(CLI::App& app) {
-  CLI::App* g = app.add_subcommand(
-      "generate",
-      "Generate text from a checkpoint (gpt or llama) with a KV cache. Under mpiexec -n N "
-      "with --sp N the prompt's prefill is sequence-parallel (each rank holds its shard of "
-      "the KV cache; every decode step merges the ranks' partial attention by log-sum-exp), "
-      "so prompts longer than one rank's memory can be used. The text streams to stdout; "
-      "figures (prefill tokens/s, decode ms/token) go to stderr as one JSON line.");
-  Args& a = g_args;
-  g->add_option("--checkpoint,--run", a.checkpoint,
-                "a step directory, a checkpoints/ root or a run directory (its newest complete "
-                "checkpoint)")
-      ->required();
-  g->add_option("--prompt", a.prompt, "the prompt text");
-  g->add_option("--prompt-file", a.prompt_file, "read the prompt from this file");
-  g->add_option("--max-new-tokens", a.max_new, "tokens to generate, default 128")
-      ->capture_default_str();
-  g->add_option(
-       "--temperature", a.temperature,
-       "sampling temperature; 0 = greedy (argmax: the same tokens for any mesh), default 1")
-      ->capture_default_str();
-  g->add_option("--top-k", a.top_k, "sample among the k most likely tokens (0 = all), default 0");
-  g->add_option("--top-p", a.top_p,
-                "nucleus sampling: the smallest set of tokens whose probability reaches p, "
-                "default 1 (all)");
-  g->add_option("--seed", a.seed, "sampling seed, default 1234");
-  g->add_option("--tokenizer", a.tokenizer,
-                "SentencePiece .model of a subword model (checked against the model's tokenizer "
-                "hash); default: data/kjv-bpe8k.model for models trained on kjv-bpe8k. Byte "
-                "models need none");
-  g->add_option("--sp", a.sp, "sequence-parallel degree N for the prefill (world = tp · sp)");
-  g->add_option("--tp", a.tp, "Megatron tensor-parallel degree (world = tp · sp)");
-  g->add_option("--sp-strategy", a.strategy,
-                "the prefill's attention strategy: ring (default for sp > 1), allgather, "
-                "ulysses, usp, mqsp, rsa; local for sp 1");
-  g->add_option("--layout", a.layout,
-                "token layout of the prefill: contiguous (default), zigzag "
-                "or striped");
-  g->add_option("--max-memory", a.max_memory,
-                "per-rank limit for the whole process (weights, prefill activations, KV cache, "
-                "runtime); refused up front when the prompt needs more; default 'available'");
-  g->add_option("--threads", a.threads, "threads per rank (0 = cores / ranks), default 0");
-  g->callback([g] {
-    g_args.prompt_given = g->count("--prompt") > 0;
-    g_args.prompt_file_given = g->count("--prompt-file") > 0;
-  });
-  return g;
-}
-
-nlohmann::json generate_options() {
-  const Args& a = g_args;
-  SP_CHECK_USAGE(a.prompt_given != a.prompt_file_given,
-                 "give the prompt with exactly one of --prompt and --prompt-file");
-  SP_CHECK_USAGE(a.max_new >= 0, "--max-new-tokens must be >= 0, got ", a.max_new);
-  SP_CHECK_USAGE(a.temperature >= 0, "--temperature must be >= 0, got ", a.temperature);
-  SP_CHECK_USAGE(a.top_k >= 0, "--top-k must be >= 0, got ", a.top_k);
-  SP_CHECK_USAGE(a.top_p > 0 && a.top_p <= 1, "--top-p must be in (0, 1], got ", a.top_p);
-  SP_CHECK_USAGE(a.sp >= 1 && a.tp >= 1, "--sp and --tp must be >= 1, got ", a.sp, " and ", a.tp);
-  const std::string strategy = a.strategy.empty() ? (a.sp > 1 ? "ring" : "local") : a.strategy;
-  const auto names = attention_strategies();
-  SP_CHECK_USAGE(std::find(names.begin(), names.end(), strategy) != names.end(),
-                 "unknown --sp-strategy '", strategy, "'");
-  SP_CHECK_USAGE(a.sp > 1 || strategy == "local" || strategy == "materialized", "--sp-strategy ",
-                 strategy, " needs --sp > 1");
-  (void)parse_layout(a.layout);
-  if (a.max_memory != "available") (void)parse_bytes(a.max_memory, "max_memory");
-  // The prompt itself is compared by its hash: every rank must read the same text.
-  const std::string text = a.prompt_file_given ? read_text(a.prompt_file) : a.prompt;
-  return {{"checkpoint", a.checkpoint},
-          {"prompt_hash", fnv1a64(text.data(), text.size())},
-          {"max_new_tokens", a.max_new},
-          {"temperature", a.temperature},
-          {"top_k", a.top_k},
-          {"top_p", a.top_p},
-          {"seed", a.seed},
-          {"tokenizer", a.tokenizer},
-          {"sp", a.sp},
-          {"tp", a.tp},
-          {"strategy", strategy},
-          {"layout", a.layout},
-          {"max_memory", a.max_memory},
-          {"threads", a.threads}};
-}
-
-int run_generate(Comm& world) {
-  const Args& a = g_args;
-  const nlohmann::json opt = generate_options();
-  const bool rank0 = world.rank() == 0;
-  SP_CHECK_USAGE(world.size() == a.sp * a.tp, "generate runs on tp·sp ranks: ", world.size(),
-                 " ranks, --tp ", a.tp, " × --sp ", a.sp, " = ", a.sp * a.tp);
-  int threads = a.threads;
-  if (threads == 0) {
-    threads = std::max(1, omp_get_num_procs() / world.size());
-    if (const char* e = std::getenv("OMP_NUM_THREADS")) threads = std::max(1, std::atoi(e));
-  }
-  set_num_threads(threads);
-
-  // The checkpoint's model, and the tokenizer that goes with it (every rank, agreed).
-  std::string dir;
-  ModelConfig cfg;
-  nlohmann::json manifest;
+// The checkpoint's model, the tokenizer that goes with it, and the prompt's tokens.
+struct Loaded {
+  ModelConfig model;
   std::unique_ptr<Tokenizer> tok;
   std::vector<int32_t> prompt;
-  agree_or_throw(world, [&] {
-    dir = resolve_step_dir(a.checkpoint);
-    std::ifstream f(dir + "/manifest.json");
-    SP_CHECK(f.good(), "checkpoint ", dir, " has no readable manifest.json");
-    manifest = nlohmann::json::parse(f, nullptr, false);
-    SP_CHECK(manifest.is_object() && manifest.contains("model"), "checkpoint ", dir,
-             ": manifest.json is not a seqpar manifest");
-    cfg = ModelConfig::from_json(manifest["model"]);
-    std::string tpath = a.tokenizer;
-    if (cfg.tokenizer_hash != 0 && tpath.empty()) {
-      const std::string data = manifest.value("train", nlohmann::json::object()).value("data", "");
-      SP_CHECK_USAGE(data == "kjv-bpe8k", "checkpoint ", dir, " is a subword model (tokenizer ",
-                     "hash ", hex64(cfg.tokenizer_hash),
-                     "): give its SentencePiece model with "
-                     "--tokenizer");
-      tpath = token_file_path(data);
-      tpath = tpath.substr(0, tpath.size() - 4) + ".model";
-    }
-    if (cfg.tokenizer_hash == 0) {
-      SP_CHECK_USAGE(a.tokenizer.empty(), "checkpoint ", dir, " is a byte-level model (V = ", cfg.V,
-                     "); --tokenizer ", a.tokenizer, " does not apply to it");
-    } else {
-      tok = std::make_unique<Tokenizer>(tpath);
-      SP_CHECK_USAGE(tok->hash() == cfg.tokenizer_hash, "tokenizer ", tpath, " (hash ",
-                     hex64(tok->hash()), ") is not the one the model of ", dir,
-                     " was trained with (hash ", hex64(cfg.tokenizer_hash), ")");
-    }
-    const std::string text = a.prompt_file_given ? read_text(a.prompt_file) : a.prompt;
-    if (tok)
-      prompt = tok->encode(text);
-    else
-      for (unsigned char c : text) prompt.push_back(int32_t(c));
-    SP_CHECK_USAGE(!prompt.empty(), "the prompt is empty: generation needs at least one token");
-  });
-  GenerateMesh gm;
-  gm.sp = a.sp;
-  gm.tp = a.tp;
-  gm.strategy = opt["strategy"];
-  gm.layout = parse_layout(a.layout);
+};
 
-  // The whole process against --max-memory before anything is allocated: the dry-run
-  // peak (weights, prefill shard, decode, KV cache), the runtime baseline, and the one
-  // global tensor the load holds at a time (the largest).
-  const int64_t n = int64_t(prompt.size());
-  const uint64_t peak = generation_peak_bytes(cfg, gm, world, n, a.max_new);
+Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
+                             const std::string& text) {
+  Loaded l;
+  std::ifstream f(dir + "/manifest.json");
+  SP_CHECK(f.good(), "checkpoint ", dir, " has no readable manifest.json");
+  const nlohmann::json manifest = nlohmann::json::parse(f, nullptr, false);
+  SP_CHECK(manifest.is_object() && manifest.contains("model"), "checkpoint ", dir,
+           ": manifest.json is not a seqpar manifest");
+  l.model = ModelConfig::from_json(manifest["model"]);
+  const ModelConfig& cfg = l.model;
+  std::string tpath = a.tokenizer;
+  if (cfg.tokenizer_hash != 0 && tpath.empty()) {
+    const std::string data = manifest.value("train", nlohmann::json::object()).value("data", "");
+    SP_CHECK_USAGE(data == "kjv-bpe8k", "checkpoint ", dir, " is a subword model (tokenizer ",
+                   "hash ", hex64(cfg.tokenizer_hash),
+                   "): give its SentencePiece model with --tokenizer");
+    tpath = token_file_path(data);
+    tpath = tpath.substr(0, tpath.size() - 4) + ".model";
+  }
+  if (cfg.tokenizer_hash == 0) {
+    SP_CHECK_USAGE(a.tokenizer.empty(), "checkpoint ", dir, " is a byte-level model (V = ", cfg.V,
+                   "); --tokenizer ", a.tokenizer, " does not apply to it");
+  } else {
+    l.tok = std::make_unique<Tokenizer>(tpath);
+    SP_CHECK_USAGE(l.tok->hash() == cfg.tokenizer_hash, "tokenizer ", tpath, " (hash ",
+                   hex64(l.tok->hash()), ") is not the one the model of ", dir,
+                   " was trained with (hash ", hex64(cfg.tokenizer_hash), ")");
+  }
+  if (l.tok)
+    l.prompt = l.tok->encode(text);
+  else
+    for (unsigned char c : text) l.prompt.push_back(int32_t(c));
+  SP_CHECK_USAGE(!l.prompt.empty(), "the prompt is empty: generation needs at least one token");
+  return l;
+}
+
+class GenerateCommand : public Command {
+ public:
+  explicit GenerateCommand(CLI::App& parent) {
+    app = parent.add_subcommand(
+        "generate",
+        "Generate text from a checkpoint (gpt or llama) with a KV cache. Under mpiexec -n N "
+        "with --sp N the prompt's prefill is sequence-parallel (each rank holds its shard of "
+        "the KV cache; every decode step merges the ranks' partial attention by log-sum-exp), "
+        "so prompts longer than one rank's memory can be used. The text streams to stdout; "
+        "figures (prefill tokens/s, decode ms/token) go to stderr as one JSON line.");
+    app->add_option("--checkpoint,--run", checkpoint,
+                    "a step directory, a checkpoints/ root or a run directory (its newest "
+                    "complete checkpoint)");
+    add_option_rows(*app, kGenerate, generate_options(), given_args);
+    add_option_rows(*app, kGenerate, train_options(), given_mesh);
+  }
+
+  nlohmann::json prepare(int world_size) override {
+    merge_options(generate_options(), args, given_args);
+    check_options(generate_options(), args);
+    SP_CHECK_USAGE(given_args.contains("prompt") != given_args.contains("prompt_file"),
+                   "give the prompt with exactly one of --prompt and --prompt-file");
+    // The mesh rows as training reads them; the prefill's strategy is ring at sp > 1
+    // unless given.
+    mesh.merge_json(given_mesh);
+    if (!given_mesh.contains("sp_strategy") && mesh.sp > 1) mesh.strategy = Strategy::ring;
+    for (const auto& o : train_options())
+      if (o.takes(kGenerate))
+        for (const auto& chk : o.checks) chk(mesh);
+    SP_CHECK_USAGE(mesh.sp > 1 || mesh.strategy == Strategy::local ||
+                       mesh.strategy == Strategy::materialized,
+                   "--sp-strategy ", mesh.strategy, " needs --sp > 1");
+    SP_CHECK_USAGE(world_size == mesh.sp * mesh.tp, "generate runs on tp·sp ranks: ", world_size,
+                   " ranks, --tp ", mesh.tp, " × --sp ", mesh.sp, " = ", mesh.sp * mesh.tp);
+    step_dir = resolve_checkpoint(checkpoint);
+    // The prompt itself is compared by its hash: every rank must read the same text.
+    text = given_args.contains("prompt_file") ? read_text(args.prompt_file) : args.prompt;
+    nlohmann::json j = options_to_json(generate_options(), args);
+    j["mesh"] = mesh.all_to_json();
+    j.erase("prompt");
+    j.update({{"checkpoint", step_dir}, {"prompt_hash", fnv1a64(text.data(), text.size())}});
+    return j;
+  }
+
+  int run(Comm& world) override;
+
+ private:
+  uint64_t plan_memory(Comm& world, const ModelConfig& cfg, const GenerateMesh& gm, int64_t n,
+                       uint64_t* peak_out);
+
+  GenerateArgs args;
+  TrainConfig mesh;  // sp, tp, sp_strategy, layout, threads, max_memory
+  nlohmann::json given_args = nlohmann::json::object(), given_mesh = nlohmann::json::object();
+  std::string checkpoint, step_dir, text;
+};
+
+// The whole process against --max-memory before anything is allocated: the dry-run peak
+// (weights, prefill shard, decode, KV cache), the runtime baseline, and the one global
+// tensor the load holds at a time (the largest). Returns the planned total.
+uint64_t GenerateCommand::plan_memory(Comm& world, const ModelConfig& cfg, const GenerateMesh& gm,
+                                      int64_t n, uint64_t* peak_out) {
+  const uint64_t peak = generation_peak_bytes(cfg, gm, world, n, args.max_new_tokens);
   warm_up_runtimes();
   warm_up_transport(world);
   int64_t largest = 0;
@@ -225,24 +203,46 @@ int run_generate(Comm& world) {
   world.allreduce_max(v, 2);
   const uint64_t ckpt = uint64_t(4 * largest);
   const uint64_t total = peak + uint64_t(v[0]) + ckpt;
-  const uint64_t limit =
-      a.max_memory != "available" ? parse_bytes(a.max_memory, "max_memory") : uint64_t(-v[1]);
+  const std::string& mm = mesh.max_memory;
+  const uint64_t limit = mm != "available" ? parse_bytes(mm, "max_memory") : uint64_t(-v[1]);
   if (limit > 0 && total > limit) {
     UsageError e("a prompt of " + std::to_string(n) + " tokens with --max-new-tokens " +
-                 std::to_string(a.max_new) + " needs " + format_bytes(total) +
-                 " per rank under --sp " + std::to_string(a.sp) + " --tp " + std::to_string(a.tp) +
-                 " (weights, prefill and KV " + "cache " + format_bytes(peak) + ", runtime " +
-                 format_bytes(uint64_t(v[0])) + ", checkpoint read " + format_bytes(ckpt) +
-                 "), more than " +
-                 (a.max_memory != "available" ? "--max-memory " + a.max_memory
-                                              : std::string("the machine offers")) +
+                 std::to_string(args.max_new_tokens) + " needs " + format_bytes(total) +
+                 " per rank under --sp " + std::to_string(mesh.sp) + " --tp " +
+                 std::to_string(mesh.tp) + " (weights, prefill and KV cache " +
+                 format_bytes(peak) + ", runtime " + format_bytes(uint64_t(v[0])) +
+                 ", checkpoint read " + format_bytes(ckpt) + "), more than " +
+                 (mm != "available" ? "--max-memory " + mm : std::string("the machine offers")) +
                  " (" + format_bytes(limit) + "); shorten the prompt or raise --sp");
     e.agreed = true;  // every rank computed the same reduced figures
     throw e;
   }
+  *peak_out = peak;
+  return total;
+}
+
+int GenerateCommand::run(Comm& world) {
+  const GenerateArgs& a = args;
+  const bool rank0 = world.rank() == 0;
+  apply_threads(mesh, world.size());
+  Loaded l;
+  agree_or_throw(world, [&] { l = load_model_and_prompt(step_dir, a, text); });
+  const ModelConfig& cfg = l.model;
+  const std::vector<int32_t>& prompt = l.prompt;
+  const std::unique_ptr<Tokenizer>& tok = l.tok;
+  const std::string& dir = step_dir;
+  GenerateMesh gm;
+  gm.sp = mesh.sp;
+  gm.tp = mesh.tp;
+  gm.strategy = mesh.strategy;
+  gm.layout = mesh.layout;
+  const int64_t n = int64_t(prompt.size());
+  uint64_t peak = 0;
+  const uint64_t total = plan_memory(world, cfg, gm, n, &peak);
+  const int64_t max_new = a.max_new_tokens;
 
   Arena arena;
-  Generator gen(cfg, gm, world, arena, n, a.max_new);
+  Generator gen(cfg, gm, world, arena, n, max_new);
   // The weights, one global tensor at a time (the manifest's sizes and hashes verified
   // first); the optimizer file is not read.
   agree_or_throw(world, [&] {
@@ -273,7 +273,7 @@ int run_generate(Comm& world) {
   std::vector<float> logits = gen.prefill(prompt);
   const auto t0 = std::chrono::steady_clock::now();
   int64_t decoded = 0;
-  for (int64_t k = 0; k < a.max_new; ++k) {
+  for (int64_t k = 0; k < max_new; ++k) {
     int32_t next = rank0 ? sample_token(logits, so, rng) : 0;
     world.bcast(&next, sizeof(next), 0);  // every rank feeds the token rank 0 drew
     if (next == eos) break;
@@ -289,7 +289,7 @@ int run_generate(Comm& world) {
         write_out(std::string(1, char(next)));
       }
     }
-    if (k + 1 < a.max_new) {
+    if (k + 1 < max_new) {
       logits = gen.step(next);
       ++decoded;
     }
@@ -306,13 +306,19 @@ int run_generate(Comm& world) {
                         {"decode_ms_per_token", decoded > 0 ? 1e3 * dt / double(decoded) : 0.0},
                         {"planned_bytes", total},
                         {"arena_peak_bytes", arena.total_peak()},
-                        {"sp", a.sp},
-                        {"tp", a.tp},
+                        {"sp", mesh.sp},
+                        {"tp", mesh.tp},
                         {"strategy", gm.strategy},
                         {"tokens", out}};
     std::cerr << "seqpar generate: " << j.dump() << std::endl;
   }
   return 0;
+}
+
+}  // namespace
+
+std::unique_ptr<Command> make_generate_command(CLI::App& app) {
+  return std::make_unique<GenerateCommand>(app);
 }
 
 }  // namespace seqpar

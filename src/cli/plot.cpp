@@ -1,5 +1,7 @@
 #include "cli/plot.hpp"
 
+#include "cli/command.hpp"
+
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -277,6 +279,40 @@ void plot_needle_heatmap(const nlohmann::json& sweep, const std::string& png) {
   SP_CHECK(rc == 0, gnuplot, " failed (exit ", rc, ") drawing ", target.string());
   SP_CHECK(fs::is_regular_file(target, ec) && fs::file_size(target, ec) > 0,
            "gnuplot did not write ", target.string());
+}
+
+}  // namespace seqpar
+
+namespace seqpar {
+
+namespace {
+
+class PlotCommand : public Command {
+ public:
+  explicit PlotCommand(CLI::App& parent) {
+    app = parent.add_subcommand(
+        "plot",
+        "Draw a run's loss, validation loss, tokens/s and arena peak memory per category "
+        "against the step, as PNGs in DIR/plots/ (needs gnuplot: Debian's gnuplot-nox). One "
+        "process.");
+    app->add_option("DIR", dir, "run directory holding metrics.jsonl")->required();
+  }
+  bool one_process() const override { return true; }
+  nlohmann::json prepare(int) override { return {{"dir", dir}}; }
+  int run(Comm&) override {
+    for (const std::string& png : plot_run(dir)) std::cout << png << "\n";
+    std::cout << std::flush;
+    return 0;
+  }
+
+ private:
+  std::string dir;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_plot_command(CLI::App& app) {
+  return std::make_unique<PlotCommand>(app);
 }
 
 }  // namespace seqpar

@@ -1,4 +1,4 @@
-#include "cli/tokenize.hpp"
+#include "cli/command.hpp"
 
 #include <CLI/CLI.hpp>
 #include <chrono>
@@ -117,7 +117,7 @@ void run_info() {
 
 }  // namespace
 
-CLI::App* add_tokenize_command(CLI::App& app) {
+static CLI::App* add_tokenize_command(CLI::App& app) {
   opt.cmd = app.add_subcommand(
       "tokenize",
       "SentencePiece tokenizers and token files (pre-tokenized, memory-mapped training data). "
@@ -178,26 +178,30 @@ CLI::App* add_tokenize_command(CLI::App& app) {
   return opt.cmd;
 }
 
-int run_tokenize(int rank, int size) {
-  auto error = [&](int code, const std::string& msg) {
-    std::cerr << "seqpar: error: " << (size > 1 ? "[rank " + std::to_string(rank) + "] " : "")
-              << msg << std::endl;
-    return code;
-  };
-  if (size > 1)
-    return error(2, "seqpar tokenize runs on one process, got " + std::to_string(size) +
-                        " ranks: run it without mpiexec");
-  if (opt.info->parsed() && opt.input.empty() && opt.model.empty())
-    return error(2, "tokenize info needs --input TOKEN_FILE and/or --model MODEL (see --help)");
-  try {
+namespace {
+
+class TokenizeCommand : public Command {
+ public:
+  explicit TokenizeCommand(CLI::App& parent) { app = add_tokenize_command(parent); }
+  bool one_process() const override { return true; }
+  nlohmann::json prepare(int) override {
+    SP_CHECK_USAGE(!opt.info->parsed() || !opt.input.empty() || !opt.model.empty(),
+                   "tokenize info needs --input TOKEN_FILE and/or --model MODEL (see --help)");
+    return nlohmann::json::object();
+  }
+  int run(Comm&) override {
     if (opt.train->parsed()) run_train();
     if (opt.encode->parsed()) run_encode();
     if (opt.decode->parsed()) run_decode();
     if (opt.info->parsed()) run_info();
-  } catch (const std::exception& e) {
-    return error(1, e.what());
+    return 0;
   }
-  return 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Command> make_tokenize_command(CLI::App& app) {
+  return std::make_unique<TokenizeCommand>(app);
 }
 
 }  // namespace seqpar

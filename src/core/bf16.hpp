@@ -21,6 +21,8 @@
 #include <cstdint>
 #include <cstring>
 
+#include "core/names.hpp"
+
 #if defined(__AVX512F__) || defined(__AVX2__)
 #include <immintrin.h>
 #endif
@@ -34,6 +36,12 @@ static_assert(sizeof(bf16) == 2);
 
 // Storage precision of saved activations and strategy communication buffers.
 enum class Precision { fp32, bf16 };
+template <>
+struct EnumNames<Precision> {
+  static constexpr const char* what = "precision";
+  static constexpr std::pair<Precision, const char*> table[] = {{Precision::fp32, "fp32"},
+                                                                {Precision::bf16, "bf16"}};
+};
 
 // The scalar reference of the rule above, written without branches so loops that call it
 // (the element-wise kernels' stores) vectorise.

@@ -135,7 +135,7 @@ std::vector<float> Generator::prefill(const std::vector<int32_t>& prompt) {
     // does under full recomputation.
     par.recompute = Recompute::full;
     KvCache& cache = *cache_;
-    const std::string name = gm_.strategy;
+    const Strategy name = gm_.strategy;
     par.attention = [&cache, name](Arena& a, const SpSetup& sp, int B, int T, int H, int Hkv,
                                    int d) {
       return make_prefill_attention(make_attention(name, a, sp, B, T, H, Hkv, d), cache);

@@ -33,7 +33,7 @@ namespace seqpar {
 
 struct GenerateMesh {
   int sp = 1, tp = 1;
-  std::string strategy = "local";  // the prefill's attention strategy (sp > 1: ring, ...)
+  Strategy strategy = Strategy::local;  // the prefill's attention strategy (sp > 1: ring, ...)
   ShardLayout layout = ShardLayout::contiguous;
   int mqsp_micro = 0, usp_ulysses = 0;
 };

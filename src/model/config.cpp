@@ -1,95 +1,97 @@
 #include "model/config.hpp"
 
-#include <charconv>
-#include <cmath>
-#include <cstdlib>
-
 #include "core/check.hpp"
 
 namespace seqpar {
 
-nlohmann::json json_float(float f) {
-  if (!std::isfinite(f)) return f;
-  char buf[32];
-  auto r = std::to_chars(buf, buf + sizeof buf, f);  // shortest round-trip form of the float
-  *r.ptr = '\0';
-  return std::strtod(buf, nullptr);
-}
-
-const char* model_kind_name(ModelKind k) {
-  return k == ModelKind::gpt ? "gpt" : k == ModelKind::bert ? "bert" : "llama";
-}
-
-ModelKind parse_model_kind(const std::string& s) {
-  if (s == "gpt") return ModelKind::gpt;
-  if (s == "bert") return ModelKind::bert;
-  if (s == "llama") return ModelKind::llama;
-  SP_FAIL_USAGE("unknown model '", s, "' (expected gpt, bert or llama)");
+const OptionTable<ModelConfig>& model_options() {
+  using M = ModelConfig;
+  static const OptionTable<M> rows = [] {
+    OptionTable<M> t;
+    auto add = [&](Option<M> o) -> Option<M>& { return t.emplace_back(std::move(o)); };
+    add(option<M>("model", [](M& c) -> auto& { return c.kind; }, "--model,--arch",
+                  "architecture: gpt (causal LM), bert (masked LM, 15% masking) or llama "
+                  "(causal LM: RMSNorm, SwiGLU, no biases, untied head)",
+                  kTrainLike));
+    add(option<M>("layers", [](M& c) -> auto& { return c.n_layer; }, "--layers",
+                  "Transformer blocks", kTrainLike))
+        .at_least(1);
+    add(option<M>("dim", [](M& c) -> auto& { return c.C; }, "--dim", "model width C", kTrainLike))
+        .at_least(2);
+    add(option<M>("heads", [](M& c) -> auto& { return c.H; }, "--heads",
+                  "query heads H (head dim d = C/H)", kTrainLike))
+        .at_least(1);
+    add(option<M>("kv_heads", [](M& c) -> auto& { return c.Hkv; }, "--kv-heads",
+                  "key/value heads Hkv (grouped-query attention)", kTrainLike))
+        .shows_default("H")
+        .follow({"heads"}, [](M& c) { c.Hkv = c.H; });
+    // LLaMA's SwiGLU has three matrices where GELU has two: F = 8·C/3 (rounded up to a
+    // multiple of 32) keeps the parameter count of a 4·C GELU MLP.
+    add(option<M>("ffn", [](M& c) -> auto& { return c.F; }, "--ffn", "feed-forward width F",
+                  kTrainLike))
+        .at_least(1)
+        .shows_default("4·C; llama: 8·C/3 rounded up to 32")
+        .follow({"dim", "model"}, [](M& c) {
+          c.F = c.kind == ModelKind::llama ? (8 * c.C / 3 + 31) / 32 * 32 : 4 * c.C;
+        });
+    add(option<M>("vocab", [](M& c) -> auto& { return c.V; }, "--vocab", "vocabulary size V",
+                  kTrainLike))
+        .at_least(2)
+        .shows_default("256 bytes, 257 for bert; a token file's vocabulary, +1 for bert")
+        .follow({"model"}, [](M& c) { c.V = c.kind == ModelKind::bert ? 257 : 256; });
+    add(option<M>("dropout", [](M& c) -> auto& { return c.dropout; }, "--dropout",
+                  "dropout on embeddings and residual branches", kTrainLike))
+        .within(0, 1, /*open_hi=*/true);
+    add(option<M>("attn_dropout", [](M& c) -> auto& { return c.attn_dropout; }, "--attn-dropout",
+                  "attention-probability dropout", kTrainLike))
+        .within(0, 1, /*open_hi=*/true);
+    add(option<M>("rope_theta", [](M& c) -> auto& { return c.rope_theta; }, "--rope-theta",
+                  "RoPE base θ", kTrainLike))
+        .above(1);
+    add(option<M>("init_std", [](M& c) -> auto& { return c.init_std; }, "",
+                  "standard deviation of the initial weights", kTrainLike))
+        .above(0);
+    add(option<M>("tie_embeddings", [](M& c) -> auto& { return c.tie_embeddings; },
+                  "--tie-embeddings,!--untie-embeddings",
+                  "the output head shares the input embedding; --untie-embeddings gives it its "
+                  "own matrix",
+                  kTrainLike))
+        .shows_default("tied for gpt and bert, untied for llama")
+        .follow({"model"}, [](M& c) { c.tie_embeddings = c.kind != ModelKind::llama; });
+    add(option<M>("norm_eps", [](M& c) -> auto& { return c.norm_eps; }, "--norm-eps",
+                  "RMSNorm epsilon (llama)", kTrainLike))
+        .above(0);
+    // FNV-1a 64 of the tokenizer the vocabulary comes from: set from the data, kept in
+    // config.json and manifests; a config file may name it.
+    add(option<M>("tokenizer_hash", [](M& c) -> auto& { return c.tokenizer_hash; }, "",
+                  "tokenizer hash (0: byte tokens)", kTrainLike));
+    return t;
+  }();
+  return rows;
 }
 
 void ModelConfig::validate() const {
-  SP_CHECK_USAGE(n_layer >= 1, "layers must be >= 1, got ", n_layer);
-  SP_CHECK_USAGE(C >= 2, "model width C must be >= 2, got ", C);
-  SP_CHECK_USAGE(H >= 1, "heads H must be >= 1, got ", H);
+  check_options(model_options(), *this);
   SP_CHECK_USAGE(C % H == 0, "model width C=", C, " is not divisible by heads H=", H);
   SP_CHECK_USAGE(d() % 2 == 0, "head dim d=C/H=", d(), " must be even for rotary embeddings");
   SP_CHECK_USAGE(Hkv >= 1 && H % Hkv == 0, "kv heads Hkv=", Hkv, " must divide heads H=", H);
-  SP_CHECK_USAGE(F >= 1, "ffn width F must be >= 1, got ", F);
   if (tokenizer_hash == 0) {
     int min_v = kind == ModelKind::bert ? 257 : 256;
     SP_CHECK_USAGE(V >= min_v, "vocab V=", V, " too small: byte tokens need ", min_v,
                    kind == ModelKind::bert ? " (256 bytes + [MASK])" : "");
   }
-  SP_CHECK_USAGE(V >= 2, "vocab V=", V, " must be >= 2");
-  SP_CHECK_USAGE(norm_eps > 0.0f, "norm eps must be > 0, got ", norm_eps);
-  SP_CHECK_USAGE(dropout >= 0.0f && dropout < 1.0f, "dropout must be in [0, 1), got ", dropout);
-  SP_CHECK_USAGE(attn_dropout >= 0.0f && attn_dropout < 1.0f,
-                 "attn dropout must be in [0, 1), got ", attn_dropout);
-  SP_CHECK_USAGE(rope_theta > 1.0f, "rope theta must be > 1, got ", rope_theta);
-  SP_CHECK_USAGE(init_std > 0.0f, "init std must be > 0, got ", init_std);
 }
 
-nlohmann::json ModelConfig::to_json() const {
-  return {{"model", model_kind_name(kind)},
-          {"layers", n_layer},
-          {"dim", C},
-          {"heads", H},
-          {"kv_heads", Hkv},
-          {"ffn", F},
-          {"vocab", V},
-          {"dropout", json_float(dropout)},
-          {"attn_dropout", json_float(attn_dropout)},
-          {"rope_theta", json_float(rope_theta)},
-          {"init_std", json_float(init_std)},
-          {"tie_embeddings", tie_embeddings},
-          {"norm_eps", json_float(norm_eps)},
-          {"tokenizer_hash", tokenizer_hash}};
-}
+nlohmann::json ModelConfig::to_json() const { return options_to_json(model_options(), *this); }
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   ModelConfig c;
-  std::string kind;
-  json_get(j, "model", kind);
-  if (!kind.empty()) c.kind = parse_model_kind(kind);
-  if (c.kind == ModelKind::bert) c.V = 257;
-  json_get(j, "layers", c.n_layer);
-  json_get(j, "dim", c.C);
-  json_get(j, "heads", c.H);
-  c.Hkv = c.H;
-  json_get(j, "kv_heads", c.Hkv);
-  // LLaMA's SwiGLU has three matrices where GELU has two: F = 8·C/3 (rounded up to a
-  // multiple of 32) keeps the parameter count of a 4·C GELU MLP.
-  c.F = c.kind == ModelKind::llama ? (8 * c.C / 3 + 31) / 32 * 32 : 4 * c.C;
-  json_get(j, "ffn", c.F);
-  c.tie_embeddings = c.kind != ModelKind::llama;
-  json_get(j, "tie_embeddings", c.tie_embeddings);
-  json_get(j, "norm_eps", c.norm_eps);
-  json_get(j, "tokenizer_hash", c.tokenizer_hash);
-  json_get(j, "vocab", c.V);
-  json_get(j, "dropout", c.dropout);
-  json_get(j, "attn_dropout", c.attn_dropout);
-  json_get(j, "rope_theta", c.rope_theta);
-  json_get(j, "init_std", c.init_std);
+  // Keys of the enclosing config (a manifest's "train" block, a config file) are not the
+  // model's: take only the model's own.
+  nlohmann::json own = nlohmann::json::object();
+  for (const auto& o : model_options())
+    if (j.contains(o.key)) own[o.key] = j.at(o.key);
+  merge_options(model_options(), c, own, "model config");
   return c;
 }
 

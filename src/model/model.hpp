@@ -39,6 +39,12 @@ namespace seqpar {
 class Comm;
 
 enum class Recompute { none, selective, full };
+template <>
+struct EnumNames<Recompute> {
+  static constexpr const char* what = "recompute mode";
+  static constexpr std::pair<Recompute, const char*> table[] = {
+      {Recompute::none, "none"}, {Recompute::selective, "selective"}, {Recompute::full, "full"}};
+};
 const char* recompute_name(Recompute r);
 Recompute parse_recompute(const std::string& s);
 
@@ -176,11 +182,17 @@ struct StepContext {
 // and vocabulary, never holding the (rows, V) logits) or materialized (the logits and their
 // gradient in full: the reference and the baseline).
 enum class LossImpl { fused, materialized };
+template <>
+struct EnumNames<LossImpl> {
+  static constexpr const char* what = "loss";
+  static constexpr std::pair<LossImpl, const char*> table[] = {
+      {LossImpl::fused, "fused"}, {LossImpl::materialized, "materialized"}};
+};
 const char* loss_name(LossImpl l);
 LossImpl parse_loss(const std::string& s);
 
 struct ModelParallel {
-  std::string strategy = "local";
+  Strategy strategy = Strategy::local;
   SpSetup sp;
   TpSetup tp;
   Recompute recompute = Recompute::none;

@@ -79,30 +79,46 @@ void agree_on_shard(Comm* comm, const char* who, const std::function<void()>& lo
 int SpSetup::sp_size() const { return comm ? comm->size() : 1; }
 int SpSetup::sp_rank() const { return comm ? comm->rank() : 0; }
 
-std::vector<std::string> attention_strategies() {
-  return {"local", "ring", "allgather", "ulysses", "usp", "mqsp", "rsa", "materialized"};
-}
+bool applies_masks(Strategy) { return true; }
 
-std::vector<std::string> mask_strategies() {
-  return {"local", "ring", "allgather", "ulysses", "usp", "mqsp", "rsa", "materialized"};
-}
-
-std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena,
-                                                  const SpSetup& sp, int B, int T, int H, int Hkv,
-                                                  int d) {
+std::unique_ptr<AttentionStrategy> make_attention(Strategy s, Arena& arena, const SpSetup& sp,
+                                                  int B, int T, int H, int Hkv, int d) {
   SP_CHECK(B >= 1 && T >= 1 && H >= 1 && Hkv >= 1 && d >= 1, "attention shape B=", B, " T=", T,
            " H=", H, " Hkv=", Hkv, " d=", d, " must be positive");
-  if (name == "local") return make_local_attention(arena, sp, B, T, H, Hkv, d);
-  if (name == "ring") return make_ring_attention(arena, sp, B, T, H, Hkv, d);
-  if (name == "allgather") return make_allgather_attention(arena, sp, B, T, H, Hkv, d);
-  if (name == "ulysses") return make_ulysses_attention(arena, sp, B, T, H, Hkv, d);
-  if (name == "usp") return make_usp_attention(arena, sp, B, T, H, Hkv, d);
-  if (name == "mqsp") return make_mqsp_attention(arena, sp, B, T, H, Hkv, d);
-  if (name == "rsa") return make_rsa_attention(arena, sp, B, T, H, Hkv, d);
-  if (name == "materialized") return make_materialized_attention(arena, sp, B, T, H, Hkv, d);
-  std::string all;
-  for (const auto& n : attention_strategies()) all += (all.empty() ? "" : ", ") + n;
-  SP_FAIL_USAGE("unknown attention strategy '", name, "' (available: ", all, ")");
+  switch (s) {
+    case Strategy::local:
+      return make_local_attention(arena, sp, B, T, H, Hkv, d);
+    case Strategy::ring:
+      return make_ring_attention(arena, sp, B, T, H, Hkv, d);
+    case Strategy::allgather:
+      return make_allgather_attention(arena, sp, B, T, H, Hkv, d);
+    case Strategy::ulysses:
+      return make_ulysses_attention(arena, sp, B, T, H, Hkv, d);
+    case Strategy::usp:
+      return make_usp_attention(arena, sp, B, T, H, Hkv, d);
+    case Strategy::mqsp:
+      return make_mqsp_attention(arena, sp, B, T, H, Hkv, d);
+    case Strategy::rsa:
+      return make_rsa_attention(arena, sp, B, T, H, Hkv, d);
+    case Strategy::materialized:
+      return make_materialized_attention(arena, sp, B, T, H, Hkv, d);
+  }
+  SP_FAIL("attention strategy ", int(s), " has no constructor");
+}
+
+std::unique_ptr<AttentionStrategy> make_attention(std::string_view name, Arena& arena,
+                                                  const SpSetup& sp, int B, int T, int H, int Hkv,
+                                                  int d) {
+  return make_attention(parse_enum<Strategy>(name), arena, sp, B, T, H, Hkv, d);
+}
+
+std::vector<std::string> attention_strategies() { return enum_names<Strategy>(); }
+
+std::vector<std::string> mask_strategies() {
+  std::vector<std::string> out;
+  for (const auto& [s, name] : EnumNames<Strategy>::table)
+    if (applies_masks(s)) out.emplace_back(name);
+  return out;
 }
 
 }  // namespace seqpar

@@ -16,11 +16,24 @@
 #include <vector>
 
 #include "core/arena.hpp"
+#include "core/names.hpp"
 #include "kernels/attention.hpp"
 #include "parallel/layout.hpp"
 #include "parallel/mask.hpp"
 
 namespace seqpar {
+
+// The attention strategies (DESIGN.md's table; one file each under parallel/).
+enum class Strategy { local, ring, allgather, ulysses, usp, mqsp, rsa, materialized };
+template <>
+struct EnumNames<Strategy> {
+  static constexpr const char* what = "attention strategy";
+  static constexpr std::pair<Strategy, const char*> table[] = {
+      {Strategy::local, "local"},         {Strategy::ring, "ring"},
+      {Strategy::allgather, "allgather"}, {Strategy::ulysses, "ulysses"},
+      {Strategy::usp, "usp"},             {Strategy::mqsp, "mqsp"},
+      {Strategy::rsa, "rsa"},             {Strategy::materialized, "materialized"}};
+};
 
 class Comm;
 
@@ -93,17 +106,21 @@ int64_t checked_sequence_length(const char* who, const SpSetup& sp, int T);
 // The failing rank rethrows its own message; the others name the failure as remote.
 void agree_on_shard(Comm* comm, const char* who, const std::function<void()>& local_check);
 
-// Builds a strategy by name. Scratch and communication buffers are allocated from `arena`
-// now, for the shapes given, so the arena peak covers them. Throws (on every rank, since
-// every rank sees the same arguments) for an unknown name or a shape it cannot run.
-std::unique_ptr<AttentionStrategy> make_attention(const std::string& name, Arena& arena,
+// Builds a strategy. Scratch and communication buffers are allocated from `arena` now, for
+// the shapes given, so the arena peak covers them. Throws (on every rank, since every rank
+// sees the same arguments) for a shape it cannot run.
+std::unique_ptr<AttentionStrategy> make_attention(Strategy s, Arena& arena, const SpSetup& sp,
+                                                  int B, int T, int H, int Hkv, int d);
+// Whether a strategy applies AttnShard::mask (document masks, sliding windows): all of
+// them today. Training with --pack-documents or --window checks its strategy against this
+// before the first step, so a new strategy that cannot apply a mask says false here.
+bool applies_masks(Strategy s);
+// By name (tests, benches): parse_enum<Strategy>(name), a UsageError for an unknown one.
+std::unique_ptr<AttentionStrategy> make_attention(std::string_view name, Arena& arena,
                                                   const SpSetup& sp, int B, int T, int H, int Hkv,
                                                   int d);
-// Names accepted by make_attention.
+// Every strategy's name, and those for which applies_masks() holds.
 std::vector<std::string> attention_strategies();
-// The strategies that apply AttnShard::mask (document masks, sliding windows): all of them
-// today. Training with --pack-documents or --window checks its strategy against this list
-// before the first step, so a new strategy that cannot apply a mask is left out of it.
 std::vector<std::string> mask_strategies();
 
 }  // namespace seqpar

@@ -7,25 +7,6 @@
 
 namespace seqpar {
 
-const char* layout_name(ShardLayout l) {
-  switch (l) {
-    case ShardLayout::contiguous:
-      return "contiguous";
-    case ShardLayout::zigzag:
-      return "zigzag";
-    case ShardLayout::striped:
-      return "striped";
-  }
-  return "?";
-}
-
-ShardLayout parse_layout(const std::string& s) {
-  if (s == "contiguous") return ShardLayout::contiguous;
-  if (s == "zigzag") return ShardLayout::zigzag;
-  if (s == "striped") return ShardLayout::striped;
-  SP_FAIL_USAGE("unknown shard layout '", s, "' (expected contiguous, zigzag or striped)");
-}
-
 int64_t stripe_width(int64_t L, int N) {
   if (L % N == 0) return std::gcd(L / N, kStripe);  // even shards: T/c whole stripes each
   const int64_t cap = std::max<int64_t>(1, std::min<int64_t>(kStripe, L / N));

@@ -19,11 +19,21 @@
 #include <string>
 #include <vector>
 
+#include "core/names.hpp"
+
 namespace seqpar {
 
 enum class ShardLayout { contiguous, zigzag, striped };
-const char* layout_name(ShardLayout l);
-ShardLayout parse_layout(const std::string& s);
+template <>
+struct EnumNames<ShardLayout> {
+  static constexpr const char* what = "shard layout";
+  static constexpr std::pair<ShardLayout, const char*> table[] = {
+      {ShardLayout::contiguous, "contiguous"},
+      {ShardLayout::zigzag, "zigzag"},
+      {ShardLayout::striped, "striped"}};
+};
+inline const char* layout_name(ShardLayout l) { return enum_name(l); }
+inline ShardLayout parse_layout(const std::string& s) { return parse_enum<ShardLayout>(s); }
 
 constexpr int64_t kStripe = 64;  // the kernel's query tile
 // Stripe width of the striped layout for L tokens over N ranks.

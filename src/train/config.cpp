@@ -9,79 +9,233 @@
 
 namespace seqpar {
 
-const char* progress_name(ProgressMode p) {
-  switch (p) {
-    case ProgressMode::automatic:
-      return "auto";
-    case ProgressMode::bar:
-      return "bar";
-    case ProgressMode::lines:
-      return "lines";
-    case ProgressMode::none:
-      return "none";
+namespace {
+
+using TC = TrainConfig;
+#define SP_FIELD(f) [](TC & c) -> auto& { return c.f; }
+
+// The run's own rows, in the order --help lists them.
+OptionTable<TC> own_options() {
+  OptionTable<TC> t;
+  auto add = [&](Option<TC> o) -> Option<TC>& { return t.emplace_back(std::move(o)); };
+  const unsigned all = kTrainLike, mesh = kTrainLike | kEval | kGenerate;
+  add(option<TC>("data", SP_FIELD(data), "--data",
+                 "training data: 'kjv' (King James Bible from Debian's bible-kjv, bytes), "
+                 "'kjv-bpe8k' (the same as 8k BPE tokens, built by scripts/setup.sh), 'passkey' "
+                 "(synthetic long-range retrieval, the needle in the first half), "
+                 "'passkey-anywhere' (the same, the needle at any depth), a token file (seqpar "
+                 "tokenize encode) or any text file (bytes)",
+                 all))
+      .resume();
+  add(option<TC>("pack_documents", SP_FIELD(pack_documents), "--pack-documents,!--no-pack-documents",
+                 "keep attention and loss inside each document of a sample (token files only: "
+                 "their document table; bytes are refused): a token attends only to its own "
+                 "document, and a document's last token has no target (the next document's "
+                 "first token)",
+                 all))
+      .resume();
+  add(option<TC>("doc_positions", SP_FIELD(doc_positions), "--doc-positions",
+                 "RoPE positions with --pack-documents: global (Megatron's: the position in the "
+                 "packed sequence) or reset (0 at each document start); needs --pack-documents",
+                 all))
+      .resume();
+  add(option<TC>("window", SP_FIELD(window), "--window",
+                 "sliding-window attention over W keys: query i sees keys i-W < j <= i (bert: "
+                 "|i-j| < W, symmetric), within its document when packing; 0 = off",
+                 all))
+      .resume()
+      .at_least(0, " (0 = off)");
+  add(option<TC>("seq_len", SP_FIELD(seq_len), "--seq-len,-L",
+                 "global sequence length L in tokens (bytes)", all))
+      .resume()
+      .at_least(2);
+  add(option<TC>("max_memory", SP_FIELD(max_memory), "--max-memory",
+                 "per-rank limit for the whole process (arena peak, with the checkpoint's stream "
+                 "buffer, + runtime baseline + step reserve of 8 MiB + 1% of the arena; for "
+                 "generate: weights, prefill activations, KV cache, runtime), e.g. 8GiB; refused "
+                 "up front, before any allocation, when the plan exceeds it; 'available' is the "
+                 "memory the machine offers, smallest over ranks",
+                 all | kGenerate))
+      .not_identity()
+      .check(
+          [](const TC& c) {
+            if (c.max_memory != "available") parse_bytes(c.max_memory, "--max-memory");
+            return true;
+          },
+          "");
+  add(option<TC>("batch", SP_FIELD(batch), "--batch,-B",
+                 "sequences per data-parallel replica per step", all | kEval))
+      .at_least(1);
+  add(option<TC>("steps", SP_FIELD(steps), "--steps", "optimizer steps", all))
+      .resume()
+      .at_least(0);
+  add(option<TC>("lr", SP_FIELD(lr), "--lr", "peak learning rate", all))
+      .resume()
+      .check([](const TC& c) { return c.lr > 0 && std::isfinite(c.lr); }, "must be > 0");
+  add(option<TC>("min_lr", SP_FIELD(min_lr), "--min-lr",
+                 "final learning rate of the cosine schedule (at most lr)", all))
+      .resume()
+      .at_least(0);
+  add(option<TC>("warmup", SP_FIELD(warmup), "--warmup", "linear warm-up steps", all))
+      .resume()
+      .at_least(0);
+  add(option<TC>("weight_decay", SP_FIELD(weight_decay), "--weight-decay",
+                 "AdamW decoupled weight decay on matrices", all))
+      .resume()
+      .at_least(0);
+  add(option<TC>("beta1", SP_FIELD(beta1), "", "AdamW β1", all)).resume().within(0, 1, true);
+  add(option<TC>("beta2", SP_FIELD(beta2), "", "AdamW β2", all)).resume().within(0, 1, true);
+  add(option<TC>("eps", SP_FIELD(eps), "", "AdamW ε", all)).resume().above(0);
+  add(option<TC>("grad_clip", SP_FIELD(grad_clip), "--grad-clip",
+                 "clip the global gradient norm to this (0 = off)", all))
+      .resume()
+      .at_least(0, " (0 = off)");
+  add(option<TC>("seed", SP_FIELD(seed), "--seed",
+                 "seed of initialisation, data sampling, masking and dropout", all))
+      .resume();
+  add(option<TC>("out", SP_FIELD(out), "--out",
+                 "run directory: config.json, metrics.jsonl, checkpoints/", all))
+      .shows_default("runs/default, or runs/default-2, -3, ... when that already holds checkpoints")
+      .check([](const TC& c) { return !c.out.empty(); }, "directory must not be empty");
+  add(option<TC>("ckpt_every", SP_FIELD(ckpt_every), "--ckpt-every",
+                 "checkpoint every N steps (0 = only at the end and on SIGTERM)", all))
+      .at_least(0);
+  add(option<TC>("threads", SP_FIELD(threads), "--threads",
+                 "threads per rank (0 = OMP_NUM_THREADS, else the node's cores / ranks)",
+                 mesh))
+      .at_least(0);
+  add(option<TC>("log_every", SP_FIELD(log_every), "--log-every",
+                 "log a metrics line every N steps", all))
+      .at_least(1);
+  add(option<TC>("progress", SP_FIELD(progress), "--progress",
+                 "auto (bar on a terminal, lines otherwise), bar, lines or none", all));
+  add(option<TC>("sp", SP_FIELD(sp), "--sp",
+                 "sequence-parallel degree N (world = dp · tp · sp)", mesh))
+      .launch()
+      .at_least(1);
+  add(option<TC>("sp_strategy", SP_FIELD(strategy), "--sp-strategy",
+                 "attention strategy: local (1 rank), ring, allgather, ulysses, usp, mqsp, rsa, "
+                 "or materialized (sp 1: keeps every T×T score matrix, the Megatron paper's "
+                 "baseline); generate's default is ring when --sp > 1",
+                 mesh))
+      .launch();
+  add(option<TC>("layout", SP_FIELD(layout), "--layout",
+                 "token layout over the sp ranks: contiguous, zigzag (balances causal work) or "
+                 "striped (stripes of up to 64 tokens dealt round-robin: balances packed "
+                 "documents). Any L >= sp splits; shards differ by at most one token (a stripe)",
+                 mesh))
+      .launch();
+  add(option<TC>("mqsp_micro", SP_FIELD(mqsp_micro), "--mqsp-micro",
+                 "MQSP micro-query chunks m (0 = sp)", all | kEval))
+      .launch()
+      .at_least(0, " (0 = sp)");
+  add(option<TC>("usp_ulysses", SP_FIELD(usp_ulysses), "--usp-ulysses",
+                 "USP: Ulysses group size u with sp = u·r (0 = largest u dividing sp and Hkv)",
+                 all | kEval))
+      .launch()
+      .at_least(0, " (0 = automatic)");
+  add(option<TC>("tp", SP_FIELD(tp), "--tp",
+                 "Megatron tensor (+ sequence) parallel degree t (world = dp · tp · sp)", mesh))
+      .launch()
+      .at_least(1);
+  {
+    Option<TC>& o = add(option<TC>(
+        "tp_sp", SP_FIELD(tp_sp), "--tp-sp",
+        "Megatron sequence parallelism in the tp group: on (LayerNorm, dropout, residual on "
+        "L/t tokens; all-gather + reduce-scatter) or off (all-reduce)",
+        all | kEval));
+    o.launch();
+    o.kind = OptionKind::on_off;
+    o.choices = {"on", "off"};
   }
-  return "?";
+  add(option<TC>("zero", SP_FIELD(zero), "--zero",
+                 "ZeRO sharding over the ranks holding the same parameters (dp x sp of a tp "
+                 "rank): 0 off, 1 AdamW moments, 2 + gradients (reduce-scattered per layer), 3 + "
+                 "parameters (all-gathered per layer before its forward and backward); "
+                 "checkpoints resume under any level",
+                 all))
+      .check([](const TC& c) { return c.zero >= 0 && c.zero <= 3; }, "must be 0, 1, 2 or 3");
+  add(option<TC>("recompute", SP_FIELD(recompute), "--recompute",
+                 "activation recomputation: none, selective (attention core) or full (each "
+                 "layer)",
+                 all));
+  add(option<TC>("loss", SP_FIELD(loss), "--loss",
+                 "fused (hidden states to the loss in chunks of tokens and vocabulary, no "
+                 "logits buffer) or materialized (the (rows, V) logits and their gradient in "
+                 "full)",
+                 all | kEval));
+  add(option<TC>("loss_chunk", SP_FIELD(loss_chunk), "--loss-chunk",
+                 "fused loss: tokens per chunk (0 = the kernel's default)", all))
+      .at_least(0, " (0 = default)");
+  add(option<TC>("precision", SP_FIELD(precision), "--precision",
+                 "storage of the activations saved for backward: fp32 or bf16 (half the "
+                 "activation memory; compute, statistics, weights and optimizer stay fp32; "
+                 "docs/precision.md)",
+                 all));
+  add(option<TC>("loss_on", SP_FIELD(loss_on), "--loss-on",
+                 "targets the loss counts: all or answer (only a retrieval task's answer "
+                 "digits, e.g. --data passkey; the others get no loss)",
+                 all | kEval))
+      .resume();
+  add(option<TC>("eval_every", SP_FIELD(eval_every), "--eval-every",
+                 "every K steps and after the last, the loss on the held-out validation split "
+                 "(val_loss, val_ppl in metrics.jsonl); 0 = off",
+                 all))
+      .at_least(0, " (0 = off)");
+  add(option<TC>("eval_batches", SP_FIELD(eval_batches), "--eval-batches",
+                 "global batches (batch · dp sequences each) per evaluation", all | kEval))
+      .at_least(1);
+  // What this launch does with the run, not what the run is.
+  add(option<TC>("resume", SP_FIELD(resume), "--resume",
+                 "continue from the newest complete checkpoint in <out>/checkpoints, if any; the "
+                 "data position, weights and optimizer continue, batch and mesh may change",
+                 kTrain))
+      .not_identity();
+  add(option<TC>("stop_after", SP_FIELD(stop_after), "--stop-after",
+                 "checkpoint and stop after N steps, as a preempted job would (0 = off)",
+                 kTrain))
+      .not_identity()
+      .at_least(0);
+  add(option<TC>("overrides", SP_FIELD(overrides), "--override",
+                 "with --resume: accept a new value for this setting (repeatable)", kTrain))
+      .not_identity();
+  return t;
+}
+#undef SP_FIELD
+
+const OptionTable<TC>& own_table() {
+  static const OptionTable<TC> t = own_options();
+  return t;
 }
 
-ProgressMode parse_progress(const std::string& s) {
-  for (ProgressMode p :
-       {ProgressMode::automatic, ProgressMode::bar, ProgressMode::lines, ProgressMode::none})
-    if (s == progress_name(p)) return p;
-  SP_FAIL_USAGE("progress must be auto, bar, lines or none, got '", s, "'");
+}  // namespace
+
+const OptionTable<TrainConfig>& train_options() {
+  static const OptionTable<TC> rows = [] {
+    OptionTable<TC> t =
+        project_options<TC, ModelConfig>(model_options(), [](TC& c) -> auto& { return c.model; });
+    for (const auto& o : own_table()) t.push_back(o);
+    return t;
+  }();
+  return rows;
 }
 
 void TrainConfig::validate() const {
   model.validate();
-  SP_CHECK_USAGE(seq_len >= 2, "seq_len must be >= 2, got ", seq_len);
-  SP_CHECK_USAGE(batch >= 1, "batch must be >= 1, got ", batch);
-  SP_CHECK_USAGE(steps >= 0, "steps must be >= 0, got ", steps);
-  SP_CHECK_USAGE(lr > 0 && std::isfinite(lr), "lr must be > 0, got ", lr);
-  SP_CHECK_USAGE(min_lr >= 0 && min_lr <= lr, "min_lr must be in [0, lr=", lr, "], got ", min_lr);
-  SP_CHECK_USAGE(warmup >= 0, "warmup must be >= 0, got ", warmup);
-  SP_CHECK_USAGE(weight_decay >= 0, "weight_decay must be >= 0, got ", weight_decay);
-  SP_CHECK_USAGE(beta1 >= 0 && beta1 < 1, "beta1 must be in [0, 1), got ", beta1);
-  SP_CHECK_USAGE(beta2 >= 0 && beta2 < 1, "beta2 must be in [0, 1), got ", beta2);
-  SP_CHECK_USAGE(eps > 0, "eps must be > 0, got ", eps);
-  SP_CHECK_USAGE(grad_clip >= 0, "grad_clip must be >= 0 (0 = off), got ", grad_clip);
-  SP_CHECK_USAGE(ckpt_every >= 0, "ckpt_every must be >= 0, got ", ckpt_every);
-  SP_CHECK_USAGE(log_every >= 1, "log_every must be >= 1, got ", log_every);
-  SP_CHECK_USAGE(stop_after >= 0, "stop_after must be >= 0, got ", stop_after);
-  if (max_memory != "available") parse_bytes(max_memory, "max_memory");
-  SP_CHECK_USAGE(threads >= 0, "threads must be >= 0, got ", threads);
-  SP_CHECK_USAGE(sp >= 1, "sp must be >= 1, got ", sp);
+  check_options(own_table(), *this);
+  SP_CHECK_USAGE(min_lr <= lr, "min_lr must be in [0, lr=", lr, "], got ", min_lr);
   SP_CHECK_USAGE(seq_len / sp <= (int64_t(1) << 30), "seq_len/sp = ", seq_len / sp,
                  " tokens per rank is beyond what this engine indexes (2^30); use more ranks");
-  SP_CHECK_USAGE(tp >= 1, "tp must be >= 1, got ", tp);
-  SP_CHECK_USAGE(zero >= 0 && zero <= 3, "zero must be 0, 1, 2 or 3, got ", zero);
-  SP_CHECK_USAGE(mqsp_micro >= 0, "mqsp_micro must be >= 0 (0 = sp), got ", mqsp_micro);
-  SP_CHECK_USAGE(usp_ulysses >= 0, "usp_ulysses must be >= 0 (0 = automatic), got ", usp_ulysses);
-  SP_CHECK_USAGE(!out.empty(), "out directory must not be empty");
-  SP_CHECK_USAGE(loss_chunk >= 0, "loss_chunk must be >= 0 (0 = default), got ", loss_chunk);
-  const auto& names = attention_strategies();
-  if (std::find(names.begin(), names.end(), strategy) == names.end()) {
-    std::string all;
-    for (const auto& n : names) all += (all.empty() ? "" : ", ") + n;
-    SP_FAIL_USAGE("unknown attention strategy '", strategy, "' (available: ", all, ")");
-  }
-  SP_CHECK_USAGE(window >= 0, "window must be >= 0 (0 = off), got ", window);
-  SP_CHECK_USAGE(eval_every >= 0, "eval_every must be >= 0 (0 = off), got ", eval_every);
-  SP_CHECK_USAGE(eval_batches >= 1, "eval_batches must be >= 1, got ", eval_batches);
   SP_CHECK_USAGE(doc_positions == DocPositions::global || pack_documents, "doc_positions ",
-                 doc_positions_name(doc_positions),
+                 enum_name(doc_positions),
                  " needs --pack-documents: without documents every row is one document that "
                  "starts at position 0, so its positions are the global ones");
-  if (pack_documents || window > 0) {
-    const auto ms = mask_strategies();
-    if (std::find(ms.begin(), ms.end(), strategy) == ms.end()) {
-      std::string all;
-      for (const auto& n : ms) all += (all.empty() ? "" : ", ") + n;
-      SP_FAIL_USAGE("attention strategy '", strategy, "' does not support ",
-                    pack_documents ? "document masks (--pack-documents)" : "",
-                    pack_documents && window > 0 ? " or " : "",
-                    window > 0 ? "a sliding window (--window " + std::to_string(window) + ")" : "",
-                    " yet; strategies that do: ", all);
-    }
-  }
+  SP_CHECK_USAGE(!(pack_documents || window > 0) || applies_masks(strategy),
+                 "attention strategy '", enum_name(strategy), "' does not support ",
+                 pack_documents ? "document masks (--pack-documents)" : "",
+                 pack_documents && window > 0 ? " or " : "",
+                 window > 0 ? "a sliding window (--window " + std::to_string(window) + ")" : "",
+                 " yet; strategies that do: ", join_choices(mask_strategies(), ", "));
   for (const std::string& k : overrides)
     SP_CHECK_USAGE(std::find(resume_keys().begin(), resume_keys().end(), k) != resume_keys().end(),
                    "--override ", k,
@@ -98,194 +252,36 @@ void TrainConfig::validate_for_world(int world) const {
   SP_CHECK_USAGE(!tp_sp || tp == 1 || rows >= tp, "batch·⌊seq_len/sp⌋ = ", batch, "·", seq_len / sp,
                  " = ", rows, " rows per sequence shard are fewer than tp=", tp,
                  ": raise --batch or --seq-len");
-  SP_CHECK_USAGE(strategy != "mqsp" || mqsp_micro <= seq_len,
+  SP_CHECK_USAGE(strategy != Strategy::mqsp || mqsp_micro <= seq_len,
                  "mqsp: micro-query count m=", mqsp_micro, " must be at most L=", seq_len);
   param_specs(model, tp, 0);  // heads, kv heads and ffn width divide over tp
 }
 
-nlohmann::json TrainConfig::to_json() const {
-  nlohmann::json j = model.to_json();
-  j.update({{"seq_len", seq_len},
-            {"batch", batch},
-            {"steps", steps},
-            {"lr", json_float(lr)},
-            {"min_lr", json_float(min_lr)},
-            {"warmup", warmup},
-            {"weight_decay", json_float(weight_decay)},
-            {"beta1", json_float(beta1)},
-            {"beta2", json_float(beta2)},
-            {"eps", json_float(eps)},
-            {"grad_clip", json_float(grad_clip)},
-            {"seed", seed},
-            {"data", data},
-            {"out", out},
-            {"ckpt_every", ckpt_every},
-            {"threads", threads},
-            {"log_every", log_every},
-            {"progress", progress_name(progress)},
-            {"sp_strategy", strategy},
-            {"sp", sp},
-            {"layout", layout_name(layout)},
-            {"mqsp_micro", mqsp_micro},
-            {"usp_ulysses", usp_ulysses},
-            {"tp", tp},
-            {"recompute", recompute_name(recompute)},
-            {"tp_sp", tp_sp},
-            {"zero", zero},
-            {"loss", loss_name(loss)},
-            {"loss_chunk", loss_chunk},
-            {"precision", precision_name(precision)},
-            {"pack_documents", pack_documents},
-            {"doc_positions", doc_positions_name(doc_positions)},
-            {"window", window},
-            {"loss_on", loss_on_name(loss_on)},
-            {"eval_every", eval_every},
-            {"eval_batches", eval_batches}});
+nlohmann::json TrainConfig::to_json() const { return options_to_json(train_options(), *this); }
+
+nlohmann::json TrainConfig::all_to_json() const {
+  nlohmann::json j = nlohmann::json::object();
+  for (const auto& o : train_options()) j[o.key] = o.get(*this);
   return j;
 }
 
 void TrainConfig::merge_json(const nlohmann::json& j) {
-  SP_CHECK_USAGE(j.is_object(), "config must be a JSON object");
-  static const char* known[] = {"model",
-                                "layers",
-                                "dim",
-                                "heads",
-                                "kv_heads",
-                                "ffn",
-                                "vocab",
-                                "dropout",
-                                "attn_dropout",
-                                "rope_theta",
-                                "init_std",
-                                "seq_len",
-                                "batch",
-                                "steps",
-                                "lr",
-                                "min_lr",
-                                "warmup",
-                                "weight_decay",
-                                "beta1",
-                                "beta2",
-                                "eps",
-                                "grad_clip",
-                                "seed",
-                                "data",
-                                "out",
-                                "ckpt_every",
-                                "threads",
-                                "log_every",
-                                "progress",
-                                "sp_strategy",
-                                "sp",
-                                "layout",
-                                "resume",
-                                "stop_after",
-                                "max_memory",
-                                "mqsp_micro",
-                                "usp_ulysses",
-                                "tp",
-                                "recompute",
-                                "tp_sp",
-                                "zero",
-                                "overrides",
-                                "tie_embeddings",
-                                "norm_eps",
-                                "tokenizer_hash",
-                                "loss",
-                                "loss_chunk",
-                                "precision",
-                                "pack_documents",
-                                "doc_positions",
-                                "window",
-                                "loss_on",
-                                "eval_every",
-                                "eval_batches"};
-  for (auto& [k, v] : j.items()) {
-    bool ok = false;
-    for (const char* n : known) ok |= k == n;
-    SP_CHECK_USAGE(ok, "unknown config key '", k, "'");
-  }
-  nlohmann::json m = model.to_json();
-  for (auto& [k, v] : j.items())
-    if (m.contains(k)) m[k] = v;
-  // Width-dependent defaults (ffn = 4·dim, kv_heads = heads) follow the new values unless set.
-  if (!j.contains("ffn") && (j.contains("dim") || j.contains("model"))) m.erase("ffn");
-  if (!j.contains("tie_embeddings") && j.contains("model")) m.erase("tie_embeddings");
-  if (!j.contains("kv_heads") && j.contains("heads")) m.erase("kv_heads");
-  if (!j.contains("vocab") && j.contains("model")) m.erase("vocab");
-  try {
-    model = ModelConfig::from_json(m);
-    auto get = [&](const char* key, auto& field) { json_get(j, key, field); };
-    get("seq_len", seq_len);
-    get("batch", batch);
-    get("steps", steps);
-    get("lr", lr);
-    get("min_lr", min_lr);
-    get("warmup", warmup);
-    get("weight_decay", weight_decay);
-    get("beta1", beta1);
-    get("beta2", beta2);
-    get("eps", eps);
-    get("grad_clip", grad_clip);
-    get("seed", seed);
-    get("data", data);
-    get("out", out);
-    get("ckpt_every", ckpt_every);
-    get("threads", threads);
-    get("log_every", log_every);
-    get("sp_strategy", strategy);
-    get("sp", sp);
-    get("resume", resume);
-    get("stop_after", stop_after);
-    get("max_memory", max_memory);
-    get("mqsp_micro", mqsp_micro);
-    get("usp_ulysses", usp_ulysses);
-    get("tp", tp);
-    get("tp_sp", tp_sp);
-    get("zero", zero);
-    std::string s;
-    if (j.contains("progress")) get("progress", s), progress = parse_progress(s);
-    if (j.contains("layout")) get("layout", s), layout = parse_layout(s);
-    if (j.contains("recompute")) get("recompute", s), recompute = parse_recompute(s);
-    if (j.contains("loss")) get("loss", s), loss = parse_loss(s);
-    get("loss_chunk", loss_chunk);
-    if (j.contains("precision")) get("precision", s), precision = parse_precision(s);
-    get("pack_documents", pack_documents);
-    if (j.contains("doc_positions"))
-      get("doc_positions", s), doc_positions = parse_doc_positions(s);
-    get("window", window);
-    if (j.contains("loss_on")) get("loss_on", s), loss_on = parse_loss_on(s);
-    get("eval_every", eval_every);
-    get("eval_batches", eval_batches);
-    if (j.contains("overrides")) {
-      const auto& o = j.at("overrides");
-      SP_CHECK_USAGE(o.is_array(), "config 'overrides' must be a list of setting names");
-      overrides.clear();
-      for (const auto& k : o) {
-        SP_CHECK_USAGE(k.is_string(), "config 'overrides' must hold strings, got ", k.dump());
-        std::string name = k.get<std::string>();
-        std::replace(name.begin(), name.end(), '-', '_');  // --override seq-len = seq_len
-        overrides.push_back(name);
-      }
-    }
-  } catch (const nlohmann::json::exception& e) {
-    SP_FAIL_USAGE("config value of the wrong type: ", e.what());
-  }
+  merge_options(train_options(), *this, j);
+  // --override seq-len names the key seq_len.
+  for (std::string& k : overrides) std::replace(k.begin(), k.end(), '-', '_');
 }
 
 const std::vector<std::string>& resume_keys() {
-  static const std::vector<std::string> keys = {
-      "data",           "seq_len",       "seed",   "steps",  "lr",  "min_lr",
-      "warmup",         "weight_decay",  "beta1",  "beta2",  "eps", "grad_clip",
-      "pack_documents", "doc_positions", "window", "loss_on"};
+  static const std::vector<std::string> keys = [] {
+    std::vector<std::string> k;
+    for (const auto& o : train_options())
+      if (o.resume_key) k.push_back(o.key);
+    return k;
+  }();
   return keys;
 }
 
-std::string resume_keys_list() {
-  std::string all;
-  for (const auto& k : resume_keys()) all += (all.empty() ? "" : ", ") + k;
-  return all;
-}
+std::string resume_keys_list() { return join_choices(resume_keys(), ", "); }
 
 float lr_at(const TrainConfig& c, int64_t s) {
   if (s < c.warmup) return c.lr * float(s + 1) / float(c.warmup);

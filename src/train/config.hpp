@@ -1,8 +1,10 @@
 // Training configuration: every setting of a run, read once (defaults < config file <
 // flags) and parsed there into typed values, so the rest of the code never compares
-// strings. validate() checks each value alone; validate_for_world() checks what depends on
-// the number of ranks (the mesh, the shard shapes). Both throw seqpar::UsageError naming
-// the value.
+// strings. Each setting is one row of train_options() (core/options.hpp): its key, flag,
+// help, default, check, subcommands and resume role are declared there and nowhere else.
+// validate() checks each value alone and the pairs that must agree; validate_for_world()
+// checks what depends on the number of ranks (the mesh, the shard shapes). Both throw
+// seqpar::UsageError naming the value.
 #pragma once
 #include <cstdint>
 #include <nlohmann/json.hpp>
@@ -10,6 +12,7 @@
 #include <vector>
 
 #include "model/config.hpp"
+#include "core/options.hpp"
 #include "model/model.hpp"
 #include "parallel/layout.hpp"
 #include "train/data.hpp"
@@ -17,8 +20,15 @@
 namespace seqpar {
 
 enum class ProgressMode { automatic, bar, lines, none };
-const char* progress_name(ProgressMode p);
-ProgressMode parse_progress(const std::string& s);
+template <>
+struct EnumNames<ProgressMode> {
+  static constexpr const char* what = "progress mode";
+  static constexpr std::pair<ProgressMode, const char*> table[] = {{ProgressMode::automatic, "auto"},
+                                                                   {ProgressMode::bar, "bar"},
+                                                                   {ProgressMode::lines, "lines"},
+                                                                   {ProgressMode::none, "none"}};
+};
+inline const char* progress_name(ProgressMode p) { return enum_name(p); }
 
 struct TrainConfig {
   ModelConfig model;
@@ -43,7 +53,7 @@ struct TrainConfig {
   int threads = 0;  // per rank; 0: OMP_NUM_THREADS or all cores / ranks on the node
   int64_t log_every = 1;
   ProgressMode progress = ProgressMode::automatic;
-  std::string strategy = "local";  // a name from attention_strategies()
+  Strategy strategy = Strategy::local;
   int sp = 1;
   ShardLayout layout = ShardLayout::contiguous;
   int tp = 1;                             // Megatron tensor (+ sequence) parallel degree
@@ -84,10 +94,17 @@ struct TrainConfig {
   // Overlays the keys present in j (same names as to_json, plus resume, stop_after and
   // overrides) onto *this; the wrong type or an unknown key throws UsageError.
   void merge_json(const nlohmann::json& j);
+  // Every setting with its value, the run's identity and the launch's alike (the agreement
+  // every rank must reach before any work).
+  nlohmann::json all_to_json() const;
 };
 
+// Every setting of a run, one row each: the model's (model/config.cpp) then the run's.
+const OptionTable<TrainConfig>& train_options();
+
 // Keys whose value changes what a resumed run means (its data, its shapes, its schedule
-// and optimizer): resuming with another value is refused unless named in --override.
+// and optimizer): resuming with another value is refused unless named in --override. The
+// rows marked resume_key.
 const std::vector<std::string>& resume_keys();
 std::string resume_keys_list();  // "data, seq_len, ...": for messages and --help
 

@@ -193,7 +193,6 @@ class PasskeySource final : public DataSource {
 
 }  // namespace
 
-const char* split_name(Split s) { return s == Split::train ? "train" : "validation"; }
 
 uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin,
                           const char* unit) {
@@ -215,15 +214,7 @@ void DataSource::doc_ids(uint64_t, int64_t, int64_t*) const {
   SP_FAIL("the data ", describe(), " has no document boundaries");
 }
 
-const char* doc_positions_name(DocPositions p) {
-  return p == DocPositions::reset ? "reset" : "global";
-}
 
-DocPositions parse_doc_positions(const std::string& s) {
-  for (DocPositions p : {DocPositions::global, DocPositions::reset})
-    if (s == doc_positions_name(p)) return p;
-  SP_FAIL_USAGE("doc_positions must be global or reset, got '", s, "'");
-}
 
 void check_packing(const DataSource& src, const Packing& pk) {
   SP_CHECK_USAGE(
@@ -438,13 +429,7 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
 
 namespace seqpar {
 
-const char* loss_on_name(LossOn l) { return l == LossOn::answer ? "answer" : "all"; }
 
-LossOn parse_loss_on(const std::string& s) {
-  for (LossOn l : {LossOn::all, LossOn::answer})
-    if (s == loss_on_name(l)) return l;
-  SP_FAIL_USAGE("loss_on must be all or answer, got '", s, "'");
-}
 
 void check_loss_on(const DataSource& src, LossOn on) {
   SP_CHECK_USAGE(on == LossOn::all || src.has_answers(),

@@ -19,6 +19,7 @@
 #include <string>
 #include <vector>
 
+#include "core/names.hpp"
 #include "data/token_file.hpp"
 #include "model/config.hpp"
 #include "model/model.hpp"
@@ -33,7 +34,13 @@ constexpr int32_t kMaskToken = 256;  // [MASK] for byte data: mask_token() of a 
 // Which part of the data a source samples. Training reads `train`, evaluation `validation`;
 // no sample of one is a sample of the other.
 enum class Split { train, validation };
-const char* split_name(Split s);
+template <>
+struct EnumNames<Split> {
+  static constexpr const char* what = "split";
+  static constexpr std::pair<Split, const char*> table[] = {{Split::train, "train"},
+                                                            {Split::validation, "validation"}};
+};
+inline const char* split_name(Split s) { return enum_name(s); }
 // Validation samples are drawn with this seed, not the run's, so every run on the same data
 // (any --seed, any mesh) is scored on the same validation samples (BERT masks included).
 constexpr uint64_t kValidationSeed = 0x76616c6964617465ull;  // "validate"
@@ -79,8 +86,13 @@ class DataSource {
 // Where RoPE positions count from (--doc-positions): global (the position in the packed
 // sequence, Megatron's default) or reset (0 at each document start).
 enum class DocPositions { global, reset };
-const char* doc_positions_name(DocPositions p);
-DocPositions parse_doc_positions(const std::string& s);  // UsageError naming s
+template <>
+struct EnumNames<DocPositions> {
+  static constexpr const char* what = "doc_positions";
+  static constexpr std::pair<DocPositions, const char*> table[] = {{DocPositions::global, "global"},
+                                                                   {DocPositions::reset, "reset"}};
+};
+inline const char* doc_positions_name(DocPositions p) { return enum_name(p); }
 
 // How a batch treats documents and attention reach (--pack-documents, --doc-positions,
 // --window). Packing: a sample is still L+1 consecutive tokens of the data, but each token
@@ -209,8 +221,13 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
 // the answers of a retrieval task (DataSource::answer_positions), the others set to −1. The
 // loss stays token-weighted over the counted targets of all ranks.
 enum class LossOn { all, answer };
-const char* loss_on_name(LossOn l);
-LossOn parse_loss_on(const std::string& s);  // UsageError naming s
+template <>
+struct EnumNames<LossOn> {
+  static constexpr const char* what = "loss_on";
+  static constexpr std::pair<LossOn, const char*> table[] = {{LossOn::all, "all"},
+                                                             {LossOn::answer, "answer"}};
+};
+inline const char* loss_on_name(LossOn l) { return enum_name(l); }
 // Refuses (UsageError, naming the data) --loss-on answer on data without answers.
 void check_loss_on(const DataSource& src, LossOn on);
 // With LossOn::answer: every target of b (samples first_sample .. + b.B − 1, this shard's

@@ -13,6 +13,7 @@
 #include "core/threads.hpp"
 #include "parallel/layout.hpp"
 #include "train/checkpoint.hpp"
+#include "train/setup.hpp"
 #include "train/state.hpp"
 
 namespace seqpar {
@@ -91,55 +92,6 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
   return r;
 }
 
-namespace {
-
-// The newest complete step directory of a checkpoints root.
-std::string newest_in_root(const std::string& root) {
-  const std::vector<CheckpointEntry> all = list_checkpoints(root);
-  for (auto it = all.rbegin(); it != all.rend(); ++it)
-    if (it->complete) return it->dir;
-  SP_CHECK(all.empty(), "checkpoint ", all.empty() ? "" : all.back().dir,
-           " is incomplete: manifest.json missing (and no complete step directory in ", root, ")");
-  SP_FAIL("no checkpoint in ", root, ": no step_<N> directory with a manifest.json");
-}
-
-}  // namespace
-
-std::string find_checkpoint_dir(const std::string& path) {
-  std::error_code ec;
-  SP_CHECK(!path.empty(), "no checkpoint given: --checkpoint is empty");
-  SP_CHECK(fs::exists(path, ec), "no checkpoint at '", path, "': path does not exist");
-  SP_CHECK(fs::is_directory(path, ec), "no checkpoint at '", path, "': not a directory");
-  if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
-  if (fs::is_directory(fs::path(path) / "checkpoints", ec))
-    return newest_in_root((fs::path(path) / "checkpoints").string());
-  return newest_in_root(path);
-}
-
-std::string find_run_checkpoint(const std::string& run) {
-  std::error_code ec;
-  SP_CHECK(!run.empty(), "no run directory given: --run is empty");
-  SP_CHECK(fs::exists(run, ec), "run directory '", run, "' does not exist");
-  SP_CHECK(fs::is_directory(run, ec), "run directory '", run, "' is not a directory");
-  const fs::path root = fs::path(run) / "checkpoints";
-  SP_CHECK(fs::is_directory(root, ec), "run directory '", run,
-           "' has no checkpoints/ (seqpar train --out DIR writes it; or pass --checkpoint)");
-  return newest_in_root(root.string());
-}
-
-nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step) {
-  const std::string path = step_dir + "/manifest.json";
-  std::ifstream f(path);
-  SP_CHECK(f.good(), "checkpoint ", step_dir, ": cannot read ", path);
-  const nlohmann::json m = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-  SP_CHECK(m.is_object(), "checkpoint ", step_dir, ": ", path, " is not a JSON object");
-  SP_CHECK(m.contains("train") && m["train"].is_object(), "checkpoint ", step_dir,
-           ": its manifest records no training configuration ('train'), so the data and the "
-           "sequence length to evaluate on are unknown");
-  if (step) *step = m.value("step", int64_t(-1));
-  return m["train"];
-}
-
 void load_weights(Model& model, const Checkpoint& ck, const ModelConfig& mc) {
   const nlohmann::json saved =
       ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object())).to_json();
@@ -164,21 +116,10 @@ nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
     cfg.validate_for_world(world.size());
   });
   Mesh mesh = make_mesh(world, cfg);
-  // Threads as in training: all cores shared by the ranks unless set.
-  int threads = cfg.threads;
-  if (threads == 0) {
-    threads = std::max(1, std::max(1, omp_get_num_procs()) / world.size());
-    if (const char* e = std::getenv("OMP_NUM_THREADS")) threads = std::max(1, std::atoi(e));
-  }
-  set_num_threads(threads);
-
+  apply_threads(cfg, world.size());  // as in training: the cores shared by the ranks
   std::unique_ptr<DataSource> val;
   agree_or_throw(world, [&] {
-    val = make_source(cfg.data, cfg.seed, cfg.seq_len, Split::validation);
-    check_data_matches_model(*val, cfg.model.V, cfg.model.tokenizer_hash,
-                             "the model of checkpoint " + step_dir, cfg.model.kind);
-    check_packing(*val, cfg.packing());
-    check_loss_on(*val, cfg.loss_on);
+    val = open_data(cfg, Split::validation, "the model of checkpoint " + step_dir);
   });
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
   Arena arena;

@@ -44,14 +44,7 @@ struct EvalResult {
 EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cfg,
                     const DataSource& val, const std::vector<int64_t>& pos);
 
-// The step directory `path` names: a step directory (with manifest.json), or the newest
-// complete one of a checkpoints root or of a run directory (its checkpoints/). Reads only
-// directory entries; throws seqpar::Error naming the path and what is missing.
-std::string find_checkpoint_dir(const std::string& path);
-// As above for `seqpar eval --run DIR`: DIR must be a run directory holding checkpoints/.
-std::string find_run_checkpoint(const std::string& run);
-// The training configuration (TrainConfig::to_json) and step a checkpoint's manifest records.
-nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step = nullptr);
+// Checkpoint paths and their configuration: train/setup.hpp.
 
 // Copies the weights of checkpoint `ck` into `model`'s shards. Throws (UsageError) when
 // the checkpoint's model is not `mc`, or a tensor is missing or of another shape.

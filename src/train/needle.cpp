@@ -14,6 +14,7 @@
 #include "train/data.hpp"
 #include "train/eval.hpp"
 #include "train/state.hpp"
+#include "train/setup.hpp"
 #include "train/trainer.hpp"
 
 namespace seqpar {

@@ -1,5 +1,7 @@
 #include "train/trainer.hpp"
 
+#include "train/setup.hpp"
+
 #include <omp.h>
 #include <unistd.h>
 
@@ -92,17 +94,6 @@ void install_stop_handlers() {
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
-}
-
-int apply_threads(const TrainConfig& cfg, int world_size) {
-  int threads = cfg.threads;
-  if (threads == 0) {
-    const int cores = std::max(1, omp_get_num_procs());
-    threads = std::max(1, cores / world_size);
-    if (const char* e = std::getenv("OMP_NUM_THREADS")) threads = std::max(1, std::atoi(e));
-  }
-  set_num_threads(threads);
-  return threads;
 }
 
 TrainResult train(const TrainConfig& cfg, Comm& world) {

@@ -24,10 +24,6 @@ struct TrainResult {
   uint64_t peak_rss = 0;       // VmHWM at the end (after the final save), max over ranks
 };
 
-// Sets the threads per rank: cfg.threads, or cores / world_size (OMP_NUM_THREADS when
-// set). Returns the count. `train` calls it; `plan` and `check` too, so that the runtime
-// baseline they measure is the trainer's.
-int apply_threads(const TrainConfig& cfg, int world_size);
 
 // Runs on every rank of `world`. Throws seqpar::Error (UsageError for a setting that
 // cannot run) on every rank alike.
