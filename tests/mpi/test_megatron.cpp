@@ -10,7 +10,6 @@
 //  * training: tp × sp and tp × dp meshes give the 1-rank loss curve over 20 steps with
 //    dropout on, and a checkpoint saved under one layout resumes under another.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -20,24 +19,15 @@
 #include "core/check.hpp"
 #include "model/model.hpp"
 #include "parallel/layout.hpp"
+#include "test_models.hpp"
+#include "test_util.hpp"
 #include "train/planner.hpp"
 #include "train/trainer.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 
 namespace {
-
-ModelConfig small_model() {
-  ModelConfig m;
-  m.n_layer = 2;
-  m.C = 32;
-  m.H = 4;
-  m.Hkv = 4;
-  m.F = 64;
-  m.dropout = 0.1f;
-  m.attn_dropout = 0.1f;
-  return m;
-}
 
 Batch make_test_batch(int B, int T, int64_t seed) {
   Batch b;
@@ -51,16 +41,6 @@ Batch make_test_batch(int B, int T, int64_t seed) {
     b.row_key.push_back(i);
   }
   return b;
-}
-
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;  // NaN would vanish in std::max
-    num = std::max(num, double(std::fabs(a[i] - b[i])));
-    den = std::max(den, double(std::fabs(b[i])));
-  }
-  return num / den;
 }
 
 // Global gradient of every parameter. `tp` is the model's own tensor-parallel group
@@ -109,7 +89,7 @@ TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
   const bool seq_par = std::get<0>(GetParam());
   Comm world = Comm::world();
   const int t = world.size();
-  ModelConfig cfg = small_model();
+  ModelConfig cfg = small_model({.dropout = 0.1f});
   cfg.Hkv = std::get<1>(GetParam());
   const int B = 2, T = 16;
   Batch b = make_test_batch(B, T, 5);
@@ -187,7 +167,7 @@ INSTANTIATE_TEST_SUITE_P(Megatron, TensorParallel,
 TEST(Recompute, SameLossesAndGradientsAndLowerActivationPeak) {
   Comm world = Comm::world();
   const int t = world.size();
-  ModelConfig cfg = small_model();
+  ModelConfig cfg = small_model({.dropout = 0.1f});
   cfg.n_layer = 3;
   const int B = 2, T = 16;
   Batch b = make_test_batch(B, T, 8);
@@ -229,27 +209,8 @@ TEST(Recompute, SameLossesAndGradientsAndLowerActivationPeak) {
 
 namespace {
 
-std::string tmpdir(const std::string& tag) {
-  auto p = std::filesystem::temp_directory_path() /
-           ("seqpar_tp_" + tag + "_" + std::to_string(getppid()));
-  return p.string();
-}
-
-TrainConfig train_config(const std::string& out) {
-  TrainConfig c;
-  c.model = small_model();
-  c.seq_len = 128;
-  c.batch = 2;
-  c.steps = 20;
-  c.warmup = 4;
-  c.lr = 3e-3f;
-  c.data = "passkey";
-  c.out = out;
-  c.progress = ProgressMode::none;
-  c.threads = 1;
-  c.save_final = false;
-  return c;
-}
+// Hkv = 4 kv heads: tp 4 shards them as it shards the query heads.
+TrainConfig train_config(const std::string& out) { return small_run(out, 4); }
 
 }  // namespace
 
@@ -271,11 +232,11 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
               {1, 4, "rsa", "selective"}};
   for (const M& mesh : meshes) {
     const int dp = W / (mesh.tp * mesh.sp);
-    TrainConfig ref = train_config(tmpdir("ref" + std::to_string(world.rank())));
+    TrainConfig ref = train_config(run_dir("tp_ref" + std::to_string(world.rank())));
     ref.batch = 2 * dp;
     std::filesystem::remove_all(ref.out);
     TrainResult r1 = train(ref, self);
-    TrainConfig c = train_config(tmpdir("mesh"));
+    TrainConfig c = train_config(run_dir("tp_mesh"));
     c.tp = mesh.tp;
     c.sp = mesh.sp;
     c.strategy = mesh.strategy;
@@ -289,19 +250,19 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
     std::filesystem::remove_all(ref.out);
   }
   world.barrier();
-  if (world.rank() == 0) std::filesystem::remove_all(tmpdir("mesh"));
+  if (world.rank() == 0) std::filesystem::remove_all(run_dir("tp_mesh"));
 }
 
 TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
   Comm world = Comm::world();
   const int W = world.size();
   Comm self = world.split(world.rank(), 0, "self");
-  TrainConfig full = train_config(tmpdir("ck_full" + std::to_string(world.rank())));
+  TrainConfig full = train_config(run_dir("tp_ck_full" + std::to_string(world.rank())));
   full.steps = 6;
   std::filesystem::remove_all(full.out);
   TrainResult a = train(full, self);
 
-  const std::string dir = tmpdir("ck");
+  const std::string dir = run_dir("tp_ck");
   if (world.rank() == 0) std::filesystem::remove_all(dir);
   world.barrier();
   TrainConfig first = train_config(dir);
@@ -337,7 +298,7 @@ TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
 TEST(MaterializedBaseline, EqualsTheBlockedKernelAndKeepsTheQuadraticTerm) {
   Comm world = Comm::world();
   const int t = world.size();
-  const ModelConfig cfg = small_model();
+  const ModelConfig cfg = small_model({.dropout = 0.1f});
   const int B = 2, T = 16;
   Batch b = make_test_batch(B, T, 2);
   StepContext ctx{5, 3, true};
@@ -391,7 +352,7 @@ TEST(TensorTimesSequenceParallel, LossLogitsAndGradientsEqualOneRank) {
   Comm world = Comm::world();
   const int W = world.size();
   TrainConfig cfg;
-  cfg.model = small_model();
+  cfg.model = small_model({.dropout = 0.1f});
   cfg.model.Hkv = 2;  // GQA with tp = 2: one kv head per tp rank
   cfg.tp = W >= 2 ? 2 : 1;
   cfg.sp = W / cfg.tp;
