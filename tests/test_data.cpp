@@ -569,7 +569,9 @@ TEST(PasskeyDepth, PlacesTheNeedleAtTheAskedFractionOfTheRoom) {
         const size_t at = t.find(needle_head + key);
         EXPECT_EQ(int64_t(at), std::llround(d * double(room))) << "L=" << L << " d=" << d;
         EXPECT_EQ(t.substr(t.size() - question_len), p.substr(p.size() - question_len));
-        if (d == 1.0) EXPECT_EQ(at + needle_len, t.size() - question_len);
+        if (d == 1.0) {
+          EXPECT_EQ(at + needle_len, t.size() - question_len);
+        }
         EXPECT_EQ(at_d->answer_positions(s, L), plain->answer_positions(s, L));
       }
     }

@@ -75,6 +75,28 @@ std::vector<float> ref_grad(Model& ref, const std::string& name) {
   return {};
 }
 
+// One forward and backward of `cfg` under tp = world size with `par`'s strategy and
+// recompute, weights from init_weights(seed): the loss summed over the tp group, every
+// global gradient, and the activation peak.
+struct TpStep {
+  double loss;
+  std::vector<std::vector<float>> grads;
+  uint64_t acts_peak;
+};
+TpStep tp_step(Comm& world, const ModelConfig& cfg, ModelParallel par, const Batch& b,
+               const StepContext& ctx, uint64_t seed, float loss_scale) {
+  Comm* tp = world.size() > 1 ? &world : nullptr;
+  par.tp = TpSetup{tp};
+  Arena a;
+  Model m(cfg, b.B, b.T, a, par);
+  m.init_weights(seed);
+  m.zero_grad();
+  double l = m.forward(b, ctx);
+  m.backward(b, ctx, loss_scale);
+  world.allreduce_sum(&l, 1);
+  return {l, global_grads(m, tp, cfg), a.peak(Mem::acts)};
+}
+
 // fp32 rounding: TP splits the C- and F-length dot products of the row-parallel linears
 // across ranks and sums the partials in another order (~1e-7 relative per sum).
 constexpr double kTol = 1e-5;
@@ -176,19 +198,12 @@ TEST(Recompute, SameLossesAndGradientsAndLowerActivationPeak) {
   std::vector<std::vector<std::vector<float>>> grads;
   std::vector<uint64_t> acts;
   for (Recompute rc : {Recompute::none, Recompute::selective, Recompute::full}) {
-    Arena a;
     ModelParallel par;
-    par.tp = TpSetup{t > 1 ? &world : nullptr};
     par.recompute = rc;
-    Model m(cfg, B, T, a, par);
-    m.init_weights(1);
-    m.zero_grad();
-    double l = m.forward(b, ctx);
-    m.backward(b, ctx, 0.01f);
-    world.allreduce_sum(&l, 1);
-    losses.push_back(l);
-    grads.push_back(global_grads(m, t > 1 ? &world : nullptr, cfg));
-    acts.push_back(a.peak(Mem::acts));
+    TpStep r = tp_step(world, cfg, par, b, ctx, 1, 0.01f);
+    losses.push_back(r.loss);
+    grads.push_back(std::move(r.grads));
+    acts.push_back(r.acts_peak);
   }
   for (int k = 1; k < 3; ++k) {
     // Recomputation repeats the same deterministic forward: bitwise the same.
@@ -306,19 +321,12 @@ TEST(MaterializedBaseline, EqualsTheBlockedKernelAndKeepsTheQuadraticTerm) {
   std::vector<std::vector<std::vector<float>>> grads;
   std::vector<uint64_t> acts;
   for (const char* strategy : {"local", "materialized"}) {
-    Arena a;
     ModelParallel par;
     par.strategy = strategy;
-    par.tp = TpSetup{t > 1 ? &world : nullptr};
-    Model m(cfg, B, T, a, par);
-    m.init_weights(6);
-    m.zero_grad();
-    double l = m.forward(b, ctx);
-    m.backward(b, ctx, 0.02f);
-    world.allreduce_sum(&l, 1);
-    loss.push_back(l);
-    grads.push_back(global_grads(m, t > 1 ? &world : nullptr, cfg));
-    acts.push_back(a.peak(Mem::acts));
+    TpStep r = tp_step(world, cfg, par, b, ctx, 6, 0.02f);
+    loss.push_back(r.loss);
+    grads.push_back(std::move(r.grads));
+    acts.push_back(r.acts_peak);
   }
   EXPECT_NEAR(loss[1], loss[0], kTol * loss[0]);
   for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_LT(rel_err(grads[1][i], grads[0][i]), 3e-5);

@@ -35,6 +35,14 @@ const char* kStrategies[] = {"ring", "ulysses", "usp", "mqsp", "rsa"};
 // sample, extended periodically to L + 1 tokens. BERT targets every third position (masked
 // there); a causal model the next token, or −1 where ends_doc(i, p): the next token starts
 // another document.
+// `strategy` with sp = the world's size, the sequence of length L laid out by `layout`.
+ModelParallel sp_over(Comm& world, const std::string& strategy, ShardLayout layout, int64_t L) {
+  ModelParallel par;
+  par.strategy = strategy;
+  par.sp = SpSetup{&world, layout, L, 0, 0};
+  return par;
+}
+
 template <class EndsDoc>
 Batch periodic_batch(const DataSource& text, ModelKind kind, int B, int64_t L,
                      const std::vector<int64_t>& pos, EndsDoc ends_doc) {
@@ -94,8 +102,7 @@ TEST_P(ShardBoundaries, PerTokenLossEqualsOneRank) {
 
   const std::vector<int64_t> pos = shard_positions(L, N, r, c.layout);
   Arena a2;
-  SpSetup sp{&world, c.layout, L, 0, 0};
-  Model m(cfg, B, int(pos.size()), a2, ModelParallel{c.strategy, sp});
+  Model m(cfg, B, int(pos.size()), a2, sp_over(world, c.strategy, c.layout, L));
   m.init_weights(11);
   Batch bs = full_batch(pos);
   m.forward(bs, ctx);
@@ -196,8 +203,7 @@ TEST_P(PackedShardBoundaries, PerTokenLossAndGradientsEqualOneRank) {
 
   const std::vector<int64_t> pos = shard_positions(L, N, r, c.layout);
   Arena a2;
-  SpSetup sp{&world, c.layout, L, 0, 0};
-  Model m(cfg, B, int(pos.size()), a2, ModelParallel{c.strategy, sp});
+  Model m(cfg, B, int(pos.size()), a2, sp_over(world, c.strategy, c.layout, L));
   m.init_weights(11);
   m.zero_grad();
   Batch bs = packed_batch(pos);
