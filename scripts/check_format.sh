@@ -20,6 +20,7 @@ else
 fi
 mapfile -t files < <("${list[@]}" | grep -E '\.(cpp|hpp|h|cc|cxx|hh)$' | sort -u)
 # One clang-format per file (its exit status names the file), several at a time.
+# shellcheck disable=SC2016  # the inner script's $f is the inner shell's
 mapfile -t bad < <(printf '%s\0' "${files[@]}" | xargs -0 -r -n 8 -P "$(nproc)" sh -c '
   for f; do [ ! -f "$f" ] || clang-format --dry-run -Werror "$f" > /dev/null 2>&1 || echo "$f"; done
 ' sh | sort)
