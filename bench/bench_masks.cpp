@@ -270,7 +270,10 @@ void bench_balance(int argc, char** argv) {
         return *std::max_element(v.begin(), v.end()) / mean;
       };
       std::string times;
-      for (double x : ms) times += (times.empty() ? "" : " ") + std::to_string(int(x + 0.5));
+      for (double x : ms) {  // not `(sep) + to_string(..)`: GCC 12 warns falsely (-Wrestrict)
+        if (!times.empty()) times += ' ';
+        times += std::to_string(int(x + 0.5));
+      }
       double tsum = 0;
       for (double x : tiles0) tsum += x;
       times += "  (window " + std::to_string(wk) + ": " + std::to_string(int64_t(tsum)) +

@@ -4,12 +4,16 @@
 # its tokenizer and token file once: data/kjv-bpe8k.model and data/kjv-bpe8k.tok.
 #   bash scripts/setup.sh            # install + build
 #   SEQPAR_NO_APT=1 bash scripts/setup.sh   # build only
+#   SEQPAR_WERROR=1 bash scripts/setup.sh   # warnings are errors (CI); =0 or unset: not
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# gnuplot: seqpar plot. python3: the command-line tests read JSON with it; python3-torch
+# (CPU PyTorch): tests/cli/hf_export.sh checks an exported model's logits in PyTorch.
+# clang-format: scripts/check_format.sh (CI).
 pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-openmp-dev libgtest-dev
       libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv procps pkg-config
-      libsentencepiece-dev sentencepiece gnuplot-nox)  # gnuplot: seqpar plot
+      libsentencepiece-dev sentencepiece gnuplot-nox python3 python3-torch clang-format)
 if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do
@@ -29,7 +33,9 @@ if [ ! -s data/kjv.txt ] && command -v bible >/dev/null 2>&1; then
   bible -f Gen1:1-Rev22:21 > data/kjv.txt.tmp && mv data/kjv.txt.tmp data/kjv.txt
 fi
 
-cmake --preset release >/dev/null
+# Always passed, so that turning it off again also reaches CMake's cache.
+werror=OFF; [ "${SEQPAR_WERROR:-0}" = 1 ] && werror=ON
+cmake --preset release -DSEQPAR_WERROR=$werror >/dev/null
 cmake --build --preset release
 
 # The KJV's 8k BPE tokenizer and token file (one document per chapter, each ending with

@@ -167,4 +167,13 @@ inline std::vector<float> randn(size_t n, uint32_t seed, float scale = 1.0f, flo
 }
 inline std::vector<double> to_d(const std::vector<float>& v) { return {v.begin(), v.end()}; }
 
+// a + b in double: what a backward that accumulates (+=) must leave in a gradient buffer
+// that held a before it added b.
+template <class T>
+std::vector<double> plus(const std::vector<float>& a, const std::vector<T>& b) {
+  std::vector<double> r(a.size());
+  for (size_t i = 0; i < a.size(); ++i) r[i] = static_cast<double>(a[i]) + b[i];
+  return r;
+}
+
 }  // namespace seqpar::naive

@@ -2,7 +2,6 @@
 // writes, step directories with manifests, and refusal of every kind of damage with a
 // message that says what is wrong.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cmath>
 #include <cstring>
@@ -13,6 +12,7 @@
 #include <set>
 
 #include "core/check.hpp"
+#include "test_models.hpp"
 #include "test_util.hpp"
 #include "train/checkpoint.hpp"
 
@@ -57,30 +57,8 @@ NamedTensor make_tensor(std::string name, std::vector<int64_t> shape, uint32_t s
   return t;
 }
 
-// Bit-exact comparison: NaN payloads and -0.0 must survive.
-void expect_same_tensors(const std::vector<NamedTensor>& a, const std::vector<NamedTensor>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].name, b[i].name);
-    EXPECT_EQ(a[i].shape, b[i].shape) << a[i].name;
-    ASSERT_EQ(a[i].data.size(), b[i].data.size()) << a[i].name;
-    // An empty vector's data() may be null, and memcmp on null is UB even for 0 bytes.
-    if (!a[i].data.empty()) {
-      EXPECT_EQ(0, std::memcmp(a[i].data.data(), b[i].data.data(), a[i].data.size() * 4))
-          << a[i].name;
-    }
-  }
-}
-
 class CheckpointTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/seqpar_test_ckpt_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   std::vector<NamedTensor> weights(uint32_t seed) {
     NamedTensor s = make_tensor("scalar", {}, seed);  // 0-d: one element
     std::vector<NamedTensor> w = {
@@ -108,7 +86,7 @@ class CheckpointTest : public ::testing::Test {
                            {{"model", {{"L", 2}, {"C", 64}}}, {"parallel", "ring"}});
   }
 
-  fs::path dir_;
+  TempDir dir_{"ckpt"};
 };
 
 // ---- FNV-1a, atomic writes ------------------------------------------------------------

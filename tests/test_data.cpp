@@ -9,12 +9,12 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <random>
 
 #include "core/check.hpp"
 #include "core/rng.hpp"
 #include "data/token_file.hpp"
 #include "parallel/attention.hpp"
+#include "test_models.hpp"
 #include "test_util.hpp"
 #include "train/config.hpp"
 #include "train/data.hpp"
@@ -97,27 +97,17 @@ std::vector<int64_t> odd_positions(int64_t L) {
 class DataTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/seqpar_test_data_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     // Documents of awkward lengths, tokens in [0, V − 1), EOS = V − 1 after each.
-    std::mt19937 rng(7);
-    TokenFileWriter w(tok_path(), kV, kHash, int32_t(kV - 1));
-    for (size_t len : {1, 2, 300, 7, 1500, 41, 999}) {
-      std::vector<int32_t> d(len);
-      for (auto& t : d) t = int32_t(rng() % (kV - 1));
-      w.add_document(d.data(), d.size());
-    }
-    w.finish();
+    write_token_file(tok_path(), kV, kHash, int32_t(kV - 1),
+                     random_docs(kV, 7, {1, 2, 300, 7, 1500, 41, 999}));
     text_ = "In the beginning God created the heaven and the earth.\n";
     while (text_.size() < 3000) text_ += text_;
     spit(dir_ / "corpus.txt", text_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string tok_path() const { return (dir_ / "data.tok").string(); }
   std::string text_path() const { return (dir_ / "corpus.txt").string(); }
 
-  fs::path dir_;
+  TempDir dir_{"data"};
   std::string text_;
 };
 
@@ -243,13 +233,27 @@ TEST_F(DataTest, DamagedTokenFileIsRefusedNotReadAsText) {
 }
 
 TEST(DataKjvBpe8k, MissingFileSaysToRunSetup) {
-  // Only checkable where no candidate exists (e.g. a fresh checkout before setup).
-  const std::string here = std::string(SEQPAR_SOURCE_DIR) + "/data/kjv-bpe8k.tok";
-  if (fs::exists(here) || fs::exists("data/kjv-bpe8k.tok"))
-    GTEST_SKIP() << here << " exists: the missing-file message is not reachable";
-  setenv("SEQPAR_DATA_DIR", "/nonexistent", 1);
-  expect_error([&] { make_source("kjv-bpe8k", 1, 16); }, {"kjv-bpe8k.tok", "scripts/setup.sh"});
-  unsetenv("SEQPAR_DATA_DIR");
+  // make_source looks for kjv-bpe8k.tok in $SEQPAR_DATA_DIR, in data/ under the working
+  // directory and in <executable>/../data (train/data.cpp). The first two are pointed into
+  // an empty directory, so the message is reached whether or not setup built the file;
+  // the third is the build tree's (build/data), which holds no data.
+  TempDir empty("nodata");
+  const fs::path beside_exe =
+      fs::read_symlink("/proc/self/exe").parent_path() / ".." / "data" / "kjv-bpe8k.tok";
+  if (fs::exists(beside_exe))
+    GTEST_SKIP() << beside_exe << " exists: the missing-file message is not reachable";
+  struct Restore {  // the working directory and environment, even when a check fails
+    fs::path cwd = fs::current_path();
+    ~Restore() {
+      std::error_code ec;  // a destructor must not throw
+      fs::current_path(cwd, ec);
+      unsetenv("SEQPAR_DATA_DIR");
+    }
+  } restore;
+  fs::current_path(empty);
+  setenv("SEQPAR_DATA_DIR", (empty / "data").c_str(), 1);
+  expect_error([&] { make_source("kjv-bpe8k", 1, 16); },
+               {"kjv-bpe8k.tok", (empty / "data" / "kjv-bpe8k.tok").string(), "scripts/setup.sh"});
 }
 
 TEST_F(DataTest, ModelMustMatchTheData) {
@@ -565,7 +569,9 @@ TEST(PasskeyDepth, PlacesTheNeedleAtTheAskedFractionOfTheRoom) {
         const size_t at = t.find(needle_head + key);
         EXPECT_EQ(int64_t(at), std::llround(d * double(room))) << "L=" << L << " d=" << d;
         EXPECT_EQ(t.substr(t.size() - question_len), p.substr(p.size() - question_len));
-        if (d == 1.0) EXPECT_EQ(at + needle_len, t.size() - question_len);
+        if (d == 1.0) {
+          EXPECT_EQ(at + needle_len, t.size() - question_len);
+        }
         EXPECT_EQ(at_d->answer_positions(s, L), plain->answer_positions(s, L));
       }
     }

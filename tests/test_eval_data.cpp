@@ -22,9 +22,6 @@ namespace {
 class SplitTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/seqpar_test_split_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     // Token i of the file is i (V = 8192 > n): a sample's first token is its offset.
     // Documents of awkward lengths, no EOS.
     TokenFileWriter w(tok_path(), 8192, 0xabcdull, -1);
@@ -41,10 +38,9 @@ class SplitTest : public ::testing::Test {
     for (int i = 0; text_.size() < 40000; ++i) text_ += "line " + std::to_string(100000 + i) + "\n";
     spit(text_path(), text_);
   }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string tok_path() const { return (dir_ / "ids.tok").string(); }
   std::string text_path() const { return (dir_ / "lines.txt").string(); }
-  fs::path dir_;
+  TempDir dir_{"split"};
   uint64_t n_ = 0;
   std::string text_;
 };

@@ -19,6 +19,7 @@
 #include "kernels/fused_xent.hpp"
 #include "kernels/ops.hpp"
 #include "naive_ops.hpp"
+#include "test_util.hpp"
 
 namespace seqpar {
 namespace {
@@ -29,26 +30,9 @@ using VecD = std::vector<double>;
 using naive::randn;
 using naive::to_d;
 
-// max|a − b| / max|b|: error relative to the scale of the reference.
-template <class T>
-double nerr(const VecF& a, const std::vector<T>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double num = 0.0, den = 1e-30;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;  // NaN would otherwise vanish in std::max
-    num = std::max(num, std::fabs(static_cast<double>(a[i]) - b[i]));
-    den = std::max(den, std::fabs(static_cast<double>(b[i])));
-  }
-  return num / den;
-}
-
 using naive::fd_grad;
-
-VecD plus(const VecF& a, const VecD& b) {
-  VecD r(a.size());
-  for (size_t i = 0; i < a.size(); ++i) r[i] = static_cast<double>(a[i]) + b[i];
-  return r;
-}
+using naive::plus;
+using test::rel_err;  // max|a − b| / max|b|: error relative to the scale of the reference
 
 bool all_finite(const VecF& v) {
   return std::all_of(v.begin(), v.end(), [](float x) { return std::isfinite(x); });
@@ -69,8 +53,8 @@ TEST(RmsNorm, ForwardMatchesNaive) {
     naive::rmsnorm_row(&ref[r * C], &rr[r], &xd[r * C], wd.data(), C, eps);
   // Σx² in double, rounded once: rstd to ~1 ulp. out is two fp32 products: a few ulp of
   // max|out|. Subtracting the mean (layernorm) or dropping eps errs by ≥ 1e-2 here.
-  EXPECT_LT(nerr(rstd, rr), 1e-6);
-  EXPECT_LT(nerr(out, ref), 1e-6);
+  EXPECT_LT(rel_err(rstd, rr), 1e-6);
+  EXPECT_LT(rel_err(out, ref), 1e-6);
 }
 
 TEST(RmsNorm, BackwardMatchesFiniteDifferencesAndAccumulates) {
@@ -103,8 +87,8 @@ TEST(RmsNorm, BackwardMatchesFiniteDifferencesAndAccumulates) {
   rmsnorm_backward(dx.data(), dw.data(), R.data(), x.data(), w.data(), rstd.data(), N, C);
   // fp32 elementwise terms with double row sums; g − x̂·mean(g∘x̂) cancels a few ulp of |g|
   // (observed ≤ 2e-7), tolerance 2e-6. Dropping the mean(g∘x̂) term or the rstd factor is O(1).
-  EXPECT_LT(nerr(dx, plus(dx0, g_x)), 2e-6);
-  EXPECT_LT(nerr(dw, plus(dw0, g_w)), 2e-6);
+  EXPECT_LT(rel_err(dx, plus(dx0, g_x)), 2e-6);
+  EXPECT_LT(rel_err(dw, plus(dw0, g_w)), 2e-6);
 }
 
 // ================================ SwiGLU ===========================================
@@ -120,7 +104,7 @@ TEST(SwiGlu, ForwardMatchesNaiveAndSaturates) {
       ref[r * F + c] = naive::swiglu(gu[r * 2 * F + c], gu[r * 2 * F + F + c]);
   // Three fp32 ops around one expf (≤ 1 ulp): a few ulp of max|out|. Swapping gate and up,
   // or σ for silu, is O(1). Saturated gates give exactly 0 or g·u, never NaN.
-  EXPECT_LT(nerr(out, ref), 1e-6);
+  EXPECT_LT(rel_err(out, ref), 1e-6);
   EXPECT_EQ(out[2], 0.0f);
   EXPECT_EQ(out[3], 0.0f);
   EXPECT_TRUE(all_finite(out));
@@ -142,7 +126,7 @@ TEST(SwiGlu, BackwardMatchesFiniteDifferencesAndOverwrites) {
   swiglu_backward(dgu.data(), dout.data(), gu.data(), N, F);
   // A few fp32 ops per element: observed ≤ 3e-7 of max|dgu|; tolerance 2e-6. Missing the
   // g·(1 − σ) term of silu' is O(1); accumulating onto the 123s is O(100).
-  EXPECT_LT(nerr(dgu, g), 2e-6);
+  EXPECT_LT(rel_err(dgu, g), 2e-6);
   EXPECT_TRUE(all_finite(dgu));
 }
 
@@ -248,8 +232,8 @@ TEST_P(FusedXent, MatchesMaterialisedPath) {
   // in the online merge of per-chunk sums (double, one extra float rounding of s). Losses of
   // size log V ≈ 5–9 differ by a few ulp: observed ≤ 3e-7 normalised; tolerance 2e-6.
   // A missing rescale in the online merge, or a target picked from the wrong chunk, is O(1).
-  EXPECT_LT(nerr(losses, ref.losses), 2e-6);
-  EXPECT_LT(nerr(lse, ref.lse), 2e-6);
+  EXPECT_LT(rel_err(losses, ref.losses), 2e-6);
+  EXPECT_LT(rel_err(lse, ref.lse), 2e-6);
   for (int64_t i = 0; i < N; ++i)
     if (tgt[i] < 0) {
       ASSERT_EQ(losses[i], 0.0f) << "ignored row " << i;
@@ -257,8 +241,8 @@ TEST_P(FusedXent, MatchesMaterialisedPath) {
   // Gradients are sums of ≤ max(V, N) products of probabilities with w or x: the ulp-level
   // differences in exp(z − lse) add up to ~√V ulp. Observed ≤ 1e-6; tolerance 1e-5. An
   // unscaled (dlosses) or non-onehot-corrected dlogits is O(1).
-  EXPECT_LT(nerr(dx, plus(dx0, to_d(ref.dx))), 1e-5);
-  EXPECT_LT(nerr(dw, plus(dw0, to_d(ref.dw))), 1e-5);
+  EXPECT_LT(rel_err(dx, plus(dx0, to_d(ref.dx))), 1e-5);
+  EXPECT_LT(rel_err(dw, plus(dw0, to_d(ref.dw))), 1e-5);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -350,8 +334,8 @@ TEST_P(FusedXentShards, CombinedShardsEqualSingleShard) {
   // The hand combination merges in float (the single shard in double): a few ulp of lse ≈ 5.
   // Observed ≤ 2e-7; tolerance 2e-6. A shard whose target logit is missed (or counted twice)
   // is off by |z| ~ 1.
-  EXPECT_LT(nerr(lse, to_d(lse1)), 2e-6);
-  EXPECT_LT(nerr(loss, to_d(loss1)), 2e-6);
+  EXPECT_LT(rel_err(lse, to_d(lse1)), 2e-6);
+  EXPECT_LT(rel_err(loss, to_d(loss1)), 2e-6);
 
   VecF dx(N * C, 0.0f), dw(V * C, 0.0f);
   for (size_t r = 0; r < k; ++r) {
@@ -362,8 +346,8 @@ TEST_P(FusedXentShards, CombinedShardsEqualSingleShard) {
   }
   // dw rows are computed alike (same chunks inside the shard differ only in tiling, lse to a
   // few ulp); dx sums k partial products instead of one: observed ≤ 5e-7; tolerance 5e-6.
-  EXPECT_LT(nerr(dx, to_d(dx1)), 5e-6);
-  EXPECT_LT(nerr(dw, to_d(dw1)), 5e-6);
+  EXPECT_LT(rel_err(dx, to_d(dx1)), 5e-6);
+  EXPECT_LT(rel_err(dw, to_d(dw1)), 5e-6);
 }
 
 INSTANTIATE_TEST_SUITE_P(Splits, FusedXentShards,
@@ -405,8 +389,8 @@ TEST(FusedXentEdge, BackwardMatchesFiniteDifferences) {
                       N, C, V, 0, ch, scratch.data());
   // fp32 logits and softmax against the double loss: a few ulp of the gradient scale
   // (observed ≤ 2e-7); tolerance 3e-6. Row 1 (ignored) must contribute nothing to dx.
-  EXPECT_LT(nerr(dx, g_x), 3e-6);
-  EXPECT_LT(nerr(dw, g_w), 3e-6);
+  EXPECT_LT(rel_err(dx, g_x), 3e-6);
+  EXPECT_LT(rel_err(dw, g_w), 3e-6);
   for (int64_t c = 0; c < C; ++c) EXPECT_EQ(dx[1 * C + c], 0.0f);
 }
 

@@ -13,9 +13,11 @@
 #include "core/check.hpp"
 #include "kernels/ops.hpp"
 #include "model/model.hpp"
+#include "test_util.hpp"
 #include "train/checkpoint.hpp"
 
 using namespace seqpar;
+using seqpar::test::rel_err;  // max|a − b| / max|b|
 
 namespace {
 
@@ -33,17 +35,6 @@ Fixture load(const std::string& name) {
   for (auto& x : read_safetensors(std::string(SEQPAR_SOURCE_DIR) + "/tests/fixtures/" + name))
     f.t[x.name] = x;
   return f;
-}
-
-// max|a − b| / max|b|
-double rel_err(const float* a, const std::vector<float>& b) {
-  double num = 0, den = 1e-30;
-  for (size_t i = 0; i < b.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;  // NaN would vanish in std::max
-    num = std::max(num, double(std::fabs(a[i] - b[i])));
-    den = std::max(den, double(std::fabs(b[i])));
-  }
-  return num / den;
 }
 
 double max_abs(const std::vector<float>& x) {

@@ -19,6 +19,7 @@
 #include "core/threads.hpp"
 #include "kernels/ops.hpp"
 #include "naive_ops.hpp"
+#include "test_util.hpp"
 
 namespace seqpar {
 namespace {
@@ -29,28 +30,9 @@ using VecD = std::vector<double>;
 using naive::randn;
 using naive::to_d;
 
-// max|a − b| / max|b|: error relative to the scale of the reference.
-double nerr(const float* a, const double* b, size_t n) {
-  double num = 0.0, den = 1e-30;
-  for (size_t i = 0; i < n; ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;  // NaN would otherwise vanish in std::max
-    num = std::max(num, std::fabs(static_cast<double>(a[i]) - b[i]));
-    den = std::max(den, std::fabs(b[i]));
-  }
-  return num / den;
-}
-double nerr(const VecF& a, const VecD& b) {
-  EXPECT_EQ(a.size(), b.size());
-  return nerr(a.data(), b.data(), std::min(a.size(), b.size()));
-}
-
 using naive::fd_grad;
-
-VecD plus(const VecF& a, const VecF& b) {
-  VecD r(a.size());
-  for (size_t i = 0; i < a.size(); ++i) r[i] = static_cast<double>(a[i]) + b[i];
-  return r;
-}
+using naive::plus;
+using test::rel_err;  // max|a − b| / max|b|: error relative to the scale of the reference
 
 bool throws_with(const std::function<void()>& f, const std::vector<std::string>& parts) {
   try {
@@ -85,9 +67,9 @@ TEST_P(Linear, ForwardMatchesNaive) {
   linear_forward(out.data(), inp.data(), w.data(), bias.data(), M, K, N);
   // fp32 dot products of K ≤ 229 unit normals: rounding ~√K·u·|terms| ≈ 1e-6 of max|out|
   // (observed ≤ 5e-7). A missing bias or transpose is an O(1) error.
-  EXPECT_LT(nerr(out, ref), 5e-6);
+  EXPECT_LT(rel_err(out, ref), 5e-6);
   linear_forward(out.data(), inp.data(), w.data(), nullptr, M, K, N);
-  EXPECT_LT(nerr(out, ref_nb), 5e-6);
+  EXPECT_LT(rel_err(out, ref_nb), 5e-6);
 }
 
 TEST_P(Linear, BackwardMatchesFiniteDifferencesAndAccumulates) {
@@ -127,9 +109,9 @@ TEST_P(Linear, BackwardMatchesFiniteDifferencesAndAccumulates) {
   linear_backward(d_inp.data(), d_w.data(), d_b.data(), R.data(), inp.data(), w.data(), M, K, N);
   // Sums of ≤ 71 fp32 products plus the pre-fill: rounding ≤ M·u ≈ 4e-6 relative in the
   // worst case, observed ≤ 4e-7; the FD reference of a linear loss is exact to ~1e-12.
-  EXPECT_LT(nerr(d_inp, plus(d_inp0, VecF(g_inp.begin(), g_inp.end()))), 5e-6);
-  EXPECT_LT(nerr(d_w, plus(d_w0, VecF(g_w.begin(), g_w.end()))), 5e-6);
-  EXPECT_LT(nerr(d_b, plus(d_b0, VecF(g_b.begin(), g_b.end()))), 5e-6);
+  EXPECT_LT(rel_err(d_inp, plus(d_inp0, VecF(g_inp.begin(), g_inp.end()))), 5e-6);
+  EXPECT_LT(rel_err(d_w, plus(d_w0, VecF(g_w.begin(), g_w.end()))), 5e-6);
+  EXPECT_LT(rel_err(d_b, plus(d_b0, VecF(g_b.begin(), g_b.end()))), 5e-6);
 
   // Twice from zero doubles the gradient; null dinp/dbias leave dw unchanged.
   VecF z_inp(M * K), z_w(N * K), z_b(N), z_w2(N * K);
@@ -139,11 +121,11 @@ TEST_P(Linear, BackwardMatchesFiniteDifferencesAndAccumulates) {
   for (int64_t i = 0; i < M * K; ++i) twice_inp[i] = 2.0 * g_inp[i];
   for (int64_t i = 0; i < N * K; ++i) twice_w[i] = 2.0 * g_w[i];
   for (int64_t i = 0; i < N; ++i) twice_b[i] = 2.0 * g_b[i];
-  EXPECT_LT(nerr(z_inp, twice_inp), 5e-6);
-  EXPECT_LT(nerr(z_w, twice_w), 5e-6);
-  EXPECT_LT(nerr(z_b, twice_b), 5e-6);
+  EXPECT_LT(rel_err(z_inp, twice_inp), 5e-6);
+  EXPECT_LT(rel_err(z_w, twice_w), 5e-6);
+  EXPECT_LT(rel_err(z_b, twice_b), 5e-6);
   linear_backward(nullptr, z_w2.data(), nullptr, R.data(), inp.data(), w.data(), M, K, N);
-  EXPECT_LT(nerr(z_w2, g_w), 5e-6);
+  EXPECT_LT(rel_err(z_w2, g_w), 5e-6);
 }
 
 INSTANTIATE_TEST_SUITE_P(Shapes, Linear,
@@ -179,13 +161,13 @@ TEST(Linear, RowPiecesGiveTheBitsOfOneCall) {
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, inp.data(),
                 int(K), w.data(), int(K), 1.0f, ref.data(), int(N));
     linear_forward(out.data(), inp.data(), w.data(), bias.data(), M, K, N);
-    EXPECT_LT(nerr(out, to_d(ref)), 1e-6) << threads;
+    EXPECT_LT(rel_err(out, to_d(ref)), 1e-6) << threads;
 
     VecF dinp = randn(M * K, 15), dref = dinp, dw(N * K, 0.0f);
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, int(M), int(K), int(N), 1.0f,
                 dout.data(), int(N), w.data(), int(K), 1.0f, dref.data(), int(K));
     linear_backward(dinp.data(), dw.data(), nullptr, dout.data(), inp.data(), w.data(), M, K, N);
-    EXPECT_LT(nerr(dinp, to_d(dref)), 1e-6) << threads;
+    EXPECT_LT(rel_err(dinp, to_d(dref)), 1e-6) << threads;
   }
   set_num_threads(saved);
 }
@@ -204,9 +186,9 @@ TEST(LayerNorm, ForwardMatchesNaive) {
     naive::layernorm_row(&ref[r * C], &rm[r], &rr[r], &xd[r * C], wd.data(), bd.data(), C);
   // Statistics are summed in double and rounded once: ~1 ulp. The output is 4 fp32 ops on
   // values of size ~3: a few ulp of max|out|. An eps or variance-bias mistake is ≥ 1e-3.
-  EXPECT_LT(nerr(mean, rm), 1e-6);
-  EXPECT_LT(nerr(rstd, rr), 1e-6);
-  EXPECT_LT(nerr(out, ref), 2e-6);
+  EXPECT_LT(rel_err(mean, rm), 1e-6);
+  EXPECT_LT(rel_err(rstd, rr), 1e-6);
+  EXPECT_LT(rel_err(out, ref), 2e-6);
 }
 
 TEST(LayerNorm, BackwardMatchesFiniteDifferencesAndAccumulates) {
@@ -240,9 +222,9 @@ TEST(LayerNorm, BackwardMatchesFiniteDifferencesAndAccumulates) {
   // fp32 elementwise terms with double row sums; dx involves g − mean(g) − x̂·mean(gx̂), whose
   // cancellation costs a few ulp of |g|: observed ≤ 1e-7, tolerance 2e-6. Dropping any of
   // the three terms or the rstd factor is an O(1) error.
-  EXPECT_LT(nerr(dx, plus(dx0, VecF(g_x.begin(), g_x.end()))), 2e-6);
-  EXPECT_LT(nerr(dw, plus(dw0, VecF(g_w.begin(), g_w.end()))), 2e-6);
-  EXPECT_LT(nerr(db, plus(db0, VecF(g_b.begin(), g_b.end()))), 2e-6);
+  EXPECT_LT(rel_err(dx, plus(dx0, VecF(g_x.begin(), g_x.end()))), 2e-6);
+  EXPECT_LT(rel_err(dw, plus(dw0, VecF(g_w.begin(), g_w.end()))), 2e-6);
+  EXPECT_LT(rel_err(db, plus(db0, VecF(g_b.begin(), g_b.end()))), 2e-6);
 }
 
 // ================================ GELU ==============================================
@@ -256,7 +238,7 @@ TEST(Gelu, ForwardMatchesNaive) {
   for (int64_t i = 0; i < n; ++i) ref[i] = naive::gelu(x[i]);
   // fp32 tanh is within ~2 ulp and the formula has ~6 roundings: ≲ 1e-6 of max|y| (~10).
   // The exact erf GELU differs from the tanh form by up to ~5e-4 and fails this bound.
-  EXPECT_LT(nerr(y, ref), 1e-6);
+  EXPECT_LT(rel_err(y, ref), 1e-6);
   EXPECT_EQ(y[0], 0.0f);
 }
 
@@ -272,7 +254,7 @@ TEST(Gelu, BackwardMatchesFiniteDifferencesAndAccumulates) {
   gelu_backward(dx.data(), x.data(), R.data(), n);
   // fp32 derivative (1 − tanh² cancels near saturation: ~1e-7 absolute) vs FD with
   // truncation ~1e-11: observed 3e-7, tolerance 3e-6 of the gradient scale.
-  EXPECT_LT(nerr(dx, plus(dx0, VecF(g.begin(), g.end()))), 3e-6);
+  EXPECT_LT(rel_err(dx, plus(dx0, VecF(g.begin(), g.end()))), 3e-6);
 }
 
 // ================================ residual ==========================================
@@ -327,7 +309,7 @@ TEST(Embedding, BackwardMatchesFiniteDifferencesAndAccumulates) {
   const VecF dw0 = dw;
   embedding_backward(dw.data(), R.data(), tok.data(), N, C);
   // Each row sums ≤ a handful of fp32 terms plus the pre-fill: a few ulp.
-  EXPECT_LT(nerr(dw, plus(dw0, VecF(g.begin(), g.end()))), 1e-6);
+  EXPECT_LT(rel_err(dw, plus(dw0, VecF(g.begin(), g.end()))), 1e-6);
 }
 
 // ================================ RoPE ==============================================
@@ -354,7 +336,7 @@ TEST(Rope, ForwardMatchesNaiveWithStrideAndLargePositions) {
     // cos/sin from a double angle rounded to float, two fp32 products: ~2 ulp. A float
     // angle at pos ~ 5e5 is off by ~5e-2 rad and fails; padding columns must be untouched
     // (the reference leaves them as they were).
-    EXPECT_LT(nerr(x, ref), 2e-6) << "pos0=" << c.pos0;
+    EXPECT_LT(rel_err(x, ref), 2e-6) << "pos0=" << c.pos0;
   }
 }
 
@@ -430,11 +412,11 @@ TEST(Rope, BackwardIsTransposeOfForward) {
     return l;
   };
   VecD g = fd_grad(xd, loss_token, 1e-3);  // linear in x: exact differences
-  EXPECT_LT(nerr(bR, g), 2e-6);
+  EXPECT_LT(rel_err(bR, g), 2e-6);
 
   // backward(forward(x)) = x: rotations are orthogonal.
   rope_backward(fx.data(), pos.data(), c.B, c.T, c.nh, c.d, stride, 10000.0f);
-  EXPECT_LT(nerr(fx, to_d(x)), 2e-6);
+  EXPECT_LT(rel_err(fx, to_d(x)), 2e-6);
 }
 
 // ================================ dropout ===========================================
@@ -455,7 +437,7 @@ TEST(Dropout, ForwardMatchesKeyedDefinition) {
     for (int64_t c = 0; c < C; ++c)
       ref[r * C + c] = naive::dropout_keep(key, keys[r], c) ? x[r * C + c] / (1.0 - key.p) : 0.0;
   // Kept values are x·fl(1/(1−p)): one rounding of the scale and one of the product.
-  EXPECT_LT(nerr(out, ref), 3e-7);
+  EXPECT_LT(rel_err(out, ref), 3e-7);
   for (int64_t i = 0; i < N * C; ++i) ASSERT_EQ(out[i] == 0.0f, ref[i] == 0.0) << i;
 
   // In place gives the same result.
@@ -542,7 +524,7 @@ TEST(CrossEntropy, ForwardMatchesNaiveStableAndIgnores) {
     // Loss ~ 5–15. Without the shift: fp32 exp/log rounding ≲ 1e-6. With logits ~1000 the
     // result is a difference of two ~1000-sized floats: ulp(1000)/max loss ≈ 1e-5. An
     // unshifted exp overflows to inf at shift 1000.
-    EXPECT_LT(nerr(loss, ref), shift == 0.0f ? 2e-6 : 3e-5) << "shift " << shift;
+    EXPECT_LT(rel_err(loss, ref), shift == 0.0f ? 2e-6 : 3e-5) << "shift " << shift;
     EXPECT_EQ(loss[4], 0.0f);
     EXPECT_EQ(loss[9], 0.0f);
   }
@@ -577,7 +559,7 @@ TEST(CrossEntropy, BackwardMatchesFiniteDifferencesAndAccumulates) {
   crossentropy_backward(dz.data(), z.data(), tgt.data(), dl.data(), N, V);
   // fp32 softmax from a recomputed lse: a few ulp per probability (observed 2e-7);
   // tolerance 3e-6 of max|dz|. A missing dlosses factor or onehot term is O(1).
-  EXPECT_LT(nerr(dz, plus(dz0, VecF(g.begin(), g.end()))), 3e-6);
+  EXPECT_LT(rel_err(dz, plus(dz0, VecF(g.begin(), g.end()))), 3e-6);
   // Ignored rows: untouched, exactly.
   for (int64_t j = 0; j < V; ++j) {
     ASSERT_EQ(dz[j], dz0[j]);
@@ -599,9 +581,9 @@ TEST(AdamW, ThreeStepsMatchDoubleReference) {
   // fp32 state after 3 steps: a few ulp of |w| ~ 1. Coupled (L2) decay differs by ~lr·λ·|w|/|g|
   // ≈ 1e-2, decaying after the step by lr·λ·|update| ≈ 1e-5, no bias correction by ~lr: all
   // above the 1e-6 bound.
-  EXPECT_LT(nerr(w, wr), 1e-6);
-  EXPECT_LT(nerr(m, mr), 1e-6);
-  EXPECT_LT(nerr(v, vr), 1e-5);  // v ~ g² has a wider dynamic range
+  EXPECT_LT(rel_err(w, wr), 1e-6);
+  EXPECT_LT(rel_err(m, mr), 1e-6);
+  EXPECT_LT(rel_err(v, vr), 1e-5);  // v ~ g² has a wider dynamic range
 }
 
 TEST(AdamW, HandComputedConstantGradient) {

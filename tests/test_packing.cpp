@@ -9,32 +9,27 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <filesystem>
 #include <random>
 
 #include "core/arena.hpp"
 #include "data/token_file.hpp"
 #include "model/model.hpp"
+#include "test_models.hpp"
+#include "test_util.hpp"
 #include "train/data.hpp"
 
 using namespace seqpar;
-namespace fs = std::filesystem;
 
 namespace {
 
 constexpr int kV = 40;  // data vocabulary; EOS = kV − 1; bert's [MASK] = kV
 constexpr uint64_t kHash = 0x5eed;
 
+// test::small_model (GQA for llama, F = 96) over the kV-token data.
 ModelConfig small_model(ModelKind kind) {
-  ModelConfig m;
-  m.kind = kind;
+  ModelConfig m = test::small_model({.kind = kind, .Hkv = kind == ModelKind::llama ? 2 : 4});
   m.V = kind == ModelKind::bert ? kV + 1 : kV;
-  m.n_layer = 2;
-  m.C = 32;
-  m.H = 4;
-  m.Hkv = kind == ModelKind::llama ? 2 : 4;
-  m.F = kind == ModelKind::llama ? 96 : 64;
-  m.tie_embeddings = kind != ModelKind::llama;
+  if (kind == ModelKind::llama) m.F = 96;
   m.init_std = 0.2f;         // weights large enough that attention is far from uniform
   m.tokenizer_hash = kHash;  // a token model: vocabularies below 256 are allowed
   return m;
@@ -49,26 +44,15 @@ struct Case {
 class PackedEqualsOneByOne : public testing::TestWithParam<Case> {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/seqpar_test_packing_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     // Documents of 6, 9 and 7 tokens (EOS included), then a lone EOS: 23 tokens, written
     // twice (n = 46). The second half is the validation split (train/data.hpp: at least
     // L + 1 = 23 tokens, from a document start), so with L = 22 the only training window
     // starts at 0 and its L inputs are exactly the first three documents.
-    std::mt19937 rng(3);
-    TokenFileWriter w(path(), kV, kHash, kV - 1);
-    for (int copy = 0; copy < 2; ++copy)
-      for (size_t len : {5, 8, 6, 0}) {
-        std::vector<int32_t> d(len);
-        for (auto& t : d) t = int32_t(rng() % (kV - 1));
-        w.add_document(d.data(), d.size());
-      }
-    w.finish();
+    test::write_token_file(path(), kV, kHash, kV - 1,
+                           test::random_docs(kV, 3, {5, 8, 6, 0, 5, 8, 6, 0}));
   }
-  void TearDown() override { fs::remove_all(dir_); }
   std::string path() const { return (dir_ / "three.tok").string(); }
-  fs::path dir_;
+  test::TempDir dir_{"packing"};
 };
 
 TEST_P(PackedEqualsOneByOne, LossesAndGradients) {

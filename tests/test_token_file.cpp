@@ -2,18 +2,17 @@
 // boundaries and lookups, the byte layout documented in docs/data.md, and refusal of every
 // kind of damage with a message naming the file, the value found and what was expected.
 #include <gtest/gtest.h>
-#include <stdlib.h>
 
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <numeric>
-#include <random>
 
 #include "core/check.hpp"
 #include "core/file.hpp"
 #include "data/token_file.hpp"
+#include "test_models.hpp"
 #include "test_util.hpp"
 
 using namespace seqpar;
@@ -39,33 +38,18 @@ void rehash(std::string& b) { put<uint64_t>(b, 56, fnv1a64(b.data(), 56)); }
 // Documents of awkward lengths (1, 2, 7, 300, ...) with tokens drawn below V − 1; the
 // writer appends EOS = V − 1 after each.
 std::vector<std::vector<int32_t>> make_docs(uint32_t V, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<std::vector<int32_t>> docs;
-  for (size_t len : {size_t(1), size_t(2), size_t(7), size_t(300), size_t(0), size_t(4099)}) {
-    std::vector<int32_t> d(len);
-    for (auto& t : d) t = int32_t(rng() % (V - 1));
-    docs.push_back(d);
-  }
+  auto docs = random_docs(V, seed, {1, 2, 7, 300, 0, 4099});
   docs[3][0] = int32_t(V - 2);  // the largest non-EOS id
   return docs;
 }
 
 class TokenFileTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/seqpar_test_tokfile_XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override { fs::remove_all(dir_); }
-
   // Writes docs with EOS = V − 1 and tokenizer hash 0x1234; returns the path.
   std::string write(const std::string& name, uint32_t V,
                     const std::vector<std::vector<int32_t>>& docs, int32_t eos = -2) {
     const std::string p = (dir_ / name).string();
-    TokenFileWriter w(p, V, 0x1234, eos == -2 ? int32_t(V - 1) : eos);
-    for (const auto& d : docs) w.add_document(d.data(), d.size());
-    w.finish();
+    write_token_file(p, V, 0x1234, eos == -2 ? int32_t(V - 1) : eos, docs);
     return p;
   }
 
@@ -118,7 +102,7 @@ class TokenFileTest : public ::testing::Test {
     }
   }
 
-  fs::path dir_;
+  TempDir dir_{"tokfile"};
 };
 
 TEST_F(TokenFileTest, RoundTripUint16) { round_trip(8192, 2); }
@@ -215,7 +199,6 @@ TEST_F(TokenFileTest, IsTokenFile) {
 class TokenFileCorruption : public TokenFileTest {
  protected:
   void SetUp() override {
-    TokenFileTest::SetUp();
     good_ = slurp(write("good.tok", 1000, {{1, 2, 3}, {4, 5}, {6}}));
     path_ = (dir_ / "bad.tok").string();
   }

@@ -9,29 +9,26 @@
 // each with the buffer the state allocates (one chunk per tensor at this size) and with the
 // smallest buffer allowed (one row per holder: many chunks per tensor).
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cstring>
 #include <filesystem>
 
 #include "comm/comm.hpp"
 #include "parallel/layout.hpp"
+#include "test_models.hpp"
 #include "train/checkpoint_stream.hpp"
 #include "train/state.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 namespace fs = std::filesystem;
 
 namespace {
 
 TrainConfig config(int tp, int sp) {
   TrainConfig c;
-  c.model.n_layer = 2;
-  c.model.C = 32;
-  c.model.H = 4;
-  c.model.Hkv = 1;  // < tp = 2: the kv head is replicated over tp
-  c.model.F = 64;
-  c.model.V = 259;  // not divisible by tp: uneven vocabulary shards
+  c.model = small_model({.Hkv = 1});  // < tp = 2: the kv head is replicated over tp
+  c.model.V = 259;                    // not divisible by tp: uneven vocabulary shards
   c.seq_len = 32;
   c.batch = 1;
   c.tp = tp;
@@ -66,17 +63,6 @@ std::vector<NamedTensor> gathered(TrainState& st, const ModelConfig& cfg, Comm* 
   return out;
 }
 
-void expect_same(const std::vector<NamedTensor>& a, const std::vector<NamedTensor>& b) {
-  ASSERT_EQ(a.size(), b.size());
-  for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_EQ(a[i].name, b[i].name);
-    EXPECT_EQ(a[i].shape, b[i].shape) << a[i].name;
-    ASSERT_EQ(a[i].data.size(), b[i].data.size()) << a[i].name;
-    EXPECT_EQ(0, std::memcmp(a[i].data.data(), b[i].data.data(), a[i].data.size() * 4))
-        << a[i].name;
-  }
-}
-
 void round_trip(Comm& world, int tp, bool smallest_buffer) {
   const int sp = world.size() / tp;
   TrainConfig cfg = config(tp, sp);
@@ -92,8 +78,7 @@ void round_trip(Comm& world, int tp, bool smallest_buffer) {
   fill(st, cfg, 7);
   Comm* tpc = tp > 1 ? &mesh.tp_comm : nullptr;
 
-  std::string root =
-      "/tmp/seqpar_test_ckstream_" + std::to_string(getppid()) + "_tp" + std::to_string(tp);
+  std::string root = run_dir("ckstream_tp" + std::to_string(tp));
   if (world.rank() == 0) fs::remove_all(root);
   world.barrier();
   const nlohmann::json state = {{"step", 3}};
@@ -107,8 +92,8 @@ void round_trip(Comm& world, int tp, bool smallest_buffer) {
   o.insert(o.end(), v.begin(), v.end());
   world.barrier();
   const std::string d = root + "/new/step_00000003";
-  expect_same(read_safetensors(d + "/model.safetensors"), w);
-  expect_same(read_safetensors(d + "/optimizer.safetensors"), o);
+  expect_same_tensors(read_safetensors(d + "/model.safetensors"), w);
+  expect_same_tensors(read_safetensors(d + "/optimizer.safetensors"), o);
 
   // A checkpoint written whole (save_checkpoint) loads by streaming into the same blocks.
   world.barrier();

@@ -18,20 +18,19 @@
 #include "core/arena.hpp"
 #include "infer/generate.hpp"
 #include "model/model.hpp"
+#include "test_models.hpp"
+#include "test_util.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 
 namespace {
 
+// The small GPT, or the small LLaMA (GQA, untied head); F = 128 for gpt.
 ModelConfig tiny(bool llama) {
-  ModelConfig m;
-  m.kind = llama ? ModelKind::llama : ModelKind::gpt;
-  m.n_layer = 2;
-  m.C = 32;
-  m.H = 4;
-  m.Hkv = llama ? 2 : 4;
-  m.F = llama ? 64 : 128;
-  m.tie_embeddings = !llama;
+  ModelConfig m =
+      small_model({.kind = llama ? ModelKind::llama : ModelKind::gpt, .Hkv = llama ? 2 : 4});
+  if (!llama) m.F = 128;
   return m;
 }
 
@@ -66,16 +65,6 @@ std::vector<float> reference_logits(const ModelConfig& cfg,
   m.forward(b, StepContext{0, 0, false});
   const std::vector<float> all = m.logits();
   return {all.end() - cfg.V, all.end()};
-}
-
-double max_rel(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0.0, den = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;
-    num = std::max(num, double(std::fabs(a[i] - b[i])));
-    den = std::max(den, double(std::fabs(b[i])));
-  }
-  return num / den;
 }
 
 int32_t argmax(const std::vector<float>& z) {
@@ -116,7 +105,7 @@ void run_case(const Case& c) {
   std::vector<int32_t> seq = prompt;
   for (int k = 0; k < new_tokens; ++k) {
     const std::vector<float> ref = reference_logits(cfg, w, seq);
-    ASSERT_LT(max_rel(z, ref), kTol) << "token " << k << " at position " << seq.size();
+    ASSERT_LT(rel_err(z, ref), kTol) << "token " << k << " at position " << seq.size();
     const int32_t next = argmax(z);
     EXPECT_EQ(next, argmax(ref)) << "greedy token " << k;
     seq.push_back(next);
@@ -160,7 +149,7 @@ TEST(Generate, PromptShorterThanSpIsDecodedTokenByToken) {
   g.load_weights([&](const std::string& name, const std::vector<int64_t>&) { return &w.at(name); });
   const std::vector<float> z = g.prefill(prompt);
   EXPECT_EQ(g.prefilled_tokens(), 0);
-  EXPECT_LT(max_rel(z, reference_logits(cfg, w, prompt)), kTol);
+  EXPECT_LT(rel_err(z, reference_logits(cfg, w, prompt)), kTol);
 }
 
 TEST(Sampling, TopKOneAndTinyTopPAreGreedy) {

@@ -10,7 +10,6 @@
 //  * training: tp × sp and tp × dp meshes give the 1-rank loss curve over 20 steps with
 //    dropout on, and a checkpoint saved under one layout resumes under another.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <filesystem>
@@ -20,24 +19,15 @@
 #include "core/check.hpp"
 #include "model/model.hpp"
 #include "parallel/layout.hpp"
+#include "test_models.hpp"
+#include "test_util.hpp"
 #include "train/planner.hpp"
 #include "train/trainer.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 
 namespace {
-
-ModelConfig small_model() {
-  ModelConfig m;
-  m.n_layer = 2;
-  m.C = 32;
-  m.H = 4;
-  m.Hkv = 4;
-  m.F = 64;
-  m.dropout = 0.1f;
-  m.attn_dropout = 0.1f;
-  return m;
-}
 
 Batch make_test_batch(int B, int T, int64_t seed) {
   Batch b;
@@ -51,16 +41,6 @@ Batch make_test_batch(int B, int T, int64_t seed) {
     b.row_key.push_back(i);
   }
   return b;
-}
-
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 1e-30;
-  for (size_t i = 0; i < a.size(); ++i) {
-    if (!std::isfinite(a[i])) return INFINITY;  // NaN would vanish in std::max
-    num = std::max(num, double(std::fabs(a[i] - b[i])));
-    den = std::max(den, double(std::fabs(b[i])));
-  }
-  return num / den;
 }
 
 // Global gradient of every parameter. `tp` is the model's own tensor-parallel group
@@ -95,6 +75,28 @@ std::vector<float> ref_grad(Model& ref, const std::string& name) {
   return {};
 }
 
+// One forward and backward of `cfg` under tp = world size with `par`'s strategy and
+// recompute, weights from init_weights(seed): the loss summed over the tp group, every
+// global gradient, and the activation peak.
+struct TpStep {
+  double loss;
+  std::vector<std::vector<float>> grads;
+  uint64_t acts_peak;
+};
+TpStep tp_step(Comm& world, const ModelConfig& cfg, ModelParallel par, const Batch& b,
+               const StepContext& ctx, uint64_t seed, float loss_scale) {
+  Comm* tp = world.size() > 1 ? &world : nullptr;
+  par.tp = TpSetup{tp};
+  Arena a;
+  Model m(cfg, b.B, b.T, a, par);
+  m.init_weights(seed);
+  m.zero_grad();
+  double l = m.forward(b, ctx);
+  m.backward(b, ctx, loss_scale);
+  world.allreduce_sum(&l, 1);
+  return {l, global_grads(m, tp, cfg), a.peak(Mem::acts)};
+}
+
 // fp32 rounding: TP splits the C- and F-length dot products of the row-parallel linears
 // across ranks and sums the partials in another order (~1e-7 relative per sum).
 constexpr double kTol = 1e-5;
@@ -109,7 +111,7 @@ TEST_P(TensorParallel, LossLogitsAndGradientsEqualOneRank) {
   const bool seq_par = std::get<0>(GetParam());
   Comm world = Comm::world();
   const int t = world.size();
-  ModelConfig cfg = small_model();
+  ModelConfig cfg = small_model({.dropout = 0.1f});
   cfg.Hkv = std::get<1>(GetParam());
   const int B = 2, T = 16;
   Batch b = make_test_batch(B, T, 5);
@@ -187,7 +189,7 @@ INSTANTIATE_TEST_SUITE_P(Megatron, TensorParallel,
 TEST(Recompute, SameLossesAndGradientsAndLowerActivationPeak) {
   Comm world = Comm::world();
   const int t = world.size();
-  ModelConfig cfg = small_model();
+  ModelConfig cfg = small_model({.dropout = 0.1f});
   cfg.n_layer = 3;
   const int B = 2, T = 16;
   Batch b = make_test_batch(B, T, 8);
@@ -196,19 +198,12 @@ TEST(Recompute, SameLossesAndGradientsAndLowerActivationPeak) {
   std::vector<std::vector<std::vector<float>>> grads;
   std::vector<uint64_t> acts;
   for (Recompute rc : {Recompute::none, Recompute::selective, Recompute::full}) {
-    Arena a;
     ModelParallel par;
-    par.tp = TpSetup{t > 1 ? &world : nullptr};
     par.recompute = rc;
-    Model m(cfg, B, T, a, par);
-    m.init_weights(1);
-    m.zero_grad();
-    double l = m.forward(b, ctx);
-    m.backward(b, ctx, 0.01f);
-    world.allreduce_sum(&l, 1);
-    losses.push_back(l);
-    grads.push_back(global_grads(m, t > 1 ? &world : nullptr, cfg));
-    acts.push_back(a.peak(Mem::acts));
+    TpStep r = tp_step(world, cfg, par, b, ctx, 1, 0.01f);
+    losses.push_back(r.loss);
+    grads.push_back(std::move(r.grads));
+    acts.push_back(r.acts_peak);
   }
   for (int k = 1; k < 3; ++k) {
     // Recomputation repeats the same deterministic forward: bitwise the same.
@@ -229,27 +224,8 @@ TEST(Recompute, SameLossesAndGradientsAndLowerActivationPeak) {
 
 namespace {
 
-std::string tmpdir(const std::string& tag) {
-  auto p = std::filesystem::temp_directory_path() /
-           ("seqpar_tp_" + tag + "_" + std::to_string(getppid()));
-  return p.string();
-}
-
-TrainConfig train_config(const std::string& out) {
-  TrainConfig c;
-  c.model = small_model();
-  c.seq_len = 128;
-  c.batch = 2;
-  c.steps = 20;
-  c.warmup = 4;
-  c.lr = 3e-3f;
-  c.data = "passkey";
-  c.out = out;
-  c.progress = ProgressMode::none;
-  c.threads = 1;
-  c.save_final = false;
-  return c;
-}
+// Hkv = 4 kv heads: tp 4 shards them as it shards the query heads.
+TrainConfig train_config(const std::string& out) { return small_run(out, 4); }
 
 }  // namespace
 
@@ -271,11 +247,11 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
               {1, 4, "rsa", "selective"}};
   for (const M& mesh : meshes) {
     const int dp = W / (mesh.tp * mesh.sp);
-    TrainConfig ref = train_config(tmpdir("ref" + std::to_string(world.rank())));
+    TrainConfig ref = train_config(run_dir("tp_ref" + std::to_string(world.rank())));
     ref.batch = 2 * dp;
     std::filesystem::remove_all(ref.out);
     TrainResult r1 = train(ref, self);
-    TrainConfig c = train_config(tmpdir("mesh"));
+    TrainConfig c = train_config(run_dir("tp_mesh"));
     c.tp = mesh.tp;
     c.sp = mesh.sp;
     c.strategy = mesh.strategy;
@@ -289,19 +265,19 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
     std::filesystem::remove_all(ref.out);
   }
   world.barrier();
-  if (world.rank() == 0) std::filesystem::remove_all(tmpdir("mesh"));
+  if (world.rank() == 0) std::filesystem::remove_all(run_dir("tp_mesh"));
 }
 
 TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
   Comm world = Comm::world();
   const int W = world.size();
   Comm self = world.split(world.rank(), 0, "self");
-  TrainConfig full = train_config(tmpdir("ck_full" + std::to_string(world.rank())));
+  TrainConfig full = train_config(run_dir("tp_ck_full" + std::to_string(world.rank())));
   full.steps = 6;
   std::filesystem::remove_all(full.out);
   TrainResult a = train(full, self);
 
-  const std::string dir = tmpdir("ck");
+  const std::string dir = run_dir("tp_ck");
   if (world.rank() == 0) std::filesystem::remove_all(dir);
   world.barrier();
   TrainConfig first = train_config(dir);
@@ -337,7 +313,7 @@ TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
 TEST(MaterializedBaseline, EqualsTheBlockedKernelAndKeepsTheQuadraticTerm) {
   Comm world = Comm::world();
   const int t = world.size();
-  const ModelConfig cfg = small_model();
+  const ModelConfig cfg = small_model({.dropout = 0.1f});
   const int B = 2, T = 16;
   Batch b = make_test_batch(B, T, 2);
   StepContext ctx{5, 3, true};
@@ -345,19 +321,12 @@ TEST(MaterializedBaseline, EqualsTheBlockedKernelAndKeepsTheQuadraticTerm) {
   std::vector<std::vector<std::vector<float>>> grads;
   std::vector<uint64_t> acts;
   for (const char* strategy : {"local", "materialized"}) {
-    Arena a;
     ModelParallel par;
     par.strategy = strategy;
-    par.tp = TpSetup{t > 1 ? &world : nullptr};
-    Model m(cfg, B, T, a, par);
-    m.init_weights(6);
-    m.zero_grad();
-    double l = m.forward(b, ctx);
-    m.backward(b, ctx, 0.02f);
-    world.allreduce_sum(&l, 1);
-    loss.push_back(l);
-    grads.push_back(global_grads(m, t > 1 ? &world : nullptr, cfg));
-    acts.push_back(a.peak(Mem::acts));
+    TpStep r = tp_step(world, cfg, par, b, ctx, 6, 0.02f);
+    loss.push_back(r.loss);
+    grads.push_back(std::move(r.grads));
+    acts.push_back(r.acts_peak);
   }
   EXPECT_NEAR(loss[1], loss[0], kTol * loss[0]);
   for (size_t i = 0; i < grads[0].size(); ++i) EXPECT_LT(rel_err(grads[1][i], grads[0][i]), 3e-5);
@@ -391,7 +360,7 @@ TEST(TensorTimesSequenceParallel, LossLogitsAndGradientsEqualOneRank) {
   Comm world = Comm::world();
   const int W = world.size();
   TrainConfig cfg;
-  cfg.model = small_model();
+  cfg.model = small_model({.dropout = 0.1f});
   cfg.model.Hkv = 2;  // GQA with tp = 2: one kv head per tp rank
   cfg.tp = W >= 2 ? 2 : 1;
   cfg.sp = W / cfg.tp;

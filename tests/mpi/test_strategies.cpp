@@ -16,10 +16,10 @@
 #include <cmath>
 #include <random>
 
-#include "../naive_ops.hpp"
 #include "comm/comm.hpp"
 #include "core/arena.hpp"
 #include "core/check.hpp"
+#include "naive_ops.hpp"
 #include "parallel/attention.hpp"
 #include "parallel/layout.hpp"
 

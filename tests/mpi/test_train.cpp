@@ -5,44 +5,26 @@
 //  * a run stopped after step s and resumed continues with the same losses.
 // The 1-rank reference runs on every rank over a size-1 communicator split off the world.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <filesystem>
 
 #include "comm/comm.hpp"
+#include "test_models.hpp"
 #include "train/planner.hpp"
 #include "train/trainer.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 
 namespace {
 
+// small_run, 6 steps after 2 of warm-up, with its final checkpoint.
 TrainConfig small_config(const std::string& out) {
-  TrainConfig c;
-  c.model.n_layer = 2;
-  c.model.C = 32;
-  c.model.H = 4;
-  c.model.Hkv = 2;
-  c.model.F = 64;
-  c.model.dropout = 0.1f;
-  c.model.attn_dropout = 0.1f;
-  c.seq_len = 32;
+  TrainConfig c = small_run(out);
   c.steps = 6;
   c.warmup = 2;
-  c.lr = 3e-3f;
-  c.data = "passkey";  // in-process data: no file needed
-  c.seq_len = 128;
-  c.out = out;
-  c.progress = ProgressMode::none;
-  c.threads = 1;
+  c.save_final = true;
   return c;
-}
-
-std::string tmpdir(const std::string& tag, int rank) {
-  auto p = std::filesystem::temp_directory_path() /
-           ("seqpar_test_" + tag + "_" + std::to_string(getppid()) + "_" + std::to_string(rank));
-  std::filesystem::remove_all(p);
-  return p.string();
 }
 
 // Loss curves agree to float rounding: the sum over ranks changes the order of the
@@ -56,11 +38,11 @@ TEST(TrainDataParallel, MatchesOneRankWithKTimesTheBatch) {
   const int K = world.size();
   Comm self = world.split(world.rank(), 0, "self");
 
-  TrainConfig ref = small_config(tmpdir("dp_ref", world.rank()));
+  TrainConfig ref = small_config(fresh_run_dir("dp_ref", world.rank()));
   ref.batch = 2 * K;
   TrainResult r1 = train(ref, self);
 
-  TrainConfig dp = small_config(tmpdir("dp", 0));
+  TrainConfig dp = small_config(fresh_run_dir("dp", 0));
   dp.batch = 2;
   TrainResult rk = train(dp, world);
 
@@ -74,11 +56,11 @@ TEST(TrainDataParallel, MatchesOneRankWithKTimesTheBatch) {
 
 TEST(TrainCheckpoint, ResumeContinuesWithTheSameLosses) {
   Comm world = Comm::world();
-  TrainConfig full = small_config(tmpdir("full", 0));
+  TrainConfig full = small_config(fresh_run_dir("full", 0));
   full.batch = 1;
   TrainResult a = train(full, world);
 
-  TrainConfig part = small_config(tmpdir("part", 0));
+  TrainConfig part = small_config(fresh_run_dir("part", 0));
   part.batch = 1;
   part.stop_after = 3;
   TrainResult b = train(part, world);
@@ -102,7 +84,7 @@ TEST(TrainCheckpoint, ResumeContinuesWithTheSameLosses) {
 
 TEST(MemoryPlanner, DryRunPeakEqualsTheMeasuredArenaPeak) {
   Comm world = Comm::world();
-  TrainConfig c = small_config(tmpdir("plan", 0));
+  TrainConfig c = small_config(fresh_run_dir("plan", 0));
   c.batch = 2;
   c.steps = 2;
   c.save_final = false;

@@ -10,7 +10,6 @@
 //    for every strategy in mask_strategies().
 // The 1-rank reference runs on every rank over a size-1 communicator split off the world.
 #include <gtest/gtest.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
@@ -21,34 +20,54 @@
 #include "model/model.hpp"
 #include "parallel/attention.hpp"
 #include "parallel/layout.hpp"
+#include "test_models.hpp"
 #include "train/data.hpp"
 #include "train/trainer.hpp"
 
 using namespace seqpar;
+using namespace seqpar::test;
 
 namespace {
 
 const char* kStrategies[] = {"ring", "ulysses", "usp", "mqsp", "rsa"};
 
-ModelConfig small_model(ModelKind kind) {
-  ModelConfig m;
-  m.kind = kind;
-  m.V = kind == ModelKind::bert ? 257 : 256;
-  m.n_layer = 2;
-  m.C = 32;
-  m.H = 4;
-  m.Hkv = 2;
-  m.F = 64;
-  m.dropout = 0.1f;
-  m.attn_dropout = 0.1f;
-  return m;
+// B rows at positions `pos` of the global length L: 129 bytes of the passkey text per
+// sample, extended periodically to L + 1 tokens. BERT targets every third position (masked
+// there); a causal model the next token, or −1 where ends_doc(i, p): the next token starts
+// another document.
+// `strategy` with sp = the world's size, the sequence of length L laid out by `layout`.
+ModelParallel sp_over(Comm& world, const std::string& strategy, ShardLayout layout, int64_t L) {
+  ModelParallel par;
+  par.strategy = strategy;
+  par.sp = SpSetup{&world, layout, L, 0, 0};
+  return par;
 }
 
-std::string tmpdir(const std::string& tag, int rank) {
-  auto p = std::filesystem::temp_directory_path() /
-           ("seqpar_sp_" + tag + "_" + std::to_string(getppid()) + "_" + std::to_string(rank));
-  std::filesystem::remove_all(p);
-  return p.string();
+template <class EndsDoc>
+Batch periodic_batch(const DataSource& text, ModelKind kind, int B, int64_t L,
+                     const std::vector<int64_t>& pos, EndsDoc ends_doc) {
+  Batch b;
+  b.B = B;
+  b.T = int(pos.size());
+  b.L = L;
+  b.pos = pos;
+  std::vector<int32_t> seq(129);
+  for (int i = 0; i < B; ++i) {
+    text.sample(i, 128, seq.data());
+    for (int64_t t = 0; t < b.T; ++t) {
+      const int64_t p = pos[t];
+      b.tokens.push_back(seq[p % 128]);
+      if (kind == ModelKind::bert)
+        b.targets.push_back((p * 7 + i) % 3 == 0 ? seq[p % 128] : -1);
+      else
+        b.targets.push_back(ends_doc(i, p) ? -1 : seq[(p + 1) % 128]);
+      b.row_key.push_back(int64_t(i) * L + p);
+    }
+  }
+  if (kind == ModelKind::bert)
+    for (size_t k = 0; k < b.tokens.size(); ++k)
+      if (b.targets[k] >= 0) b.tokens[k] = kMaskToken;
+  return b;
 }
 
 struct BoundaryCase {
@@ -65,34 +84,13 @@ TEST_P(ShardBoundaries, PerTokenLossEqualsOneRank) {
   const int N = world.size(), r = world.rank();
   const int B = 2;
   const int64_t L = 24 * N;
-  const ModelConfig cfg = small_model(c.kind);
+  const ModelConfig cfg = small_model({.kind = c.kind, .Hkv = 2, .dropout = 0.1f});
   std::vector<int64_t> all(L);
   for (int64_t i = 0; i < L; ++i) all[i] = i;
-  // 129 bytes of the passkey text, extended periodically to L + 1 tokens; BERT targets
-  // on every third position (masked), GPT targets everywhere.
+  // One document per row: GPT targets everywhere, BERT on every third position.
   auto text = make_source("passkey", 5, 128);
   auto full_batch = [&](const std::vector<int64_t>& pos) {
-    Batch b;
-    b.B = B;
-    b.T = int(pos.size());
-    b.L = L;
-    b.pos = pos;
-    std::vector<int32_t> seq(129);
-    for (int i = 0; i < B; ++i) {
-      text->sample(i, 128, seq.data());
-      for (int64_t t = 0; t < b.T; ++t) {
-        // Periodic extension of the 129 sampled bytes to L+1 tokens.
-        const int64_t p = pos[t];
-        b.tokens.push_back(seq[p % 128]);
-        b.targets.push_back(c.kind == ModelKind::gpt ? seq[(p + 1) % 128]
-                                                     : ((p * 7 + i) % 3 == 0 ? seq[p % 128] : -1));
-        b.row_key.push_back(int64_t(i) * L + p);
-      }
-    }
-    if (c.kind == ModelKind::bert)
-      for (size_t k = 0; k < b.tokens.size(); ++k)
-        if (b.targets[k] >= 0) b.tokens[k] = kMaskToken;
-    return b;
+    return periodic_batch(*text, c.kind, B, L, pos, [](int, int64_t) { return false; });
   };
   StepContext ctx{77, 3, true};  // dropout on: masks are keyed by global coordinates
 
@@ -104,8 +102,7 @@ TEST_P(ShardBoundaries, PerTokenLossEqualsOneRank) {
 
   const std::vector<int64_t> pos = shard_positions(L, N, r, c.layout);
   Arena a2;
-  SpSetup sp{&world, c.layout, L, 0, 0};
-  Model m(cfg, B, int(pos.size()), a2, ModelParallel{c.strategy, sp});
+  Model m(cfg, B, int(pos.size()), a2, sp_over(world, c.strategy, c.layout, L));
   m.init_weights(11);
   Batch bs = full_batch(pos);
   m.forward(bs, ctx);
@@ -170,11 +167,8 @@ TEST_P(PackedShardBoundaries, PerTokenLossAndGradientsEqualOneRank) {
   const int N = world.size(), r = world.rank();
   const int B = 2;
   const int64_t L = 24 * N;
-  ModelConfig cfg = small_model(c.kind);
-  if (c.kind == ModelKind::llama) {
-    cfg.tie_embeddings = false;
-    cfg.F = 96;
-  }
+  ModelConfig cfg = small_model({.kind = c.kind, .Hkv = 2, .dropout = 0.1f});
+  if (c.kind == ModelKind::llama) cfg.F = 96;  // small_model unties llama's head
   SeqMask mask;
   mask.B = B;
   mask.L = L;
@@ -189,27 +183,8 @@ TEST_P(PackedShardBoundaries, PerTokenLossAndGradientsEqualOneRank) {
   // The batch at positions pos: tokens as in ShardBoundaries; causal targets −1 where the
   // next token starts another document; RoPE positions restart at each document.
   auto packed_batch = [&](const std::vector<int64_t>& pos) {
-    Batch b;
-    b.B = B;
-    b.T = int(pos.size());
-    b.L = L;
-    b.pos = pos;
-    std::vector<int32_t> seq(129);
-    for (int i = 0; i < B; ++i) {
-      text->sample(i, 128, seq.data());
-      for (int64_t t = 0; t < b.T; ++t) {
-        const int64_t p = pos[t];
-        b.tokens.push_back(seq[p % 128]);
-        if (c.kind == ModelKind::bert)
-          b.targets.push_back((p * 7 + i) % 3 == 0 ? seq[p % 128] : -1);
-        else
-          b.targets.push_back(p + 1 < L && is_start(i, p + 1) ? -1 : seq[(p + 1) % 128]);
-        b.row_key.push_back(int64_t(i) * L + p);
-      }
-    }
-    if (c.kind == ModelKind::bert)
-      for (size_t k = 0; k < b.tokens.size(); ++k)
-        if (b.targets[k] >= 0) b.tokens[k] = kMaskToken;
+    Batch b = periodic_batch(*text, c.kind, B, L, pos,
+                             [&](int i, int64_t p) { return p + 1 < L && is_start(i, p + 1); });
     b.mask = mask;
     b.rope_pos = reset_positions(mask, pos);
     return b;
@@ -228,8 +203,7 @@ TEST_P(PackedShardBoundaries, PerTokenLossAndGradientsEqualOneRank) {
 
   const std::vector<int64_t> pos = shard_positions(L, N, r, c.layout);
   Arena a2;
-  SpSetup sp{&world, c.layout, L, 0, 0};
-  Model m(cfg, B, int(pos.size()), a2, ModelParallel{c.strategy, sp});
+  Model m(cfg, B, int(pos.size()), a2, sp_over(world, c.strategy, c.layout, L));
   m.init_weights(11);
   m.zero_grad();
   Batch bs = packed_batch(pos);
@@ -285,17 +259,8 @@ INSTANTIATE_TEST_SUITE_P(All, PackedShardBoundaries, testing::ValuesIn(packed_ca
                          });
 
 TrainConfig train_config(const std::string& out) {
-  TrainConfig c;
-  c.model = small_model(ModelKind::gpt);
+  TrainConfig c = small_run(out);
   c.seq_len = 144;  // divisible by 2·N for N = 2, 3, 4 (zigzag)
-  c.steps = 20;
-  c.warmup = 4;
-  c.lr = 3e-3f;
-  c.data = "passkey";
-  c.out = out;
-  c.progress = ProgressMode::none;
-  c.threads = 1;
-  c.save_final = false;
   return c;
 }
 
@@ -309,11 +274,11 @@ TEST_P(SequenceParallelTraining, LossCurveEqualsOneRank) {
   Comm world = Comm::world();
   const int N = world.size();
   Comm self = world.split(world.rank(), 0, "self");
-  TrainConfig ref = train_config(tmpdir("ref_" + GetParam(), world.rank()));
+  TrainConfig ref = train_config(fresh_run_dir("sp_ref_" + GetParam(), world.rank()));
   ref.batch = 2;
   TrainResult r1 = train(ref, self);
 
-  TrainConfig sp = train_config(tmpdir("sp_" + GetParam(), 0));
+  TrainConfig sp = train_config(fresh_run_dir("sp_" + GetParam(), 0));
   sp.batch = 2;
   sp.sp = N;
   sp.strategy = GetParam();
@@ -335,11 +300,11 @@ TEST(DataTimesSequenceParallel, MeshEqualsOneRankWithTheWholeBatch) {
   const int N = world.size();
   const int sp = N % 2 == 0 ? 2 : N, dp = N / sp;  // 2 ranks: sp 2; 3: sp 3; 4: dp 2 × sp 2
   Comm self = world.split(world.rank(), 0, "self");
-  TrainConfig ref = train_config(tmpdir("mesh_ref", world.rank()));
+  TrainConfig ref = train_config(fresh_run_dir("sp_mesh_ref", world.rank()));
   ref.batch = 2 * dp;
   TrainResult r1 = train(ref, self);
 
-  TrainConfig mesh = train_config(tmpdir("mesh", 0));
+  TrainConfig mesh = train_config(fresh_run_dir("sp_mesh", 0));
   mesh.batch = 2;
   mesh.sp = sp;
   mesh.strategy = "ring";
