@@ -2,6 +2,8 @@
 // global shape under tensor parallelism), views into the block, copies between a shard and
 // the global tensor (checkpoints, export), and the initial values, all keyed by global
 // element index so every layout holds the same model.
+#include "model/param_specs.hpp"
+
 #include <algorithm>
 #include <cmath>
 

@@ -1,6 +1,8 @@
 // Parameter units, the granularity of sharded training (ZeRO, train/zero.hpp): which unit
 // a parameter belongs to, a unit's specs packed into its own block, and the model's views
 // of a unit's block as a ParamSource hands it over.
+#include "model/zero_units.hpp"
+
 #include "model/model.hpp"
 
 namespace seqpar {
