@@ -1,26 +1,46 @@
-// Transformer (pre-LayerNorm blocks, rotary positions, tied input/output embedding).
+// The Transformer: pre-norm blocks with rotary positions (RoPE), in three kinds.
 //
 //   x₀ = dropout(wte[tokens])
-//   per layer l:  a  = x + dropout(proj(attention(rope(qkv(ln1(x))))))
-//                 x' = a + dropout(fc2(gelu(fc1(ln2(a)))))
-//   logits = lnf(x_L) · wteᵀ;  loss = token-weighted cross-entropy
-// gpt: causal attention, next-token targets; bert: bidirectional attention, masked-LM
-// targets (the loss only counts masked positions).
+//   per layer l:  a  = x + dropout(proj(attention(rope(qkv(norm1(x))))))
+//                 x' = a + dropout(fc2(act(fc1(norm2(a)))))
+//   loss = token-weighted cross-entropy of head · normf(x_L)
+//  * gpt: LayerNorm, GELU, biases; causal attention, next-token targets.
+//  * bert: gpt's blocks with bidirectional attention and masked-LM targets (the loss only
+//    counts masked positions).
+//  * llama: RMSNorm, SwiGLU (fc1 = [gate | up], act = silu(gate)·up), no biases, grouped-
+//    query attention (Hkv < H kv heads, each read by H/Hkv query heads), Hugging Face
+//    parameter names (docs/llama.md).
+// The head is the embedding (tied) or a V×C matrix of its own (--untie-embeddings; the
+// default for llama: tie_embeddings in model/config.hpp). The loss is fused by default:
+// hidden states go to the loss in chunks of tokens and vocabulary (kernels/fused_xent.hpp),
+// never holding the (rows, V) logits; LossImpl::materialized keeps them (the reference).
 //
 // Parallelism the model is built for (the model never knows which attention strategy
 // runs; it calls parallel/attention.hpp with its shard and the global positions):
 //  * sequence parallel (sp): this rank holds T = L/sp tokens of each of B sequences;
-//  * Megatron tensor + sequence parallel (tp = t, parallel/megatron.hpp): the B·T rows of
-//    the sp shard are split again into R = B·T/t rows per tp rank, on which embedding,
+//  * Megatron tensor + sequence parallel (tp = t, docs/megatron.md): the B·T rows of the
+//    sp shard are split again into R = B·T/t rows per tp rank, on which embedding,
 //    LayerNorm, dropout, residual, head and loss run; QKV and FC1 are column-parallel
 //    (H/t heads, Hkv/t kv heads — or one kv head replicated on t/Hkv ranks when Hkv < t —
-//    F/t columns), proj and FC2 row-parallel; the sequence is
-//    all-gathered before each column-parallel linear and reduce-scattered after each
-//    row-parallel one. Embedding and head are replicated (byte vocabulary: docs/megatron.md).
+//    F/t columns), proj and FC2 row-parallel; the sequence is all-gathered before each
+//    column-parallel linear and reduce-scattered after each row-parallel one. Embedding
+//    and head are vocabulary-parallel: tp rank r holds Vt ≈ V/t vocabulary rows.
 //
 // Memory follows llm.c: parameters, gradients and activations each live in ONE arena
 // block with views into it, sizes computed in one place; nothing is allocated inside a
 // step. Activation recomputation (--recompute) decides what is kept per layer.
+//
+// Where each concern lives (model/):
+//   model.hpp, model.cpp  Batch, ModelParallel, Model: construction, the layers' forward
+//                         and backward, embedding, loss
+//   param_specs.hpp/.cpp  parameter specs and their tensor-parallel shards, views into the
+//                         block, shard/gather of a tensor (checkpoints), initial values
+//   zero_units.hpp/.cpp   parameter units and the ParamSource interface (ZeRO)
+//   activations.cpp       the layout of saved activations and scratch (layout_buffers)
+//   megatron_rows.cpp     row collectives over the tp group, the row-parallel linear
+//   infer_heads.cpp       argmax and logits after forward
+//   enums.cpp             names and parsers of Recompute, Precision, LossImpl
+//   config.hpp/.cpp       ModelConfig
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -32,6 +52,8 @@
 #include "core/bf16.hpp"
 #include "kernels/fused_xent.hpp"
 #include "model/config.hpp"
+#include "model/param_specs.hpp"
+#include "model/zero_units.hpp"
 #include "parallel/attention.hpp"
 
 namespace seqpar {
@@ -51,108 +73,6 @@ Recompute parse_recompute(const std::string& s);
 // Storage precision of the activations saved for backward (core/bf16.hpp, docs/precision.md).
 const char* precision_name(Precision p);
 Precision parse_precision(const std::string& s);
-
-// The tensor-parallel group this rank belongs to (t = 1: none).
-struct TpSetup {
-  Comm* comm = nullptr;  // null when t = 1
-  int size() const;
-  int rank() const;
-};
-
-struct ParamSpec {
-  std::string name;                   // safetensors / PyTorch name, e.g. "layers.0.attn.qkv.weight"
-  std::vector<int64_t> shape;         // this rank's shape (PyTorch layout (out, in) for linears)
-  std::vector<int64_t> global_shape;  // the unsharded shape
-  int64_t offset = 0;                 // floats from the start of the parameter block
-  int64_t numel = 0;
-  bool decay = false;      // AdamW weight decay applies (matrices, not biases/LN)
-  bool replicated = true;  // same on every tp rank (else a tensor-parallel shard)
-  int split_dim = -1;      // sharded along this dim of global_shape (0 rows, 1 columns)
-  // The global index ranges [start, start + len) along split_dim this rank holds, in order.
-  std::vector<std::pair<int64_t, int64_t>> segments;
-};
-// Replicated parameters first, then this rank's shards: gradients of the first range are
-// all-reduced over the world, of the second over the ranks holding the same shard.
-std::vector<ParamSpec> param_specs(const ModelConfig& c, int tp = 1, int tp_rank = 0);
-// Vocabulary rows [begin, begin + len) of the embedding and head held by tp rank r (Megatron's
-// vocabulary parallelism): V split as evenly as it goes, the first V mod t ranks one more.
-std::pair<int64_t, int64_t> vocab_range(int64_t V, int tp, int tp_rank);
-// kv heads a tp rank holds (Hkv/t, or 1 replicated when Hkv < t), and on how many ranks
-// each kv head lives (1, or t/Hkv).
-int kv_heads_per_rank(const ModelConfig& c, int tp);
-int kv_replicas(const ModelConfig& c, int tp);
-
-// Copies between a rank's shard and the global tensor (row-major) of one parameter.
-void shard_from_global(const ParamSpec& s, const float* global, float* shard);
-void shard_to_global(const ParamSpec& s, const float* shard, float* global);
-// The global tensor of parameter i of param_specs(cfg, t, ·) from every tp rank's shard
-// (shards may differ in size: a vocabulary V not divisible by t). Collective over tp
-// (null: t = 1, or a replicated parameter, copied as it is).
-std::vector<float> gather_param(const ModelConfig& cfg, size_t i, const float* shard, Comm* tp);
-
-// Parameter units, the granularity of sharded training (ZeRO, train/zero.hpp): unit 0
-// holds the parameters outside the layers (embedding, head, final norm), unit 1 + l those
-// of layer l. A unit's tensors, packed in spec order, form its block.
-int param_unit(const ParamSpec& s);
-// The specs of unit u, with offsets into the unit's packed block.
-std::vector<ParamSpec> unit_specs(const std::vector<ParamSpec>& specs, int u);
-// (offset, floats) of the parameter block holding replicated kv heads (Hkv < t): see
-// Model::kv_replica_ranges.
-std::vector<std::pair<int64_t, int64_t>> kv_replica_ranges(const ModelConfig& c,
-                                                           const std::vector<ParamSpec>& specs,
-                                                           int tp);
-// GPT-2 style initial values of `specs` (offsets into `block`), keyed by (parameter name,
-// GLOBAL element index): the same weights whatever the layout. See Model::init_weights.
-void init_params(const ModelConfig& c, const std::vector<ParamSpec>& specs, float* block,
-                 uint64_t seed);
-
-// Where the model finds a unit's parameters and puts its gradients when a sharding scheme
-// (ZeRO) holds them instead of the model's own blocks. The model calls, per step:
-//   forward:  fetch(0), then per layer fetch(1 + l, next) … drop(1 + l);
-//   backward: grad(0); per layer (last first) fetch(1 + l, next), grad(1 + l) …
-//             grad_done(1 + l), drop(1 + l); finally grad_done(0).
-// Unit 0's parameters stay valid from forward to the end of backward (the head serves the
-// loss, argmax and logits). Every rank of the sharding group makes the same calls.
-class ParamSource {
- public:
-  virtual ~ParamSource() = default;
-  virtual bool holds_params() const = 0;  // parameters come from fetch()
-  virtual bool holds_grads() const = 0;   // gradients go to grad() / grad_done()
-  // Unit u's packed parameters, valid until drop(u). `next` (−1: none) is the unit the model
-  // fetches after this one, which the source may gather meanwhile.
-  virtual float* fetch(int u, int next) = 0;
-  virtual void drop(int u) = 0;
-  // A zeroed packed gradient block for unit u to accumulate into; grad_done(u) hands the
-  // unit's complete gradient over. After grad_done(0) every unit's gradient has landed.
-  virtual float* grad(int u) = 0;
-  virtual void grad_done(int u) = 0;
-};
-
-// Views into the parameter (or gradient) block; shapes are this rank's.
-struct LayerParams {
-  float* ln1_w = nullptr;   // (C)
-  float* ln1_b = nullptr;   // (C)
-  float* qkv_w = nullptr;   // ((H + 2Hkv)·d / t, C)  column-parallel
-  float* qkv_b = nullptr;   // ((H + 2Hkv)·d / t)
-  float* proj_w = nullptr;  // (C, H·d / t)           row-parallel
-  float* proj_b = nullptr;  // (C)
-  float* ln2_w = nullptr;   // (C)
-  float* ln2_b = nullptr;   // (C)
-  float* fc1_w = nullptr;   // (F / t, C), llama (2·F / t, C)  column-parallel
-  float* fc1_b = nullptr;   // (F / t)
-  float* fc2_w = nullptr;   // (C, F / t)             row-parallel
-  float* fc2_b = nullptr;   // (C)
-};
-// LLaMA: ln* are RMSNorm weights, qkv_w spans q_proj|k_proj|v_proj, fc1_w spans
-// gate_proj|up_proj ((2·F/t, C)), proj_w is o_proj, fc2_w down_proj; biases are null.
-struct ParamViews {
-  float* wte = nullptr;    // (V, C) input embedding
-  float* head = nullptr;   // (V, C) output head: == wte when tied
-  float* lnf_w = nullptr;  // (C)
-  float* lnf_b = nullptr;  // (C), null for llama
-  std::vector<LayerParams> layers;
-};
-ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* block);
 
 // Per-step inputs of this rank's sequence shard (all tp ranks of a group hold the same).
 struct Batch {
@@ -285,7 +205,12 @@ class Model {
     void* fc1;        // S (N, F/t) pre-activation
     void* gelu;       // S (N, F/t)
   };
+  // Sizes every buffer (model/activations.cpp), then lays out the saved activations (acts_,
+  // and work_ under recompute) and the backward scratch (scratch_), in that order.
+  struct BufferDims;
   void layout_buffers();
+  void layout_saved(const BufferDims& k);
+  void layout_scratch(const BufferDims& k);
   // Points the views of unit u (0: embedding, head, final norm; 1 + l: layer l) at its
   // packed block (ParamSource).
   void set_unit_views(ParamViews& v, int u, float* block) const;

@@ -86,6 +86,239 @@ void check_resume_settings(const TrainConfig& cfg, const Checkpoint& ck) {
                  keys);
 }
 
+// The training data and, with --eval-every, its held-out split: refused on every rank alike
+// when they do not fit the model.
+void open_data(const TrainConfig& cfg, Comm& world, std::unique_ptr<DataSource>& src,
+               std::unique_ptr<DataSource>& val) {
+  agree_or_throw(world, [&] {
+    src = make_source(cfg.data, cfg.seed, cfg.seq_len);
+    check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
+                             cfg.model.kind);
+    check_packing(*src, cfg.packing());
+    check_loss_on(*src, cfg.loss_on);
+    if (cfg.eval_every > 0) val = make_source(cfg.data, cfg.seed, cfg.seq_len, Split::validation);
+  });
+}
+
+// Start fresh, or resume. Every rank reads the same files and reaches the same verdict.
+ResumePoint start_or_resume(const TrainConfig& cfg, Comm& world, const Mesh& mesh, RunDir& run,
+                            TrainState& state) {
+  const int B = cfg.batch, dp = mesh.dp, tp = mesh.tp;
+  ResumePoint at;
+  agree_or_throw(world, [&] {
+    const bool saved = has_checkpoint(run.checkpoints());
+    // Nothing the user saved is overwritten: a run directory that already holds
+    // checkpoints is only continued (--resume), never restarted over.
+    SP_CHECK_USAGE(cfg.resume || !saved, "output directory '", cfg.out,
+                   "' already holds checkpoints of an earlier run; pass --resume to continue "
+                   "it, or choose another --out");
+    if (!cfg.resume || !saved) {
+      state.init_weights(cfg.seed);
+      return;
+    }
+    Checkpoint ck = open_checkpoint(run.checkpoints());  // verified; tensors streamed below
+    at = {true, ck.step, ck.state.value("next_sample", uint64_t(ck.step) * B * dp), ck.dir};
+    if (cfg.steps <= ck.step) return;  // nothing left to do: said below, on every rank
+    check_resume_settings(cfg, ck);
+    load_state_checkpoint(state, ck, cfg.model, tp, mesh.tp_rank);
+  });
+  return at;
+}
+
+// True (with `result` saying why, and rank 0 saying it) when the run ends before its first
+// step: a stop signal during the set-up (allocation, zeroing, loading) on any rank stops
+// every rank, and a checkpoint at or beyond --steps leaves nothing to do. Nothing is saved.
+bool ends_before_first_step(const TrainConfig& cfg, Comm& world, const ResumePoint& at,
+                            TrainResult& result) {
+  const bool rank0 = world.rank() == 0;
+  int64_t sig = g_stop_signal;
+  world.allreduce_max(&sig, 1);
+  if (sig != 0) {
+    if (rank0)
+      std::cout << "stopped by signal " << sig << " during set-up, before step " << at.step + 1
+                << "; nothing was trained or saved" << std::endl;
+    result.setup_signal = int(sig);
+    return true;
+  }
+  if (at.resumed && cfg.steps <= at.step) {
+    if (rank0)
+      std::cout << "nothing left to do: the newest checkpoint " << at.dir << " is at step "
+                << at.step << " and --steps is " << cfg.steps
+                << "; pass a larger --steps to train on" << std::endl;
+    result.nothing_to_do = true;
+    return true;
+  }
+  return false;
+}
+
+// The step loop over the objects train() set up, in the order it built them: steps,
+// metrics, progress, periodic and final checkpoints, the stop on a signal or --stop-after.
+class StepLoop {
+ public:
+  StepLoop(const TrainConfig& cfg, Comm& world, Mesh& mesh, RunDir& run, Arena& arena,
+           TrainState& state, const DataSource& src, const DataSource* val,
+           const std::vector<int64_t>& pos, const ResumePoint& at, const nlohmann::json& shared_cfg)
+      : cfg_(cfg),
+        world_(world),
+        mesh_(mesh),
+        run_(run),
+        arena_(arena),
+        state_(state),
+        src_(src),
+        val_(val),
+        pos_(pos),
+        at_(at),
+        shared_cfg_(shared_cfg),
+        rank0_(world.rank() == 0),
+        B_(cfg.batch),
+        dp_(mesh.dp),
+        last_saved_(at.resumed ? at.step : -1),
+        progress_(cfg.progress, rank0_, cfg.steps),
+        global_tokens_per_step_(int64_t(B_) * dp_ * cfg.seq_len) {}
+
+  // Steps from the resume point to --steps (or to a stop), then the final save.
+  void run(TrainResult& result, const ProcessPlan& mem) {
+    for (int64_t s = at_.step; s < cfg_.steps; ++s) {
+      if (stop_before(s)) {
+        result.interrupted = true;
+        return;
+      }
+      step(s, result);
+    }
+    finish(result, mem);
+  }
+
+ private:
+  // Global sample index of step s's first sample: the data position continues from the
+  // checkpoint's, whatever batch and dp this run uses.
+  uint64_t first_sample(int64_t s) const {
+    return at_.next_sample + uint64_t(s - at_.step) * B_ * dp_;
+  }
+
+  void save(int64_t step) {
+    if (step == last_saved_) return;  // that state is on disk already (a stop right after resume)
+    // Streamed through the state's bounded buffer (train/checkpoint_stream.hpp): collective
+    // over world, written by world rank 0; a failure there is reported on every rank.
+    nlohmann::json st = {{"step", step},
+                         {"seed", cfg_.seed},
+                         {"next_sample", first_sample(step)},
+                         {"batch", B_},
+                         {"dp", dp_},
+                         {"lr", json_float(lr_at(cfg_, std::max<int64_t>(0, step - 1)))}};
+    nlohmann::json extra = {{"model", cfg_.model.to_json()},
+                            {"parallel",
+                             {{"dp", dp_},
+                              {"sp", cfg_.sp},
+                              {"tp", mesh_.tp},
+                              {"sp_strategy", cfg_.strategy},
+                              {"layout", layout_name(cfg_.layout)}}},
+                            {"train", shared_cfg_}};
+    const std::string dir = save_state_checkpoint(state_, mesh_, world_, cfg_.model,
+                                                  run_.checkpoints(), step, st, extra);
+    if (rank0_) std::cout << "saved checkpoint " << dir << std::endl;
+    last_saved_ = step;
+  }
+
+  // A stop signal on any rank (or --stop-after) stops every rank before step s, after
+  // checkpointing the state it reached. Returns whether it stopped.
+  bool stop_before(int64_t s) {
+    int64_t stop = g_stop_signal;
+    world_.allreduce_max(&stop, 1);
+    if (!stop && !(cfg_.stop_after > 0 && s == cfg_.stop_after)) return false;
+    progress_.finish();
+    if (rank0_)
+      std::cout << (stop ? "stop signal received" : "stop_after reached")
+                << ": checkpointing at step " << s << std::endl;
+    if (rank0_ && stop && world_.size() > 1)  // said first: mpiexec may not let the save finish
+      std::cout << "note: if the signal went to mpiexec itself, mpiexec itself exits 1 all "
+                   "the same (OpenMPI counts a signalled job as failed), and it kills the "
+                   "ranks odls_base_sigkill_timeout seconds (default 1) after forwarding the "
+                   "signal, which cuts a longer save short (the previous checkpoint stays); "
+                   "signal the rank processes instead (docs/checkpoints.md)"
+                << std::endl;
+    save(s);
+    return true;
+  }
+
+  // Step s, its held-out loss when due, its metrics row, and its periodic checkpoint.
+  void step(int64_t s, TrainResult& result) {
+    auto t0 = std::chrono::steady_clock::now();
+    world_.stats().reset();
+    mesh_.reset_stats();
+    StepResult r = train_step(state_, mesh_, world_, cfg_, src_, pos_, s, first_sample(s));
+    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    result.last_step = s + 1;
+    result.last_loss = r.loss;
+    result.losses.push_back(r.loss);
+    // Held-out loss after this step (and after the last), in the same metrics row.
+    const bool eval_now =
+        cfg_.eval_every > 0 && ((s + 1) % cfg_.eval_every == 0 || s + 1 == cfg_.steps);
+    const nlohmann::json ev =
+        eval_now ? evaluate(state_.model, mesh_, world_, cfg_, *val_, pos_).to_json()
+                 : nlohmann::json();
+    if (rank0_ && ((s + 1) % cfg_.log_every == 0 || s + 1 == cfg_.steps || eval_now))
+      log_step(s, r, dt, eval_now ? &ev : nullptr);
+    if (cfg_.ckpt_every > 0 && (s + 1) % cfg_.ckpt_every == 0 && s + 1 < cfg_.steps) save(s + 1);
+  }
+
+  // Rank 0: step s's metrics row (with the held-out loss `ev` when evaluated) and progress.
+  void log_step(int64_t s, const StepResult& r, double dt, const nlohmann::json* ev) {
+    nlohmann::json rec = {{"step", s + 1},
+                          {"loss", r.loss},
+                          {"grad_norm", r.grad_norm},
+                          {"lr", json_float(r.lr)},
+                          {"target_tokens", int64_t(r.targets)},
+                          {"tokens_per_s", global_tokens_per_step_ / dt},
+                          {"step_ms", dt * 1e3}};
+    if (r.answers > 0) rec["answer_acc"] = r.answers_correct / r.answers;
+    if (ev) rec.update(*ev);
+    nlohmann::json peak;
+    for (int c = 0; c < kMemCategories; ++c) peak[mem_name(Mem(c))] = arena_.peak(Mem(c));
+    peak["total"] = arena_.total_peak();
+    rec["peak_bytes"] = peak;
+    // Bytes this rank sent during the step: attention (sp group) and the rest (gradient
+    // all-reduce and loss sums over the world), as comm/ counts them.
+    rec["bytes_sent"] = {
+        {"sp", mesh_.sp_comm.stats().total_bytes_sent()},
+        {"tp", mesh_.tp_comm.stats().total_bytes_sent()},
+        {"world", world_.stats().total_bytes_sent() + mesh_.shard_comm.stats().total_bytes_sent()}};
+    run_.append_metrics(rec);
+    progress_.update(s + 1, r.loss, global_tokens_per_step_ / dt, rec);
+  }
+
+  // After the last step: the final checkpoint and the process's peak memory.
+  void finish(TrainResult& result, const ProcessPlan& mem) {
+    progress_.finish();
+    result.arena_peak = arena_.total_peak();
+    // The final state is saved, step 0 included (--steps 0 saves the initial weights).
+    if (cfg_.save_final) save(cfg_.steps);
+    // The process's peak resident memory against the plan: the budget must hold (issue 10).
+    int64_t hwm = int64_t(process_peak_rss_bytes());
+    world_.allreduce_max(&hwm, 1);
+    result.peak_rss = uint64_t(hwm);
+    if (rank0_)
+      std::cout << "peak resident memory (VmHWM, max over ranks): " << hwm << " bytes ("
+                << format_bytes(uint64_t(hwm)) << "), plan " << mem.total << " bytes" << std::endl;
+  }
+
+  const TrainConfig& cfg_;
+  Comm& world_;
+  Mesh& mesh_;
+  RunDir& run_;
+  Arena& arena_;
+  TrainState& state_;
+  const DataSource& src_;
+  const DataSource* val_;  // the held-out split, with --eval-every
+  const std::vector<int64_t>& pos_;
+  const ResumePoint& at_;
+  const nlohmann::json& shared_cfg_;
+  const bool rank0_;
+  const int B_, dp_;
+  int64_t last_saved_;  // the step whose state is on disk (−1: none)
+  Progress progress_;
+  const int64_t global_tokens_per_step_;
+};
+
 }  // namespace
 
 void install_stop_handlers() {
@@ -107,22 +340,11 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
 
   const int W = world.size();
   Mesh mesh = make_mesh(world, cfg);
-  const int dp = mesh.dp, tp = mesh.tp;
-  const bool rank0 = world.rank() == 0;
-
   const int threads = apply_threads(cfg, W);
 
   std::unique_ptr<DataSource> src, val;  // val: the held-out split, with --eval-every
-  agree_or_throw(world, [&] {
-    src = make_source(cfg.data, cfg.seed, cfg.seq_len);
-    check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
-                             cfg.model.kind);
-    check_packing(*src, cfg.packing());
-    check_loss_on(*src, cfg.loss_on);
-    if (cfg.eval_every > 0) val = make_source(cfg.data, cfg.seed, cfg.seq_len, Split::validation);
-  });
+  open_data(cfg, world, src, val);
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
-  const int B = cfg.batch;
 
   // The whole process must fit before anything is allocated: the arena's dry-run peak (the
   // checkpoint's stream buffer included) and the runtime baseline against --max-memory
@@ -134,63 +356,24 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   Arena arena;
   static_assert(std::is_same_v<std::sig_atomic_t, int>, "Arena::set_interrupt takes an int flag");
   arena.set_interrupt(&g_stop_signal);  // a stop during the set-up skips the zeroing left
-  TrainState state(cfg, arena, mesh, B, int(pos.size()));
-  const int64_t P = state.model.num_params();
+  TrainState state(cfg, arena, mesh, cfg.batch, int(pos.size()));
 
-  // Start fresh, or resume. Every rank reads the same files and reaches the same verdict.
-  ResumePoint at;
-  agree_or_throw(world, [&] {
-    const bool saved = has_checkpoint(run.checkpoints());
-    // Nothing the user saved is overwritten: a run directory that already holds
-    // checkpoints is only continued (--resume), never restarted over.
-    SP_CHECK_USAGE(cfg.resume || !saved, "output directory '", cfg.out,
-                   "' already holds checkpoints of an earlier run; pass --resume to continue "
-                   "it, or choose another --out");
-    if (!cfg.resume || !saved) {
-      state.init_weights(cfg.seed);
-      return;
-    }
-    Checkpoint ck = open_checkpoint(run.checkpoints());  // verified; tensors streamed below
-    at = {true, ck.step, ck.state.value("next_sample", uint64_t(ck.step) * B * dp), ck.dir};
-    if (cfg.steps <= ck.step) return;  // nothing left to do: said below, on every rank
-    check_resume_settings(cfg, ck);
-    load_state_checkpoint(state, ck, cfg.model, tp, mesh.tp_rank);
-  });
+  const ResumePoint at = start_or_resume(cfg, world, mesh, run, state);
   TrainResult result;
   result.start_step = result.last_step = at.step;
-  // A stop signal during the set-up (allocation, zeroing, loading) on any rank: every rank
-  // stops here, before the first step, and nothing is saved (nothing new was trained).
-  {
-    int64_t sig = g_stop_signal;
-    world.allreduce_max(&sig, 1);
-    if (sig != 0) {
-      if (rank0)
-        std::cout << "stopped by signal " << sig << " during set-up, before step " << at.step + 1
-                  << "; nothing was trained or saved" << std::endl;
-      result.setup_signal = int(sig);
-      return result;
-    }
-  }
-  if (at.resumed && cfg.steps <= at.step) {
-    if (rank0)
-      std::cout << "nothing left to do: the newest checkpoint " << at.dir << " is at step "
-                << at.step << " and --steps is " << cfg.steps
-                << "; pass a larger --steps to train on" << std::endl;
-    result.nothing_to_do = true;
-    return result;
-  }
+  if (ends_before_first_step(cfg, world, at, result)) return result;
   run.write_config(shared_cfg);
   run.open_metrics(at.step);
-  if (rank0) {
+  if (world.rank() == 0) {
     if (at.resumed)
       std::cout << "resumed from " << at.dir << " at step " << at.step << ", sample "
                 << at.next_sample << std::endl;
-    std::cout << "seqpar train: " << W << " rank(s) = dp " << dp << " x tp " << tp << " x sp "
-              << cfg.sp << " (" << cfg.strategy << ", " << layout_name(cfg.layout) << "), "
-              << threads << " thread(s)/rank\n"
+    std::cout << "seqpar train: " << W << " rank(s) = dp " << mesh.dp << " x tp " << mesh.tp
+              << " x sp " << cfg.sp << " (" << cfg.strategy << ", " << layout_name(cfg.layout)
+              << "), " << threads << " thread(s)/rank\n"
               << "data: " << src->describe() << "\n"
-              << "model: " << model_kind_name(cfg.model.kind) << ", " << P
-              << " parameters on this rank (tp " << tp << ", recompute "
+              << "model: " << model_kind_name(cfg.model.kind) << ", " << state.model.num_params()
+              << " parameters on this rank (tp " << mesh.tp << ", recompute "
               << recompute_name(cfg.recompute) << ", zero " << cfg.zero << ")\n"
               << "arena after setup: " << human_bytes(double(arena.total_current())) << "\n"
               << "memory plan: " << mem.describe() << " of "
@@ -198,106 +381,8 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
               << human_bytes(double(mem.max_memory)) << "\n"
               << "config: " << shared_cfg.dump() << std::endl;
   }
-
-  // Global sample index of step s's first sample: the data position continues from the
-  // checkpoint's, whatever batch and dp this run uses.
-  auto first_sample = [&](int64_t s) { return at.next_sample + uint64_t(s - at.step) * B * dp; };
-  int64_t last_saved = at.resumed ? at.step : -1;
-  auto save = [&](int64_t step) {
-    if (step == last_saved) return;  // that state is on disk already (a stop right after resume)
-    // Streamed through the state's bounded buffer (train/checkpoint_stream.hpp): collective
-    // over world, written by world rank 0; a failure there is reported on every rank.
-    nlohmann::json st = {{"step", step},
-                         {"seed", cfg.seed},
-                         {"next_sample", first_sample(step)},
-                         {"batch", B},
-                         {"dp", dp},
-                         {"lr", json_float(lr_at(cfg, std::max<int64_t>(0, step - 1)))}};
-    nlohmann::json extra = {{"model", cfg.model.to_json()},
-                            {"parallel",
-                             {{"dp", dp},
-                              {"sp", cfg.sp},
-                              {"tp", tp},
-                              {"sp_strategy", cfg.strategy},
-                              {"layout", layout_name(cfg.layout)}}},
-                            {"train", shared_cfg}};
-    const std::string dir =
-        save_state_checkpoint(state, mesh, world, cfg.model, run.checkpoints(), step, st, extra);
-    if (rank0) std::cout << "saved checkpoint " << dir << std::endl;
-    last_saved = step;
-  };
-
-  Progress progress(cfg.progress, rank0, cfg.steps);
-  const int64_t global_tokens_per_step = int64_t(B) * dp * cfg.seq_len;
-  for (int64_t s = at.step; s < cfg.steps; ++s) {
-    // A stop signal on any rank stops every rank after the same step.
-    int64_t stop = g_stop_signal;
-    world.allreduce_max(&stop, 1);
-    if (stop || (cfg.stop_after > 0 && s == cfg.stop_after)) {
-      progress.finish();
-      if (rank0)
-        std::cout << (stop ? "stop signal received" : "stop_after reached")
-                  << ": checkpointing at step " << s << std::endl;
-      if (rank0 && stop && W > 1)  // said first: mpiexec may not let the save finish
-        std::cout << "note: if the signal went to mpiexec itself, mpiexec itself exits 1 all "
-                     "the same (OpenMPI counts a signalled job as failed), and it kills the "
-                     "ranks odls_base_sigkill_timeout seconds (default 1) after forwarding the "
-                     "signal, which cuts a longer save short (the previous checkpoint stays); "
-                     "signal the rank processes instead (docs/checkpoints.md)"
-                  << std::endl;
-      save(s);
-      result.interrupted = true;
-      return result;
-    }
-    auto t0 = std::chrono::steady_clock::now();
-    world.stats().reset();
-    mesh.reset_stats();
-    StepResult r = train_step(state, mesh, world, cfg, *src, pos, s, first_sample(s));
-    const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    result.last_step = s + 1;
-    result.last_loss = r.loss;
-    result.losses.push_back(r.loss);
-    // Held-out loss after this step (and after the last), in the same metrics row.
-    const bool eval_now =
-        cfg.eval_every > 0 && ((s + 1) % cfg.eval_every == 0 || s + 1 == cfg.steps);
-    const nlohmann::json ev =
-        eval_now ? evaluate(state.model, mesh, world, cfg, *val, pos).to_json() : nlohmann::json();
-    if (rank0 && ((s + 1) % cfg.log_every == 0 || s + 1 == cfg.steps || eval_now)) {
-      nlohmann::json rec = {{"step", s + 1},
-                            {"loss", r.loss},
-                            {"grad_norm", r.grad_norm},
-                            {"lr", json_float(r.lr)},
-                            {"target_tokens", int64_t(r.targets)},
-                            {"tokens_per_s", global_tokens_per_step / dt},
-                            {"step_ms", dt * 1e3}};
-      if (r.answers > 0) rec["answer_acc"] = r.answers_correct / r.answers;
-      if (eval_now) rec.update(ev);
-      nlohmann::json peak;
-      for (int c = 0; c < kMemCategories; ++c) peak[mem_name(Mem(c))] = arena.peak(Mem(c));
-      peak["total"] = arena.total_peak();
-      rec["peak_bytes"] = peak;
-      // Bytes this rank sent during the step: attention (sp group) and the rest (gradient
-      // all-reduce and loss sums over the world), as comm/ counts them.
-      rec["bytes_sent"] = {
-          {"sp", mesh.sp_comm.stats().total_bytes_sent()},
-          {"tp", mesh.tp_comm.stats().total_bytes_sent()},
-          {"world", world.stats().total_bytes_sent() + mesh.shard_comm.stats().total_bytes_sent()}};
-      run.append_metrics(rec);
-      progress.update(s + 1, r.loss, global_tokens_per_step / dt, rec);
-    }
-    if (cfg.ckpt_every > 0 && (s + 1) % cfg.ckpt_every == 0 && s + 1 < cfg.steps) save(s + 1);
-  }
-  progress.finish();
-  result.arena_peak = arena.total_peak();
-  // The final state is saved, step 0 included (--steps 0 saves the initial weights).
-  if (cfg.save_final) save(cfg.steps);
-  // The process's peak resident memory against the plan: the budget must hold (issue 10).
-  int64_t hwm = int64_t(process_peak_rss_bytes());
-  world.allreduce_max(&hwm, 1);
-  result.peak_rss = uint64_t(hwm);
-  if (rank0)
-    std::cout << "peak resident memory (VmHWM, max over ranks): " << hwm << " bytes ("
-              << format_bytes(uint64_t(hwm)) << "), plan " << mem.total << " bytes" << std::endl;
+  StepLoop(cfg, world, mesh, run, arena, state, *src, val.get(), pos, at, shared_cfg)
+      .run(result, mem);
   return result;
 }
 
