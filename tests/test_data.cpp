@@ -531,7 +531,7 @@ TEST(PackingConfig, KeysRoundTripValidateAndResume) {
   for (const std::string& s : attention_strategies()) {
     for (const bool pack : {false, true}) {
       TrainConfig x;
-      x.strategy = s;
+      x.strategy = parse_enum<Strategy>(s);
       x.pack_documents = pack;
       x.window = pack ? 0 : 16;
       if (std::find(ms.begin(), ms.end(), s) != ms.end())

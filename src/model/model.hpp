@@ -39,7 +39,7 @@
 //   activations.cpp       the layout of saved activations and scratch (layout_buffers)
 //   megatron_rows.cpp     row collectives over the tp group, the row-parallel linear
 //   infer_heads.cpp       argmax and logits after forward
-//   enums.cpp             names and parsers of Recompute, Precision, LossImpl
+//   (the enums' names: their EnumNames tables, core/names.hpp)
 //   config.hpp/.cpp       ModelConfig
 #pragma once
 #include <cstdint>
@@ -67,12 +67,12 @@ struct EnumNames<Recompute> {
   static constexpr std::pair<Recompute, const char*> table[] = {
       {Recompute::none, "none"}, {Recompute::selective, "selective"}, {Recompute::full, "full"}};
 };
-const char* recompute_name(Recompute r);
-Recompute parse_recompute(const std::string& s);
+inline const char* recompute_name(Recompute r) { return enum_name(r); }
+inline Recompute parse_recompute(const std::string& s) { return parse_enum<Recompute>(s); }
 
 // Storage precision of the activations saved for backward (core/bf16.hpp, docs/precision.md).
-const char* precision_name(Precision p);
-Precision parse_precision(const std::string& s);
+inline const char* precision_name(Precision p) { return enum_name(p); }
+inline Precision parse_precision(const std::string& s) { return parse_enum<Precision>(s); }
 
 // Per-step inputs of this rank's sequence shard (all tp ranks of a group hold the same).
 struct Batch {
@@ -108,8 +108,8 @@ struct EnumNames<LossImpl> {
   static constexpr std::pair<LossImpl, const char*> table[] = {
       {LossImpl::fused, "fused"}, {LossImpl::materialized, "materialized"}};
 };
-const char* loss_name(LossImpl l);
-LossImpl parse_loss(const std::string& s);
+inline const char* loss_name(LossImpl l) { return enum_name(l); }
+inline LossImpl parse_loss(const std::string& s) { return parse_enum<LossImpl>(s); }
 
 struct ModelParallel {
   Strategy strategy = Strategy::local;

@@ -33,7 +33,7 @@ TrainConfig config(int tp, int sp) {
   c.batch = 1;
   c.tp = tp;
   c.sp = sp;
-  c.strategy = sp > 1 ? "ring" : "local";
+  c.strategy = sp > 1 ? Strategy::ring : Strategy::local;
   c.data = "passkey";
   return c;
 }

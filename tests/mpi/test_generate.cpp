@@ -96,7 +96,7 @@ void run_case(const Case& c) {
   GenerateMesh gm;
   gm.tp = c.tp;
   gm.sp = world.size() / c.tp;
-  gm.strategy = gm.sp > 1 ? c.strategy : "local";
+  gm.strategy = gm.sp > 1 ? parse_enum<Strategy>(c.strategy) : Strategy::local;
   gm.layout = c.layout;
   Arena arena;
   Generator g(cfg, gm, world, arena, int64_t(prompt.size()), new_tokens);
@@ -143,7 +143,7 @@ TEST(Generate, PromptShorterThanSpIsDecodedTokenByToken) {
   const std::vector<int32_t> prompt = {5};  // nothing to prefill on any mesh
   GenerateMesh gm;
   gm.sp = world.size();
-  gm.strategy = gm.sp > 1 ? "ring" : "local";
+  gm.strategy = gm.sp > 1 ? Strategy::ring : Strategy::local;
   Arena arena;
   Generator g(cfg, gm, world, arena, 1, 3);
   g.load_weights([&](const std::string& name, const std::vector<int64_t>&) { return &w.at(name); });

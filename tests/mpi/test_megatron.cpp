@@ -254,7 +254,7 @@ TEST(MegatronTraining, MeshesGiveTheOneRankLossCurve) {
     TrainConfig c = train_config(run_dir("tp_mesh"));
     c.tp = mesh.tp;
     c.sp = mesh.sp;
-    c.strategy = mesh.strategy;
+    c.strategy = parse_enum<Strategy>(mesh.strategy);
     c.recompute = parse_recompute(mesh.recompute);
     TrainResult rm = train(c, world);
     ASSERT_EQ(r1.losses.size(), rm.losses.size());
@@ -285,7 +285,7 @@ TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
   first.stop_after = 3;
   first.tp = W >= 2 ? 2 : 1;
   first.sp = W / first.tp;
-  first.strategy = first.sp > 1 ? "ring" : "local";
+  first.strategy = first.sp > 1 ? Strategy::ring : Strategy::local;
   train(first, world);
 
   // Resume on every rank as tp 1 × sp W, then on one rank alone.
@@ -296,7 +296,7 @@ TEST(MegatronCheckpoint, SavedUnderOneLayoutResumesUnderAnother) {
     second.save_final = false;
     second.tp = 1;
     second.sp = variant == 0 ? W : 1;
-    second.strategy = second.sp > 1 ? "ulysses" : "local";
+    second.strategy = second.sp > 1 ? Strategy::ulysses : Strategy::local;
     // Variant 1: one rank alone (the others would share its run directory).
     if (variant == 1 && world.rank() != 0) continue;
     TrainResult c = variant == 0 ? train(second, world) : train(second, self);
@@ -322,7 +322,7 @@ TEST(MaterializedBaseline, EqualsTheBlockedKernelAndKeepsTheQuadraticTerm) {
   std::vector<uint64_t> acts;
   for (const char* strategy : {"local", "materialized"}) {
     ModelParallel par;
-    par.strategy = strategy;
+    par.strategy = parse_enum<Strategy>(strategy);
     TpStep r = tp_step(world, cfg, par, b, ctx, 6, 0.02f);
     loss.push_back(r.loss);
     grads.push_back(std::move(r.grads));
@@ -364,7 +364,7 @@ TEST(TensorTimesSequenceParallel, LossLogitsAndGradientsEqualOneRank) {
   cfg.model.Hkv = 2;  // GQA with tp = 2: one kv head per tp rank
   cfg.tp = W >= 2 ? 2 : 1;
   cfg.sp = W / cfg.tp;
-  cfg.strategy = cfg.sp > 1 ? "ring" : "local";
+  cfg.strategy = cfg.sp > 1 ? Strategy::ring : Strategy::local;
   cfg.layout = ShardLayout::zigzag;
   cfg.recompute = Recompute::full;
   cfg.seq_len = 32;

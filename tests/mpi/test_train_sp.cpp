@@ -38,7 +38,7 @@ const char* kStrategies[] = {"ring", "ulysses", "usp", "mqsp", "rsa"};
 // `strategy` with sp = the world's size, the sequence of length L laid out by `layout`.
 ModelParallel sp_over(Comm& world, const std::string& strategy, ShardLayout layout, int64_t L) {
   ModelParallel par;
-  par.strategy = strategy;
+  par.strategy = parse_enum<Strategy>(strategy);
   par.sp = SpSetup{&world, layout, L, 0, 0};
   return par;
 }
@@ -281,7 +281,7 @@ TEST_P(SequenceParallelTraining, LossCurveEqualsOneRank) {
   TrainConfig sp = train_config(fresh_run_dir("sp_" + GetParam(), 0));
   sp.batch = 2;
   sp.sp = N;
-  sp.strategy = GetParam();
+  sp.strategy = parse_enum<Strategy>(GetParam());
   sp.layout = GetParam() == "ring" ? ShardLayout::zigzag : ShardLayout::contiguous;
   TrainResult rn = train(sp, world);
   ASSERT_EQ(r1.losses.size(), rn.losses.size());
@@ -307,7 +307,7 @@ TEST(DataTimesSequenceParallel, MeshEqualsOneRankWithTheWholeBatch) {
   TrainConfig mesh = train_config(fresh_run_dir("sp_mesh", 0));
   mesh.batch = 2;
   mesh.sp = sp;
-  mesh.strategy = "ring";
+  mesh.strategy = Strategy::ring;
   mesh.layout = ShardLayout::zigzag;
   TrainResult rm = train(mesh, world);
   ASSERT_EQ(r1.losses.size(), rm.losses.size());

@@ -43,7 +43,7 @@ TrainConfig small_config(const Case& c) {
   cfg.warmup = 3;
   cfg.tp = c.tp;
   cfg.sp = c.sp;
-  cfg.strategy = c.strategy;
+  cfg.strategy = parse_enum<Strategy>(c.strategy);
   return cfg;
 }
 
