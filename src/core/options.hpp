@@ -185,7 +185,8 @@ Option<Cfg> option(std::string key, Ref ref, std::string flags, std::string help
   } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
     o.kind = OptionKind::list;
     o.get = [cref](const Cfg& c) { return nlohmann::json(cref(c)); };
-    o.set = [ref, key](Cfg& c, const nlohmann::json& v) {
+    o.set = [ref, key](Cfg& c, const nlohmann::json& j) {
+      const nlohmann::json& v = j.at(key);
       SP_CHECK_USAGE(v.is_array(), "config '", key, "' must be a list of strings");
       std::vector<std::string> out;
       for (const auto& s : v) {

@@ -62,7 +62,7 @@ expect check-l-below-sp 2 "L=2 is shorter than the sequence-parallel degree sp=3
 # Packed documents and windows (docs/data.md): bad values are named, byte data (no
 # document table) is refused naming the data, reset positions need packing.
 expect window-negative 2 "window must be >= 0 (0 = off), got -1" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --window -1
-expect doc-positions-unknown 2 "doc_positions must be global or reset, got 'banana'" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --doc-positions banana
+expect doc-positions-unknown 2 "unknown doc_positions 'banana' (expected global or reset)" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --doc-positions banana
 expect pack-bytes-kjv 2 "bytes without a document table: kjv from" 2 -- mpi 2 "$bin" train "${common[@]}" --data kjv --pack-documents
 expect pack-bytes-passkey 2 "bytes without a document table: synthetic passkey" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --pack-documents
 expect pack-bytes-check 2 "bytes without a document table: kjv from" 2 -- mpi 2 "$bin" check --data kjv --pack-documents

@@ -138,21 +138,21 @@ expect() {
   check "$name (exit $code, on $ranks ranks)" '[ "$r" = "$code" ] && [ "$n" -ge "$ranks" ]' ||
     echo "$o" | head -5
 }
-expect "eval --run of a missing directory" 1 "run directory '$tmp/nope' does not exist" 2 -- \
+expect "eval --run of a missing directory" 1 "no checkpoint at '$tmp/nope': path does not exist" 2 -- \
   mpi 2 "$bin" eval --run "$tmp/nope"
 expect "eval --checkpoint of a missing path" 1 "no checkpoint at '$tmp/nope/step_3': path does not exist" 2 -- \
   mpi 2 "$bin" eval --checkpoint "$tmp/nope/step_3"
 mkdir -p "$tmp/empty"
-expect "eval --run of a directory without checkpoints" 1 "has no checkpoints/" 2 -- \
+expect "eval --run of a directory without checkpoints" 1 "no checkpoint in $tmp/empty" 2 -- \
   mpi 2 "$bin" eval --run "$tmp/empty"
 expect "eval --checkpoint of a directory without one" 1 "no checkpoint in $tmp/empty" 2 -- \
   mpi 2 "$bin" eval --checkpoint "$tmp/empty"
-expect "eval without --run or --checkpoint" 2 "needs one of --run DIR or --checkpoint PATH" 2 -- \
+expect "eval without --run or --checkpoint" 2 "no checkpoint given: --checkpoint PATH" 2 -- \
   mpi 2 "$bin" eval
 expect "eval with a mesh that does not divide the world" 2 "not divisible by tp·sp" 3 -- \
   mpi 3 "$bin" eval --run "$tmp/ref" --sp 2
 expect "--loss-on answer on text" 2 "needs a retrieval task with answer positions" 2 -- \
   mpi 2 "$bin" train --data "$tmp/text.txt" --seq-len 64 --steps 1 --loss-on answer --progress none --out "$tmp/t"
-expect "--loss-on bogus" 2 "loss_on must be all or answer, got 'bogus'" 2 -- \
+expect "--loss-on bogus" 2 "unknown loss_on 'bogus' (expected all or answer)" 2 -- \
   mpi 2 "$bin" train "${small[@]}" --steps 1 --loss-on bogus --out "$tmp/t"
 finish

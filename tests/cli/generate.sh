@@ -48,7 +48,7 @@ check "--prompt-file reads the same prompt as --prompt" 'cmp -s "$tmp/pf" "$tmp/
 
 # Bad input: refused on every rank, non-zero exit, a message naming the problem.
 mpi 2 "$bin" generate --run "$tmp/nothing" --prompt x --sp 2 > /dev/null 2> "$tmp/e"; rc=$?
-check "a missing checkpoint is refused on every rank (exit 2)" '[ $rc = 2 ] && [ "$(grep -c "does not exist" "$tmp/e")" = 2 ]'
+check "a missing checkpoint is refused on every rank (exit 1, as from eval and export)" '[ $rc = 1 ] && [ "$(grep -c "does not exist" "$tmp/e")" = 2 ]'
 "$bin" tokenize train --input data/kjv.txt --model "$tmp/other.model" --vocab-size 400 > /dev/null 2>&1
 mpi 2 "$bin" generate --run "$tmp/llama" --prompt x --tokenizer "$tmp/other.model" --sp 2 > /dev/null 2> "$tmp/e"; rc=$?
 check "a tokenizer that does not match the model is refused on every rank" '[ $rc = 2 ] && [ "$(grep -c "is not the one the model" "$tmp/e")" -ge 2 ]'
@@ -60,7 +60,7 @@ check "a prompt over --max-memory is refused on every rank, naming the need" '[ 
 "$bin" generate --run "$tmp/gpt" > /dev/null 2> "$tmp/e"; rc=$?
 check "no prompt is a usage error" '[ $rc = 2 ] && grep -q "exactly one of --prompt and --prompt-file" "$tmp/e"'
 mpi 2 "$bin" generate --run "$tmp/gpt" --prompt x --sp 2 --sp-strategy nope > /dev/null 2> "$tmp/e"; rc=$?
-check "an unknown strategy is refused on every rank" '[ $rc = 2 ] && [ "$(grep -c "unknown --sp-strategy" "$tmp/e")" = 2 ]'
+check "an unknown strategy is refused on every rank" '[ $rc = 2 ] && [ "$(grep -c "unknown attention strategy" "$tmp/e")" = 2 ]'
 "$bin" train --arch bert --seq-len 32 --batch 2 --steps 1 --dim 32 --heads 4 --progress none --threads 1 --out "$tmp/bert" > /dev/null 2>&1
 "$bin" generate --run "$tmp/bert" --prompt x > /dev/null 2> "$tmp/e"; rc=$?
 check "a bert checkpoint is refused (not a causal model)" '[ $rc = 2 ] && grep -q "needs a causal model" "$tmp/e"'
