@@ -14,6 +14,7 @@
 
 #include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "core/hash.hpp"
 #include "core/memory.hpp"
 #include "core/threads.hpp"
 #include "data/tokenizer.hpp"

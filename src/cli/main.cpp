@@ -25,6 +25,7 @@
 #include "cli/tokenize.hpp"
 #include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "core/file.hpp"
 #include "core/memory.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"

@@ -98,18 +98,19 @@ std::string newest_in_root(const std::string& root) {
   const std::vector<CheckpointEntry> all = list_checkpoints(root);
   for (auto it = all.rbegin(); it != all.rend(); ++it)
     if (it->complete) return it->dir;
-  SP_CHECK(all.empty(), "checkpoint ", all.empty() ? "" : all.back().dir,
-           " is incomplete: manifest.json missing (and no complete step directory in ", root, ")");
-  SP_FAIL("no checkpoint in ", root, ": no step_<N> directory with a manifest.json");
+  SP_CHECK_INPUT(all.empty(), "checkpoint ", all.empty() ? "" : all.back().dir,
+                 " is incomplete: manifest.json missing (and no complete step directory in ", root,
+                 ")");
+  SP_FAIL_INPUT("no checkpoint in ", root, ": no step_<N> directory with a manifest.json");
 }
 
 }  // namespace
 
 std::string find_checkpoint_dir(const std::string& path) {
   std::error_code ec;
-  SP_CHECK(!path.empty(), "no checkpoint given: --checkpoint is empty");
-  SP_CHECK(fs::exists(path, ec), "no checkpoint at '", path, "': path does not exist");
-  SP_CHECK(fs::is_directory(path, ec), "no checkpoint at '", path, "': not a directory");
+  SP_CHECK_INPUT(!path.empty(), "no checkpoint given: --checkpoint is empty");
+  SP_CHECK_INPUT(fs::exists(path, ec), "no checkpoint at '", path, "': path does not exist");
+  SP_CHECK_INPUT(fs::is_directory(path, ec), "no checkpoint at '", path, "': not a directory");
   if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
   if (fs::is_directory(fs::path(path) / "checkpoints", ec))
     return newest_in_root((fs::path(path) / "checkpoints").string());
@@ -118,24 +119,24 @@ std::string find_checkpoint_dir(const std::string& path) {
 
 std::string find_run_checkpoint(const std::string& run) {
   std::error_code ec;
-  SP_CHECK(!run.empty(), "no run directory given: --run is empty");
-  SP_CHECK(fs::exists(run, ec), "run directory '", run, "' does not exist");
-  SP_CHECK(fs::is_directory(run, ec), "run directory '", run, "' is not a directory");
+  SP_CHECK_INPUT(!run.empty(), "no run directory given: --run is empty");
+  SP_CHECK_INPUT(fs::exists(run, ec), "run directory '", run, "' does not exist");
+  SP_CHECK_INPUT(fs::is_directory(run, ec), "run directory '", run, "' is not a directory");
   const fs::path root = fs::path(run) / "checkpoints";
-  SP_CHECK(fs::is_directory(root, ec), "run directory '", run,
-           "' has no checkpoints/ (seqpar train --out DIR writes it; or pass --checkpoint)");
+  SP_CHECK_INPUT(fs::is_directory(root, ec), "run directory '", run,
+                 "' has no checkpoints/ (seqpar train --out DIR writes it; or pass --checkpoint)");
   return newest_in_root(root.string());
 }
 
 nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step) {
   const std::string path = step_dir + "/manifest.json";
   std::ifstream f(path);
-  SP_CHECK(f.good(), "checkpoint ", step_dir, ": cannot read ", path);
+  SP_CHECK_INPUT(f.good(), "checkpoint ", step_dir, ": cannot read ", path);
   const nlohmann::json m = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-  SP_CHECK(m.is_object(), "checkpoint ", step_dir, ": ", path, " is not a JSON object");
-  SP_CHECK(m.contains("train") && m["train"].is_object(), "checkpoint ", step_dir,
-           ": its manifest records no training configuration ('train'), so the data and the "
-           "sequence length to evaluate on are unknown");
+  SP_CHECK_INPUT(m.is_object(), "checkpoint ", step_dir, ": ", path, " is not a JSON object");
+  SP_CHECK_INPUT(m.contains("train") && m["train"].is_object(), "checkpoint ", step_dir,
+                 ": its manifest records no training configuration ('train'), so the data and the "
+                 "sequence length to evaluate on are unknown");
   if (step) *step = m.value("step", int64_t(-1));
   return m["train"];
 }
@@ -150,9 +151,9 @@ void load_weights(Model& model, const Checkpoint& ck, const ModelConfig& mc) {
   for (const auto& t : ck.weights) by_name[t.name] = &t;
   for (const ParamSpec& s : model.specs()) {
     auto it = by_name.find(s.name);
-    SP_CHECK(it != by_name.end(), "checkpoint ", ck.dir, " has no tensor '", s.name, "'");
-    SP_CHECK(it->second->shape == s.global_shape, "checkpoint ", ck.dir, ": tensor '", s.name,
-             "' has another shape than the model's");
+    SP_CHECK_INPUT(it != by_name.end(), "checkpoint ", ck.dir, " has no tensor '", s.name, "'");
+    SP_CHECK_INPUT(it->second->shape == s.global_shape, "checkpoint ", ck.dir, ": tensor '", s.name,
+                   "' has another shape than the model's");
     shard_from_global(s, it->second->data.data(), model.params() + s.offset);
   }
 }

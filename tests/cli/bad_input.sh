@@ -82,5 +82,28 @@ size_before=$(stat -c %s "$f")
 expect corrupt-checkpoint 1 "corrupt" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 4 --resume
 if [ "$(stat -c %s "$f")" = "$size_before" ]; then echo "ok   corrupt checkpoint left as it was"; passes=$((passes + 1)); else echo "FAIL corrupt checkpoint was modified"; fails=$((fails + 1)); fi
 
+# An error about the user's files or choices is for the user: the message names the file
+# and the problem, never a source file or line of seqpar (those are for failed invariants).
+# expect_no_source NAME EXIT_CODE PATTERN -- command...
+expect_no_source() {
+  local name=$1 code=$2 pattern=$3
+  shift 4
+  local out rc
+  out=$("$@" 2>&1)
+  rc=$?
+  if [ "$rc" = "$code" ] && grep -q -- "$pattern" <<<"$out" && ! grep -q -e "/src/" -e "\.cpp:" -e "\.hpp:" <<<"$out"; then
+    echo "ok   $name"; passes=$((passes + 1))
+  else
+    echo "FAIL $name: exit $rc (expected $code), '$pattern' expected, no source location"; echo "$out" | head -20; fails=$((fails + 1))
+  fi
+}
+expect_no_source missing-data-no-source 1 "data file '$tmp/nope.txt' does not exist" -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/nope.txt"
+printf 'SEQPTOKS\001\000\000\000' > "$tmp/cut.tok"
+expect_no_source corrupt-token-file-no-source 1 "token file '$tmp/cut.tok' is truncated" -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/cut.tok"
+expect_no_source missing-token-file-no-source 1 "token file '$tmp/nope.tok' does not exist" -- "$bin" tokenize info --input "$tmp/nope.tok"
+expect_no_source corrupt-token-file-info-no-source 1 "token file '$tmp/cut.tok' is truncated" -- "$bin" tokenize info --input "$tmp/cut.tok"
+expect_no_source corrupt-checkpoint-no-source 1 "is corrupt" -- "$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 4 --resume
+expect_no_source usage-no-source 2 "not divisible by heads" -- "$bin" train "${common[@]}" --dim 30 --heads 4
+
 echo "$passes passed, $fails failed"
 [ $fails = 0 ]
