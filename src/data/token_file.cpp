@@ -10,6 +10,7 @@
 #include <filesystem>
 
 #include "core/check.hpp"
+#include "core/hash.hpp"
 
 namespace seqpar {
 

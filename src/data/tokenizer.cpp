@@ -7,6 +7,7 @@
 
 #include "core/check.hpp"
 #include "core/file.hpp"
+#include "core/hash.hpp"
 
 namespace seqpar {
 namespace {

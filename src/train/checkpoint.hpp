@@ -41,7 +41,7 @@ struct NamedTensor {
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 // Validates header length, JSON, dtype, shapes against offsets, offsets within the file,
-// and no overlap; throws seqpar::Error naming the file and the problem.
+// and no overlap; throws seqpar::InputError naming the file and the problem.
 // Tensors come back in data-offset order (the order write_safetensors was given them).
 // The data section must be covered exactly: no gaps, no overlap, no trailing bytes.
 std::vector<NamedTensor> read_safetensors(const std::string& path);
