@@ -80,7 +80,7 @@ std::vector<uint64_t> document_starts(std::string_view text, DocSplit split,
   if (resolved) *resolved = split;
   if (text.empty()) return starts;
   SP_CHECK_INPUT(split != DocSplit::kjv_chapter || first_is_verse,
-                 "--doc-split kjv-chapter: the first ", "line of ", name,
+                 "--doc-split kjv-chapter: the first line of ", name,
                  " does not start with a verse reference like 'Ge1:1 ' (got '",
                  line_at(text, 0).substr(0, 40), "')");
   starts.push_back(0);
