@@ -173,8 +173,8 @@ void write_file_atomic(const std::string& path, std::string_view bytes, Symlinks
   w.commit();
 }
 
-uint64_t fnv1a64_file(const std::string& path) {
-  Fd fd = open_checked(path, O_RDONLY);
+uint64_t fnv1a64_file(const std::string& path, Symlinks links) {
+  Fd fd = open_checked(path, O_RDONLY, 0, links);
   std::vector<char> buf(1 << 20);
   Fnv1a64 h;
   for (;;) {

@@ -80,7 +80,7 @@ std::string read_regular_file(const std::string& path, const std::string& what);
 void write_file_atomic(const std::string& path, std::string_view bytes,
                        Symlinks links = Symlinks::follow);
 // FNV-1a 64 of a whole file, read in chunks.
-uint64_t fnv1a64_file(const std::string& path);
+uint64_t fnv1a64_file(const std::string& path, Symlinks links = Symlinks::follow);
 
 // Read-only shared mapping of a whole regular file: many processes on one node that map
 // the same file share its pages in the page cache, and pages are read on first touch.

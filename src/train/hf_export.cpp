@@ -37,8 +37,11 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
       ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object()));
   SP_CHECK_USAGE(cfg.llama(), "checkpoint ", ck.dir, " holds a '", model_kind_name(cfg.kind),
                  "' model; the Hugging Face export is for llama models (--arch llama)");
+  // The tokenizer is read once: the bytes whose hash is checked are the bytes copied.
+  std::string tokenizer_bytes;
   if (!tokenizer.empty()) {
-    const uint64_t h = fnv1a64_file(tokenizer);
+    tokenizer_bytes = read_file(tokenizer);
+    const uint64_t h = fnv1a64(tokenizer_bytes.data(), tokenizer_bytes.size());
     SP_CHECK_USAGE(h == cfg.tokenizer_hash, "tokenizer ", tokenizer, " (fnv1a64 ", hash_hex(h),
                    ") is not the one the model was trained with (", hash_hex(cfg.tokenizer_hash),
                    ")");
@@ -121,11 +124,8 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
       {"seqpar_tokenizer_fnv1a64", cfg.tokenizer_hash}};
   if (window > 0) hf["sliding_window"] = window;
   write_file_atomic((fs::path(out_dir) / "config.json").string(), hf.dump(2) + "\n");
-  if (!tokenizer.empty()) {
-    fs::copy_file(tokenizer, fs::path(out_dir) / "tokenizer.model",
-                  fs::copy_options::overwrite_existing, ec);
-    SP_CHECK_INPUT(!ec, "cannot copy ", tokenizer, " to ", out_dir, ": ", ec.message());
-  }
+  if (!tokenizer.empty())
+    write_file_atomic((fs::path(out_dir) / "tokenizer.model").string(), tokenizer_bytes);
   return "exported " + ck.dir + " (step " + std::to_string(ck.step) + ") to " + out_dir;
 }
 
