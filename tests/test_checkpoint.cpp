@@ -104,7 +104,8 @@ TEST_F(CheckpointTest, FileHashMatchesInMemoryHashAcrossChunks) {
   for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 131 + (i >> 11));
   spit(dir_ / "big.bin", big);
   EXPECT_EQ(fnv1a64_file((dir_ / "big.bin").string()), fnv1a64(big.data(), big.size()));
-  expect_error([&] { fnv1a64_file((dir_ / "nope").string()); }, {"nope", "No such file"});
+  expect_error<InputError>([&] { fnv1a64_file((dir_ / "nope").string()); },
+                           {"nope", "No such file"});
 }
 
 TEST_F(CheckpointTest, WriteFileAtomicReplacesAndLeavesNoTemp) {
@@ -113,8 +114,8 @@ TEST_F(CheckpointTest, WriteFileAtomicReplacesAndLeavesNoTemp) {
   write_file_atomic(p, "second\n");
   EXPECT_EQ(slurp(p), "second\n");
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);
-  expect_error([&] { write_file_atomic((dir_ / "no_dir" / "f").string(), "x"); },
-               {"no_dir", "No such file or directory"});
+  expect_error<InputError>([&] { write_file_atomic((dir_ / "no_dir" / "f").string(), "x"); },
+                           {"no_dir", "No such file or directory"});
 }
 
 // ---- safetensors ----------------------------------------------------------------------
@@ -178,14 +179,14 @@ TEST_F(CheckpointTest, SafetensorsReaderRefusesDamage) {
   std::string p = (dir_ / "bad.safetensors").string();
   auto refuse = [&](const std::string& bytes, std::initializer_list<std::string> words) {
     spit(p, bytes);
-    expect_error([&] { read_safetensors(p); }, words);
+    expect_error<InputError>([&] { read_safetensors(p); }, words);
   };
   // Sanity: the well-formed variant the damaged ones are made from is accepted.
   spit(p, safetensors_bytes("{" + ok_entry + "}", data8));
   ASSERT_EQ(read_safetensors(p).size(), 1u);
 
-  expect_error([&] { read_safetensors((dir_ / "missing.safetensors").string()); },
-               {"missing.safetensors", "No such file"});
+  expect_error<InputError>([&] { read_safetensors((dir_ / "missing.safetensors").string()); },
+                           {"missing.safetensors", "No such file"});
   refuse("abc", {"bad.safetensors", "too short", "3 bytes"});
   refuse(le64(~0ull) + "{}      ", {"bad.safetensors", "header length", "larger than the file"});
   refuse(le64(1000) + "{}      ", {"header length 1000", "larger than the file"});
@@ -282,7 +283,8 @@ TEST_F(CheckpointTest, LatestPointsAtNewestSaveAndOldOnesStay) {
 TEST_F(CheckpointTest, SaveOverExistingStepIsRefusedAndLeavesItIntact) {
   save(5, 1);
   const std::string before = slurp(dir_ / "step_00000005" / "model.safetensors");
-  expect_error([&] { save(5, 2); }, {"step_00000005", "already exists", "never written over"});
+  expect_error<InputError>([&] { save(5, 2); },
+                           {"step_00000005", "already exists", "never written over"});
   EXPECT_EQ(slurp(dir_ / "step_00000005" / "model.safetensors"), before);
   Checkpoint ck = load_checkpoint(dir_.string());
   expect_same_tensors(ck.weights, weights(1));
@@ -344,8 +346,8 @@ TEST_F(CheckpointTest, TruncatedModelIsCorrupt) {
   fs::resize_file(m, size - 5);
   std::string want = "model.safetensors has " + std::to_string(size - 5) +
                      " bytes, manifest says " + std::to_string(size);
-  expect_error([&] { load_checkpoint(dir_.string()); }, {"corrupt", d, want});
-  expect_error([&] { load_checkpoint(d); }, {"corrupt", want});
+  expect_error<InputError>([&] { load_checkpoint(dir_.string()); }, {"corrupt", d, want});
+  expect_error<InputError>([&] { load_checkpoint(d); }, {"corrupt", want});
 }
 
 TEST_F(CheckpointTest, FlippedByteFailsHashCheck) {
@@ -354,21 +356,22 @@ TEST_F(CheckpointTest, FlippedByteFailsHashCheck) {
   std::string bytes = slurp(m);
   bytes[bytes.size() - 3] ^= 0x10;  // inside the data, size unchanged
   spit(m, bytes);
-  expect_error([&] { load_checkpoint(dir_.string()); },
-               {"corrupt", "optimizer.safetensors", "hash", "manifest says"});
+  expect_error<InputError>([&] { load_checkpoint(dir_.string()); },
+                           {"corrupt", "optimizer.safetensors", "hash", "manifest says"});
 }
 
 TEST_F(CheckpointTest, MissingManifestIsIncomplete) {
   std::string d = save(3, 1);
   fs::remove(fs::path(d) / "manifest.json");
-  expect_error([&] { load_checkpoint(d); }, {d, "incomplete", "manifest.json missing"});
-  expect_error([&] { load_checkpoint(dir_.string()); }, {"incomplete", "manifest.json missing"});
+  expect_error<InputError>([&] { load_checkpoint(d); }, {d, "incomplete", "manifest.json missing"});
+  expect_error<InputError>([&] { load_checkpoint(dir_.string()); },
+                           {"incomplete", "manifest.json missing"});
 }
 
 TEST_F(CheckpointTest, MissingListedFileIsCorrupt) {
   std::string d = save(3, 1);
   fs::remove(fs::path(d) / "state.json");
-  expect_error([&] { load_checkpoint(d); }, {"corrupt", "state.json"});
+  expect_error<InputError>([&] { load_checkpoint(d); }, {"corrupt", "state.json"});
 }
 
 TEST_F(CheckpointTest, UnsupportedFormatVersionSaysWhichIsSupported) {
@@ -377,7 +380,7 @@ TEST_F(CheckpointTest, UnsupportedFormatVersionSaysWhichIsSupported) {
   auto m = nlohmann::json::parse(slurp(mp));
   m["format_version"] = 2;
   spit(mp, m.dump());
-  expect_error(
+  expect_error<InputError>(
       [&] { load_checkpoint(d); },
       {"format_version 2", "supports format_version " + std::to_string(kCheckpointFormatVersion)});
 }
@@ -397,22 +400,22 @@ TEST_F(CheckpointTest, BadSafetensorsWithConsistentManifestIsStillRefused) {
                 static_cast<unsigned long long>(fnv1a64(bad.data(), bad.size())));
   m["files"]["model.safetensors"] = {{"bytes", bad.size()}, {"fnv1a64", hex}};
   spit(mp, m.dump());
-  expect_error([&] { load_checkpoint(dir_.string()); },
-               {"model.safetensors", "unsupported dtype", "BF16"});
+  expect_error<InputError>([&] { load_checkpoint(dir_.string()); },
+                           {"model.safetensors", "unsupported dtype", "BF16"});
 }
 
 TEST_F(CheckpointTest, MissingOrEmptyPathsSayThereIsNoCheckpoint) {
-  expect_error([&] { load_checkpoint((dir_ / "nowhere").string()); },
-               {"no checkpoint at", "nowhere", "does not exist"});
-  expect_error([&] { load_checkpoint(dir_.string()); },
-               {"no checkpoint at", "no 'latest' file and no manifest.json"});
+  expect_error<InputError>([&] { load_checkpoint((dir_ / "nowhere").string()); },
+                           {"no checkpoint at", "nowhere", "does not exist"});
+  expect_error<InputError>([&] { load_checkpoint(dir_.string()); },
+                           {"no checkpoint at", "no 'latest' file and no manifest.json"});
   EXPECT_FALSE(has_checkpoint((dir_ / "nowhere").string()));
   spit(dir_ / "latest", "step_00000099\n");
   EXPECT_TRUE(has_checkpoint(dir_.string()));
-  expect_error([&] { load_checkpoint(dir_.string()); },
-               {"'latest' names step_00000099", "does not exist"});
+  expect_error<InputError>([&] { load_checkpoint(dir_.string()); },
+                           {"'latest' names step_00000099", "does not exist"});
   spit(dir_ / "latest", "../../etc\n");
-  expect_error([&] { load_checkpoint(dir_.string()); }, {"not a step directory name"});
+  expect_error<InputError>([&] { load_checkpoint(dir_.string()); }, {"not a step directory name"});
 }
 
 }  // namespace

@@ -1,26 +1,212 @@
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
 #include <cmath>
+#include <filesystem>
+#include <regex>
 #include <set>
+#include <typeinfo>
 
 #include "core/arena.hpp"
 #include "core/check.hpp"
+#include "core/file.hpp"
+#include "core/hash.hpp"
 #include "core/memory.hpp"
 #include "core/rng.hpp"
 #include "core/tensor.hpp"
+#include "test_util.hpp"
 
 using namespace seqpar;
+namespace fs = std::filesystem;
 
-TEST(Check, ThrowsWithFileLineAndMessage) {
+// The message of the exception `fn` throws, which must be exactly an E (not a subclass
+// or a sibling: the command line picks its exit code and its audience by the type).
+template <class E, class Fn>
+std::string message_of(Fn fn) {
   try {
-    int T = 7;
-    SP_CHECK(T == 8, "q has ", T, " rows, expected T=", 8);
-    FAIL() << "no throw";
-  } catch (const Error& e) {
-    std::string m = e.what();
-    EXPECT_NE(m.find("test_core.cpp:"), std::string::npos) << m;
-    EXPECT_NE(m.find("q has 7 rows, expected T=8"), std::string::npos) << m;
+    fn();
+  } catch (const std::exception& e) {
+    EXPECT_EQ(typeid(e), typeid(E)) << e.what();
+    return e.what();
   }
+  ADD_FAILURE() << "no exception";
+  return "";
+}
+
+// A bug: SP_CHECK names where, relative to the repository (the build maps the source root
+// away), so the message is the same on every machine and says nothing of the build path.
+TEST(Check, InvariantNamesTheSourceRelativeToTheRepository) {
+  int T = 7;
+  const std::string m =
+      message_of<Error>([&] { SP_CHECK(T == 8, "q has ", T, " rows, expected T=", 8); });
+  EXPECT_TRUE(
+      std::regex_match(m, std::regex(R"(tests/test_core\.cpp:[0-9]+: q has 7 rows, expected T=8)")))
+      << m;
+  EXPECT_EQ(message_of<Error>([] { SP_FAIL("x"); }).rfind("tests/test_core.cpp:", 0), 0u);
+  // Library code: a failed invariant inside src/ says src/...:line.
+  Arena a;
+  const std::string lib = message_of<Error>([&] { a.release(reinterpret_cast<void*>(0x1234)); });
+  EXPECT_EQ(lib.rfind("src/core/arena.cpp:", 0), 0u) << lib;
+  EXPECT_EQ(lib.find(SEQPAR_SOURCE_DIR), std::string::npos) << lib;
+  // Without a message, the condition is the message.
+  const std::string bare = message_of<Error>([&] { SP_CHECK(T == 8); });
+  EXPECT_EQ(bare.rfind("tests/test_core.cpp:", 0), 0u) << bare;
+  EXPECT_TRUE(bare.ends_with(": check failed: T == 8")) << bare;
+}
+
+// For the user: a usage error and an input error carry their message only.
+TEST(Check, UsageAndInputErrorsCarryNoSourceLocation) {
+  const int T = 7;
+  EXPECT_EQ(message_of<UsageError>([&] { SP_CHECK_USAGE(T == 8, "--seq-len ", T, " is odd"); }),
+            "--seq-len 7 is odd");
+  EXPECT_EQ(message_of<UsageError>([] { SP_FAIL_USAGE("bad flag"); }), "bad flag");
+  EXPECT_EQ(message_of<InputError>([&] { SP_CHECK_INPUT(T == 8, "file 'f' has ", T, " bytes"); }),
+            "file 'f' has 7 bytes");
+  EXPECT_EQ(message_of<InputError>([] { SP_FAIL_INPUT("corrupt"); }), "corrupt");
+  EXPECT_EQ(message_of<InputError>([&] { SP_CHECK_INPUT(T == 8); }), "check failed: T == 8");
+  // An input error is an Error (the command line exits 1), not a usage error (exit 2).
+  try {
+    SP_FAIL_INPUT("corrupt");
+  } catch (const UsageError&) {
+    ADD_FAILURE() << "an InputError caught as a UsageError";
+  } catch (const Error& e) {
+    EXPECT_EQ(std::string(e.what()), "corrupt");
+  }
+  // Library code: a missing file is an input error naming the file, not the source.
+  const std::string m = message_of<InputError>([] { read_file("/nonexistent/seqpar_x"); });
+  EXPECT_NE(m.find("/nonexistent/seqpar_x"), std::string::npos) << m;
+  EXPECT_EQ(m.find("src/"), std::string::npos) << m;
+  EXPECT_EQ(m.find(".cpp:"), std::string::npos) << m;
+}
+
+TEST(Check, EveryKindStartsWithTheRank) {
+  const int saved = error_rank();
+  error_rank() = 3;
+  const std::string usage = message_of<UsageError>([] { SP_FAIL_USAGE("u"); });
+  const std::string input = message_of<InputError>([] { SP_FAIL_INPUT("i"); });
+  const std::string bug = message_of<Error>([] { SP_FAIL("b"); });
+  error_rank() = saved;
+  EXPECT_EQ(usage, "[rank 3] u");
+  EXPECT_EQ(input, "[rank 3] i");
+  EXPECT_EQ(bug.rfind("[rank 3] tests/test_core.cpp:", 0), 0u) << bug;
+}
+
+// ---- core/hash.hpp, core/file.hpp -----------------------------------------------------
+
+TEST(Hash, IncrementalEqualsOneShotAndHexRoundTrips) {
+  const std::string s = "the quick brown fox";
+  Fnv1a64 h;
+  h.update(s.data(), 4);
+  h.update(s.data() + 4, 0);
+  h.update(s.data() + 4, s.size() - 4);
+  EXPECT_EQ(h.value(), fnv1a64(s.data(), s.size()));
+  EXPECT_EQ(Fnv1a64().value(), kFnv1a64Basis);
+  EXPECT_EQ(hash_hex(0x1), "0000000000000001");
+  EXPECT_EQ(hash_hex(0xaf63dc4c8601ec8cull), "af63dc4c8601ec8c");  // fnv1a64("a")
+  EXPECT_EQ(hash_hex(~0ull), "ffffffffffffffff");
+  uint64_t v = 0;
+  EXPECT_TRUE(parse_hash_hex(hash_hex(0x85944171f73967e8ull), &v));
+  EXPECT_EQ(v, 0x85944171f73967e8ull);
+  EXPECT_TRUE(parse_hash_hex("AB", &v));
+  EXPECT_EQ(v, 0xabu);
+  for (const char* bad : {"", "0x12", "12 ", "-1", "g", "10000000000000000"})
+    EXPECT_FALSE(parse_hash_hex(bad, &v)) << bad;
+  EXPECT_EQ(v, 0xabu);  // untouched by a refusal
+}
+
+class FileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/seqpar_test_file_XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+  std::string at(const char* name) const { return (dir_ / name).string(); }
+  fs::path dir_;
+};
+
+TEST_F(FileTest, WholeFilesRoundTripAndMissingOnesAreInputErrors) {
+  std::string bytes("a\0b\n", 4);
+  bytes += std::string(1 << 20, 'x');  // past any single read
+  write_file_atomic(at("f"), bytes);
+  EXPECT_EQ(read_file(at("f")), bytes);
+  EXPECT_EQ(fnv1a64_file(at("f")), fnv1a64(bytes.data(), bytes.size()));
+  write_file_atomic(at("f"), "");
+  EXPECT_EQ(read_file(at("f")), "");
+  EXPECT_EQ(std::distance(fs::directory_iterator(dir_), fs::directory_iterator()), 1);  // no temp
+  test::expect_error<InputError>([&] { read_file(at("nope")); }, {"open(", "nope", "No such file"});
+  test::expect_error<InputError>([&] { read_regular_file(at("nope"), "data file"); },
+                                 {"data file '", "nope' does not exist"});
+  test::expect_error<InputError>([&] { read_regular_file(dir_.string(), "data file"); },
+                                 {"is a directory"});
+  test::expect_error<InputError>([&] { fnv1a64_file(at("nope")); }, {"nope", "No such file"});
+}
+
+TEST_F(FileTest, PreadAllRefusesAShortFile) {
+  write_file_atomic(at("f"), "12345");
+  Fd fd = open_checked(at("f"), O_RDONLY);
+  EXPECT_EQ(file_size(fd.get(), at("f")), 5u);
+  char buf[4];
+  pread_all(fd.get(), buf, 3, 2, at("f"));
+  EXPECT_EQ(std::string(buf, 3), "345");
+  test::expect_error<InputError>([&] { pread_all(fd.get(), buf, 4, 2, at("f")); },
+                                 {"unexpected end of file at byte 5"});
+  fd.close_checked(at("f"));
+  EXPECT_FALSE(fd.is_open());
+}
+
+TEST_F(FileTest, AtomicWriterLeavesTheOldFileUntilCommit) {
+  write_file_atomic(at("f"), "old");
+  {
+    AtomicFileWriter w(at("f"));
+    w.write("new!", 4);
+    w.write_at(0, "N", 1);
+    EXPECT_EQ(w.bytes_written(), 4u);
+    EXPECT_EQ(read_file(at("f")), "old");
+    EXPECT_TRUE(fs::exists(temp_path(at("f"))));
+    // Misuse is a bug, not an input error.
+    test::expect_error([&] { w.write_at(9, "x", 1); }, {"leaves a hole"});
+  }  // not committed: the temp file goes, the old file stays
+  EXPECT_EQ(read_file(at("f")), "old");
+  EXPECT_FALSE(fs::exists(temp_path(at("f"))));
+  AtomicFileWriter w(at("f"));
+  w.write("new!", 4);
+  w.write_at(0, "N", 1);
+  w.commit();
+  EXPECT_EQ(read_file(at("f")), "New!");
+  test::expect_error([&] { w.commit(); }, {"committed twice"});
+}
+
+TEST_F(FileTest, SymlinksCanBeRefused) {
+  write_file_atomic(at("target"), "secret");
+  fs::create_symlink(at("target"), at("link"));
+  EXPECT_EQ(read_file(at("link")), "secret");  // followed by default
+  test::expect_error<InputError>([&] { read_file(at("link"), Symlinks::refuse); },
+                                 {"link", "is a symbolic link"});
+  // A link planted under the writer's temp name cannot redirect the write to its target.
+  fs::create_symlink(at("target"), temp_path(at("out")));
+  test::expect_error<InputError>(
+      [&] { write_file_atomic(at("out"), "overwritten", Symlinks::refuse); },
+      {"is a symbolic link"});
+  EXPECT_EQ(read_file(at("target")), "secret");
+}
+
+TEST_F(FileTest, RenameNoReplaceNeverWritesOver) {
+  write_file_atomic(at("a"), "A");
+  write_file_atomic(at("b"), "B");
+  EXPECT_FALSE(rename_no_replace(at("a"), at("b")));
+  EXPECT_EQ(read_file(at("b")), "B");
+  EXPECT_TRUE(rename_no_replace(at("a"), at("c")));
+  EXPECT_EQ(read_file(at("c")), "A");
+  EXPECT_FALSE(fs::exists(at("a")));
+  rename_file(at("c"), at("b"));  // plain rename replaces
+  EXPECT_EQ(read_file(at("b")), "A");
+  test::expect_error<InputError>([&] { rename_file(at("a"), at("d")); }, {"rename(", "a"});
+  EXPECT_EQ(parent_dir("x"), ".");
+  EXPECT_EQ(parent_dir("/p/q/x"), "/p/q");
+  fsync_dir(dir_.string());
 }
 
 TEST(Arena, CountsCurrentAndPeakPerCategory) {

@@ -207,20 +207,20 @@ class TokenFileCorruption : public TokenFileTest {
     std::string b = good_;
     damage(b);
     spit(path_, b);
-    expect_error([&] { TokenFile f(path_); }, words);
+    expect_error<InputError>([&] { TokenFile f(path_); }, words);
   }
   std::string good_, path_;
 };
 
 TEST_F(TokenFileCorruption, WrongMagic) {
   spit(path_, "Ge1:1 In the beginning God created the heaven and the earth.\n");
-  expect_error([&] { TokenFile f(path_); },
-               {"bad.tok", "is not a seqpar token file", "\"Ge1:1 In\"", "SEQPTOKS"});
+  expect_error<InputError>([&] { TokenFile f(path_); },
+                           {"bad.tok", "is not a seqpar token file", "\"Ge1:1 In\"", "SEQPTOKS"});
   expect_refused([](std::string& b) { b[3] = 'X'; }, {"bad.tok", "SEQXTOKS", "SEQPTOKS"});
   spit(path_, std::string("\x00\x01", 2));
-  expect_error([&] { TokenFile f(path_); }, {"\\x00\\x01"});
+  expect_error<InputError>([&] { TokenFile f(path_); }, {"\\x00\\x01"});
   spit(path_, "");
-  expect_error([&] { TokenFile f(path_); }, {"bad.tok", "not a seqpar token file"});
+  expect_error<InputError>([&] { TokenFile f(path_); }, {"bad.tok", "not a seqpar token file"});
 }
 
 TEST_F(TokenFileCorruption, WrongVersion) {
@@ -282,7 +282,8 @@ TEST_F(TokenFileCorruption, TokenOutOfVocabulary) {
   std::vector<int32_t> out(9);
   f.read(0, 4, out.data());
   f.read(5, 4, out.data());
-  expect_error([&] { f.read(2, 5, out.data()); }, {"bad.tok", "token 4", "is 1000", "V=1000"});
+  expect_error<InputError>([&] { f.read(2, 5, out.data()); },
+                           {"bad.tok", "token 4", "is 1000", "V=1000"});
 }
 
 TEST_F(TokenFileCorruption, DocumentTable) {
@@ -316,17 +317,18 @@ TEST_F(TokenFileCorruption, TokenizerAndModelChecks) {
   spit(path_, good_);
   TokenFile f(path_);
   f.check_tokenizer(0x1234, "tokenizer 'a.model'");
-  expect_error([&] { f.check_tokenizer(0xabcd, "tokenizer 'b.model'"); },
-               {"bad.tok", "0000000000001234", "tokenizer 'b.model'", "000000000000abcd",
-                "seqpar tokenize encode"});
+  expect_error<InputError>([&] { f.check_tokenizer(0xabcd, "tokenizer 'b.model'"); },
+                           {"bad.tok", "0000000000001234", "tokenizer 'b.model'",
+                            "000000000000abcd", "seqpar tokenize encode"});
   f.check_vocab(1000);
   f.check_vocab(1024);  // a padded embedding
-  expect_error([&] { f.check_vocab(512); }, {"bad.tok", "V=1000", "vocabulary of 512"});
+  expect_error<InputError>([&] { f.check_vocab(512); }, {"bad.tok", "V=1000", "vocabulary of 512"});
 }
 
 TEST_F(TokenFileCorruption, MissingOrNotAFile) {
-  expect_error([&] { TokenFile f((dir_ / "nope.tok").string()); }, {"nope.tok", "does not exist"});
-  expect_error([&] { TokenFile f(dir_.string()); }, {"is a directory"});
+  expect_error<InputError>([&] { TokenFile f((dir_ / "nope.tok").string()); },
+                           {"nope.tok", "does not exist"});
+  expect_error<InputError>([&] { TokenFile f(dir_.string()); }, {"is a directory"});
 }
 
 }  // namespace

@@ -114,22 +114,22 @@ TEST_F(TokenizerTest, LineByLineEqualsWhole) {
 }
 
 TEST_F(TokenizerTest, Errors) {
-  expect_error([&] { Tokenizer t((dir_ / "nope.model").string()); },
-               {"tokenizer model", "nope.model", "does not exist"});
-  expect_error([&] { Tokenizer t((dir_ / "train.txt").string()); },
-               {"train.txt", "is not a SentencePiece model"});
+  expect_error<InputError>([&] { Tokenizer t((dir_ / "nope.model").string()); },
+                           {"tokenizer model", "nope.model", "does not exist"});
+  expect_error<InputError>([&] { Tokenizer t((dir_ / "train.txt").string()); },
+                           {"train.txt", "is not a SentencePiece model"});
   TokenizerTrainOptions o;
   o.vocab_size = 259;
   expect_error([&] { train_tokenizer((dir_ / "train.txt").string(), "x.model", o); },
                {"vocabulary size 259 is too small"});
   spit(dir_ / "tiny.txt", "a few words only\n");
   o.vocab_size = 5000;
-  expect_error(
+  expect_error<InputError>(
       [&] { train_tokenizer((dir_ / "tiny.txt").string(), (dir_ / "t.model").string(), o); },
       {"tiny.txt", "vocabulary 5000", "failed"});
   EXPECT_FALSE(fs::exists(dir_ / "t.model"));
-  expect_error([&] { train_tokenizer((dir_ / "nope.txt").string(), "x.model", {}); },
-               {"nope.txt", "does not exist"});
+  expect_error<InputError>([&] { train_tokenizer((dir_ / "nope.txt").string(), "x.model", {}); },
+                           {"nope.txt", "does not exist"});
   Tokenizer t(model());
   const std::vector<int32_t> bad = {10, 500};
   expect_error([&] { t.decode(bad); }, {"token 1 is 500", "[0, 500)"});
@@ -166,8 +166,8 @@ TEST(DocumentSplit, KjvChapters) {
   EXPECT_EQ(text.substr(s[2], 6), "Exo2:1");
   EXPECT_EQ(text.substr(s[3], 6), "1Sm2:1");
   EXPECT_EQ(text.substr(s[4], 6), "1Sm3:1");
-  expect_error([&] { starts("Chapter one\nGe1:1 x\n", DocSplit::kjv_chapter); },
-               {"kjv-chapter", "first line of text", "Chapter one"});
+  expect_error<InputError>([&] { starts("Chapter one\nGe1:1 x\n", DocSplit::kjv_chapter); },
+                           {"kjv-chapter", "first line of text", "Chapter one"});
   EXPECT_EQ(parse_doc_split("kjv-chapter"), DocSplit::kjv_chapter);
   expect_error([&] { parse_doc_split("chapters"); }, {"'chapters'", "kjv-chapter"});
 }
@@ -226,7 +226,7 @@ TEST_F(TokenizerTest, DecodeRefusesAnotherTokenizer) {
   train_tokenizer((dir_ / "train.txt").string(), (dir_ / "other.model").string(), o);
   Tokenizer other((dir_ / "other.model").string());
   ASSERT_NE(other.hash(), t.hash());
-  expect_error(
+  expect_error<InputError>(
       [&] { decode_token_file(other, (dir_ / "small.tok").string(), (dir_ / "x.txt").string()); },
       {"small.tok", hash_hex(t.hash()), "other.model", hash_hex(other.hash())});
   EXPECT_FALSE(fs::exists(dir_ / "x.txt"));
@@ -234,12 +234,14 @@ TEST_F(TokenizerTest, DecodeRefusesAnotherTokenizer) {
 
 TEST_F(TokenizerTest, EncodeErrors) {
   Tokenizer t(model());
-  expect_error([&] { encode_text_file(t, (dir_ / "nope.txt").string(), "x.tok", DocSplit::none); },
-               {"text file", "nope.txt", "does not exist"});
+  expect_error<InputError>(
+      [&] { encode_text_file(t, (dir_ / "nope.txt").string(), "x.tok", DocSplit::none); },
+      {"text file", "nope.txt", "does not exist"});
   spit(dir_ / "empty.txt", "");
-  expect_error([&] { encode_text_file(t, (dir_ / "empty.txt").string(), "x.tok", DocSplit::none); },
-               {"empty.txt", "is empty"});
-  expect_error(
+  expect_error<InputError>(
+      [&] { encode_text_file(t, (dir_ / "empty.txt").string(), "x.tok", DocSplit::none); },
+      {"empty.txt", "is empty"});
+  expect_error<InputError>(
       [&] {
         encode_text_file(t, (dir_ / "train.txt").string(), (dir_ / "no_dir" / "x.tok").string(),
                          DocSplit::none);

@@ -1,21 +1,18 @@
 // seqpar generate: text from a checkpoint with a KV cache (infer/generate.hpp), the
 // prompt's prefill sequence-parallel under mpiexec.
-#include <omp.h>
-#include <unistd.h>
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <sstream>
 
 #include "cli/command.hpp"
 #include "cli/options.hpp"
 #include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "core/file.hpp"
+#include "core/hash.hpp"
 #include "core/memory.hpp"
 #include "core/threads.hpp"
 #include "data/tokenizer.hpp"
@@ -74,19 +71,7 @@ const OptionTable<GenerateArgs>& generate_options() {
   return rows;
 }
 
-std::string read_text(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  SP_CHECK_USAGE(f.good(), "prompt file '", path, "' cannot be opened");
-  std::stringstream s;
-  s << f.rdbuf();
-  return s.str();
-}
-
-std::string hex64(uint64_t h) {
-  char b[19];
-  std::snprintf(b, sizeof b, "0x%016llx", static_cast<unsigned long long>(h));
-  return b;
-}
+std::string hash_hex0x(uint64_t h) { return "0x" + hash_hex(h); }
 
 void write_out(const std::string& s) { std::cout << s << std::flush; }
 
@@ -101,9 +86,9 @@ Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
                              const std::string& text) {
   Loaded l;
   std::ifstream f(dir + "/manifest.json");
-  SP_CHECK(f.good(), "checkpoint ", dir, " has no readable manifest.json");
+  SP_CHECK_INPUT(f.good(), "checkpoint ", dir, " has no readable manifest.json");
   const nlohmann::json manifest = nlohmann::json::parse(f, nullptr, false);
-  SP_CHECK(manifest.is_object() && manifest.contains("model"), "checkpoint ", dir,
+  SP_CHECK_INPUT(manifest.is_object() && manifest.contains("model"), "checkpoint ", dir,
            ": manifest.json is not a seqpar manifest");
   l.model = ModelConfig::from_json(manifest["model"]);
   const ModelConfig& cfg = l.model;
@@ -111,7 +96,7 @@ Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
   if (cfg.tokenizer_hash != 0 && tpath.empty()) {
     const std::string data = manifest.value("train", nlohmann::json::object()).value("data", "");
     SP_CHECK_USAGE(data == "kjv-bpe8k", "checkpoint ", dir, " is a subword model (tokenizer ",
-                   "hash ", hex64(cfg.tokenizer_hash),
+                   "hash ", hash_hex0x(cfg.tokenizer_hash),
                    "): give its SentencePiece model with --tokenizer");
     tpath = token_file_path(data);
     tpath = tpath.substr(0, tpath.size() - 4) + ".model";
@@ -122,8 +107,8 @@ Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
   } else {
     l.tok = std::make_unique<Tokenizer>(tpath);
     SP_CHECK_USAGE(l.tok->hash() == cfg.tokenizer_hash, "tokenizer ", tpath, " (hash ",
-                   hex64(l.tok->hash()), ") is not the one the model of ", dir,
-                   " was trained with (hash ", hex64(cfg.tokenizer_hash), ")");
+                   hash_hex0x(l.tok->hash()), ") is not the one the model of ", dir,
+                   " was trained with (hash ", hash_hex0x(cfg.tokenizer_hash), ")");
   }
   if (l.tok)
     l.prompt = l.tok->encode(text);
@@ -169,7 +154,7 @@ class GenerateCommand : public Command {
                    " ranks, --tp ", mesh.tp, " × --sp ", mesh.sp, " = ", mesh.sp * mesh.tp);
     step_dir = resolve_checkpoint(checkpoint);
     // The prompt itself is compared by its hash: every rank must read the same text.
-    text = given_args.contains("prompt_file") ? read_text(args.prompt_file) : args.prompt;
+    text = given_args.contains("prompt_file") ? read_regular_file(args.prompt_file, "prompt file") : args.prompt;
     nlohmann::json j = options_to_json(generate_options(), args);
     j["mesh"] = mesh.all_to_json();
     j.erase("prompt");
@@ -252,8 +237,8 @@ int GenerateCommand::run(Comm& world) {
     gen.load_weights([&](const std::string& name,
                          const std::vector<int64_t>& shape) -> const std::vector<float>* {
       const SafetensorsReader::Entry* e = reader.find(name);
-      SP_CHECK(e, "checkpoint ", ck.dir, " has no tensor '", name, "'");
-      SP_CHECK(e->shape == shape, "checkpoint tensor '", name,
+      SP_CHECK_INPUT(e, "checkpoint ", ck.dir, " has no tensor '", name, "'");
+      SP_CHECK_INPUT(e->shape == shape, "checkpoint tensor '", name,
                "' has another shape than the model");
       buf.resize(size_t(e->numel()));
       reader.read(*e, 0, e->numel(), buf.data());

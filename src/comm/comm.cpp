@@ -548,7 +548,7 @@ void Comm::check_same(const std::string& what, int64_t value) {
   std::vector<int64_t> all(size_);
   SP_MPI("MPI_Allgather", MPI_Allgather(&value, 1, MPI_INT64_T, all.data(), 1, MPI_INT64_T, comm_));
   std::string msg = disagreement(what, all);
-  if (!msg.empty()) SP_FAIL(msg);
+  if (!msg.empty()) SP_FAIL_USAGE(msg);  // ranks given different settings
 }
 
 std::vector<std::string> Comm::allgather_strings(const std::string& value) {
@@ -577,7 +577,7 @@ std::vector<std::string> Comm::allgather_strings(const std::string& value) {
 
 void Comm::check_same(const std::string& what, const std::string& value) {
   std::string msg = disagreement(what, allgather_strings(value));
-  if (!msg.empty()) SP_FAIL(msg);
+  if (!msg.empty()) SP_FAIL_USAGE(msg);  // ranks given different settings
 }
 
 bool Comm::all_ok(bool ok) {

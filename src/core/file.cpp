@@ -16,77 +16,189 @@
 #include "core/check.hpp"
 
 namespace seqpar {
+namespace fs = std::filesystem;
+
 namespace {
 
 std::string errno_text(int e) { return std::system_category().message(e); }
 
-int open_checked(const std::string& path, int flags, mode_t mode = 0) {
+}  // namespace
+
+// ---- checked system calls -------------------------------------------------------------
+
+Fd& Fd::operator=(Fd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = std::exchange(o.fd_, -1);
+  }
+  return *this;
+}
+
+Fd::~Fd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+void Fd::close_checked(const std::string& path) {
+  const int fd = std::exchange(fd_, -1);
+  if (::close(fd) != 0) SP_FAIL_INPUT("close(", path, ") failed: ", errno_text(errno));
+}
+
+Fd open_checked(const std::string& path, int flags, mode_t mode, Symlinks links) {
+  if (links == Symlinks::refuse) flags |= O_NOFOLLOW;
   int fd;
   do {
     fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
   } while (fd < 0 && errno == EINTR);
-  if (fd < 0) SP_FAIL("open(", path, ") failed: ", errno_text(errno));
-  return fd;
+  if (fd >= 0) return Fd(fd);
+  const int e = errno;
+  // O_NOFOLLOW on a link fails with ELOOP, whose text ("Too many levels of symbolic
+  // links") does not say what happened.
+  if (e == ELOOP && links == Symlinks::refuse)
+    SP_FAIL_INPUT("open(", path, ") refused: it is a symbolic link");
+  SP_FAIL_INPUT("open(", path, ") failed: ", errno_text(e));
+}
+
+void write_all(int fd, const void* data, size_t n, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::write(fd, p, n);
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) SP_FAIL_INPUT("write(", path, ") failed: ", errno_text(errno));
+    if (w == 0) SP_FAIL_INPUT("write(", path, ") failed: ", errno_text(EIO));  // no progress
+    p += w;
+    n -= static_cast<size_t>(w);
+  }
+}
+
+void pwrite_all(int fd, const void* data, size_t n, uint64_t offset, const std::string& path) {
+  const char* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t w = ::pwrite(fd, p, n, static_cast<off_t>(offset));
+    if (w < 0 && errno == EINTR) continue;
+    if (w < 0) SP_FAIL_INPUT("write(", path, ") failed: ", errno_text(errno));
+    if (w == 0) SP_FAIL_INPUT("write(", path, ") failed: ", errno_text(EIO));  // no progress
+    p += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+}
+
+void pread_all(int fd, void* data, size_t n, uint64_t offset, const std::string& path) {
+  char* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) SP_FAIL_INPUT("read(", path, ") failed: ", errno_text(errno));
+    if (r == 0) SP_FAIL_INPUT("read(", path, "): unexpected end of file at byte ", offset);
+    p += r;
+    n -= static_cast<size_t>(r);
+    offset += static_cast<uint64_t>(r);
+  }
+}
+
+uint64_t file_size(int fd, const std::string& path) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) SP_FAIL_INPUT("fstat(", path, ") failed: ", errno_text(errno));
+  return static_cast<uint64_t>(st.st_size);
+}
+
+void fsync_file(int fd, const std::string& path) {
+  if (::fsync(fd) != 0) SP_FAIL_INPUT("fsync(", path, ") failed: ", errno_text(errno));
+}
+
+void fsync_dir(const std::string& dir) {
+  Fd fd = open_checked(dir, O_RDONLY | O_DIRECTORY);
+  fsync_file(fd.get(), dir);
+  fd.close_checked(dir);
+}
+
+std::string parent_dir(const std::string& path) {
+  std::string p = fs::path(path).parent_path().string();
+  return p.empty() ? "." : p;
+}
+
+void rename_file(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0)
+    SP_FAIL_INPUT("rename(", from, ", ", to, ") failed: ", errno_text(errno));
+}
+
+bool rename_no_replace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return true;
+  const int e = errno;
+  if (e == EEXIST) return false;
+  SP_CHECK_INPUT(e == EINVAL || e == ENOSYS || e == ENOTSUP, "renameat2(", from, ", ", to,
+                 ", RENAME_NOREPLACE) failed: ", errno_text(e));
+  // Filesystems without RENAME_NOREPLACE: check, then rename (not atomic: the caller's
+  // lock must keep other writers of `to` out).
+  std::error_code ec;
+  if (fs::exists(to, ec)) return false;
+  rename_file(from, to);
+  return true;
+}
+
+std::string temp_path(const std::string& path) {
+  return path + ".tmp." + std::to_string(static_cast<long long>(::getpid()));
+}
+
+// ---- whole files ----------------------------------------------------------------------
+
+std::string read_file(const std::string& path, Symlinks links) {
+  Fd fd = open_checked(path, O_RDONLY, 0, links);
+  std::string s(file_size(fd.get(), path), '\0');
+  pread_all(fd.get(), s.data(), s.size(), 0, path);
+  return s;
+}
+
+namespace {
+
+// Refuses what cannot be read as a whole file, with messages naming its role.
+void require_regular_file(const std::string& path, const std::string& what) {
+  std::error_code ec;
+  SP_CHECK_INPUT(fs::exists(path, ec), what, " '", path, "' does not exist");
+  SP_CHECK_INPUT(!fs::is_directory(path, ec), what, " '", path, "' is a directory");
+  SP_CHECK_INPUT(fs::is_regular_file(path, ec), what, " '", path,
+                 "' is not a regular file (a pipe or a device cannot be read as a whole)");
 }
 
 }  // namespace
 
-uint64_t fnv1a64(const void* data, size_t n, uint64_t h) {
-  const unsigned char* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
-  return h;
+std::string read_regular_file(const std::string& path, const std::string& what) {
+  require_regular_file(path, what);
+  return read_file(path);
 }
 
-uint64_t fnv1a64_file(const std::string& path) {
-  const int fd = open_checked(path, O_RDONLY);
+void write_file_atomic(const std::string& path, std::string_view bytes, Symlinks links) {
+  AtomicFileWriter w(path, links);
+  w.write(bytes.data(), bytes.size());
+  w.commit();
+}
+
+uint64_t fnv1a64_file(const std::string& path, Symlinks links) {
+  Fd fd = open_checked(path, O_RDONLY, 0, links);
   std::vector<char> buf(1 << 20);
-  uint64_t h = kFnv1a64Basis;
+  Fnv1a64 h;
   for (;;) {
-    ssize_t r = ::read(fd, buf.data(), buf.size());
+    const ssize_t r = ::read(fd.get(), buf.data(), buf.size());
     if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const int e = errno;
-      ::close(fd);
-      SP_FAIL("read(", path, ") failed: ", errno_text(e));
-    }
+    if (r < 0) SP_FAIL_INPUT("read(", path, ") failed: ", errno_text(errno));
     if (r == 0) break;
-    h = fnv1a64(buf.data(), static_cast<size_t>(r), h);
+    h.update(buf.data(), static_cast<size_t>(r));
   }
-  ::close(fd);
-  return h;
-}
-
-std::string hash_hex(uint64_t h) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  return h.value();
 }
 
 // ---- MappedFile ---------------------------------------------------------------------
 
 MappedFile::MappedFile(const std::string& path, const std::string& what) : path_(path) {
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  SP_CHECK(fs::exists(path, ec), what, " '", path, "' does not exist");
-  SP_CHECK(!fs::is_directory(path, ec), what, " '", path, "' is a directory");
-  SP_CHECK(fs::is_regular_file(path, ec), what, " '", path,
-           "' is not a regular file (a pipe or a device cannot be mapped)");
-  const int fd = open_checked(path, O_RDONLY);
-  struct stat st;
-  if (::fstat(fd, &st) != 0) {
-    const int e = errno;
-    ::close(fd);
-    SP_FAIL("fstat(", path, ") failed: ", errno_text(e));
-  }
-  size_ = static_cast<uint64_t>(st.st_size);
+  require_regular_file(path, what);
+  Fd fd = open_checked(path, O_RDONLY);
+  size_ = file_size(fd.get(), path);
   if (size_ > 0) {
-    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd, 0);
-    const int e = errno;
-    ::close(fd);  // the mapping keeps the file open
-    SP_CHECK(p != MAP_FAILED, "mmap(", path, ", ", size_, " bytes) failed: ", errno_text(e));
+    void* p = ::mmap(nullptr, size_, PROT_READ, MAP_SHARED, fd.get(), 0);
+    // The mapping keeps the file open; the descriptor closes on return.
+    SP_CHECK_INPUT(p != MAP_FAILED, "mmap(", path, ", ", size_,
+                   " bytes) failed: ", errno_text(errno));
     data_ = static_cast<const unsigned char*>(p);
-  } else {
-    ::close(fd);
   }
 }
 
@@ -115,52 +227,32 @@ void MappedFile::release() {
 
 // ---- AtomicFileWriter ---------------------------------------------------------------
 
-AtomicFileWriter::AtomicFileWriter(std::string path)
-    : path_(std::move(path)), tmp_(path_ + ".tmp." + std::to_string(::getpid())) {
-  fd_ = open_checked(tmp_, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-}
+AtomicFileWriter::AtomicFileWriter(std::string path, Symlinks links)
+    : path_(std::move(path)),
+      tmp_(temp_path(path_)),
+      fd_(open_checked(tmp_, O_WRONLY | O_CREAT | O_TRUNC, 0644, links)) {}
 
 AtomicFileWriter::~AtomicFileWriter() {
-  if (fd_ >= 0) ::close(fd_);
   if (!committed_) ::unlink(tmp_.c_str());
 }
 
 void AtomicFileWriter::write(const void* data, size_t n) { write_at(end_, data, n); }
 
 void AtomicFileWriter::write_at(uint64_t offset, const void* data, size_t n) {
-  SP_CHECK(fd_ >= 0, "write to '", path_, "' after commit");
+  SP_CHECK(fd_.is_open(), "write to '", path_, "' after commit");
   SP_CHECK(offset <= end_, "write at byte ", offset, " of '", tmp_, "' leaves a hole (it has ",
            end_, " bytes)");
-  const char* p = static_cast<const char*>(data);
-  uint64_t at = offset;
-  while (n > 0) {
-    ssize_t w = ::pwrite(fd_, p, n, static_cast<off_t>(at));
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) SP_FAIL("write(", tmp_, ") failed: ", errno_text(errno));
-    p += w;
-    n -= static_cast<size_t>(w);
-    at += static_cast<uint64_t>(w);
-  }
-  end_ = std::max(end_, at);
+  pwrite_all(fd_.get(), data, n, offset, tmp_);
+  end_ = std::max(end_, offset + n);
 }
 
 void AtomicFileWriter::commit() {
-  SP_CHECK(fd_ >= 0, "'", path_, "' committed twice");
-  if (::fsync(fd_) != 0) SP_FAIL("fsync(", tmp_, ") failed: ", errno_text(errno));
-  const int fd = std::exchange(fd_, -1);
-  // close can report a deferred write error.
-  if (::close(fd) != 0) SP_FAIL("close(", tmp_, ") failed: ", errno_text(errno));
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-    SP_FAIL("rename(", tmp_, ", ", path_, ") failed: ", errno_text(errno));
+  SP_CHECK(fd_.is_open(), "'", path_, "' committed twice");
+  fsync_file(fd_.get(), tmp_);
+  fd_.close_checked(tmp_);  // close can report a deferred write error
+  rename_file(tmp_, path_);
   committed_ = true;
-  // The rename is only durable once the directory holding the entry is synced.
-  const std::string parent = std::filesystem::path(path_).parent_path().string();
-  const std::string dir = parent.empty() ? std::string(".") : parent;
-  const int dfd = open_checked(dir, O_RDONLY | O_DIRECTORY);
-  const int rc = ::fsync(dfd);
-  const int e = errno;
-  ::close(dfd);
-  SP_CHECK(rc == 0, "fsync(", dir, ") failed: ", errno_text(e));
+  fsync_dir(parent_dir(path_));
 }
 
 }  // namespace seqpar

@@ -79,9 +79,10 @@ std::vector<uint64_t> document_starts(std::string_view text, DocSplit split,
     split = first_is_verse ? DocSplit::kjv_chapter : DocSplit::blank_line;
   if (resolved) *resolved = split;
   if (text.empty()) return starts;
-  SP_CHECK(split != DocSplit::kjv_chapter || first_is_verse, "--doc-split kjv-chapter: the first ",
-           "line of ", name, " does not start with a verse reference like 'Ge1:1 ' (got '",
-           line_at(text, 0).substr(0, 40), "')");
+  SP_CHECK_INPUT(split != DocSplit::kjv_chapter || first_is_verse,
+                 "--doc-split kjv-chapter: the first line of ", name,
+                 " does not start with a verse reference like 'Ge1:1 ' (got '",
+                 line_at(text, 0).substr(0, 40), "')");
   starts.push_back(0);
   if (split == DocSplit::none) return starts;
   std::string_view chapter = verse_chapter(line_at(text, 0));
@@ -109,10 +110,10 @@ EncodeStats encode_text_file(const Tokenizer& tok, const std::string& input,
                              const std::string& output, DocSplit split,
                              const std::function<void(const EncodeStats&)>& progress) {
   const auto t0 = Clock::now();
-  SP_CHECK(tok.eos_id() >= 0, "tokenizer '", tok.path(),
-           "' has no EOS piece to end documents with");
+  SP_CHECK_INPUT(tok.eos_id() >= 0, "tokenizer '", tok.path(),
+                 "' has no EOS piece to end documents with");
   MappedFile f(input, "text file");
-  SP_CHECK(f.size() > 0, "text file '", input, "' is empty: nothing to encode");
+  SP_CHECK_INPUT(f.size() > 0, "text file '", input, "' is empty: nothing to encode");
   const std::string_view text(reinterpret_cast<const char*>(f.data()), f.size());
   EncodeStats st;
   st.bytes_total = f.size();

@@ -1,14 +1,16 @@
 #include "data/token_file.hpp"
 
+#include <fcntl.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
 
 #include "core/check.hpp"
+#include "core/hash.hpp"
 
 namespace seqpar {
 
@@ -59,9 +61,13 @@ std::string shown_bytes(const unsigned char* p, size_t n) {
 bool is_token_file(const std::string& path) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return false;
-  std::ifstream f(path, std::ios::binary);
   char m[sizeof kMagic];
-  return f.read(m, sizeof m) && std::memcmp(m, kMagic, sizeof m) == 0;
+  try {
+    pread_all(open_checked(path, O_RDONLY).get(), m, sizeof m, 0, path);
+  } catch (const InputError&) {  // unreadable, or shorter than the magic
+    return false;
+  }
+  return std::memcmp(m, kMagic, sizeof m) == 0;
 }
 
 // ---- writer -------------------------------------------------------------------------
@@ -145,27 +151,28 @@ TokenFile::TokenFile(const std::string& path, Options opt) : map_(path, "token f
   const size_t shown = size_t(std::min<uint64_t>(size, sizeof kMagic));
   // A short file that starts like a token file is a truncated one; anything else is
   // not a token file at all (most likely a text file given where tokens were expected).
-  SP_CHECK(shown > 0 && std::memcmp(p, kMagic, shown) == 0, "'", path,
-           "' is not a seqpar token file: it starts with \"", shown_bytes(p, shown),
-           "\", expected the magic \"SEQPTOKS\" (token files are written by seqpar tokenize "
-           "encode)");
-  SP_CHECK(size >= kTokenFileHeaderBytes, "token file '", path, "' is truncated: ", size,
-           " bytes, shorter than its ", kTokenFileHeaderBytes, "-byte header");
+  SP_CHECK_INPUT(shown > 0 && std::memcmp(p, kMagic, shown) == 0, "'", path,
+                 "' is not a seqpar token file: it starts with \"", shown_bytes(p, shown),
+                 "\", expected the magic \"SEQPTOKS\" (token files are written by seqpar tokenize "
+                 "encode)");
+  SP_CHECK_INPUT(size >= kTokenFileHeaderBytes, "token file '", path, "' is truncated: ", size,
+                 " bytes, shorter than its ", kTokenFileHeaderBytes, "-byte header");
   Header h;
   std::memcpy(&h, p, sizeof h);
-  SP_CHECK(h.version == kTokenFileVersion, "token file '", path, "' has format version ", h.version,
-           "; this build reads version ", kTokenFileVersion);
-  SP_CHECK(h.header_hash == header_hash(h), "token file '", path,
-           "' has a corrupt header: it records hash ", hash_hex(h.header_hash),
-           ", its bytes hash to ", hash_hex(header_hash(h)));
-  SP_CHECK(h.vocab > 0, "token file '", path, "' has vocabulary size 0");
-  SP_CHECK(h.token_bytes == token_bytes_for_vocab(h.vocab), "token file '", path, "' stores ",
-           h.token_bytes, "-byte tokens for vocabulary size V=", h.vocab, ", expected ",
-           token_bytes_for_vocab(h.vocab), " (uint16 when V <= 65536, else uint32)");
-  SP_CHECK(h.eos >= -1 && int64_t(h.eos) < int64_t(h.vocab), "token file '", path, "' has EOS id ",
-           h.eos, ", outside the vocabulary [0, ", h.vocab, ") (-1 for none)");
-  SP_CHECK(h.reserved == 0, "token file '", path, "' has reserved header field ", h.reserved,
-           ", expected 0");
+  SP_CHECK_INPUT(h.version == kTokenFileVersion, "token file '", path, "' has format version ",
+                 h.version, "; this build reads version ", kTokenFileVersion);
+  SP_CHECK_INPUT(h.header_hash == header_hash(h), "token file '", path,
+                 "' has a corrupt header: it records hash ", hash_hex(h.header_hash),
+                 ", its bytes hash to ", hash_hex(header_hash(h)));
+  SP_CHECK_INPUT(h.vocab > 0, "token file '", path, "' has vocabulary size 0");
+  SP_CHECK_INPUT(h.token_bytes == token_bytes_for_vocab(h.vocab), "token file '", path, "' stores ",
+                 h.token_bytes, "-byte tokens for vocabulary size V=", h.vocab, ", expected ",
+                 token_bytes_for_vocab(h.vocab), " (uint16 when V <= 65536, else uint32)");
+  SP_CHECK_INPUT(h.eos >= -1 && int64_t(h.eos) < int64_t(h.vocab), "token file '", path,
+                 "' has EOS id ", h.eos, ", outside the vocabulary [0, ", h.vocab,
+                 ") (-1 for none)");
+  SP_CHECK_INPUT(h.reserved == 0, "token file '", path, "' has reserved header field ", h.reserved,
+                 ", expected 0");
   // Expected size, with every product and sum checked for overflow (a corrupt count
   // must not wrap around to a plausible size).
   uint64_t body = 0, table_bytes = 0, expected = 0, docs1 = 0;
@@ -175,14 +182,14 @@ TokenFile::TokenFile(const std::string& path, Options opt) : map_(path, "token f
       !__builtin_add_overflow(h.num_docs, uint64_t(1), &docs1) &&
       !__builtin_mul_overflow(docs1, uint64_t(8), &table_bytes) &&
       !__builtin_add_overflow(align8(kTokenFileHeaderBytes + body), table_bytes, &expected);
-  SP_CHECK(ok, "token file '", path, "' has impossible counts: ", h.num_tokens, " tokens and ",
-           h.num_docs, " documents");
-  SP_CHECK(size >= expected, "token file '", path, "' is truncated: ", size,
-           " bytes, but its header promises ", h.num_tokens, " tokens of ", h.token_bytes,
-           " bytes and ", h.num_docs, " documents, ", expected, " bytes in all");
-  SP_CHECK(size == expected, "token file '", path, "' has ", size - expected,
-           " bytes after its end (", expected, " bytes expected for ", h.num_tokens, " tokens and ",
-           h.num_docs, " documents)");
+  SP_CHECK_INPUT(ok, "token file '", path, "' has impossible counts: ", h.num_tokens,
+                 " tokens and ", h.num_docs, " documents");
+  SP_CHECK_INPUT(size >= expected, "token file '", path, "' is truncated: ", size,
+                 " bytes, but its header promises ", h.num_tokens, " tokens of ", h.token_bytes,
+                 " bytes and ", h.num_docs, " documents, ", expected, " bytes in all");
+  SP_CHECK_INPUT(size == expected, "token file '", path, "' has ", size - expected,
+                 " bytes after its end (", expected, " bytes expected for ", h.num_tokens,
+                 " tokens and ", h.num_docs, " documents)");
   vocab_ = h.vocab;
   width_ = h.token_bytes;
   eos_ = h.eos;
@@ -192,18 +199,19 @@ TokenFile::TokenFile(const std::string& path, Options opt) : map_(path, "token f
   table_ = align8(kTokenFileHeaderBytes + body);
 
   const uint64_t* off = offsets();
-  SP_CHECK(off[0] == 0, "token file '", path, "': document 0 starts at token ", off[0],
-           ", expected 0");
-  SP_CHECK(off[D_] == n_, "token file '", path, "': the last document ends at token ", off[D_],
-           ", expected the number of tokens ", n_);
+  SP_CHECK_INPUT(off[0] == 0, "token file '", path, "': document 0 starts at token ", off[0],
+                 ", expected 0");
+  SP_CHECK_INPUT(off[D_] == n_, "token file '", path, "': the last document ends at token ",
+                 off[D_], ", expected the number of tokens ", n_);
   for (int64_t i = 0; i < D_; ++i)
-    SP_CHECK(off[i] < off[i + 1], "token file '", path, "': document ", i, " spans tokens [",
-             off[i], ", ", off[i + 1], "), expected a non-empty range (corrupt document table)");
+    SP_CHECK_INPUT(off[i] < off[i + 1], "token file '", path, "': document ", i, " spans tokens [",
+                   off[i], ", ", off[i + 1],
+                   "), expected a non-empty range (corrupt document table)");
   if (eos_ >= 0) {
     for (int64_t i = 0; i < D_; ++i)
-      SP_CHECK(token_at(off[i + 1] - 1) == uint32_t(eos_), "token file '", path, "': document ", i,
-               " ends with token ", token_at(off[i + 1] - 1), " at index ", off[i + 1] - 1,
-               ", expected EOS=", eos_);
+      SP_CHECK_INPUT(token_at(off[i + 1] - 1) == uint32_t(eos_), "token file '", path,
+                     "': document ", i, " ends with token ", token_at(off[i + 1] - 1), " at index ",
+                     off[i + 1] - 1, ", expected EOS=", eos_);
   }
   if (opt.scan_tokens) {
     const uint64_t bad = first_bad_token(0, n_);
@@ -246,8 +254,8 @@ uint64_t TokenFile::first_bad_token(uint64_t begin, uint64_t end) const {
 }
 
 void TokenFile::fail_bad_token(uint64_t index) const {
-  SP_FAIL("token file '", path(), "': token ", index, " (document ", doc_of(index), ") is ",
-          token_at(index), ", expected an id below the vocabulary size V=", vocab_);
+  SP_FAIL_INPUT("token file '", path(), "': token ", index, " (document ", doc_of(index), ") is ",
+                token_at(index), ", expected an id below the vocabulary size V=", vocab_);
 }
 
 uint64_t TokenFile::doc_begin(int64_t i) const {
@@ -303,16 +311,17 @@ void TokenFile::read(uint64_t offset, size_t n, int32_t* out) const {
 }
 
 void TokenFile::check_tokenizer(uint64_t hash, const std::string& tokenizer) const {
-  SP_CHECK(hash == hash_, "token file '", path(), "' was written with the tokenizer of hash ",
-           hash_hex(hash_), ", but ", tokenizer, " has hash ", hash_hex(hash),
-           ": its ids would mean other pieces (re-encode the text with this tokenizer: seqpar "
-           "tokenize encode)");
+  SP_CHECK_INPUT(
+      hash == hash_, "token file '", path(), "' was written with the tokenizer of hash ",
+      hash_hex(hash_), ", but ", tokenizer, " has hash ", hash_hex(hash),
+      ": its ids would mean other pieces (re-encode the text with this tokenizer: seqpar "
+      "tokenize encode)");
 }
 
 void TokenFile::check_vocab(int64_t model_vocab) const {
-  SP_CHECK(model_vocab >= int64_t(vocab_), "token file '", path(),
-           "' has vocabulary size V=", vocab_, ", larger than the model's vocabulary of ",
-           model_vocab, ": ids from ", model_vocab, " up have no embedding row");
+  SP_CHECK_INPUT(model_vocab >= int64_t(vocab_), "token file '", path(),
+                 "' has vocabulary size V=", vocab_, ", larger than the model's vocabulary of ",
+                 model_vocab, ": ids from ", model_vocab, " up have no embedding row");
 }
 
 }  // namespace seqpar

@@ -79,7 +79,7 @@ class TokenFileWriter {
 };
 
 // Read-only view of a token file. The constructor validates everything and throws
-// seqpar::Error naming the file, the value found and what was expected: wrong magic,
+// seqpar::InputError naming the file, the value found and what was expected: wrong magic,
 // unknown version, corrupt header, a dtype that does not fit V, a size that disagrees
 // with the header (truncated or trailing bytes), a bad document table, a document not
 // ending with EOS, and (with scan_tokens) any token >= V. read() checks its tokens too,

@@ -7,6 +7,7 @@
 
 #include "core/check.hpp"
 #include "core/file.hpp"
+#include "core/hash.hpp"
 
 namespace seqpar {
 namespace {
@@ -50,7 +51,8 @@ void train_tokenizer(const std::string& input, const std::string& model_path,
   SP_CHECK(opt.vocab_size > 259, "vocabulary size ", opt.vocab_size,
            " is too small: the 3 control and 256 byte pieces take 259 ids");
   MappedFile text(input, "text file");
-  SP_CHECK(text.size() > 0, "text file '", input, "' is empty: nothing to train a tokenizer on");
+  SP_CHECK_INPUT(text.size() > 0, "text file '", input,
+                 "' is empty: nothing to train a tokenizer on");
   const std::string args =
       "--model_type=" + opt.model_type + " --vocab_size=" + std::to_string(opt.vocab_size) +
       " --character_coverage=1.0 --byte_fallback=true --normalization_rule_name=identity"
@@ -62,11 +64,9 @@ void train_tokenizer(const std::string& input, const std::string& model_path,
   LineIterator lines(text);
   std::string model;
   const auto st = sentencepiece::SentencePieceTrainer::Train(args, &lines, &model);
-  SP_CHECK(st.ok(), "training a tokenizer on '", input, "' (vocabulary ", opt.vocab_size,
-           ") failed: ", st.ToString());
-  AtomicFileWriter w(model_path);
-  w.write(model.data(), model.size());
-  w.commit();
+  SP_CHECK_INPUT(st.ok(), "training a tokenizer on '", input, "' (vocabulary ", opt.vocab_size,
+                 ") failed: ", st.ToString());
+  write_file_atomic(model_path, model);
 }
 
 Tokenizer::Tokenizer(const std::string& model_path)
@@ -74,8 +74,8 @@ Tokenizer::Tokenizer(const std::string& model_path)
   MappedFile f(model_path, "tokenizer model");
   const std::string_view bytes(reinterpret_cast<const char*>(f.data()), f.size());
   const auto st = sp_->LoadFromSerializedProto(bytes);
-  SP_CHECK(st.ok(), "tokenizer model '", model_path,
-           "' is not a SentencePiece model: ", st.ToString());
+  SP_CHECK_INPUT(st.ok(), "tokenizer model '", model_path,
+                 "' is not a SentencePiece model: ", st.ToString());
   hash_ = fnv1a64(bytes.data(), bytes.size());
   vocab_ = sp_->GetPieceSize();
   eos_ = sp_->eos_id();

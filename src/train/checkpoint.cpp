@@ -1,15 +1,13 @@
-// Checkpoint files: safetensors (F32) reader/writer, atomic writes, step directories with a
-// manifest of sizes and FNV-1a 64 hashes. See checkpoint.hpp for the on-disk layout.
+// Checkpoint files: safetensors (F32) reader/writer and step directories with a manifest
+// of sizes and FNV-1a 64 hashes. See checkpoint.hpp for the on-disk layout; the file I/O
+// (atomic writes, checked reads, fsync) is core/file.hpp's.
 #include "train/checkpoint.hpp"
 
 #include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <bit>
 #include <cctype>
-#include <cerrno>
 #include <charconv>
 #include <cstdio>
 #include <cstring>
@@ -27,129 +25,6 @@ static_assert(std::endian::native == std::endian::little,
               "safetensors data is little-endian; this reader/writer assumes a little-endian host");
 
 namespace {
-
-std::string errno_text(int e) { return std::system_category().message(e); }
-
-// Owns a file descriptor; close_checked() reports close errors (which can carry a
-// deferred write error), the destructor is the silent path for unwinding.
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  Fd& operator=(Fd&&) = delete;
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  int get() const { return fd_; }
-  void close_checked(const std::string& path) {
-    int fd = fd_;
-    fd_ = -1;
-    if (::close(fd) != 0) SP_FAIL("close(", path, ") failed: ", errno_text(errno));
-  }
-
- private:
-  int fd_;
-};
-
-Fd open_checked(const std::string& path, int flags, mode_t mode = 0) {
-  int fd;
-  do {
-    fd = ::open(path.c_str(), flags | O_CLOEXEC, mode);
-  } while (fd < 0 && errno == EINTR);
-  if (fd < 0) SP_FAIL("open(", path, ") failed: ", errno_text(errno));
-  return Fd(fd);
-}
-
-void write_all(int fd, const void* data, size_t n, const std::string& path) {
-  const char* p = static_cast<const char*>(data);
-  while (n > 0) {
-    ssize_t w = ::write(fd, p, n);
-    if (w < 0 && errno == EINTR) continue;
-    if (w < 0) SP_FAIL("write(", path, ") failed: ", errno_text(errno));
-    p += w;
-    n -= static_cast<size_t>(w);
-  }
-}
-
-// Reads exactly n bytes at `offset`; a short file is an error naming the file.
-void pread_exact(int fd, void* data, size_t n, uint64_t offset, const std::string& path) {
-  char* p = static_cast<char*>(data);
-  while (n > 0) {
-    ssize_t r = ::pread(fd, p, n, static_cast<off_t>(offset));
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) SP_FAIL("read(", path, ") failed: ", errno_text(errno));
-    if (r == 0) SP_FAIL("read(", path, "): unexpected end of file at byte ", offset);
-    p += r;
-    n -= static_cast<size_t>(r);
-    offset += static_cast<uint64_t>(r);
-  }
-}
-
-uint64_t fd_size(int fd, const std::string& path) {
-  struct stat st;
-  if (::fstat(fd, &st) != 0) SP_FAIL("fstat(", path, ") failed: ", errno_text(errno));
-  return static_cast<uint64_t>(st.st_size);
-}
-
-void fsync_checked(int fd, const std::string& path) {
-  if (::fsync(fd) != 0) SP_FAIL("fsync(", path, ") failed: ", errno_text(errno));
-}
-
-// A rename or create is only durable once the directory holding the entry is synced.
-void fsync_dir(const std::string& dir) {
-  Fd fd = open_checked(dir, O_RDONLY | O_DIRECTORY);
-  fsync_checked(fd.get(), dir);
-  fd.close_checked(dir);
-}
-
-std::string parent_dir(const std::string& path) {
-  std::string p = fs::path(path).parent_path().string();
-  return p.empty() ? "." : p;
-}
-
-void rename_checked(const std::string& from, const std::string& to) {
-  if (::rename(from.c_str(), to.c_str()) != 0)
-    SP_FAIL("rename(", from, ", ", to, ") failed: ", errno_text(errno));
-}
-
-std::string pid_suffix() { return std::to_string(static_cast<long long>(::getpid())); }
-
-// Writes <path>.tmp.<pid>; commit() makes it durable and renames it over <path>. Without
-// commit (an exception on the way) the temp file is removed and <path> is untouched.
-class AtomicWriter {
- public:
-  explicit AtomicWriter(std::string path)
-      : path_(std::move(path)),
-        tmp_(path_ + ".tmp." + pid_suffix()),
-        fd_(open_checked(tmp_, O_WRONLY | O_CREAT | O_TRUNC, 0644)) {}
-  AtomicWriter(const AtomicWriter&) = delete;
-  AtomicWriter& operator=(const AtomicWriter&) = delete;
-  ~AtomicWriter() {
-    if (!committed_) ::unlink(tmp_.c_str());
-  }
-  void write(const void* data, size_t n) { write_all(fd_.get(), data, n, tmp_); }
-  void commit() {
-    fsync_checked(fd_.get(), tmp_);
-    fd_.close_checked(tmp_);
-    rename_checked(tmp_, path_);
-    committed_ = true;
-    fsync_dir(parent_dir(path_));
-  }
-
- private:
-  std::string path_, tmp_;
-  Fd fd_;
-  bool committed_ = false;
-};
-
-std::string read_file(const std::string& path) {
-  Fd fd = open_checked(path, O_RDONLY);
-  std::string s(fd_size(fd.get(), path), '\0');
-  pread_exact(fd.get(), s.data(), s.size(), 0, path);
-  return s;
-}
 
 std::string shape_str(const std::vector<int64_t>& shape) {
   std::string s = "[";
@@ -189,23 +64,7 @@ std::string dump_json(const Json& j, int indent, const std::string& what) {
   }
 }
 
-std::string hex64(uint64_t h) {
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
-}
-
-}  // namespace
-
-void write_file_atomic(const std::string& path, const std::string& contents) {
-  AtomicWriter w(path);
-  w.write(contents.data(), contents.size());
-  w.commit();
-}
-
 // ---- safetensors ---------------------------------------------------------------------
-
-namespace {
 
 // The header of a safetensors file of these tensors: 8-byte length, then the JSON (in data
 // order, padded with spaces so the data starts 8-byte aligned). Sets *data_bytes.
@@ -245,7 +104,7 @@ SafetensorsWriter::SafetensorsWriter(const std::string& path,
     : file_(path) {
   const std::string header = safetensors_header(path, tensors, metadata, &data_bytes_);
   file_.write(header.data(), header.size());
-  hash_ = fnv1a64(header.data(), header.size());
+  hash_.update(header.data(), header.size());
 }
 
 void SafetensorsWriter::append(const float* data, size_t n) {
@@ -254,14 +113,14 @@ void SafetensorsWriter::append(const float* data, size_t n) {
            "): ", written_ + bytes, " data bytes appended, the header declares ", data_bytes_);
   if (n == 0) return;
   file_.write(data, bytes);
-  hash_ = fnv1a64(data, bytes, hash_);
+  hash_.update(data, bytes);
   written_ += bytes;
 }
 
 FileDigest SafetensorsWriter::commit() {
   SP_CHECK(written_ == data_bytes_, "write_safetensors(", file_.path(), "): ", written_,
            " data bytes appended, the header declares ", data_bytes_);
-  const FileDigest d{file_.bytes_written(), hash_};
+  const FileDigest d{file_.bytes_written(), hash_.value()};
   file_.commit();
   return d;
 }
@@ -302,31 +161,24 @@ std::vector<NamedTensor> read_safetensors(const std::string& path,
   return out;
 }
 
-#define SP_ST_FAIL(...) SP_FAIL("safetensors file ", path, ": ", __VA_ARGS__)
-#define SP_ST_CHECK(cond, ...) SP_CHECK(cond, "safetensors file ", path, ": ", __VA_ARGS__)
+// A damaged or foreign file: an input error naming the file.
+#define SP_ST_FAIL(...) SP_FAIL_INPUT("safetensors file ", path, ": ", __VA_ARGS__)
+#define SP_ST_CHECK(cond, ...) SP_CHECK_INPUT(cond, "safetensors file ", path, ": ", __VA_ARGS__)
 
-SafetensorsReader::SafetensorsReader(const std::string& path) : path_(path) {
-  int fd_raw;
-  do {
-    fd_raw = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  } while (fd_raw < 0 && errno == EINTR);
-  if (fd_raw < 0) SP_ST_FAIL("cannot open: ", errno_text(errno));
-  fd_ = std::shared_ptr<int>(new int(fd_raw), [](int* p) {
-    ::close(*p);
-    delete p;
-  });
-  const int fd = *fd_;
-  const uint64_t size = fd_size(fd, path);
+SafetensorsReader::SafetensorsReader(const std::string& path)
+    : path_(path), fd_(std::make_shared<Fd>(open_checked(path, O_RDONLY))) {
+  const int fd = fd_->get();
+  const uint64_t size = file_size(fd, path);
   SP_ST_CHECK(size >= 8, "too short: ", size, " bytes, need at least 8 for the header length");
 
   unsigned char len[8];
-  pread_exact(fd, len, sizeof len, 0, path);
+  pread_all(fd, len, sizeof len, 0, path);
   uint64_t n = 0;
   for (int i = 0; i < 8; ++i) n |= uint64_t(len[i]) << (8 * i);
   SP_ST_CHECK(n <= size - 8, "header length ", n, " is larger than the file (", size, " bytes)");
   SP_ST_CHECK(n >= 2, "header length ", n, " is too small to hold a JSON object");
   std::string text(n, '\0');
-  pread_exact(fd, text.data(), n, 8, path);
+  pread_all(fd, text.data(), n, 8, path);
   SP_ST_CHECK(text[0] == '{', "invalid JSON header: it must begin with '{'");
   nlohmann::json header;
   try {
@@ -405,12 +257,12 @@ const SafetensorsReader::Entry* SafetensorsReader::find(const std::string& name)
 }
 
 void SafetensorsReader::read(const Entry& e, int64_t off, int64_t n, float* out) const {
-  const std::string& path = path_;
-  SP_ST_CHECK(off >= 0 && n >= 0 && off + n <= e.numel(), "read of floats [", off, ", ", off + n,
-              ") of tensor '", e.name, "', which has ", e.numel());
+  SP_CHECK(off >= 0 && n >= 0 && off + n <= e.numel(), "safetensors file ", path_,
+           ": read of floats [", off, ", ", off + n, ") of tensor '", e.name, "', which has ",
+           e.numel());
   if (n == 0) return;
-  pread_exact(*fd_, out, size_t(n) * sizeof(float), data_start_ + e.begin + uint64_t(off) * 4,
-              path);
+  pread_all(fd_->get(), out, size_t(n) * sizeof(float), data_start_ + e.begin + uint64_t(off) * 4,
+            path_);
 }
 
 #undef SP_ST_CHECK
@@ -434,22 +286,12 @@ bool is_plain_name(const std::string& s) {
 }
 
 // Moves the finished temp directory to `final_dir`, which must not exist: a step directory
-// that exists is never written over (RENAME_NOREPLACE makes the check and the move one
-// atomic step, so two writers cannot both install the same step).
+// that exists is never written over (one atomic step, so two writers cannot both install
+// the same step; on a filesystem without RENAME_NOREPLACE the run's lock keeps other
+// writers of this run directory out).
 void install_dir(const std::string& tmp_dir, const std::string& final_dir) {
-  if (::renameat2(AT_FDCWD, tmp_dir.c_str(), AT_FDCWD, final_dir.c_str(), RENAME_NOREPLACE) == 0)
-    return;
-  int e = errno;
-  if (e == EEXIST)
-    SP_FAIL("checkpoint ", final_dir, " already exists; a saved checkpoint is never written over");
-  SP_CHECK(e == EINVAL || e == ENOSYS || e == ENOTSUP, "renameat2(", tmp_dir, ", ", final_dir,
-           ", RENAME_NOREPLACE) failed: ", errno_text(e));
-  // Filesystems without RENAME_NOREPLACE: check, then rename (the run's lock keeps other
-  // writers of this run directory out).
-  std::error_code ec;
-  SP_CHECK(!fs::exists(final_dir, ec), "checkpoint ", final_dir,
-           " already exists; a saved checkpoint is never written over");
-  rename_checked(tmp_dir, final_dir);
+  SP_CHECK_INPUT(rename_no_replace(tmp_dir, final_dir), "checkpoint ", final_dir,
+                 " already exists; a saved checkpoint is never written over");
 }
 
 // "step_00000042" → 42; -1 for any other name (temporaries "step_N.tmp.PID" included).
@@ -465,66 +307,66 @@ nlohmann::json parse_json_file(const std::string& path, const std::string& what_
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
-    SP_FAIL(what_if_bad, ": ", e.what());
+    SP_FAIL_INPUT(what_if_bad, ": ", e.what());
   }
 }
 
 Checkpoint load_step_dir(const std::string& d) {
   const std::string manifest_path = (fs::path(d) / "manifest.json").string();
-  SP_CHECK(fs::exists(manifest_path), "checkpoint ", d, " is incomplete: manifest.json missing");
+  SP_CHECK_INPUT(fs::exists(manifest_path), "checkpoint ", d,
+                 " is incomplete: manifest.json missing");
   Checkpoint ck;
   ck.dir = d;
   ck.manifest = parse_json_file(manifest_path,
                                 "checkpoint " + d + " is corrupt: manifest.json is not valid JSON");
   const nlohmann::json& m = ck.manifest;
-  SP_CHECK(m.is_object(), "checkpoint ", d, " is corrupt: manifest.json is not a JSON object");
+  SP_CHECK_INPUT(m.is_object(), "checkpoint ", d,
+                 " is corrupt: manifest.json is not a JSON object");
 
   auto fv = m.find("format_version");
-  SP_CHECK(fv != m.end() && fv->is_number_integer(), "checkpoint ", d,
-           ": manifest.json has no integer format_version (this build supports format_version ",
-           kCheckpointFormatVersion, ")");
-  SP_CHECK(fv->get<int64_t>() == kCheckpointFormatVersion, "checkpoint ", d,
-           " has unsupported format_version ", fv->get<int64_t>(),
-           "; this build supports format_version ", kCheckpointFormatVersion);
+  SP_CHECK_INPUT(
+      fv != m.end() && fv->is_number_integer(), "checkpoint ", d,
+      ": manifest.json has no integer format_version (this build supports format_version ",
+      kCheckpointFormatVersion, ")");
+  SP_CHECK_INPUT(fv->get<int64_t>() == kCheckpointFormatVersion, "checkpoint ", d,
+                 " has unsupported format_version ", fv->get<int64_t>(),
+                 "; this build supports format_version ", kCheckpointFormatVersion);
   auto step = m.find("step");
-  SP_CHECK(step != m.end() && step->is_number_integer(), "checkpoint ", d,
-           " is corrupt: manifest.json has no integer step");
+  SP_CHECK_INPUT(step != m.end() && step->is_number_integer(), "checkpoint ", d,
+                 " is corrupt: manifest.json has no integer step");
   ck.step = step->get<int64_t>();
 
   auto files = m.find("files");
-  SP_CHECK(files != m.end() && files->is_object(), "checkpoint ", d,
-           " is corrupt: manifest.json has no 'files' object");
+  SP_CHECK_INPUT(files != m.end() && files->is_object(), "checkpoint ", d,
+                 " is corrupt: manifest.json has no 'files' object");
   for (const char* f : kCheckpointFiles)
-    SP_CHECK(files->contains(f), "checkpoint ", d, " is corrupt: manifest.json does not list ", f);
+    SP_CHECK_INPUT(files->contains(f), "checkpoint ", d,
+                   " is corrupt: manifest.json does not list ", f);
 
   // Verify every listed file before reading any of them.
   for (const auto& [name, info] : files->items()) {
-    SP_CHECK(is_plain_name(name), "checkpoint ", d, " is corrupt: manifest.json lists '", name,
-             "', which is not a plain file name");
+    SP_CHECK_INPUT(is_plain_name(name), "checkpoint ", d, " is corrupt: manifest.json lists '",
+                   name, "', which is not a plain file name");
     uint64_t want_bytes = 0, want_hash = 0;
     auto b = info.find("bytes");
     auto h = info.find("fnv1a64");
     bool ok = info.is_object() && b != info.end() && json_u64(*b, &want_bytes) && h != info.end() &&
               h->is_string();
-    if (ok) {
-      const std::string& hs = h->get_ref<const std::string&>();
-      auto r = std::from_chars(hs.data(), hs.data() + hs.size(), want_hash, 16);
-      ok = !hs.empty() && r.ec == std::errc() && r.ptr == hs.data() + hs.size();
-    }
-    SP_CHECK(ok, "checkpoint ", d, " is corrupt: manifest.json entry for ", name,
-             " needs integer 'bytes' and hex string 'fnv1a64', got ", info.dump());
+    ok = ok && parse_hash_hex(h->get_ref<const std::string&>(), &want_hash);
+    SP_CHECK_INPUT(ok, "checkpoint ", d, " is corrupt: manifest.json entry for ", name,
+                   " needs integer 'bytes' and hex string 'fnv1a64', got ", info.dump());
 
     const std::string p = (fs::path(d) / name).string();
     std::error_code ec;
     uint64_t got_bytes = fs::file_size(p, ec);
-    SP_CHECK(!ec, "checkpoint ", d, " is corrupt: ", name,
-             " listed in manifest.json: ", ec.message());
-    SP_CHECK(got_bytes == want_bytes, "checkpoint ", d, " is corrupt: ", name, " has ", got_bytes,
-             " bytes, manifest says ", want_bytes);
+    SP_CHECK_INPUT(!ec, "checkpoint ", d, " is corrupt: ", name,
+                   " listed in manifest.json: ", ec.message());
+    SP_CHECK_INPUT(got_bytes == want_bytes, "checkpoint ", d, " is corrupt: ", name, " has ",
+                   got_bytes, " bytes, manifest says ", want_bytes);
     uint64_t got_hash = fnv1a64_file(p);
-    SP_CHECK(got_hash == want_hash, "checkpoint ", d, " is corrupt: ", name,
-             " fails its hash check (fnv1a64 ", hex64(got_hash), ", manifest says ",
-             hex64(want_hash), ")");
+    SP_CHECK_INPUT(got_hash == want_hash, "checkpoint ", d, " is corrupt: ", name,
+                   " fails its hash check (fnv1a64 ", hash_hex(got_hash), ", manifest says ",
+                   hash_hex(want_hash), ")");
   }
 
   ck.state = parse_json_file((fs::path(d) / "state.json").string(),
@@ -539,15 +381,15 @@ CheckpointWriter::CheckpointWriter(const std::string& root, int64_t step)
   SP_CHECK(step >= 0, "save_checkpoint(", root, "): step ", step, " is negative");
   std::error_code ec;
   fs::create_directories(root, ec);
-  SP_CHECK(!ec, "save_checkpoint: cannot create directory ", root, ": ", ec.message());
+  SP_CHECK_INPUT(!ec, "save_checkpoint: cannot create directory ", root, ": ", ec.message());
   final_dir_ = (fs::path(root) / name_).string();
-  SP_CHECK(!fs::exists(final_dir_, ec), "checkpoint ", final_dir_,
-           " already exists; a saved checkpoint is never written over");
-  const std::string tmp = final_dir_ + ".tmp." + pid_suffix();
+  SP_CHECK_INPUT(!fs::exists(final_dir_, ec), "checkpoint ", final_dir_,
+                 " already exists; a saved checkpoint is never written over");
+  const std::string tmp = temp_path(final_dir_);
   fs::remove_all(tmp, ec);  // left by an earlier crashed process that had our pid
-  SP_CHECK(!ec, "save_checkpoint: cannot remove stale ", tmp, ": ", ec.message());
+  SP_CHECK_INPUT(!ec, "save_checkpoint: cannot remove stale ", tmp, ": ", ec.message());
   fs::create_directory(tmp, ec);
-  SP_CHECK(!ec, "save_checkpoint: cannot create ", tmp, ": ", ec.message());
+  SP_CHECK_INPUT(!ec, "save_checkpoint: cannot create ", tmp, ": ", ec.message());
   tmp_dir_ = tmp;  // ours from here: removed if the save does not finish
 }
 
@@ -595,7 +437,7 @@ std::string CheckpointWriter::finish(const nlohmann::json& state,
   manifest["step"] = step_;
   nlohmann::json files = nlohmann::json::object();
   for (const char* f : kCheckpointFiles)
-    files[f] = {{"bytes", digests_[f].bytes}, {"fnv1a64", hex64(digests_[f].fnv1a64)}};
+    files[f] = {{"bytes", digests_[f].bytes}, {"fnv1a64", hash_hex(digests_[f].fnv1a64)}};
   manifest["files"] = files;
   // Last: a step directory with a manifest is complete.
   write_file_atomic(in_tmp("manifest.json"), dump_json(manifest, 2, "checkpoint manifest") + "\n");
@@ -643,9 +485,9 @@ Checkpoint load_checkpoint(const std::string& path) {
 Checkpoint open_checkpoint(const std::string& path) {
   std::error_code ec;
   bool exists = fs::exists(path, ec);
-  SP_CHECK(!ec, "cannot look for a checkpoint at ", path, ": ", ec.message());
-  SP_CHECK(exists, "no checkpoint at ", path, ": path does not exist");
-  SP_CHECK(fs::is_directory(path, ec), "no checkpoint at ", path, ": not a directory");
+  SP_CHECK_INPUT(!ec, "cannot look for a checkpoint at ", path, ": ", ec.message());
+  SP_CHECK_INPUT(exists, "no checkpoint at ", path, ": path does not exist");
+  SP_CHECK_INPUT(fs::is_directory(path, ec), "no checkpoint at ", path, ": not a directory");
   const fs::path p(path);
   if (fs::exists(p / "manifest.json", ec)) return load_step_dir(path);
   // A root: the newest complete step directory (one with a manifest, which is written
@@ -654,24 +496,24 @@ Checkpoint open_checkpoint(const std::string& path) {
   if (!all.empty()) {
     for (auto it = all.rbegin(); it != all.rend(); ++it)
       if (it->complete) return load_step_dir(it->dir);
-    SP_FAIL("checkpoint ", all.back().dir,
-            " is incomplete: manifest.json missing (and no "
-            "complete step directory in ",
-            path, ")");
+    SP_FAIL_INPUT("checkpoint ", all.back().dir,
+                  " is incomplete: manifest.json missing (and no "
+                  "complete step directory in ",
+                  path, ")");
   }
   if (fs::exists(p / "latest", ec)) {
     std::string name = read_file((p / "latest").string());
     while (!name.empty() && std::isspace(static_cast<unsigned char>(name.back()))) name.pop_back();
-    SP_CHECK(is_plain_name(name), "checkpoint root ", path, ": 'latest' holds '", name,
-             "', not a step directory name");
-    SP_FAIL("checkpoint root ", path, ": 'latest' names ", name, ", which does not exist");
+    SP_CHECK_INPUT(is_plain_name(name), "checkpoint root ", path, ": 'latest' holds '", name,
+                   "', not a step directory name");
+    SP_FAIL_INPUT("checkpoint root ", path, ": 'latest' names ", name, ", which does not exist");
   }
   // A step directory that lost (or never got) its manifest says so, rather than "nothing".
   const fs::path base = p.has_filename() ? p.filename() : p.parent_path().filename();
   bool step_like = base.string().rfind("step_", 0) == 0;
   for (const char* f : kCheckpointFiles) step_like = step_like || fs::exists(p / f, ec);
-  SP_CHECK(!step_like, "checkpoint ", path, " is incomplete: manifest.json missing");
-  SP_FAIL("no checkpoint at ", path, " (no 'latest' file and no manifest.json)");
+  SP_CHECK_INPUT(!step_like, "checkpoint ", path, " is incomplete: manifest.json missing");
+  SP_FAIL_INPUT("no checkpoint at ", path, " (no 'latest' file and no manifest.json)");
 }
 
 std::vector<CheckpointEntry> list_checkpoints(const std::string& root) {
@@ -706,7 +548,7 @@ std::vector<std::string> remove_checkpoint_temporaries(const std::string& root) 
   }
   for (const fs::path& t : tmps) {
     fs::remove_all(t, ec);
-    SP_CHECK(!ec, "cannot remove the unfinished checkpoint ", t.string(), ": ", ec.message());
+    SP_CHECK_INPUT(!ec, "cannot remove the unfinished checkpoint ", t.string(), ": ", ec.message());
     removed.push_back(t.string());
   }
   return removed;

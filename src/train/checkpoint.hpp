@@ -22,7 +22,7 @@
 #include <string>
 #include <vector>
 
-#include "core/file.hpp"  // fnv1a64, fnv1a64_file (manifest hashes), AtomicFileWriter
+#include "core/file.hpp"  // AtomicFileWriter, Fd; fnv1a64 and hash_hex (manifest hashes)
 
 namespace seqpar {
 
@@ -41,7 +41,7 @@ struct NamedTensor {
 void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 // Validates header length, JSON, dtype, shapes against offsets, offsets within the file,
-// and no overlap; throws seqpar::Error naming the file and the problem.
+// and no overlap; throws seqpar::InputError naming the file and the problem.
 // Tensors come back in data-offset order (the order write_safetensors was given them).
 // The data section must be covered exactly: no gaps, no overlap, no trailing bytes.
 std::vector<NamedTensor> read_safetensors(const std::string& path);
@@ -75,7 +75,8 @@ class SafetensorsWriter {
 
  private:
   AtomicFileWriter file_;
-  uint64_t data_bytes_ = 0, written_ = 0, hash_ = kFnv1a64Basis;
+  uint64_t data_bytes_ = 0, written_ = 0;
+  Fnv1a64 hash_;
 };
 class SafetensorsReader {
  public:
@@ -96,7 +97,7 @@ class SafetensorsReader {
 
  private:
   std::string path_;
-  std::shared_ptr<int> fd_;
+  std::shared_ptr<Fd> fd_;  // shared by copies of the reader
   uint64_t data_start_ = 0;
   std::vector<Entry> entries_;
   std::map<std::string, std::string> metadata_;
@@ -171,8 +172,5 @@ bool has_checkpoint(const std::string& root);
 // Removes the step_<N>.tmp.<pid> directories a killed save left behind; returns them.
 // Only for the holder of the run directory's lock: no live writer then owns one.
 std::vector<std::string> remove_checkpoint_temporaries(const std::string& root);
-
-// Atomic small-file write: temp + fsync + rename + fsync(dir).
-void write_file_atomic(const std::string& path, const std::string& contents);
 
 }  // namespace seqpar

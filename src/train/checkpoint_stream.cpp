@@ -257,9 +257,9 @@ void load_state_checkpoint(TrainState& st, const Checkpoint& ck, const ModelConf
   auto entry = [&](const SafetensorsReader& r, Which which, const ParamSpec& s) {
     const std::string name = prefix_of(which) + s.name;
     const SafetensorsReader::Entry* e = r.find(name);
-    SP_CHECK(e, "checkpoint ", r.path(), " has no tensor '", name, "'");
-    SP_CHECK(e->shape == s.global_shape, "checkpoint tensor '", name, "' in ", r.path(),
-             " has a different shape than the model (", e->numel(), " elements)");
+    SP_CHECK_INPUT(e, "checkpoint ", r.path(), " has no tensor '", name, "'");
+    SP_CHECK_INPUT(e->shape == s.global_shape, "checkpoint tensor '", name, "' in ", r.path(),
+                   " has a different shape than the model (", e->numel(), " elements)");
     return e;
   };
   // Every tensor is checked before any is read: a mismatch leaves the state untouched.

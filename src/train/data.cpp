@@ -7,8 +7,6 @@
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include "core/check.hpp"
 #include "core/file.hpp"
@@ -20,19 +18,6 @@ namespace {
 uint64_t draw(uint64_t seed, uint64_t s, uint32_t what) {
   u32x4 r = philox4x32({uint32_t(s), uint32_t(s >> 32), what, uint32_t(RngSite::data)}, seed);
   return (uint64_t(r[0]) << 32) | r[1];
-}
-
-std::string read_file(const std::string& path) {
-  std::error_code ec;
-  SP_CHECK(std::filesystem::exists(path, ec), "data file '", path, "' does not exist");
-  SP_CHECK(!std::filesystem::is_directory(path, ec), "data file '", path, "' is a directory");
-  SP_CHECK(std::filesystem::is_regular_file(path, ec), "data file '", path,
-           "' is not a regular file (a device or a pipe cannot be sampled)");
-  std::ifstream f(path, std::ios::binary);
-  SP_CHECK(f.good(), "data file '", path, "' cannot be opened for reading");
-  std::ostringstream os;
-  os << f.rdbuf();
-  return os.str();
 }
 
 std::string exe_dir() {
@@ -58,7 +43,7 @@ std::string load_kjv(std::string* where) {
     std::error_code ec;
     if (std::filesystem::is_regular_file(c, ec) && std::filesystem::file_size(c, ec) > 0) {
       *where = c;
-      return read_file(c);
+      return read_regular_file(c, "data file");
     }
   }
   // Fall back to the bible-kjv package's reader.
@@ -70,9 +55,9 @@ std::string load_kjv(std::string* where) {
     while ((n = fread(buf, 1, sizeof(buf), p)) > 0) text.append(buf, n);
     pclose(p);
   }
-  SP_CHECK(!text.empty(), "the default corpus 'kjv' was not found: no data/kjv.txt and no ",
-           "working `bible` command (install Debian's bible-kjv: bash scripts/setup.sh), or ",
-           "pass --data PATH to a text file");
+  SP_CHECK_INPUT(!text.empty(), "the default corpus 'kjv' was not found: no data/kjv.txt and no ",
+                 "working `bible` command (install Debian's bible-kjv: bash scripts/setup.sh), or ",
+                 "pass --data PATH to a text file");
   *where = "`bible -f Gen1:1-Rev22:21`";
   return text;
 }
@@ -81,9 +66,9 @@ class TextSource final : public DataSource {
  public:
   TextSource(std::string text, std::string origin, uint64_t seed, int64_t L, Split split)
       : text_(std::move(text)), origin_(std::move(origin)), split_(split) {
-    SP_CHECK(!text_.empty(), "data file ", origin_, " is empty");
-    SP_CHECK(int64_t(text_.size()) >= L + 1, "data file ", origin_, " has ", text_.size(),
-             " bytes, fewer than seq_len + 1 = ", L + 1);
+    SP_CHECK_INPUT(!text_.empty(), "data file ", origin_, " is empty");
+    SP_CHECK_INPUT(int64_t(text_.size()) >= L + 1, "data file ", origin_, " has ", text_.size(),
+                   " bytes, fewer than seq_len + 1 = ", L + 1);
     const uint64_t cut =
         validation_begin(text_.size(), L, nullptr, "data file " + origin_, "bytes");
     begin_ = split == Split::train ? 0 : cut;
@@ -197,10 +182,10 @@ class PasskeySource final : public DataSource {
 uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin,
                           const char* unit) {
   const uint64_t sample = uint64_t(L) + 1;
-  SP_CHECK(L >= 1 && n >= 2 * sample, origin, " has ", n, " ", unit,
-           ", fewer than 2·(seq_len + 1) = ", 2 * sample,
-           ": a training sample and a held-out validation sample (the last 1/", kValidationDivisor,
-           ", at least seq_len + 1 tokens) must both fit");
+  SP_CHECK_INPUT(L >= 1 && n >= 2 * sample, origin, " has ", n, " ", unit,
+                 ", fewer than 2·(seq_len + 1) = ", 2 * sample,
+                 ": a training sample and a held-out validation sample (the last 1/",
+                 kValidationDivisor, ", at least seq_len + 1 tokens) must both fit");
   const uint64_t v = std::max((n + kValidationDivisor - 1) / kValidationDivisor, sample);
   const uint64_t cut = n - v;  // >= sample
   if (!docs) return cut;
@@ -246,8 +231,8 @@ TokenSource::TokenSource(const std::string& path, std::string origin, uint64_t s
       seed_(split == Split::train ? seed : kValidationSeed),
       split_(split) {
   SP_CHECK(L >= 1, "seq_len must be >= 1, got ", L);
-  SP_CHECK(uint64_t(L) + 1 <= file_.num_tokens(), "token file ", origin_, " has ",
-           file_.num_tokens(), " tokens, fewer than seq_len + 1 = ", L + 1);
+  SP_CHECK_INPUT(uint64_t(L) + 1 <= file_.num_tokens(), "token file ", origin_, " has ",
+                 file_.num_tokens(), " tokens, fewer than seq_len + 1 = ", L + 1);
   const uint64_t cut = validation_begin(file_.num_tokens(), L, &file_, "token file " + origin_);
   begin_ = split == Split::train ? 0 : cut;
   end_ = split == Split::train ? cut : file_.num_tokens();
@@ -284,7 +269,7 @@ std::unique_ptr<DataSource> make_text_source(const std::string& path_or_kjv, uin
     text = load_kjv(&origin);
     origin = "kjv from " + origin;
   } else {
-    text = read_file(path_or_kjv);
+    text = read_regular_file(path_or_kjv, "data file");
     origin = "'" + path_or_kjv + "'";
   }
   return std::make_unique<TextSource>(std::move(text), std::move(origin), seed, L, split);
@@ -309,8 +294,9 @@ std::string token_file_path(const std::string& spec) {
     }
     std::string looked;
     for (const auto& c : candidates) looked += (looked.empty() ? "" : ", ") + c;
-    SP_FAIL("the corpus 'kjv-bpe8k' needs the token file kjv-bpe8k.tok, not found (looked in ",
-            looked, "): run `bash scripts/setup.sh` to build it, or pass --data PATH");
+    SP_FAIL_INPUT(
+        "the corpus 'kjv-bpe8k' needs the token file kjv-bpe8k.tok, not found (looked in ", looked,
+        "): run `bash scripts/setup.sh` to build it, or pass --data PATH");
   }
   if (spec != "kjv" && spec != "passkey" && spec != "passkey-anywhere" && is_token_file(spec))
     return spec;

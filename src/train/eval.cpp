@@ -102,9 +102,9 @@ void load_weights(Model& model, const Checkpoint& ck, const ModelConfig& mc) {
   for (const auto& t : ck.weights) by_name[t.name] = &t;
   for (const ParamSpec& s : model.specs()) {
     auto it = by_name.find(s.name);
-    SP_CHECK(it != by_name.end(), "checkpoint ", ck.dir, " has no tensor '", s.name, "'");
-    SP_CHECK(it->second->shape == s.global_shape, "checkpoint ", ck.dir, ": tensor '", s.name,
-             "' has another shape than the model's");
+    SP_CHECK_INPUT(it != by_name.end(), "checkpoint ", ck.dir, " has no tensor '", s.name, "'");
+    SP_CHECK_INPUT(it->second->shape == s.global_shape, "checkpoint ", ck.dir, ": tensor '", s.name,
+                   "' has another shape than the model's");
     shard_from_global(s, it->second->data.data(), model.params() + s.offset);
   }
 }

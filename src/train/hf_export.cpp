@@ -37,14 +37,18 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
       ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object()));
   SP_CHECK_USAGE(cfg.llama(), "checkpoint ", ck.dir, " holds a '", model_kind_name(cfg.kind),
                  "' model; the Hugging Face export is for llama models (--arch llama)");
+  // The tokenizer is read once: the bytes whose hash is checked are the bytes copied.
+  std::string tokenizer_bytes;
   if (!tokenizer.empty()) {
-    const uint64_t h = fnv1a64_file(tokenizer);
-    SP_CHECK_USAGE(h == cfg.tokenizer_hash, "tokenizer ", tokenizer, " (fnv1a64 ", h,
-                   ") is not the one the model was trained with (", cfg.tokenizer_hash, ")");
+    tokenizer_bytes = read_file(tokenizer);
+    const uint64_t h = fnv1a64(tokenizer_bytes.data(), tokenizer_bytes.size());
+    SP_CHECK_USAGE(h == cfg.tokenizer_hash, "tokenizer ", tokenizer, " (fnv1a64 ", hash_hex(h),
+                   ") is not the one the model was trained with (", hash_hex(cfg.tokenizer_hash),
+                   ")");
   }
   std::error_code ec;
   fs::create_directories(out_dir, ec);
-  SP_CHECK(!ec, "cannot create ", out_dir, ": ", ec.message());
+  SP_CHECK_INPUT(!ec, "cannot create ", out_dir, ": ", ec.message());
 
   // Reference logits from the checkpoint's weights, on one rank, for a fixed token window.
   const int T = 32;
@@ -55,8 +59,8 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
     const NamedTensor* t = nullptr;
     for (const auto& w : ck.weights)
       if (w.name == s.name) t = &w;
-    SP_CHECK(t && t->shape == s.global_shape, "checkpoint ", ck.dir, " has no tensor '", s.name,
-             "' of the model's shape");
+    SP_CHECK_INPUT(t && t->shape == s.global_shape, "checkpoint ", ck.dir, " has no tensor '",
+                   s.name, "' of the model's shape");
     std::copy(t->data.begin(), t->data.end(), model.params() + s.offset);
     NamedTensor e = *t;
     const int64_t d = cfg.d();
@@ -120,11 +124,8 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
       {"seqpar_tokenizer_fnv1a64", cfg.tokenizer_hash}};
   if (window > 0) hf["sliding_window"] = window;
   write_file_atomic((fs::path(out_dir) / "config.json").string(), hf.dump(2) + "\n");
-  if (!tokenizer.empty()) {
-    fs::copy_file(tokenizer, fs::path(out_dir) / "tokenizer.model",
-                  fs::copy_options::overwrite_existing, ec);
-    SP_CHECK(!ec, "cannot copy ", tokenizer, " to ", out_dir, ": ", ec.message());
-  }
+  if (!tokenizer.empty())
+    write_file_atomic((fs::path(out_dir) / "tokenizer.model").string(), tokenizer_bytes);
   return "exported " + ck.dir + " (step " + std::to_string(ck.step) + ") to " + out_dir;
 }
 

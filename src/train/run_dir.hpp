@@ -13,6 +13,7 @@
 #include <string>
 
 #include "comm/comm.hpp"
+#include "core/file.hpp"
 
 namespace seqpar {
 
@@ -22,7 +23,6 @@ class RunDir {
   // directory held by a live run is refused, naming its pid and host) and removes
   // unfinished checkpoint temporaries. A failure is reported on every rank.
   RunDir(const std::string& out, Comm& world);
-  ~RunDir();
   RunDir(const RunDir&) = delete;
   RunDir& operator=(const RunDir&) = delete;
 
@@ -44,7 +44,8 @@ class RunDir {
   std::string out_;
   Comm* world_;
   bool rank0_;
-  int lock_fd_ = -1, metrics_fd_ = -1;
+  Fd lock_fd_;     // closing it (at exit, or when the process dies) releases the flock
+  Fd metrics_fd_;  // declared after the lock: closed before it
   bool metrics_failed_ = false;
 };
 

@@ -11,11 +11,6 @@
 #include "core/threads.hpp"
 #include "train/checkpoint.hpp"
 
-#ifndef SP_CHECK_INPUT  // until core/check.hpp has InputError
-#define SP_CHECK_INPUT SP_CHECK
-#define SP_FAIL_INPUT SP_FAIL
-#endif
-
 namespace seqpar {
 
 namespace fs = std::filesystem;

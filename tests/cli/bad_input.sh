@@ -2,6 +2,8 @@
 # Bad input gets a clear error on EVERY rank and a non-zero exit, never a hang:
 # missing data file, out-of-range config value, unknown flag, corrupt config file,
 # a shape that does not divide, packing options, and a corrupt checkpoint on --resume.
+# The error is for the user: it names the file or value and the problem, never a source
+# file or line of seqpar (those are for failed invariants, bugs).
 # Usage: bad_input.sh SEQPAR_BINARY SOURCE_DIR
 set -u
 bin=$1
@@ -11,7 +13,8 @@ fails=0
 passes=0
 mpi() { timeout 120 mpiexec -n "$1" --oversubscribe --bind-to none "${@:2}"; }
 
-# expect NAME EXIT_CODE PATTERN RANKS -- command...
+# expect NAME EXIT_CODE PATTERN RANKS -- command...  (and no source location in the output,
+# unless with_location=1 is set for the call)
 expect() {
   local name=$1 code=$2 pattern=$3 ranks=$4
   shift 5
@@ -23,6 +26,9 @@ expect() {
   local n
   n=$(grep -o -- "$pattern" <<<"$out" | wc -l)
   [ "$n" -ge "$ranks" ] || { echo "FAIL $name: '$pattern' printed $n times, expected on $ranks rank(s)"; ok=0; }
+  [ "${with_location:-0}" = 1 ] ||
+    ! grep -qE "\.[ch]pp:[0-9]|/src/(cli|comm|core|data|infer|kernels|model|parallel|train)/" <<<"$out" ||
+    { echo "FAIL $name: a source location in the message"; ok=0; }
   if [ $ok = 1 ]; then echo "ok   $name"; passes=$((passes + 1)); else echo "$out" | head -20; fails=$((fails + 1)); fi
 }
 
@@ -47,6 +53,8 @@ expect tp-not-dividing-heads 2 "not divisible by tp=3" 3 -- mpi 3 "$bin" train "
 expect l-below-sp 2 "L=2 is shorter than the sequence-parallel degree sp=3" 3 -- mpi 3 "$bin" train "${common[@]}" --data passkey --seq-len 2 --sp 3 --sp-strategy ring --layout zigzag
 expect unknown-strategy 2 "unknown attention strategy 'bogus'" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --sp 2 --sp-strategy bogus
 # Ranks launched with different arguments (MPMD): the configuration check names them.
+# (Comm::check_same fails with SP_FAIL and cli/main.cpp re-labels it a usage error, so the
+# message still carries comm.cpp's location.)
 expect ranks-disagree 2 "disagrees across ranks" 2 -- timeout 120 mpiexec --oversubscribe \
   -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 128 : \
   -n 1 "$bin" train "${common[@]}" --data passkey --seq-len 256
@@ -81,6 +89,12 @@ truncate -s -16 "$f"
 size_before=$(stat -c %s "$f")
 expect corrupt-checkpoint 1 "corrupt" 2 -- mpi 2 "$bin" train "${common[@]}" --data passkey --seq-len 128 --steps 4 --resume
 if [ "$(stat -c %s "$f")" = "$size_before" ]; then echo "ok   corrupt checkpoint left as it was"; passes=$((passes + 1)); else echo "FAIL corrupt checkpoint was modified"; fails=$((fails + 1)); fi
+
+# Token files: missing, or cut short (training on two ranks, and tokenize info).
+printf 'SEQPTOKS\001\000\000\000' > "$tmp/cut.tok"
+expect cut-token-file 1 "token file '$tmp/cut.tok' is truncated" 2 -- mpi 2 "$bin" train "${common[@]}" --data "$tmp/cut.tok"
+expect info-missing-token-file 1 "token file '$tmp/nope.tok' does not exist" 1 -- "$bin" tokenize info --input "$tmp/nope.tok"
+expect info-cut-token-file 1 "token file '$tmp/cut.tok' is truncated" 1 -- "$bin" tokenize info --input "$tmp/cut.tok"
 
 echo "$passes passed, $fails failed"
 [ $fails = 0 ]
