@@ -136,6 +136,7 @@ class GenerateCommand : public Command {
   }
 
   nlohmann::json prepare(int world_size) override {
+    step_dir = resolve_checkpoint(checkpoint);  // first, as eval and export do
     merge_options(generate_options(), args, given_args);
     check_options(generate_options(), args);
     SP_CHECK_USAGE(given_args.contains("prompt") != given_args.contains("prompt_file"),
@@ -152,7 +153,6 @@ class GenerateCommand : public Command {
                    "--sp-strategy ", mesh.strategy, " needs --sp > 1");
     SP_CHECK_USAGE(world_size == mesh.sp * mesh.tp, "generate runs on tp·sp ranks: ", world_size,
                    " ranks, --tp ", mesh.tp, " × --sp ", mesh.sp, " = ", mesh.sp * mesh.tp);
-    step_dir = resolve_checkpoint(checkpoint);
     // The prompt itself is compared by its hash: every rank must read the same text.
     text = given_args.contains("prompt_file") ? read_regular_file(args.prompt_file, "prompt file") : args.prompt;
     nlohmann::json j = options_to_json(generate_options(), args);
