@@ -1,5 +1,7 @@
 // seqpar eval: the held-out loss of a checkpoint (train/eval.hpp), or with --task passkey
 // the needle-in-a-haystack sweep (train/needle.hpp), sharded like training.
+#include "train/eval.hpp"
+
 #include <iostream>
 
 #include "cli/command.hpp"
@@ -7,7 +9,6 @@
 #include "cli/plot.hpp"
 #include "comm/comm.hpp"
 #include "core/file.hpp"
-#include "train/eval.hpp"
 #include "train/needle.hpp"
 #include "train/setup.hpp"
 

@@ -1,6 +1,8 @@
 // seqpar generate: text from a checkpoint with a KV cache (infer/generate.hpp), the
 // prompt's prefill sequence-parallel under mpiexec.
 
+#include "infer/generate.hpp"
+
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
@@ -16,7 +18,6 @@
 #include "core/memory.hpp"
 #include "core/threads.hpp"
 #include "data/tokenizer.hpp"
-#include "infer/generate.hpp"
 #include "parallel/attention.hpp"
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
@@ -40,32 +41,38 @@ const OptionTable<GenerateArgs>& generate_options() {
   static const OptionTable<G> rows = [] {
     OptionTable<G> t;
     auto add = [&](Option<G> o) -> Option<G>& { return t.emplace_back(std::move(o)); };
-    add(option<G>("prompt", [](G& g) -> auto& { return g.prompt; }, "--prompt", "the prompt text",
-                  kGenerate));
-    add(option<G>("prompt_file", [](G& g) -> auto& { return g.prompt_file; }, "--prompt-file",
-                  "read the prompt from this file", kGenerate));
-    add(option<G>("max_new_tokens", [](G& g) -> auto& { return g.max_new_tokens; },
-                  "--max-new-tokens", "tokens to generate", kGenerate))
+    add(option<G>(
+        "prompt", [](G & g) -> auto& { return g.prompt; }, "--prompt", "the prompt text",
+        kGenerate));
+    add(option<G>(
+        "prompt_file", [](G & g) -> auto& { return g.prompt_file; }, "--prompt-file",
+        "read the prompt from this file", kGenerate));
+    add(option<G>(
+            "max_new_tokens", [](G & g) -> auto& { return g.max_new_tokens; }, "--max-new-tokens",
+            "tokens to generate", kGenerate))
         .at_least(0);
-    add(option<G>("temperature", [](G& g) -> auto& { return g.temperature; }, "--temperature",
-                  "sampling temperature; 0 = greedy (argmax: the same tokens for any mesh)",
-                  kGenerate))
+    add(option<G>(
+            "temperature", [](G & g) -> auto& { return g.temperature; }, "--temperature",
+            "sampling temperature; 0 = greedy (argmax: the same tokens for any mesh)", kGenerate))
         .at_least(0);
-    add(option<G>("top_k", [](G& g) -> auto& { return g.top_k; }, "--top-k",
-                  "sample among the k most likely tokens (0 = all)", kGenerate))
+    add(option<G>(
+            "top_k", [](G & g) -> auto& { return g.top_k; }, "--top-k",
+            "sample among the k most likely tokens (0 = all)", kGenerate))
         .at_least(0);
-    add(option<G>("top_p", [](G& g) -> auto& { return g.top_p; }, "--top-p",
-                  "nucleus sampling: the smallest set of tokens whose probability reaches p "
-                  "(1 = all)",
-                  kGenerate))
+    add(option<G>(
+            "top_p", [](G & g) -> auto& { return g.top_p; }, "--top-p",
+            "nucleus sampling: the smallest set of tokens whose probability reaches p "
+            "(1 = all)",
+            kGenerate))
         .check([](const G& g) { return g.top_p > 0 && g.top_p <= 1; }, "must be in (0, 1]");
-    add(option<G>("seed", [](G& g) -> auto& { return g.seed; }, "--seed", "sampling seed",
-                  kGenerate));
-    add(option<G>("tokenizer", [](G& g) -> auto& { return g.tokenizer; }, "--tokenizer",
-                  "SentencePiece .model of a subword model (checked against the model's "
-                  "tokenizer hash); default: data/kjv-bpe8k.model for models trained on "
-                  "kjv-bpe8k. Byte models need none",
-                  kGenerate));
+    add(option<G>(
+        "seed", [](G & g) -> auto& { return g.seed; }, "--seed", "sampling seed", kGenerate));
+    add(option<G>(
+        "tokenizer", [](G & g) -> auto& { return g.tokenizer; }, "--tokenizer",
+        "SentencePiece .model of a subword model (checked against the model's "
+        "tokenizer hash); default: data/kjv-bpe8k.model for models trained on "
+        "kjv-bpe8k. Byte models need none",
+        kGenerate));
     return t;
   }();
   return rows;
@@ -89,7 +96,7 @@ Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
   SP_CHECK_INPUT(f.good(), "checkpoint ", dir, " has no readable manifest.json");
   const nlohmann::json manifest = nlohmann::json::parse(f, nullptr, false);
   SP_CHECK_INPUT(manifest.is_object() && manifest.contains("model"), "checkpoint ", dir,
-           ": manifest.json is not a seqpar manifest");
+                 ": manifest.json is not a seqpar manifest");
   l.model = ModelConfig::from_json(manifest["model"]);
   const ModelConfig& cfg = l.model;
   std::string tpath = a.tokenizer;
@@ -148,13 +155,14 @@ class GenerateCommand : public Command {
     for (const auto& o : train_options())
       if (o.takes(kGenerate))
         for (const auto& chk : o.checks) chk(mesh);
-    SP_CHECK_USAGE(mesh.sp > 1 || mesh.strategy == Strategy::local ||
-                       mesh.strategy == Strategy::materialized,
-                   "--sp-strategy ", mesh.strategy, " needs --sp > 1");
+    SP_CHECK_USAGE(
+        mesh.sp > 1 || mesh.strategy == Strategy::local || mesh.strategy == Strategy::materialized,
+        "--sp-strategy ", mesh.strategy, " needs --sp > 1");
     SP_CHECK_USAGE(world_size == mesh.sp * mesh.tp, "generate runs on tp·sp ranks: ", world_size,
                    " ranks, --tp ", mesh.tp, " × --sp ", mesh.sp, " = ", mesh.sp * mesh.tp);
     // The prompt itself is compared by its hash: every rank must read the same text.
-    text = given_args.contains("prompt_file") ? read_regular_file(args.prompt_file, "prompt file") : args.prompt;
+    text = given_args.contains("prompt_file") ? read_regular_file(args.prompt_file, "prompt file")
+                                              : args.prompt;
     nlohmann::json j = options_to_json(generate_options(), args);
     j["mesh"] = mesh.all_to_json();
     j.erase("prompt");
@@ -194,9 +202,9 @@ uint64_t GenerateCommand::plan_memory(Comm& world, const ModelConfig& cfg, const
     UsageError e("a prompt of " + std::to_string(n) + " tokens with --max-new-tokens " +
                  std::to_string(args.max_new_tokens) + " needs " + format_bytes(total) +
                  " per rank under --sp " + std::to_string(mesh.sp) + " --tp " +
-                 std::to_string(mesh.tp) + " (weights, prefill and KV cache " +
-                 format_bytes(peak) + ", runtime " + format_bytes(uint64_t(v[0])) +
-                 ", checkpoint read " + format_bytes(ckpt) + "), more than " +
+                 std::to_string(mesh.tp) + " (weights, prefill and KV cache " + format_bytes(peak) +
+                 ", runtime " + format_bytes(uint64_t(v[0])) + ", checkpoint read " +
+                 format_bytes(ckpt) + "), more than " +
                  (mm != "available" ? "--max-memory " + mm : std::string("the machine offers")) +
                  " (" + format_bytes(limit) + "); shorten the prompt or raise --sp");
     e.agreed = true;  // every rank computed the same reduced figures
@@ -239,7 +247,7 @@ int GenerateCommand::run(Comm& world) {
       const SafetensorsReader::Entry* e = reader.find(name);
       SP_CHECK_INPUT(e, "checkpoint ", ck.dir, " has no tensor '", name, "'");
       SP_CHECK_INPUT(e->shape == shape, "checkpoint tensor '", name,
-               "' has another shape than the model");
+                     "' has another shape than the model");
       buf.resize(size_t(e->numel()));
       reader.read(*e, 0, e->numel(), buf.data());
       return &buf;

@@ -58,8 +58,7 @@ void add_option_rows(CLI::App& app, unsigned sub, const OptionTable<Cfg>& rows,
         continue;
       case OptionKind::list:
         app.add_option_function<std::vector<std::string>>(
-               o.flags,
-               [out, key](const std::vector<std::string>& v) { (*out)[key] = v; }, help)
+               o.flags, [out, key](const std::vector<std::string>& v) { (*out)[key] = v; }, help)
             ->type_name("KEY");
         continue;
     }

@@ -20,8 +20,9 @@ class PlanCommand : public RunCommand {
                    "Longest sequence that fits a per-rank memory budget (dry run: allocation "
                    "only, no arithmetic). Run under mpiexec -n N with --sp N for N ranks.",
                    kPlan) {
-    this->app->add_option("--budget", budget_str,
-                          "bytes per rank, with an optional suffix: 512MiB, 1GiB, 2G")
+    this->app
+        ->add_option("--budget", budget_str,
+                     "bytes per rank, with an optional suffix: 512MiB, 1GiB, 2G")
         ->capture_default_str();
     this->app->add_option("--max-len", max_len, "largest sequence length to consider")
         ->capture_default_str();

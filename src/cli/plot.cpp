@@ -1,7 +1,5 @@
 #include "cli/plot.hpp"
 
-#include "cli/command.hpp"
-
 #include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -17,6 +15,7 @@
 #include <set>
 #include <sstream>
 
+#include "cli/command.hpp"
 #include "core/check.hpp"
 
 extern char** environ;

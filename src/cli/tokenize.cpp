@@ -1,11 +1,10 @@
-#include "cli/command.hpp"
-
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
+#include "cli/command.hpp"
 #include "core/file.hpp"
 #include "data/corpus.hpp"
 #include "data/token_file.hpp"

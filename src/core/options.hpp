@@ -94,23 +94,24 @@ struct Option {
   std::vector<std::string> choices;  // kind choice / on_off
   unsigned subcommands = 0;          // Subcommand bits
   bool resume_key = false;           // a resume must keep it unless --override names it
-  bool identity = true;  // part of the run's identity: echoed in config.json and manifests
-  bool per_launch = false;  // the mesh: eval and generate take it from the launch, not the run
-  std::string default_text;         // help: the default when it is not one value
+  bool identity = true;      // part of the run's identity: echoed in config.json and manifests
+  bool per_launch = false;   // the mesh: eval and generate take it from the launch, not the run
+  std::string default_text;  // help: the default when it is not one value
   std::vector<std::string> follows;  // keys whose change recomputes this one's default
   std::function<nlohmann::json(const Cfg&)> get;
   std::function<void(Cfg&, const nlohmann::json&)> set;  // type-checked, UsageError naming key
-  std::vector<std::function<void(const Cfg&)>> checks;    // the value's own checks
-  std::function<void(Cfg&)> derive;  // the default that follows `follows`
+  std::vector<std::function<void(const Cfg&)>> checks;   // the value's own checks
+  std::function<void(Cfg&)> derive;                      // the default that follows `follows`
 
   bool takes(unsigned sub) const { return (subcommands & sub) != 0; }
   bool is_number() const { return kind == OptionKind::integer || kind == OptionKind::real; }
 
   // Value checks; the message reads "<key> <text>, got <value>".
   Option& check(std::function<bool(const Cfg&)> ok, std::string text) {
-    checks.push_back([key = key, ok = std::move(ok), text = std::move(text), g = get](const Cfg& c) {
-      SP_CHECK_USAGE(ok(c), key, " ", text, ", got ", shown(g(c)));
-    });
+    checks.push_back(
+        [key = key, ok = std::move(ok), text = std::move(text), g = get](const Cfg& c) {
+          SP_CHECK_USAGE(ok(c), key, " ", text, ", got ", shown(g(c)));
+        });
     return *this;
   }
   Option& at_least(double lo, std::string note = "") {
@@ -123,11 +124,9 @@ struct Option {
   }
   // [lo, hi) when open_hi, else [lo, hi].
   Option& within(double lo, double hi, bool open_hi = false) {
-    return check(
-        [lo, hi, open_hi, n = num_](const Cfg& c) {
-          return n(c) >= lo && (open_hi ? n(c) < hi : n(c) <= hi);
-        },
-        "must be in [" + shown(lo) + ", " + shown(hi) + (open_hi ? ")" : "]"));
+    return check([lo, hi, open_hi, n = num_](
+                     const Cfg& c) { return n(c) >= lo && (open_hi ? n(c) < hi : n(c) <= hi); },
+                 "must be in [" + shown(lo) + ", " + shown(hi) + (open_hi ? ")" : "]"));
   }
   Option& resume() { return resume_key = true, *this; }
   Option& launch() { return per_launch = true, *this; }

@@ -9,62 +9,75 @@ const OptionTable<ModelConfig>& model_options() {
   static const OptionTable<M> rows = [] {
     OptionTable<M> t;
     auto add = [&](Option<M> o) -> Option<M>& { return t.emplace_back(std::move(o)); };
-    add(option<M>("model", [](M& c) -> auto& { return c.kind; }, "--model,--arch",
-                  "architecture: gpt (causal LM), bert (masked LM, 15% masking) or llama "
-                  "(causal LM: RMSNorm, SwiGLU, no biases, untied head)",
-                  kTrainLike));
-    add(option<M>("layers", [](M& c) -> auto& { return c.n_layer; }, "--layers",
-                  "Transformer blocks", kTrainLike))
+    add(option<M>(
+        "model", [](M & c) -> auto& { return c.kind; }, "--model,--arch",
+        "architecture: gpt (causal LM), bert (masked LM, 15% masking) or llama "
+        "(causal LM: RMSNorm, SwiGLU, no biases, untied head)",
+        kTrainLike));
+    add(option<M>(
+            "layers", [](M & c) -> auto& { return c.n_layer; }, "--layers", "Transformer blocks",
+            kTrainLike))
         .at_least(1);
-    add(option<M>("dim", [](M& c) -> auto& { return c.C; }, "--dim", "model width C", kTrainLike))
+    add(option<M>(
+            "dim", [](M & c) -> auto& { return c.C; }, "--dim", "model width C", kTrainLike))
         .at_least(2);
-    add(option<M>("heads", [](M& c) -> auto& { return c.H; }, "--heads",
-                  "query heads H (head dim d = C/H)", kTrainLike))
+    add(option<M>(
+            "heads", [](M & c) -> auto& { return c.H; }, "--heads",
+            "query heads H (head dim d = C/H)", kTrainLike))
         .at_least(1);
-    add(option<M>("kv_heads", [](M& c) -> auto& { return c.Hkv; }, "--kv-heads",
-                  "key/value heads Hkv (grouped-query attention)", kTrainLike))
+    add(option<M>(
+            "kv_heads", [](M & c) -> auto& { return c.Hkv; }, "--kv-heads",
+            "key/value heads Hkv (grouped-query attention)", kTrainLike))
         .shows_default("H")
         .follow({"heads"}, [](M& c) { c.Hkv = c.H; });
     // LLaMA's SwiGLU has three matrices where GELU has two: F = 8·C/3 (rounded up to a
     // multiple of 32) keeps the parameter count of a 4·C GELU MLP.
-    add(option<M>("ffn", [](M& c) -> auto& { return c.F; }, "--ffn", "feed-forward width F",
-                  kTrainLike))
+    add(option<M>(
+            "ffn", [](M & c) -> auto& { return c.F; }, "--ffn", "feed-forward width F", kTrainLike))
         .at_least(1)
         .shows_default("4·C; llama: 8·C/3 rounded up to 32")
         .follow({"dim", "model"}, [](M& c) {
           c.F = c.kind == ModelKind::llama ? (8 * c.C / 3 + 31) / 32 * 32 : 4 * c.C;
         });
-    add(option<M>("vocab", [](M& c) -> auto& { return c.V; }, "--vocab", "vocabulary size V",
-                  kTrainLike))
+    add(option<M>(
+            "vocab", [](M & c) -> auto& { return c.V; }, "--vocab", "vocabulary size V",
+            kTrainLike))
         .at_least(2)
         .shows_default("256 bytes, 257 for bert; a token file's vocabulary, +1 for bert")
         .follow({"model"}, [](M& c) { c.V = c.kind == ModelKind::bert ? 257 : 256; });
-    add(option<M>("dropout", [](M& c) -> auto& { return c.dropout; }, "--dropout",
-                  "dropout on embeddings and residual branches", kTrainLike))
+    add(option<M>(
+            "dropout", [](M & c) -> auto& { return c.dropout; }, "--dropout",
+            "dropout on embeddings and residual branches", kTrainLike))
         .within(0, 1, /*open_hi=*/true);
-    add(option<M>("attn_dropout", [](M& c) -> auto& { return c.attn_dropout; }, "--attn-dropout",
-                  "attention-probability dropout", kTrainLike))
+    add(option<M>(
+            "attn_dropout", [](M & c) -> auto& { return c.attn_dropout; }, "--attn-dropout",
+            "attention-probability dropout", kTrainLike))
         .within(0, 1, /*open_hi=*/true);
-    add(option<M>("rope_theta", [](M& c) -> auto& { return c.rope_theta; }, "--rope-theta",
-                  "RoPE base θ", kTrainLike))
+    add(option<M>(
+            "rope_theta", [](M & c) -> auto& { return c.rope_theta; }, "--rope-theta",
+            "RoPE base θ", kTrainLike))
         .above(1);
-    add(option<M>("init_std", [](M& c) -> auto& { return c.init_std; }, "",
-                  "standard deviation of the initial weights", kTrainLike))
+    add(option<M>(
+            "init_std", [](M & c) -> auto& { return c.init_std; }, "",
+            "standard deviation of the initial weights", kTrainLike))
         .above(0);
-    add(option<M>("tie_embeddings", [](M& c) -> auto& { return c.tie_embeddings; },
-                  "--tie-embeddings,!--untie-embeddings",
-                  "the output head shares the input embedding; --untie-embeddings gives it its "
-                  "own matrix",
-                  kTrainLike))
+    add(option<M>(
+            "tie_embeddings", [](M & c) -> auto& { return c.tie_embeddings; },
+            "--tie-embeddings,!--untie-embeddings",
+            "the output head shares the input embedding; --untie-embeddings gives it its "
+            "own matrix",
+            kTrainLike))
         .shows_default("tied for gpt and bert, untied for llama")
         .follow({"model"}, [](M& c) { c.tie_embeddings = c.kind != ModelKind::llama; });
-    add(option<M>("norm_eps", [](M& c) -> auto& { return c.norm_eps; }, "--norm-eps",
-                  "RMSNorm epsilon (llama)", kTrainLike))
+    add(option<M>(
+            "norm_eps", [](M & c) -> auto& { return c.norm_eps; }, "--norm-eps",
+            "RMSNorm epsilon (llama)", kTrainLike))
         .above(0);
     // FNV-1a 64 of the tokenizer the vocabulary comes from: set from the data, kept in
     // config.json and manifests; a config file may name it.
-    add(option<M>("tokenizer_hash", [](M& c) -> auto& { return c.tokenizer_hash; }, "",
-                  "tokenizer hash (0: byte tokens)", kTrainLike));
+    add(option<M>(
+        "tokenizer_hash", [](M & c) -> auto& { return c.tokenizer_hash; }, "",
+        "tokenizer hash (0: byte tokens)", kTrainLike));
     return t;
   }();
   return rows;

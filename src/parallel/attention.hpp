@@ -29,10 +29,14 @@ template <>
 struct EnumNames<Strategy> {
   static constexpr const char* what = "attention strategy";
   static constexpr std::pair<Strategy, const char*> table[] = {
-      {Strategy::local, "local"},         {Strategy::ring, "ring"},
-      {Strategy::allgather, "allgather"}, {Strategy::ulysses, "ulysses"},
-      {Strategy::usp, "usp"},             {Strategy::mqsp, "mqsp"},
-      {Strategy::rsa, "rsa"},             {Strategy::materialized, "materialized"}};
+      {Strategy::local, "local"},
+      {Strategy::ring, "ring"},
+      {Strategy::allgather, "allgather"},
+      {Strategy::ulysses, "ulysses"},
+      {Strategy::usp, "usp"},
+      {Strategy::mqsp, "mqsp"},
+      {Strategy::rsa, "rsa"},
+      {Strategy::materialized, "materialized"}};
 };
 
 class Comm;

@@ -12,7 +12,8 @@ namespace seqpar {
 namespace {
 
 using TC = TrainConfig;
-#define SP_FIELD(f) [](TC & c) -> auto& { return c.f; }
+#define SP_FIELD(f) \
+  [](TC & c) -> auto& { return c.f; }
 
 // The run's own rows, in the order --help lists them.
 OptionTable<TC> own_options() {
@@ -27,7 +28,8 @@ OptionTable<TC> own_options() {
                  "tokenize encode) or any text file (bytes)",
                  all))
       .resume();
-  add(option<TC>("pack_documents", SP_FIELD(pack_documents), "--pack-documents,!--no-pack-documents",
+  add(option<TC>("pack_documents", SP_FIELD(pack_documents),
+                 "--pack-documents,!--no-pack-documents",
                  "keep attention and loss inside each document of a sample (token files only: "
                  "their document table; bytes are refused): a token attends only to its own "
                  "document, and a document's last token has no target (the next document's "
@@ -66,9 +68,7 @@ OptionTable<TC> own_options() {
   add(option<TC>("batch", SP_FIELD(batch), "--batch,-B",
                  "sequences per data-parallel replica per step", all | kEval))
       .at_least(1);
-  add(option<TC>("steps", SP_FIELD(steps), "--steps", "optimizer steps", all))
-      .resume()
-      .at_least(0);
+  add(option<TC>("steps", SP_FIELD(steps), "--steps", "optimizer steps", all)).resume().at_least(0);
   add(option<TC>("lr", SP_FIELD(lr), "--lr", "peak learning rate", all))
       .resume()
       .check([](const TC& c) { return c.lr > 0 && std::isfinite(c.lr); }, "must be > 0");
@@ -101,16 +101,15 @@ OptionTable<TC> own_options() {
                  "checkpoint every N steps (0 = only at the end and on SIGTERM)", all))
       .at_least(0);
   add(option<TC>("threads", SP_FIELD(threads), "--threads",
-                 "threads per rank (0 = OMP_NUM_THREADS, else the node's cores / ranks)",
-                 mesh))
+                 "threads per rank (0 = OMP_NUM_THREADS, else the node's cores / ranks)", mesh))
       .at_least(0);
   add(option<TC>("log_every", SP_FIELD(log_every), "--log-every",
                  "log a metrics line every N steps", all))
       .at_least(1);
   add(option<TC>("progress", SP_FIELD(progress), "--progress",
                  "auto (bar on a terminal, lines otherwise), bar, lines or none", all));
-  add(option<TC>("sp", SP_FIELD(sp), "--sp",
-                 "sequence-parallel degree N (world = dp · tp · sp)", mesh))
+  add(option<TC>("sp", SP_FIELD(sp), "--sp", "sequence-parallel degree N (world = dp · tp · sp)",
+                 mesh))
       .launch()
       .at_least(1);
   add(option<TC>("sp_strategy", SP_FIELD(strategy), "--sp-strategy",
@@ -192,8 +191,7 @@ OptionTable<TC> own_options() {
                  kTrain))
       .not_identity();
   add(option<TC>("stop_after", SP_FIELD(stop_after), "--stop-after",
-                 "checkpoint and stop after N steps, as a preempted job would (0 = off)",
-                 kTrain))
+                 "checkpoint and stop after N steps, as a preempted job would (0 = off)", kTrain))
       .not_identity()
       .at_least(0);
   add(option<TC>("overrides", SP_FIELD(overrides), "--override",
@@ -212,8 +210,8 @@ const OptionTable<TC>& own_table() {
 
 const OptionTable<TrainConfig>& train_options() {
   static const OptionTable<TC> rows = [] {
-    OptionTable<TC> t =
-        project_options<TC, ModelConfig>(model_options(), [](TC& c) -> auto& { return c.model; });
+    OptionTable<TC> t = project_options<TC, ModelConfig>(
+        model_options(), [](TC & c) -> auto& { return c.model; });
     for (const auto& o : own_table()) t.push_back(o);
     return t;
   }();
@@ -230,8 +228,8 @@ void TrainConfig::validate() const {
                  enum_name(doc_positions),
                  " needs --pack-documents: without documents every row is one document that "
                  "starts at position 0, so its positions are the global ones");
-  SP_CHECK_USAGE(!(pack_documents || window > 0) || applies_masks(strategy),
-                 "attention strategy '", enum_name(strategy), "' does not support ",
+  SP_CHECK_USAGE(!(pack_documents || window > 0) || applies_masks(strategy), "attention strategy '",
+                 enum_name(strategy), "' does not support ",
                  pack_documents ? "document masks (--pack-documents)" : "",
                  pack_documents && window > 0 ? " or " : "",
                  window > 0 ? "a sliding window (--window " + std::to_string(window) + ")" : "",

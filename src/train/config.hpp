@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "model/config.hpp"
 #include "core/options.hpp"
+#include "model/config.hpp"
 #include "model/model.hpp"
 #include "parallel/layout.hpp"
 #include "train/data.hpp"
@@ -23,10 +23,11 @@ enum class ProgressMode { automatic, bar, lines, none };
 template <>
 struct EnumNames<ProgressMode> {
   static constexpr const char* what = "progress mode";
-  static constexpr std::pair<ProgressMode, const char*> table[] = {{ProgressMode::automatic, "auto"},
-                                                                   {ProgressMode::bar, "bar"},
-                                                                   {ProgressMode::lines, "lines"},
-                                                                   {ProgressMode::none, "none"}};
+  static constexpr std::pair<ProgressMode, const char*> table[] = {
+      {ProgressMode::automatic, "auto"},
+      {ProgressMode::bar, "bar"},
+      {ProgressMode::lines, "lines"},
+      {ProgressMode::none, "none"}};
 };
 inline const char* progress_name(ProgressMode p) { return enum_name(p); }
 

@@ -178,7 +178,6 @@ class PasskeySource final : public DataSource {
 
 }  // namespace
 
-
 uint64_t validation_begin(uint64_t n, int64_t L, const TokenFile* docs, const std::string& origin,
                           const char* unit) {
   const uint64_t sample = uint64_t(L) + 1;
@@ -198,8 +197,6 @@ int32_t mask_token(const DataSource& src) { return int32_t(src.vocab()); }
 void DataSource::doc_ids(uint64_t, int64_t, int64_t*) const {
   SP_FAIL("the data ", describe(), " has no document boundaries");
 }
-
-
 
 void check_packing(const DataSource& src, const Packing& pk) {
   SP_CHECK_USAGE(
@@ -414,8 +411,6 @@ Batch make_batch(const DataSource& src, ModelKind kind, uint64_t seed, uint64_t 
 }  // namespace seqpar
 
 namespace seqpar {
-
-
 
 void check_loss_on(const DataSource& src, LossOn on) {
   SP_CHECK_USAGE(on == LossOn::all || src.has_answers(),

@@ -13,8 +13,8 @@
 #include "train/checkpoint.hpp"
 #include "train/data.hpp"
 #include "train/eval.hpp"
-#include "train/state.hpp"
 #include "train/setup.hpp"
+#include "train/state.hpp"
 #include "train/trainer.hpp"
 
 namespace seqpar {

@@ -33,8 +33,9 @@ MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, i
   // of the layout), Megatron sequence parallelism needs one of the B·T rows per tp rank, and
   // MQSP needs at least m rows for its m micro-query chunks.
   const int64_t rows_min = cfg.tp_sp ? (cfg.tp + cfg.batch - 1) / cfg.batch : 1;  // B·T >= tp
-  const int64_t min_len = std::max<int64_t>(
-      {cfg.strategy == Strategy::mqsp ? std::max(1, cfg.mqsp_micro) : 1, cfg.sp, cfg.sp * rows_min});
+  const int64_t min_len =
+      std::max<int64_t>({cfg.strategy == Strategy::mqsp ? std::max(1, cfg.mqsp_micro) : 1, cfg.sp,
+                         cfg.sp * rows_min});
   MemoryPlan best;
   // Peak grows with L: double until it does not fit, then bisect.
   int64_t lo = min_len - 1, hi = 0;

@@ -37,8 +37,8 @@ std::string newest_in_root(const std::string& root) {
   for (auto it = all.rbegin(); it != all.rend(); ++it)
     if (it->complete) return it->dir;
   SP_CHECK_INPUT(all.empty(), "checkpoint ", all.empty() ? "" : all.back().dir,
-                 " is incomplete: manifest.json missing (and no complete step directory in ",
-                 root, ")");
+                 " is incomplete: manifest.json missing (and no complete step directory in ", root,
+                 ")");
   SP_FAIL_INPUT("no checkpoint in ", root, ": no step_<N> directory with a manifest.json");
 }
 
@@ -70,8 +70,7 @@ nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* ste
   return m["train"];
 }
 
-TrainConfig configure_run(const std::string& config_path, const nlohmann::json& flags,
-                          int world) {
+TrainConfig configure_run(const std::string& config_path, const nlohmann::json& flags, int world) {
   nlohmann::json merged = nlohmann::json::object();
   if (!config_path.empty()) {
     std::ifstream f(config_path);
@@ -117,8 +116,7 @@ TrainConfig configure_from_checkpoint(const std::string& step_dir, const nlohman
 std::unique_ptr<DataSource> open_data(const TrainConfig& cfg, Split split,
                                       const std::string& model_what) {
   auto src = make_source(cfg.data, cfg.seed, cfg.seq_len, split);
-  check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, model_what,
-                           cfg.model.kind);
+  check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, model_what, cfg.model.kind);
   check_packing(*src, cfg.packing());
   check_loss_on(*src, cfg.loss_on);
   return src;

@@ -1,7 +1,5 @@
 #include "train/trainer.hpp"
 
-#include "train/setup.hpp"
-
 #include <omp.h>
 #include <unistd.h>
 
@@ -25,6 +23,7 @@
 #include "train/planner.hpp"
 #include "train/progress.hpp"
 #include "train/run_dir.hpp"
+#include "train/setup.hpp"
 #include "train/state.hpp"
 #include "train/step.hpp"
 

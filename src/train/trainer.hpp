@@ -24,7 +24,6 @@ struct TrainResult {
   uint64_t peak_rss = 0;       // VmHWM at the end (after the final save), max over ranks
 };
 
-
 // Runs on every rank of `world`. Throws seqpar::Error (UsageError for a setting that
 // cannot run) on every rank alike.
 TrainResult train(const TrainConfig& cfg, Comm& world);

@@ -29,7 +29,7 @@ out=$(mpi 2 "$bin" plan --sp 2 --sp-strategy ring --budget 256MiB --max-memory 8
 check "plan reports the whole process at its L and compares it with --max-memory" \
   'grep -q "\"baseline_bytes\":[1-9]" <<<"$out" && grep -q "\"fits_max_memory\":true" <<<"$out"'
 out=$("$bin" train "${small[@]}" --max-memory 12bananas --out "$tmp/r2" 2>&1)
-check "a bad --max-memory is named (exit 2)" '[ $? = 2 ] && grep -q "max_memory .12bananas. has an unknown unit" <<<"$out"'
+check "a bad --max-memory is named (exit 2)" '[ $? = 2 ] && grep -q -- "--max-memory .12bananas. has an unknown unit" <<<"$out"'
 
 # SIGTERM while the arena (~3 GiB at L = 65536) is being zeroed: wait until the process
 # holds 300 MiB (it is in the set-up), signal it, and time the exit.
