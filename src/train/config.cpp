@@ -83,9 +83,9 @@ OptionTable<TC> own_options() {
                  "AdamW decoupled weight decay on matrices", all))
       .resume()
       .at_least(0);
-  add(option<TC>("beta1", SP_FIELD(beta1), "", "AdamW β1", all)).resume().within(0, 1, true);
-  add(option<TC>("beta2", SP_FIELD(beta2), "", "AdamW β2", all)).resume().within(0, 1, true);
-  add(option<TC>("eps", SP_FIELD(eps), "", "AdamW ε", all)).resume().above(0);
+  add(option<TC>("beta1", SP_FIELD(beta1), "--beta1", "AdamW β1", all)).resume().within(0, 1, true);
+  add(option<TC>("beta2", SP_FIELD(beta2), "--beta2", "AdamW β2", all)).resume().within(0, 1, true);
+  add(option<TC>("eps", SP_FIELD(eps), "--adam-eps", "AdamW ε", all)).resume().above(0);
   add(option<TC>("grad_clip", SP_FIELD(grad_clip), "--grad-clip",
                  "clip the global gradient norm to this (0 = off)", all))
       .resume()

@@ -37,6 +37,7 @@ expect missing-data 1 "does not exist" 2 -- mpi 2 "$bin" train "${common[@]}" --
 expect heads-not-dividing 2 "not divisible by heads" 2 -- mpi 2 "$bin" train "${common[@]}" --dim 30 --heads 4
 expect negative-steps 2 "steps must be >= 0" 2 -- mpi 2 "$bin" train "${common[@]}" --steps -3
 expect dropout-range 2 "dropout must be in" 2 -- mpi 2 "$bin" train "${common[@]}" --dropout 1.5
+expect beta1-range 2 "beta1 must be in \[0, 1), got 1.5" 2 -- mpi 2 "$bin" train "${common[@]}" --beta1 1.5
 expect batch-overflow 2 "config 'batch' = 4294967298 is out of range" 2 -- mpi 2 "$bin" train "${common[@]}" --batch 4294967298
 expect unknown-flag 2 "unknown-flag" 2 -- mpi 2 "$bin" train --unknown-flag 3
 printf '{"seq_len": 64,' > "$tmp/bad.json"
