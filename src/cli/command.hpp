@@ -41,6 +41,10 @@ class RunCommand : public Command {
   std::string config_path;
 };
 
+// --checkpoint (alias --run) of eval, generate and export, resolved by
+// train/setup.hpp's resolve_checkpoint.
+CLI::Option* add_checkpoint_option(CLI::App& app, std::string& path);
+
 std::unique_ptr<Command> make_train_command(CLI::App& app);
 std::unique_ptr<Command> make_plan_command(CLI::App& app);
 std::unique_ptr<Command> make_check_command(CLI::App& app);

@@ -25,9 +25,7 @@ class EvalCommand : public Command {
         "(docs/eval.md), forward only, sharded like training: run it under the same mpiexec "
         "and mesh flags (--sp, --tp, --sp-strategy, --layout, --batch) as the training job. "
         "Prints one JSON object (val_loss, val_ppl, val_tokens, ...).");
-    app->add_option("--checkpoint,--run", checkpoint,
-                    "a step directory, a checkpoints/ root or a run directory (its newest "
-                    "complete checkpoint)");
+    add_checkpoint_option(*app, checkpoint);
     app->add_option("--output", output, "also write the JSON report to this file");
     app->add_option("--task", task,
                     "passkey: instead of the validation loss, the needle-in-a-haystack sweep: "

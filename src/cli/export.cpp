@@ -17,9 +17,7 @@ class ExportCommand : public Command {
         "Write a llama checkpoint as a Hugging Face LLaMA directory (model.safetensors, "
         "config.json, tokenizer.model, and seqpar's logits for a reference window; "
         "tools/check_hf_export.py checks them with PyTorch). One process.");
-    app->add_option("--checkpoint,--run", checkpoint,
-                    "a step directory, a checkpoints/ root or a run directory (its newest "
-                    "complete checkpoint)");
+    add_checkpoint_option(*app, checkpoint);
     app->add_option("--out", out, "directory to write")->required();
     app->add_option("--tokenizer", tokenizer,
                     "SentencePiece .model to copy beside the weights (checked against the "

@@ -135,9 +135,7 @@ class GenerateCommand : public Command {
         "the KV cache; every decode step merges the ranks' partial attention by log-sum-exp), "
         "so prompts longer than one rank's memory can be used. The text streams to stdout; "
         "figures (prefill tokens/s, decode ms/token) go to stderr as one JSON line.");
-    app->add_option("--checkpoint,--run", checkpoint,
-                    "a step directory, a checkpoints/ root or a run directory (its newest "
-                    "complete checkpoint)");
+    add_checkpoint_option(*app, checkpoint);
     add_option_rows(*app, kGenerate, generate_options(), given_args);
     add_option_rows(*app, kGenerate, train_options(), given_mesh);
   }

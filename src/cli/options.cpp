@@ -1,5 +1,7 @@
 #include "cli/options.hpp"
 
+#include "cli/command.hpp"
+
 namespace seqpar {
 
 std::string default_suffix(OptionKind kind, const nlohmann::json& value, const std::string& text) {
@@ -12,6 +14,12 @@ std::string default_suffix(OptionKind kind, const nlohmann::json& value, const s
     return s.empty() ? "" : " (default: " + s + ")";
   }
   return " (default: " + value.dump() + ")";
+}
+
+CLI::Option* add_checkpoint_option(CLI::App& app, std::string& path) {
+  return app.add_option("--checkpoint,--run", path,
+                        "a step directory, a checkpoints/ root or a run directory (its newest "
+                        "complete checkpoint)");
 }
 
 }  // namespace seqpar

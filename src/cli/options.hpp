@@ -41,11 +41,7 @@ void add_option_rows(CLI::App& app, unsigned sub, const OptionTable<Cfg>& rows,
       case OptionKind::choice:
         opt = app.add_option_function<std::string>(
             o.flags, [out, key](const std::string& v) { (*out)[key] = v; }, help);
-        if (o.kind == OptionKind::choice) {
-          std::string names;
-          for (const auto& c : o.choices) names += (names.empty() ? "" : "|") + c;
-          opt->type_name(names);
-        }
+        if (o.kind == OptionKind::choice) opt->type_name(join_names(o.choices, "|"));
         break;
       case OptionKind::on_off:
         opt = app.add_option_function<std::string>(

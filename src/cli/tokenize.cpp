@@ -156,7 +156,7 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
                    "blank line ends a document), kjv-chapter (one per Bible chapter, from the "
                    "'Ge1:1 ' verse references), or auto (default: kjv-chapter if the first line "
                    "starts with a verse reference, else blank-line)")
-      ->check(CLI::IsMember({"auto", "none", "blank-line", "kjv-chapter"}));
+      ->type_name(join_names(enum_names<DocSplit>(), "|"));
   opt.encode->add_flag("--quiet", opt.quiet, "no progress lines on stderr");
 
   opt.decode = opt.cmd->add_subcommand(
@@ -186,6 +186,7 @@ class TokenizeCommand : public Command {
   nlohmann::json prepare(int) override {
     SP_CHECK_USAGE(!opt.info->parsed() || !opt.input.empty() || !opt.model.empty(),
                    "tokenize info needs --input TOKEN_FILE and/or --model MODEL (see --help)");
+    if (opt.encode->parsed()) (void)parse_doc_split(opt.doc_split);  // a usage error, up front
     return nlohmann::json::object();
   }
   int run(Comm&) override {

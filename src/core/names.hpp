@@ -56,6 +56,13 @@ inline std::string join_choices(const std::vector<std::string>& names, const cha
   return s;
 }
 
+// "a|b|c": for CLI type names.
+inline std::string join_names(const std::vector<std::string>& names, const char* sep) {
+  std::string s;
+  for (const auto& n : names) s += (s.empty() ? "" : sep) + n;
+  return s;
+}
+
 template <NamedEnum E>
 std::string enum_choices() {
   return join_choices(enum_names<E>());

@@ -49,28 +49,6 @@ std::string_view verse_chapter(std::string_view line) {
 
 }  // namespace
 
-DocSplit parse_doc_split(const std::string& name) {
-  if (name == "auto") return DocSplit::automatic;
-  if (name == "none") return DocSplit::none;
-  if (name == "blank-line") return DocSplit::blank_line;
-  if (name == "kjv-chapter") return DocSplit::kjv_chapter;
-  SP_FAIL("document split '", name, "' is not auto, none, blank-line or kjv-chapter");
-}
-
-const char* doc_split_name(DocSplit split) {
-  switch (split) {
-    case DocSplit::automatic:
-      return "auto";
-    case DocSplit::none:
-      return "none";
-    case DocSplit::blank_line:
-      return "blank-line";
-    case DocSplit::kjv_chapter:
-      return "kjv-chapter";
-  }
-  return "?";
-}
-
 std::vector<uint64_t> document_starts(std::string_view text, DocSplit split,
                                       const std::string& name, DocSplit* resolved) {
   std::vector<uint64_t> starts;

@@ -12,6 +12,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/names.hpp"
 #include "data/tokenizer.hpp"
 
 namespace seqpar {
@@ -22,9 +23,18 @@ enum class DocSplit {
   blank_line,   // a document starts at each non-blank line that follows a blank line
   kjv_chapter,  // a document starts where the verse reference changes book or chapter
 };
-// "auto", "none", "blank-line", "kjv-chapter"; throws on anything else.
-DocSplit parse_doc_split(const std::string& name);
-const char* doc_split_name(DocSplit split);
+template <>
+struct EnumNames<DocSplit> {
+  static constexpr const char* what = "document split";
+  static constexpr std::pair<DocSplit, const char*> table[] = {
+      {DocSplit::automatic, "auto"},
+      {DocSplit::none, "none"},
+      {DocSplit::blank_line, "blank-line"},
+      {DocSplit::kjv_chapter, "kjv-chapter"}};
+};
+// UsageError naming the value and the choices.
+inline DocSplit parse_doc_split(const std::string& name) { return parse_enum<DocSplit>(name); }
+inline const char* doc_split_name(DocSplit split) { return enum_name(split); }
 
 // Byte offset where each document of `text` starts (the first is 0; empty text has none).
 //   blank_line: a line is blank when it holds only spaces, tabs or '\r'; blank lines end

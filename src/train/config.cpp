@@ -15,7 +15,8 @@ using TC = TrainConfig;
 #define SP_FIELD(f) \
   [](TC & c) -> auto& { return c.f; }
 
-// The run's own rows, in the order --help lists them.
+// The run's own rows, in the order --help lists them. Long because it is the table: one
+// declaration per setting, nothing else.
 OptionTable<TC> own_options() {
   OptionTable<TC> t;
   auto add = [&](Option<TC> o) -> Option<TC>& { return t.emplace_back(std::move(o)); };

@@ -85,16 +85,13 @@ void check_resume_settings(const TrainConfig& cfg, const Checkpoint& ck) {
                  keys);
 }
 
-// The training data and, with --eval-every, its held-out split: refused on every rank alike
+// The training data (checked against the model, the packing and the loss targets:
+// train/setup.hpp) and, with --eval-every, its held-out split: refused on every rank alike
 // when they do not fit the model.
-void open_data(const TrainConfig& cfg, Comm& world, std::unique_ptr<DataSource>& src,
-               std::unique_ptr<DataSource>& val) {
+void open_sources(const TrainConfig& cfg, Comm& world, std::unique_ptr<DataSource>& src,
+                  std::unique_ptr<DataSource>& val) {
   agree_or_throw(world, [&] {
-    src = make_source(cfg.data, cfg.seed, cfg.seq_len);
-    check_data_matches_model(*src, cfg.model.V, cfg.model.tokenizer_hash, "the model (--vocab)",
-                             cfg.model.kind);
-    check_packing(*src, cfg.packing());
-    check_loss_on(*src, cfg.loss_on);
+    src = open_data(cfg, Split::train);
     if (cfg.eval_every > 0) val = make_source(cfg.data, cfg.seed, cfg.seq_len, Split::validation);
   });
 }
@@ -342,7 +339,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   const int threads = apply_threads(cfg, W);
 
   std::unique_ptr<DataSource> src, val;  // val: the held-out split, with --eval-every
-  open_data(cfg, world, src, val);
+  open_sources(cfg, world, src, val);
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
 
   // The whole process must fit before anything is allocated: the arena's dry-run peak (the
