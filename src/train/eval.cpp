@@ -139,12 +139,7 @@ nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
             {"loss_on", loss_on_name(cfg.loss_on)},
             {"batches", cfg.eval_batches},
             {"batch", cfg.batch},
-            {"mesh",
-             {{"dp", mesh.dp},
-              {"tp", mesh.tp},
-              {"sp", mesh.sp},
-              {"sp_strategy", cfg.strategy},
-              {"layout", layout_name(cfg.layout)}}}});
+            {"mesh", mesh_json(mesh, cfg)}});
   return j;
 }
 

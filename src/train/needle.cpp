@@ -147,23 +147,12 @@ nlohmann::json needle_sweep(const TrainConfig& cfg, Comm& world, const std::stri
     loss.push_back(lrow);
     secs.push_back(srow);
   }
-  return {{"task", "passkey"},
-          {"checkpoint", step_dir},
-          {"step", ck.step},
-          {"lengths", lengths},
-          {"depths", depths},
-          {"samples", batches * per_batch},
-          {"batch", cfg.batch},
-          {"mesh",
-           {{"dp", mesh.dp},
-            {"tp", mesh.tp},
-            {"sp", mesh.sp},
-            {"sp_strategy", cfg.strategy},
-            {"layout", layout_name(cfg.layout)}}},
-          {"digit_acc", digit},
-          {"key_acc", key},
-          {"answer_loss", loss},
-          {"seconds", secs}};
+  return {{"task", "passkey"},   {"checkpoint", step_dir},
+          {"step", ck.step},     {"lengths", lengths},
+          {"depths", depths},    {"samples", batches * per_batch},
+          {"batch", cfg.batch},  {"mesh", mesh_json(mesh, cfg)},
+          {"digit_acc", digit},  {"key_acc", key},
+          {"answer_loss", loss}, {"seconds", secs}};
 }
 
 std::string needle_table_markdown(const nlohmann::json& sweep) {

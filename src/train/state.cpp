@@ -11,6 +11,14 @@ Mesh make_mesh(Comm& world, const TrainConfig& cfg) {
   return make_mesh(world, cfg.tp, cfg.sp, kv_replicas(cfg.model, cfg.tp));
 }
 
+nlohmann::json mesh_json(const Mesh& mesh, const TrainConfig& cfg) {
+  return {{"dp", mesh.dp},
+          {"tp", mesh.tp},
+          {"sp", mesh.sp},
+          {"sp_strategy", cfg.strategy},
+          {"layout", cfg.layout}};
+}
+
 ModelParallel model_parallel(Mesh& mesh, const TrainConfig& cfg) {
   ModelParallel p;
   p.strategy = cfg.strategy;

@@ -22,6 +22,8 @@ namespace seqpar {
 Mesh make_mesh(Comm& world, const TrainConfig& cfg);
 // What the model needs to know of the mesh and the configuration.
 ModelParallel model_parallel(Mesh& mesh, const TrainConfig& cfg);
+// {dp, tp, sp, sp_strategy, layout}: the mesh as reports and manifests record it.
+nlohmann::json mesh_json(const Mesh& mesh, const TrainConfig& cfg);
 
 struct TrainState {
   // Builds the model for cfg on this mesh (model_parallel), with ZeRO (cfg.zero) over

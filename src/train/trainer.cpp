@@ -202,12 +202,7 @@ class StepLoop {
                          {"dp", dp_},
                          {"lr", json_float(lr_at(cfg_, std::max<int64_t>(0, step - 1)))}};
     nlohmann::json extra = {{"model", cfg_.model.to_json()},
-                            {"parallel",
-                             {{"dp", dp_},
-                              {"sp", cfg_.sp},
-                              {"tp", mesh_.tp},
-                              {"sp_strategy", cfg_.strategy},
-                              {"layout", layout_name(cfg_.layout)}}},
+                            {"parallel", mesh_json(mesh_, cfg_)},
                             {"train", shared_cfg_}};
     const std::string dir = save_state_checkpoint(state_, mesh_, world_, cfg_.model,
                                                   run_.checkpoints(), step, st, extra);
