@@ -98,6 +98,8 @@ Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
   SP_CHECK_INPUT(manifest.is_object() && manifest.contains("model"), "checkpoint ", dir,
                  ": manifest.json is not a seqpar manifest");
   l.model = ModelConfig::from_json(manifest["model"]);
+  // The same checks as the command line's (a manifest's "heads": 0 would divide by zero).
+  l.model.validate();
   const ModelConfig& cfg = l.model;
   std::string tpath = a.tokenizer;
   if (cfg.tokenizer_hash != 0 && tpath.empty()) {

@@ -64,4 +64,11 @@ check "an unknown strategy is refused on every rank" '[ $rc = 2 ] && [ "$(grep -
 "$bin" train --arch bert --seq-len 32 --batch 2 --steps 1 --dim 32 --heads 4 --progress none --threads 1 --out "$tmp/bert" > /dev/null 2>&1
 "$bin" generate --run "$tmp/bert" --prompt x > /dev/null 2> "$tmp/e"; rc=$?
 check "a bert checkpoint is refused (not a causal model)" '[ $rc = 2 ] && grep -q "needs a causal model" "$tmp/e"'
+# A manifest whose model fails the command line's checks is refused, not run (heads 0 used
+# to end in SIGFPE).
+cp -r "$tmp/gpt" "$tmp/gpt0"
+m=$(ls -d "$tmp"/gpt0/checkpoints/step_* | tail -1)/manifest.json
+python3 -c "import json,sys; p=sys.argv[1]; j=json.load(open(p)); j['model']['heads']=0; json.dump(j,open(p,'w'))" "$m"
+"$bin" generate --run "$tmp/gpt0" --prompt x > /dev/null 2> "$tmp/e"; rc=$?
+check "a manifest with heads 0 is refused (exit 2), not a crash" '[ $rc = 2 ] && grep -q "heads must be >= 1, got 0" "$tmp/e"'
 finish
