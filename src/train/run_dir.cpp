@@ -31,7 +31,8 @@ std::string host_name() {
 // releases the lock even if the process is killed).
 Fd take_lock(const std::string& out) {
   const std::string path = out + "/run.lock";
-  Fd fd = open_checked(path, O_RDWR | O_CREAT, 0644);
+  // Not through a symbolic link: `ln -s ~/x R/run.lock` must not let a run write into x.
+  Fd fd = open_checked(path, O_RDWR | O_CREAT, 0644, Symlinks::refuse);
   if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
     const int e = errno;
     std::string holder;
@@ -92,7 +93,7 @@ void RunDir::open_metrics(int64_t keep_through) {
         kept.append(line).append("\n");
     }
     write_file_atomic(path, kept);
-    metrics_fd_ = open_checked(path, O_WRONLY | O_APPEND);
+    metrics_fd_ = open_checked(path, O_WRONLY | O_APPEND, 0, Symlinks::refuse);
   });
 }
 

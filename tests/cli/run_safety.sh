@@ -155,4 +155,14 @@ rc=$?
 check "--steps 0 saves the initial model as step 0 (exit $rc)" '[ $rc = 0 ] && [ -f "$tmp/z/checkpoints/step_00000000/manifest.json" ] && grep -q "done after step 0$" "$tmp/z.log"'
 
 [ $fails = 0 ] || { echo "--- logs"; for f in "$tmp"/*.log; do echo "== $f"; tail -n 4 "$f"; done; }
+# A run directory must not be redirected: a run.lock that is a symbolic link is refused
+# (O_NOFOLLOW), and the file it points to is left as it was.
+"$bin" train "${small[@]}" --steps 1 --out "$tmp/ln" > /dev/null 2>&1
+printf 'keep\n' > "$tmp/victim"
+rm -f "$tmp/ln/run.lock" && ln -s "$tmp/victim" "$tmp/ln/run.lock"
+"$bin" train "${small[@]}" --steps 2 --resume --out "$tmp/ln" > "$tmp/ln.log" 2>&1
+rc=$?
+check "a run.lock symlink is refused (exit $rc), naming it" \
+  '[ $rc = 1 ] && grep -q "run.lock) refused: it is a symbolic link" "$tmp/ln.log"'
+check "the symlink's target is untouched" '[ "$(cat "$tmp/victim")" = keep ]'
 finish
