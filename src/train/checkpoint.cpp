@@ -335,6 +335,14 @@ Checkpoint load_step_dir(const std::string& d) {
   SP_CHECK_INPUT(step != m.end() && step->is_number_integer(), "checkpoint ", d,
                  " is corrupt: manifest.json has no integer step");
   ck.step = step->get<int64_t>();
+  // The step a directory is named for is the step it holds: "step": 3 inside step_00000004
+  // would resume at the wrong step, silently.
+  fs::path dir_path(d);
+  if (dir_path.filename().empty()) dir_path = dir_path.parent_path();
+  const int64_t named = step_of_name(dir_path.filename().string());
+  SP_CHECK_INPUT(ck.step >= 0 && (named < 0 || named == ck.step), "checkpoint ", d,
+                 " is corrupt: manifest.json says step ", ck.step, " but the directory is ",
+                 named < 0 ? std::string("for a step >= 0") : step_dir_name(named));
 
   auto files = m.find("files");
   SP_CHECK_INPUT(files != m.end() && files->is_object(), "checkpoint ", d,
