@@ -6,7 +6,6 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
-#include <fstream>
 #include <iostream>
 
 #include "cli/command.hpp"
@@ -92,10 +91,8 @@ struct Loaded {
 Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
                              const std::string& text) {
   Loaded l;
-  std::ifstream f(dir + "/manifest.json");
-  SP_CHECK_INPUT(f.good(), "checkpoint ", dir, " has no readable manifest.json");
-  const nlohmann::json manifest = nlohmann::json::parse(f, nullptr, false);
-  SP_CHECK_INPUT(manifest.is_object() && manifest.contains("model"), "checkpoint ", dir,
+  const nlohmann::json manifest = read_manifest(dir);
+  SP_CHECK_INPUT(manifest.contains("model"), "checkpoint ", dir,
                  ": manifest.json is not a seqpar manifest");
   l.model = ModelConfig::from_json(manifest["model"]);
   // The same checks as the command line's (a manifest's "heads": 0 would divide by zero).

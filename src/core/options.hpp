@@ -104,7 +104,6 @@ struct Option {
   std::function<void(Cfg&)> derive;                      // the default that follows `follows`
 
   bool takes(unsigned sub) const { return (subcommands & sub) != 0; }
-  bool is_number() const { return kind == OptionKind::integer || kind == OptionKind::real; }
 
   // Value checks; the message reads "<key> <text>, got <value>".
   Option& check(std::function<bool(const Cfg&)> ok, std::string text) {
@@ -112,6 +111,11 @@ struct Option {
         [key = key, ok = std::move(ok), text = std::move(text), g = get](const Cfg& c) {
           SP_CHECK_USAGE(ok(c), key, " ", text, ", got ", shown(g(c)));
         });
+    return *this;
+  }
+  // A check that throws its own UsageError (e.g. a parser of the value).
+  Option& check_with(std::function<void(const Cfg&)> f) {
+    checks.push_back(std::move(f));
     return *this;
   }
   Option& at_least(double lo, std::string note = "") {

@@ -60,12 +60,9 @@ OptionTable<TC> own_options() {
                  "memory the machine offers, smallest over ranks",
                  all | kGenerate))
       .not_identity()
-      .check(
-          [](const TC& c) {
-            if (c.max_memory != "available") parse_bytes(c.max_memory, "--max-memory");
-            return true;
-          },
-          "");
+      .check_with([](const TC& c) {
+        if (c.max_memory != "available") parse_bytes(c.max_memory, "--max-memory");
+      });
   add(option<TC>("batch", SP_FIELD(batch), "--batch,-B",
                  "sequences per data-parallel replica per step", all | kEval))
       .at_least(1);

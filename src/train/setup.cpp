@@ -57,12 +57,17 @@ std::string resolve_checkpoint(const std::string& path) {
   return newest_in_root(path);
 }
 
-nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step) {
+nlohmann::json read_manifest(const std::string& step_dir) {
   const std::string path = step_dir + "/manifest.json";
   std::ifstream f(path);
   SP_CHECK_INPUT(f.good(), "checkpoint ", step_dir, ": cannot read ", path);
   const nlohmann::json m = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
   SP_CHECK_INPUT(m.is_object(), "checkpoint ", step_dir, ": ", path, " is not a JSON object");
+  return m;
+}
+
+nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step) {
+  const nlohmann::json m = read_manifest(step_dir);
   SP_CHECK_INPUT(m.contains("train") && m["train"].is_object(), "checkpoint ", step_dir,
                  ": its manifest records no training configuration ('train'), so the data and "
                  "the sequence length are unknown");

@@ -20,6 +20,8 @@ int apply_threads(const TrainConfig& cfg, int world_size);
 // checkpoints/ root or a run directory (their newest complete step). A path that does not
 // exist or holds no complete checkpoint is an InputError naming it.
 std::string resolve_checkpoint(const std::string& path);
+// A checkpoint's manifest.json as a JSON object (InputError naming the file otherwise).
+nlohmann::json read_manifest(const std::string& step_dir);
 // The training configuration a checkpoint's manifest records (its "train" block).
 nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step = nullptr);
 
