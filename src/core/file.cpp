@@ -142,6 +142,14 @@ std::string temp_path(const std::string& path) {
 
 // ---- whole files ----------------------------------------------------------------------
 
+bool path_exists(const std::string& path, const std::string& what) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) == 0) return true;
+  const int e = errno;
+  if (e == ENOENT || e == ENOTDIR) return false;
+  SP_FAIL_INPUT(what, " '", path, "' cannot be accessed: ", errno_text(e));
+}
+
 std::string read_file(const std::string& path, Symlinks links) {
   Fd fd = open_checked(path, O_RDONLY, 0, links);
   std::string s(file_size(fd.get(), path), '\0');
@@ -154,7 +162,7 @@ namespace {
 // Refuses what cannot be read as a whole file, with messages naming its role.
 void require_regular_file(const std::string& path, const std::string& what) {
   std::error_code ec;
-  SP_CHECK_INPUT(fs::exists(path, ec), what, " '", path, "' does not exist");
+  SP_CHECK_INPUT(path_exists(path, what), what, " '", path, "' does not exist");
   SP_CHECK_INPUT(!fs::is_directory(path, ec), what, " '", path, "' is a directory");
   SP_CHECK_INPUT(fs::is_regular_file(path, ec), what, " '", path,
                  "' is not a regular file (a pipe or a device cannot be read as a whole)");

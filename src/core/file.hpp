@@ -71,6 +71,11 @@ bool rename_no_replace(const std::string& from, const std::string& to);
 // "<path>.tmp.<pid>" (cleanup code recognises ".tmp." in a name).
 std::string temp_path(const std::string& path);
 
+// True if `path` exists (following symbolic links), false if it or a directory on its way
+// does not (ENOENT, ENOTDIR). Anything else (EACCES, ELOOP, EIO) is an InputError naming
+// `what`, the path and the reason: a file seqpar may not read is not reported as missing.
+bool path_exists(const std::string& path, const std::string& what);
+
 // The whole file.
 std::string read_file(const std::string& path, Symlinks links = Symlinks::follow);
 // As read_file, first refusing a missing path, a directory and a non-regular file (pipe,

@@ -527,7 +527,9 @@ Checkpoint open_checkpoint(const std::string& path) {
 std::vector<CheckpointEntry> list_checkpoints(const std::string& root) {
   std::vector<CheckpointEntry> out;
   std::error_code ec;
+  if (!path_exists(root, "checkpoints directory") || !fs::is_directory(root, ec)) return out;
   fs::directory_iterator it(root, ec), end;
+  SP_CHECK_INPUT(!ec, "checkpoints directory '", root, "' cannot be listed: ", ec.message());
   for (; !ec && it != end; it.increment(ec)) {
     const std::string name = it->path().filename().string();
     const int64_t step = step_of_name(name);

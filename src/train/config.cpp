@@ -238,6 +238,19 @@ void TrainConfig::validate() const {
                    ": not a setting resume checks (those are: ", resume_keys_list(), ")");
 }
 
+namespace {
+
+// Every strategy but the one-rank ones (local, materialized).
+std::vector<std::string> sequence_parallel_strategies() {
+  std::vector<std::string> names;
+  for (const std::string& n : attention_strategies())
+    if (n != enum_name(Strategy::local) && n != enum_name(Strategy::materialized))
+      names.push_back(n);
+  return names;
+}
+
+}  // namespace
+
 void TrainConfig::validate_for_world(int world) const {
   SP_CHECK_USAGE(world % (sp * tp) == 0, "world size ", world, " is not divisible by tp·sp = ", tp,
                  "·", sp, " (world = dp · tp · sp)");
@@ -250,6 +263,14 @@ void TrainConfig::validate_for_world(int world) const {
                  ": raise --batch or --seq-len");
   SP_CHECK_USAGE(strategy != Strategy::mqsp || mqsp_micro <= seq_len,
                  "mqsp: micro-query count m=", mqsp_micro, " must be at most L=", seq_len);
+  // The strategies' own factories assert these too; here they are the user's settings.
+  SP_CHECK_USAGE(
+      sp == 1 || (strategy != Strategy::local && strategy != Strategy::materialized),
+      "--sp-strategy ", enum_name(strategy), " runs with --sp 1 only, got --sp ", sp,
+      "; pick a sequence-parallel strategy: ", join_choices(sequence_parallel_strategies(), ", "));
+  SP_CHECK_USAGE(strategy != Strategy::usp || usp_ulysses == 0 || sp % usp_ulysses == 0,
+                 "--usp-ulysses ", usp_ulysses, " does not divide --sp ", sp,
+                 " (usp needs sp = u·r: valid u are the divisors of ", sp, ")");
   param_specs(model, tp, 0);  // heads, kv heads and ffn width divide over tp
 }
 

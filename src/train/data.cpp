@@ -119,9 +119,10 @@ class PasskeySource final : public DataSource {
  public:
   PasskeySource(uint64_t seed, int64_t L, Split split, double depth)
       : seed_(split == Split::train ? seed : kValidationSeed), split_(split), depth_(depth) {
-    SP_CHECK(L >= 128, "the passkey task needs seq_len >= 128, got ", L);
-    SP_CHECK(depth <= 1.0, "the needle depth must be in [0, 1] (a fraction of the room before ",
-             "the question), got ", depth);
+    SP_CHECK_USAGE(L >= 128, "the passkey task needs --seq-len >= 128, got ", L);
+    SP_CHECK_USAGE(depth <= 1.0,
+                   "the needle depth must be in [0, 1] (a fraction of the room before ",
+                   "the question), got ", depth);
   }
   void sample(uint64_t s, int64_t L, int32_t* out) const override {
     static const char* filler =

@@ -8,6 +8,7 @@
 #include <fstream>
 
 #include "core/check.hpp"
+#include "core/file.hpp"
 #include "core/threads.hpp"
 #include "train/checkpoint.hpp"
 
@@ -49,9 +50,10 @@ std::string resolve_checkpoint(const std::string& path) {
   SP_CHECK_USAGE(!path.empty(),
                  "no checkpoint given: --checkpoint PATH (a step directory, a checkpoints/ root "
                  "or a run directory)");
-  SP_CHECK_INPUT(fs::exists(path, ec), "no checkpoint at '", path, "': path does not exist");
+  SP_CHECK_INPUT(path_exists(path, "checkpoint"), "no checkpoint at '", path,
+                 "': path does not exist");
   SP_CHECK_INPUT(fs::is_directory(path, ec), "no checkpoint at '", path, "': not a directory");
-  if (fs::exists(fs::path(path) / "manifest.json", ec)) return path;
+  if (path_exists((fs::path(path) / "manifest.json").string(), "checkpoint manifest")) return path;
   if (fs::is_directory(fs::path(path) / "checkpoints", ec))
     return newest_in_root((fs::path(path) / "checkpoints").string());
   return newest_in_root(path);
@@ -78,10 +80,17 @@ nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* ste
 TrainConfig configure_run(const std::string& config_path, const nlohmann::json& flags, int world) {
   nlohmann::json merged = nlohmann::json::object();
   if (!config_path.empty()) {
-    std::ifstream f(config_path);
-    SP_CHECK_USAGE(f.good(), "config file '", config_path, "' cannot be opened");
-    merged = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-    SP_CHECK_USAGE(!merged.is_discarded(), "config file '", config_path, "' is not valid JSON");
+    std::string text;
+    try {
+      text = read_regular_file(config_path, "config file");
+    } catch (const InputError& e) {  // the user named it: a usage error, like a bad flag
+      throw UsageError(e.what());
+    }
+    try {
+      merged = nlohmann::json::parse(text);
+    } catch (const nlohmann::json::exception& e) {
+      SP_FAIL_USAGE("config file '", config_path, "' is not valid JSON: ", e.what());
+    }
     SP_CHECK_USAGE(merged.is_object(), "config file '", config_path, "' must hold a JSON object");
   }
   // One merge of (file, then flags over it), so defaults that follow other keys (ffn =
