@@ -15,6 +15,7 @@
 #include "test_models.hpp"
 #include "test_util.hpp"
 #include "train/checkpoint.hpp"
+#include "train/config.hpp"
 
 using namespace seqpar;
 using namespace seqpar::test;
@@ -378,11 +379,70 @@ TEST_F(CheckpointTest, UnsupportedFormatVersionSaysWhichIsSupported) {
   std::string d = save(3, 1);
   fs::path mp = fs::path(d) / "manifest.json";
   auto m = nlohmann::json::parse(slurp(mp));
-  m["format_version"] = 2;
-  spit(mp, m.dump());
+  m["format_version"] = kCheckpointFormatVersion + 1;
+  spit(mp, sealed_manifest_text(m));
+  const std::string next = std::to_string(kCheckpointFormatVersion + 1);
   expect_error<InputError>(
       [&] { load_checkpoint(d); },
-      {"format_version 2", "supports format_version " + std::to_string(kCheckpointFormatVersion)});
+      {"format_version " + next,
+       "supports format_version 1 and " + std::to_string(kCheckpointFormatVersion)});
+}
+
+TEST_F(CheckpointTest, AnEditedManifestFailsItsOwnHash) {
+  std::string d = save(3, 1);
+  fs::path mp = fs::path(d) / "manifest.json";
+  auto m = nlohmann::json::parse(slurp(mp));
+  m["state_note"] = "edited";
+  spit(mp, m.dump(2) + "\n");
+  expect_error<InputError>([&] { load_checkpoint(d); },
+                           {"is corrupt", "manifest.json fails its hash check", "edited"});
+  // The same edit with the hash recomputed is a consistent manifest again.
+  spit(mp, sealed_manifest_text(m));
+  EXPECT_EQ(load_checkpoint(d).step, 3);
+}
+
+TEST_F(CheckpointTest, AVersionOneManifestLoadsWithoutItsHash) {
+  // Checkpoints written before manifests were hashed still resume.
+  std::string d = save(3, 1);
+  fs::path mp = fs::path(d) / "manifest.json";
+  auto m = nlohmann::json::parse(slurp(mp));
+  m.erase(kManifestHashKey);
+  m["format_version"] = 1;
+  spit(mp, m.dump(2));
+  EXPECT_EQ(load_checkpoint(d).step, 3);
+  m["format_version"] = 2;  // a version-2 manifest must carry it
+  spit(mp, m.dump(2));
+  expect_error<InputError>([&] { load_checkpoint(d); }, {"has no 'manifest_fnv1a64'"});
+}
+
+TEST_F(CheckpointTest, ManifestSettingsPassTheCommandLinesChecks) {
+  // A consistent (resealed) manifest whose settings the command line would refuse is
+  // refused as corrupt, by the option tables' own messages.
+  std::string d = save(3, 1);
+  fs::path mp = fs::path(d) / "manifest.json";
+  const auto base = nlohmann::json::parse(slurp(mp));
+  auto forged = [&](auto edit, const std::string& why) {
+    nlohmann::json m = base;
+    m["model"] = ModelConfig{}.to_json();
+    m["train"] = TrainConfig{}.to_json();
+    edit(m);
+    spit(mp, sealed_manifest_text(m));
+    expect_error<InputError>([&] { load_checkpoint(d); }, {"is corrupt: manifest.json: ", why});
+  };
+  forged([](nlohmann::json& m) { m["model"]["heads"] = 0; },
+         "heads must be in [1, 1048576], got 0");
+  forged([](nlohmann::json& m) { m["model"]["kv_heads"] = -4; }, "kv heads Hkv=-4");
+  forged([](nlohmann::json& m) { m["train"]["eval_batches"] = int64_t(1) << 40; },
+         "eval_batches must be in [1, 16777216], got 1099511627776");
+  forged([](nlohmann::json& m) { m["model"]["vocab"] = 2147483647; },
+         "vocab must be in [2, 1073741824]");
+  forged([](nlohmann::json& m) { m["train"]["dim"] = 512; },
+         "'model' and 'train' blocks describe different models");
+  nlohmann::json m = base;
+  m["step"] = -5;
+  spit(mp, sealed_manifest_text(m));
+  expect_error<InputError>([&] { load_checkpoint(d); },
+                           {"is corrupt: manifest.json says step -5", "step_00000003"});
 }
 
 TEST_F(CheckpointTest, BadSafetensorsWithConsistentManifestIsStillRefused) {
@@ -399,7 +459,7 @@ TEST_F(CheckpointTest, BadSafetensorsWithConsistentManifestIsStillRefused) {
   std::snprintf(hex, sizeof hex, "%016llx",
                 static_cast<unsigned long long>(fnv1a64(bad.data(), bad.size())));
   m["files"]["model.safetensors"] = {{"bytes", bad.size()}, {"fnv1a64", hex}};
-  spit(mp, m.dump());
+  spit(mp, sealed_manifest_text(m));
   expect_error<InputError>([&] { load_checkpoint(dir_.string()); },
                            {"model.safetensors", "unsupported dtype", "BF16"});
 }

@@ -26,6 +26,10 @@ namespace seqpar {
 
 namespace {
 
+// Prompts are read whole, so their size is bounded before the read: 64 MiB of text is
+// ~16M tokens, far past any model's context.
+constexpr uint64_t kMaxPromptBytes = uint64_t(64) << 20;
+
 // generate's own settings (the mesh, threads and --max-memory are training's rows).
 struct GenerateArgs {
   std::string prompt, prompt_file, tokenizer;
@@ -48,8 +52,8 @@ const OptionTable<GenerateArgs>& generate_options() {
         "read the prompt from this file", kGenerate));
     add(option<G>(
             "max_new_tokens", [](G & g) -> auto& { return g.max_new_tokens; }, "--max-new-tokens",
-            "tokens to generate", kGenerate))
-        .at_least(0);
+            "tokens to generate (at most 2^30)", kGenerate))
+        .within(0, double(1 << 30));
     add(option<G>(
             "temperature", [](G & g) -> auto& { return g.temperature; }, "--temperature",
             "sampling temperature; 0 = greedy (argmax: the same tokens for any mesh)", kGenerate))
@@ -158,8 +162,9 @@ class GenerateCommand : public Command {
     SP_CHECK_USAGE(world_size == mesh.sp * mesh.tp, "generate runs on tp·sp ranks: ", world_size,
                    " ranks, --tp ", mesh.tp, " × --sp ", mesh.sp, " = ", mesh.sp * mesh.tp);
     // The prompt itself is compared by its hash: every rank must read the same text.
-    text = given_args.contains("prompt_file") ? read_regular_file(args.prompt_file, "prompt file")
-                                              : args.prompt;
+    text = given_args.contains("prompt_file")
+               ? read_regular_file(args.prompt_file, "prompt file", kMaxPromptBytes)
+               : args.prompt;
     nlohmann::json j = options_to_json(generate_options(), args);
     j["mesh"] = mesh.all_to_json();
     j.erase("prompt");

@@ -170,9 +170,16 @@ void require_regular_file(const std::string& path, const std::string& what) {
 
 }  // namespace
 
-std::string read_regular_file(const std::string& path, const std::string& what) {
+std::string read_regular_file(const std::string& path, const std::string& what,
+                              uint64_t max_bytes) {
   require_regular_file(path, what);
-  return read_file(path);
+  Fd fd = open_checked(path, O_RDONLY, 0, Symlinks::follow);
+  const uint64_t n = file_size(fd.get(), path);
+  SP_CHECK_INPUT(n <= max_bytes, what, " '", path, "' has ", n, " bytes, more than the ", max_bytes,
+                 " this command reads");
+  std::string s(n, '\0');
+  pread_all(fd.get(), s.data(), s.size(), 0, path);
+  return s;
 }
 
 void write_file_atomic(const std::string& path, std::string_view bytes, Symlinks links) {

@@ -80,7 +80,9 @@ bool path_exists(const std::string& path, const std::string& what);
 std::string read_file(const std::string& path, Symlinks links = Symlinks::follow);
 // As read_file, first refusing a missing path, a directory and a non-regular file (pipe,
 // device) with a message naming the file's role: "<what> '<path>' does not exist".
-std::string read_regular_file(const std::string& path, const std::string& what);
+// A file above `max_bytes` is refused by its size, before it is read.
+std::string read_regular_file(const std::string& path, const std::string& what,
+                              uint64_t max_bytes = UINT64_MAX);
 // Replaces `path` with `bytes` atomically (an AtomicFileWriter).
 void write_file_atomic(const std::string& path, std::string_view bytes,
                        Symlinks links = Symlinks::follow);

@@ -149,7 +149,10 @@ struct Option {
   }
   static std::string shown(double v) {
     std::ostringstream os;
-    os << v;
+    if (v > -1e18 && v < 1e18 && v == double(int64_t(v)))
+      os << int64_t(v);  // bounds such as 2^24 in full, not 1.67772e+07
+    else
+      os << v;
     return os.str();
   }
 };

@@ -18,7 +18,10 @@ KvCache::KvCache(Arena& arena, int n_layer, int Hkv, int d, int64_t capacity)
          "kv cache K"),
       v_(arena, Mem::acts, size_t(n_layer) * size_t(capacity) * size_t(Hkv) * size_t(d),
          "kv cache V"),
-      pos_(size_t(n_layer) * size_t(capacity)),
+      // int64 positions as pairs of floats' bytes: from the arena like K and V, so a dry run
+      // counts them and allocates nothing (a host vector here grew to gigabytes in the plan
+      // of an oversized --max-new-tokens before its refusal).
+      pos_(arena, Mem::acts, 2 * size_t(n_layer) * size_t(capacity), "kv cache positions"),
       n_(size_t(n_layer), 0) {
   SP_CHECK(capacity >= 1, "KV cache capacity must be >= 1, got ", capacity);
 }
@@ -29,7 +32,7 @@ void KvCache::append(int layer, int64_t pos, const float* k, const float* v) {
   const int64_t at = int64_t(layer) * cap_ + n;
   std::memcpy(k_.data() + at * row_, k, sizeof(float) * size_t(row_));
   std::memcpy(v_.data() + at * row_, v, sizeof(float) * size_t(row_));
-  pos_[size_t(at)] = pos;
+  positions()[at] = pos;
   ++n;
 }
 

@@ -41,12 +41,13 @@ class KvCache {
   int64_t row() const { return row_; }  // floats per token: Hkv·d
   const float* k(int layer) const { return k_.data() + int64_t(layer) * cap_ * row_; }
   const float* v(int layer) const { return v_.data() + int64_t(layer) * cap_ * row_; }
-  const int64_t* pos(int layer) const { return pos_.data() + size_t(layer) * size_t(cap_); }
+  const int64_t* pos(int layer) const { return positions() + int64_t(layer) * cap_; }
 
  private:
+  int64_t* positions() const { return reinterpret_cast<int64_t*>(pos_.data()); }
   int64_t cap_, row_;
-  Buffer k_, v_;
-  std::vector<int64_t> pos_, n_;
+  Buffer k_, v_, pos_;  // pos_: n_layer·capacity int64 positions (64-byte aligned)
+  std::vector<int64_t> n_;
 };
 
 // The prefill strategy: `inner` on the prompt shard, K and V kept in `cache`.

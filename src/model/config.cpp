@@ -17,14 +17,14 @@ const OptionTable<ModelConfig>& model_options() {
     add(option<M>(
             "layers", [](M & c) -> auto& { return c.n_layer; }, "--layers", "Transformer blocks",
             kTrainLike))
-        .at_least(1);
+        .within(1, kMaxLayers);
     add(option<M>(
             "dim", [](M & c) -> auto& { return c.C; }, "--dim", "model width C", kTrainLike))
-        .at_least(2);
+        .within(2, kMaxWidth);
     add(option<M>(
             "heads", [](M & c) -> auto& { return c.H; }, "--heads",
             "query heads H (head dim d = C/H)", kTrainLike))
-        .at_least(1);
+        .within(1, kMaxWidth);
     add(option<M>(
             "kv_heads", [](M & c) -> auto& { return c.Hkv; }, "--kv-heads",
             "key/value heads Hkv (grouped-query attention)", kTrainLike))
@@ -34,7 +34,7 @@ const OptionTable<ModelConfig>& model_options() {
     // multiple of 32) keeps the parameter count of a 4·C GELU MLP.
     add(option<M>(
             "ffn", [](M & c) -> auto& { return c.F; }, "--ffn", "feed-forward width F", kTrainLike))
-        .at_least(1)
+        .within(1, 4 * kMaxWidth)
         .shows_default("4·C; llama: 8·C/3 rounded up to 32")
         .follow({"dim", "model"}, [](M& c) {
           c.F = c.kind == ModelKind::llama ? (8 * c.C / 3 + 31) / 32 * 32 : 4 * c.C;
@@ -42,7 +42,7 @@ const OptionTable<ModelConfig>& model_options() {
     add(option<M>(
             "vocab", [](M & c) -> auto& { return c.V; }, "--vocab", "vocabulary size V",
             kTrainLike))
-        .at_least(2)
+        .within(2, kMaxVocab)
         .shows_default("256 bytes, 257 for bert; a token file's vocabulary, +1 for bert")
         .follow({"model"}, [](M& c) { c.V = c.kind == ModelKind::bert ? 257 : 256; });
     add(option<M>(
@@ -85,6 +85,13 @@ const OptionTable<ModelConfig>& model_options() {
 
 void ModelConfig::validate() const {
   check_options(model_options(), *this);
+  // Every size the engine computes from the model is a product of these; bounding the
+  // total bounds each product far below 2^63 (checked in long double: no overflow here).
+  const long double params = approx_params();
+  SP_CHECK_USAGE(params <= kMaxParams, "the model has about ", double(params),
+                 " parameters (layers·(4·C² + 3·C·F) + 2·V·C with layers=", n_layer, ", C=", C,
+                 ", F=", F, ", V=", V, "), beyond this engine's limit of 2^40 (",
+                 double(kMaxParams), ": 4 TiB per fp32 copy)");
   SP_CHECK_USAGE(C % H == 0, "model width C=", C, " is not divisible by heads H=", H);
   SP_CHECK_USAGE(d() % 2 == 0, "head dim d=C/H=", d(), " must be even for rotary embeddings");
   SP_CHECK_USAGE(Hkv >= 1 && H % Hkv == 0, "kv heads Hkv=", Hkv, " must divide heads H=", H);
@@ -93,6 +100,11 @@ void ModelConfig::validate() const {
     SP_CHECK_USAGE(V >= min_v, "vocab V=", V, " too small: byte tokens need ", min_v,
                    kind == ModelKind::bert ? " (256 bytes + [MASK])" : "");
   }
+}
+
+long double ModelConfig::approx_params() const {
+  const long double c = C, f = F, v = V;
+  return (long double)n_layer * (4 * c * c + 3 * c * f + 8 * c) + 2 * v * c;
 }
 
 nlohmann::json ModelConfig::to_json() const { return options_to_json(model_options(), *this); }

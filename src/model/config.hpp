@@ -25,6 +25,14 @@ struct EnumNames<ModelKind> {
 inline const char* model_kind_name(ModelKind k) { return enum_name(k); }
 inline ModelKind parse_model_kind(const std::string& s) { return parse_enum<ModelKind>(s); }
 
+// Bounds no real model approaches (the largest published ones have ~10^2 layers, C ~ 2·10^4,
+// V ~ 2.6·10^5, ~10^12 parameters): beyond them a size is a typo or an attack, refused
+// before anything is allocated.
+constexpr int kMaxLayers = 1 << 16;
+constexpr int kMaxWidth = 1 << 20;
+constexpr int kMaxVocab = 1 << 30;
+constexpr long double kMaxParams = 1099511627776.0L;  // 2^40
+
 struct ModelConfig {
   ModelKind kind = ModelKind::gpt;  // gpt: causal LM; bert: bidirectional masked LM
   int n_layer = 2;
@@ -48,6 +56,9 @@ struct ModelConfig {
   bool llama() const { return kind == ModelKind::llama; }
   // Floats of one row of the first feed-forward product: [gate | up] for SwiGLU.
   int fc1_width() const { return llama() ? 2 * F : F; }
+  // layers·(4·C² + 3·C·F + 8·C) + 2·V·C: at least the parameter count of every kind, in
+  // long double so that no input overflows it.
+  long double approx_params() const;
   // Throws seqpar::UsageError naming the offending value.
   void validate() const;
   nlohmann::json to_json() const;

@@ -16,6 +16,8 @@
 #include <system_error>
 
 #include "core/check.hpp"
+#include "model/config.hpp"
+#include "train/config.hpp"
 
 namespace seqpar {
 namespace fs = std::filesystem;
@@ -311,15 +313,56 @@ nlohmann::json parse_json_file(const std::string& path, const std::string& what_
   }
 }
 
-Checkpoint load_step_dir(const std::string& d) {
+// FNV-1a 64 of the manifest as written, without its own hash: what kManifestHashKey holds.
+uint64_t manifest_hash(nlohmann::json m) {
+  m.erase(kManifestHashKey);
+  const std::string text = dump_json(m, 2, "checkpoint manifest") + "\n";
+  return fnv1a64(text.data(), text.size());
+}
+
+// Error messages of nested checks carry "[rank N] "; the wrapper adds its own.
+std::string without_rank(const std::string& msg) {
+  if (msg.rfind("[rank ", 0) != 0) return msg;
+  const size_t end = msg.find("] ");
+  return end == std::string::npos ? msg : msg.substr(end + 2);
+}
+
+// The settings a manifest records pass the command line's checks (the option tables), or
+// the checkpoint is refused as corrupt: nothing read from disk reaches the engine unchecked
+// ("heads": 0 divided by zero, "eval_batches": 2^40 exhausted memory).
+void validate_manifest_settings(const nlohmann::json& m, const std::string& d) {
+  try {
+    if (m.contains("model")) {
+      SP_CHECK_USAGE(m["model"].is_object(), "'model' is not an object");
+      ModelConfig::from_json(m["model"]).validate();
+    }
+    if (m.contains("train")) {
+      SP_CHECK_USAGE(m["train"].is_object(), "'train' is not an object");
+      TrainConfig cfg;
+      cfg.merge_json(m["train"]);
+      cfg.validate();
+      SP_CHECK_USAGE(!m.contains("model") ||
+                         ModelConfig::from_json(m["model"]).to_json() == cfg.model.to_json(),
+                     "its 'model' and 'train' blocks describe different models");
+    }
+  } catch (const Error& e) {
+    SP_FAIL_INPUT("checkpoint ", d, " is corrupt: manifest.json: ", without_rank(e.what()));
+  }
+}
+
+}  // namespace
+
+std::string sealed_manifest_text(nlohmann::json& m) {
+  m[kManifestHashKey] = hash_hex(manifest_hash(m));
+  return dump_json(m, 2, "checkpoint manifest") + "\n";
+}
+
+nlohmann::json read_step_manifest(const std::string& d) {
   const std::string manifest_path = (fs::path(d) / "manifest.json").string();
-  SP_CHECK_INPUT(fs::exists(manifest_path), "checkpoint ", d,
+  SP_CHECK_INPUT(path_exists(manifest_path, "checkpoint manifest"), "checkpoint ", d,
                  " is incomplete: manifest.json missing");
-  Checkpoint ck;
-  ck.dir = d;
-  ck.manifest = parse_json_file(manifest_path,
-                                "checkpoint " + d + " is corrupt: manifest.json is not valid JSON");
-  const nlohmann::json& m = ck.manifest;
+  nlohmann::json m = parse_json_file(
+      manifest_path, "checkpoint " + d + " is corrupt: manifest.json is not valid JSON");
   SP_CHECK_INPUT(m.is_object(), "checkpoint ", d,
                  " is corrupt: manifest.json is not a JSON object");
 
@@ -328,21 +371,48 @@ Checkpoint load_step_dir(const std::string& d) {
       fv != m.end() && fv->is_number_integer(), "checkpoint ", d,
       ": manifest.json has no integer format_version (this build supports format_version ",
       kCheckpointFormatVersion, ")");
-  SP_CHECK_INPUT(fv->get<int64_t>() == kCheckpointFormatVersion, "checkpoint ", d,
-                 " has unsupported format_version ", fv->get<int64_t>(),
-                 "; this build supports format_version ", kCheckpointFormatVersion);
+  const int64_t version = fv->get<int64_t>();
+  SP_CHECK_INPUT(version == kCheckpointFormatVersion || version == 1, "checkpoint ", d,
+                 " has unsupported format_version ", version,
+                 "; this build supports format_version 1 and ", kCheckpointFormatVersion);
+  // Version 2 manifests carry their own hash; version 1 (written before) are validated
+  // below but cannot be hash-checked.
+  if (version >= 2) {
+    auto h = m.find(kManifestHashKey);
+    uint64_t want = 0;
+    SP_CHECK_INPUT(
+        h != m.end() && h->is_string() && parse_hash_hex(h->get_ref<const std::string&>(), &want),
+        "checkpoint ", d, " is corrupt: manifest.json has no '", kManifestHashKey, "' hex string");
+    const uint64_t got = manifest_hash(m);
+    SP_CHECK_INPUT(got == want, "checkpoint ", d,
+                   " is corrupt: manifest.json fails its hash check (fnv1a64 ", hash_hex(got),
+                   ", the manifest says ", hash_hex(want),
+                   "): it was edited or damaged after it was written");
+  }
   auto step = m.find("step");
   SP_CHECK_INPUT(step != m.end() && step->is_number_integer(), "checkpoint ", d,
                  " is corrupt: manifest.json has no integer step");
-  ck.step = step->get<int64_t>();
+  const int64_t at = step->get<int64_t>();
   // The step a directory is named for is the step it holds: "step": 3 inside step_00000004
   // would resume at the wrong step, silently.
   fs::path dir_path(d);
   if (dir_path.filename().empty()) dir_path = dir_path.parent_path();
   const int64_t named = step_of_name(dir_path.filename().string());
-  SP_CHECK_INPUT(ck.step >= 0 && (named < 0 || named == ck.step), "checkpoint ", d,
-                 " is corrupt: manifest.json says step ", ck.step, " but the directory is ",
+  SP_CHECK_INPUT(at >= 0 && (named < 0 || named == at), "checkpoint ", d,
+                 " is corrupt: manifest.json says step ", at, " but the directory is ",
                  named < 0 ? std::string("for a step >= 0") : step_dir_name(named));
+  validate_manifest_settings(m, d);
+  return m;
+}
+
+namespace {
+
+Checkpoint load_step_dir(const std::string& d) {
+  Checkpoint ck;
+  ck.dir = d;
+  ck.manifest = read_step_manifest(d);
+  ck.step = ck.manifest["step"].get<int64_t>();
+  const nlohmann::json& m = ck.manifest;
 
   auto files = m.find("files");
   SP_CHECK_INPUT(files != m.end() && files->is_object(), "checkpoint ", d,
@@ -448,7 +518,7 @@ std::string CheckpointWriter::finish(const nlohmann::json& state,
     files[f] = {{"bytes", digests_[f].bytes}, {"fnv1a64", hash_hex(digests_[f].fnv1a64)}};
   manifest["files"] = files;
   // Last: a step directory with a manifest is complete.
-  write_file_atomic(in_tmp("manifest.json"), dump_json(manifest, 2, "checkpoint manifest") + "\n");
+  write_file_atomic(in_tmp("manifest.json"), sealed_manifest_text(manifest));
 
   install_dir(tmp_dir_, final_dir_);
   finished_ = true;

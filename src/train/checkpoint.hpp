@@ -26,7 +26,10 @@
 
 namespace seqpar {
 
-constexpr int kCheckpointFormatVersion = 1;
+// 2: the manifest holds its own hash (kManifestHashKey). Version 1 checkpoints still load.
+constexpr int kCheckpointFormatVersion = 2;
+// FNV-1a 64 (hex) of manifest.json as written without this key (docs/checkpoints.md).
+constexpr const char* kManifestHashKey = "manifest_fnv1a64";
 
 struct NamedTensor {
   std::string name;
@@ -122,6 +125,15 @@ std::string save_checkpoint(const std::string& root, int64_t step,
                             const std::vector<NamedTensor>& weights,
                             const std::vector<NamedTensor>& optimizer, const nlohmann::json& state,
                             const nlohmann::json& manifest_extra);
+
+// A step directory's manifest.json, verified without reading the files it lists: a JSON
+// object of a supported format_version, its own hash, an integer step equal to the
+// directory's name, and its "model" and "train" settings passing the command line's
+// checks. InputError ("checkpoint <dir> is corrupt: ...") otherwise.
+nlohmann::json read_step_manifest(const std::string& step_dir);
+// Sets m's kManifestHashKey to the hash of m without it, and returns the text to write:
+// what a CheckpointWriter writes as manifest.json (tests use it to forge consistent ones).
+std::string sealed_manifest_text(nlohmann::json& m);
 
 // `path` is either a root (its newest complete step directory) or a step directory.
 // Verifies the manifest (format version, sizes, hashes) before returning anything.

@@ -51,7 +51,7 @@ OptionTable<TC> own_options() {
   add(option<TC>("seq_len", SP_FIELD(seq_len), "--seq-len,-L",
                  "global sequence length L in tokens (bytes)", all))
       .resume()
-      .at_least(2);
+      .within(2, double(int64_t(1) << 40));
   add(option<TC>("max_memory", SP_FIELD(max_memory), "--max-memory",
                  "per-rank limit for the whole process (arena peak, with the checkpoint's stream "
                  "buffer, + runtime baseline + step reserve of 8 MiB + 1% of the arena; for "
@@ -65,7 +65,7 @@ OptionTable<TC> own_options() {
       });
   add(option<TC>("batch", SP_FIELD(batch), "--batch,-B",
                  "sequences per data-parallel replica per step", all | kEval))
-      .at_least(1);
+      .within(1, 1 << 20);
   add(option<TC>("steps", SP_FIELD(steps), "--steps", "optimizer steps", all)).resume().at_least(0);
   add(option<TC>("lr", SP_FIELD(lr), "--lr", "peak learning rate", all))
       .resume()
@@ -99,8 +99,10 @@ OptionTable<TC> own_options() {
                  "checkpoint every N steps (0 = only at the end and on SIGTERM)", all))
       .at_least(0);
   add(option<TC>("threads", SP_FIELD(threads), "--threads",
-                 "threads per rank (0 = OMP_NUM_THREADS, else the node's cores / ranks)", mesh))
-      .at_least(0);
+                 "threads per rank (0 = OMP_NUM_THREADS, else the node's cores / ranks), at most "
+                 "1024",
+                 mesh))
+      .within(0, kMaxThreads);
   add(option<TC>("log_every", SP_FIELD(log_every), "--log-every",
                  "log a metrics line every N steps", all))
       .at_least(1);
@@ -181,7 +183,7 @@ OptionTable<TC> own_options() {
       .at_least(0, " (0 = off)");
   add(option<TC>("eval_batches", SP_FIELD(eval_batches), "--eval-batches",
                  "global batches (batch · dp sequences each) per evaluation", all | kEval))
-      .at_least(1);
+      .within(1, 1 << 24);
   // What this launch does with the run, not what the run is.
   add(option<TC>("resume", SP_FIELD(resume), "--resume",
                  "continue from the newest complete checkpoint in <out>/checkpoints, if any; the "
@@ -220,6 +222,20 @@ void TrainConfig::validate() const {
   model.validate();
   check_options(own_table(), *this);
   SP_CHECK_USAGE(min_lr <= lr, "min_lr must be in [0, lr=", lr, "], got ", min_lr);
+  // Sizes that scale with user numbers, bounded before anything is planned or allocated
+  // (long double: no overflow): one layer's activations of the whole batch on one rank
+  // (a rank holds at least L/sp tokens, sp <= L), and eval's per-sample records.
+  const long double rows = (long double)batch * (long double)seq_len;
+  const long double widest = std::max({4.0L * model.C, 2.0L * model.F, (long double)model.V});
+  SP_CHECK_USAGE(rows * widest * (model.n_layer + 1) <= 0x1p56L,
+                 "batch·seq_len·width·layers = ", batch, "·", seq_len, "·", double(widest), "·",
+                 model.n_layer + 1, " = ", double(rows * widest * (model.n_layer + 1)),
+                 " activation floats is beyond what one process can hold (2^56); lower --batch "
+                 "or --seq-len");
+  SP_CHECK_USAGE((long double)eval_batches * batch <= 0x1p26L,
+                 "eval_batches·batch = ", eval_batches, "·", batch,
+                 " sequences per evaluation is beyond 2^26; lower "
+                 "--eval-batches");
   SP_CHECK_USAGE(seq_len / sp <= (int64_t(1) << 30), "seq_len/sp = ", seq_len / sp,
                  " tokens per rank is beyond what this engine indexes (2^30); use more ranks");
   SP_CHECK_USAGE(doc_positions == DocPositions::global || pack_documents, "doc_positions ",

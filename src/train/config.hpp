@@ -31,6 +31,10 @@ struct EnumNames<ProgressMode> {
 };
 inline const char* progress_name(ProgressMode p) { return enum_name(p); }
 
+// Threads per rank: OpenMP gives each its stack and OpenBLAS its buffers, so a count far
+// beyond any machine's cores only exhausts memory (100000 threads: 8.9 GB before a refusal).
+constexpr int kMaxThreads = 1024;
+
 struct TrainConfig {
   ModelConfig model;
   int64_t seq_len = 256;  // L, global sequence length
@@ -51,7 +55,8 @@ struct TrainConfig {
   // copies): bytes with a unit ("8GiB"), or "available" (default: the memory the machine
   // offers, the smallest over ranks). Not part of the run's identity (config.json).
   std::string max_memory = "available";
-  int threads = 0;  // per rank; 0: OMP_NUM_THREADS or all cores / ranks on the node
+  int threads =
+      0;  // per rank (at most kMaxThreads); 0: OMP_NUM_THREADS or all cores / ranks on the node
   int64_t log_every = 1;
   ProgressMode progress = ProgressMode::automatic;
   Strategy strategy = Strategy::local;

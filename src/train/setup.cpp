@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
-#include <fstream>
 
 #include "core/check.hpp"
 #include "core/file.hpp"
@@ -20,8 +19,15 @@ int resolve_threads(int requested, int ranks) {
   int threads = requested;
   if (threads <= 0) {
     threads = std::max(1, std::max(1, omp_get_num_procs()) / std::max(1, ranks));
-    if (const char* e = std::getenv("OMP_NUM_THREADS")) threads = std::max(1, std::atoi(e));
+    if (const char* e = std::getenv("OMP_NUM_THREADS")) {
+      const long v = std::strtol(e, nullptr, 10);
+      SP_CHECK_USAGE(v <= kMaxThreads, "OMP_NUM_THREADS=", e, " is beyond ", kMaxThreads,
+                     " threads per rank");
+      threads = int(std::max(1L, v));
+    }
   }
+  SP_CHECK_USAGE(threads <= kMaxThreads, "threads ", threads, " is beyond ", kMaxThreads,
+                 " per rank");
   set_num_threads(threads);
   return threads;
 }
@@ -59,14 +65,7 @@ std::string resolve_checkpoint(const std::string& path) {
   return newest_in_root(path);
 }
 
-nlohmann::json read_manifest(const std::string& step_dir) {
-  const std::string path = step_dir + "/manifest.json";
-  std::ifstream f(path);
-  SP_CHECK_INPUT(f.good(), "checkpoint ", step_dir, ": cannot read ", path);
-  const nlohmann::json m = nlohmann::json::parse(f, nullptr, /*allow_exceptions=*/false);
-  SP_CHECK_INPUT(m.is_object(), "checkpoint ", step_dir, ": ", path, " is not a JSON object");
-  return m;
-}
+nlohmann::json read_manifest(const std::string& step_dir) { return read_step_manifest(step_dir); }
 
 nlohmann::json checkpoint_train_config(const std::string& step_dir, int64_t* step) {
   const nlohmann::json m = read_manifest(step_dir);

@@ -68,7 +68,8 @@ check "a bert checkpoint is refused (not a causal model)" '[ $rc = 2 ] && grep -
 # to end in SIGFPE).
 cp -r "$tmp/gpt" "$tmp/gpt0"
 m=$(ls -d "$tmp"/gpt0/checkpoints/step_* | tail -1)/manifest.json
-python3 -c "import json,sys; p=sys.argv[1]; j=json.load(open(p)); j['model']['heads']=0; json.dump(j,open(p,'w'))" "$m"
+python3 "$src/tools/edit_manifest.py" "$m" "m['model']['heads'] = 0"
 "$bin" generate --run "$tmp/gpt0" --prompt x > /dev/null 2> "$tmp/e"; rc=$?
-check "a manifest with heads 0 is refused (exit 2), not a crash" '[ $rc = 2 ] && grep -q "heads must be >= 1, got 0" "$tmp/e"'
+check "a manifest with heads 0 is refused as corrupt (exit 1), not a crash" \
+  '[ $rc = 1 ] && grep -q "is corrupt: manifest.json: heads must be in \[1, 1048576\], got 0" "$tmp/e"'
 finish

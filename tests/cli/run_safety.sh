@@ -167,8 +167,7 @@ check "a run.lock symlink is refused (exit $rc), naming it" \
 check "the symlink's target is untouched" '[ "$(cat "$tmp/victim")" = keep ]'
 # The step inside a manifest must be the step its directory is named for.
 "$bin" train "${small[@]}" --steps 2 --out "$tmp/st" > /dev/null 2>&1
-python3 -c "import json,sys; p=sys.argv[1]; j=json.load(open(p)); j['step']=1; json.dump(j,open(p,'w'))" \
-  "$tmp/st/checkpoints/step_00000002/manifest.json"
+python3 "$src/tools/edit_manifest.py" "$tmp/st/checkpoints/step_00000002/manifest.json" "m['step'] = 1"
 "$bin" train "${small[@]}" --steps 3 --resume --override steps --out "$tmp/st" > "$tmp/st.log" 2>&1
 rc=$?
 check "a manifest whose step is not its directory's is refused (exit $rc)" \
