@@ -36,10 +36,15 @@ std::string si(double v, const char* unit) {
 }
 
 nlohmann::json token_file_json(const TokenFile& f) {
-  return {{"token_file", f.path()},   {"format_version", f.version()},
-          {"vocab", f.vocab()},       {"dtype", f.token_bytes() == 2 ? "uint16" : "uint32"},
-          {"tokens", f.num_tokens()}, {"documents", f.num_docs()},
-          {"eos", f.eos()},           {"tokenizer_hash", hash_hex(f.tokenizer_hash())},
+  return {{"token_file", f.path()},
+          {"format_version", f.version()},
+          {"vocab", f.vocab()},
+          {"dtype", f.token_bytes() == 2 ? "uint16" : "uint32"},
+          {"tokens", f.num_tokens()},
+          {"documents", f.num_docs()},
+          {"eos", f.eos()},
+          {"tokenizer_hash", hash_hex(f.tokenizer_hash())},
+          {"body_checksum", hash_hex(f.body_checksum())},
           {"bytes", f.file_bytes()}};
 }
 
@@ -170,8 +175,9 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
 
   opt.info = opt.cmd->add_subcommand(
       "info",
-      "Validate a token file (header, size, document table, every token < V) and/or a model, "
-      "and print what they hold as JSON; with both, check the file was encoded by the model.");
+      "Validate a token file (header, size, body checksum, document table, every token < V) "
+      "and/or a model, and print what they hold as JSON; with both, check the file was "
+      "encoded by the model.");
   opt.info->add_option("--input", opt.input, "token file to validate and describe");
   opt.info->add_option("--model", opt.model, "SentencePiece model file to describe");
   return opt.cmd;
