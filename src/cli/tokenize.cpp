@@ -149,8 +149,9 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
 
   opt.encode = opt.cmd->add_subcommand(
       "encode",
-      "Tokenize a text file into a token file: documents, each followed by EOS, with the "
-      "vocabulary size and the tokenizer's hash in the header. Progress goes to stderr.");
+      "Tokenize a UTF-8 text file into a token file: documents, each followed by EOS, with "
+      "the vocabulary size, the tokenizer's hash and a body checksum in the header. Text that "
+      "is not UTF-8 is refused, naming the first bad byte. Progress goes to stderr.");
   opt.encode->add_option("--model", opt.model, "SentencePiece model file (from tokenize train)")
       ->required();
   opt.encode->add_option("--input", opt.input, "text file to encode")->required();
