@@ -1,6 +1,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -119,6 +120,19 @@ void run_info() {
   std::cout << j.dump(2) << std::endl;
 }
 
+// Refuses (exit 2) an output that is one of the command's inputs under any name: the same
+// path, "./x" for "x", a symbolic or hard link to it (std::filesystem::equivalent compares
+// device and inode). Writing it (temp file + rename) would replace the input, and what the
+// user saved would be lost. An output that does not exist yet is no input.
+void check_output_is_not_input(const std::string& output, const char* output_flag,
+                               const std::string& input, const char* input_flag) {
+  std::error_code ec;
+  const bool same = std::filesystem::equivalent(output, input, ec) && !ec;
+  SP_CHECK_USAGE(!same, "tokenize ", output_flag, " '", output, "' is the same file as ",
+                 input_flag, " '", input,
+                 "': writing it would replace what it reads (choose another output path)");
+}
+
 }  // namespace
 
 static CLI::App* add_tokenize_command(CLI::App& app) {
@@ -194,6 +208,14 @@ class TokenizeCommand : public Command {
     SP_CHECK_USAGE(!opt.info->parsed() || !opt.input.empty() || !opt.model.empty(),
                    "tokenize info needs --input TOKEN_FILE and/or --model MODEL (see --help)");
     if (opt.encode->parsed()) (void)parse_doc_split(opt.doc_split);  // a usage error, up front
+    // Before anything is read or written: every command that writes names its inputs here.
+    if (opt.train->parsed())
+      check_output_is_not_input(opt.model, "train --model", opt.input, "--input");
+    if (opt.encode->parsed() || opt.decode->parsed()) {
+      const char* cmd = opt.encode->parsed() ? "encode --output" : "decode --output";
+      check_output_is_not_input(opt.output, cmd, opt.input, "--input");
+      check_output_is_not_input(opt.output, cmd, opt.model, "--model");
+    }
     return nlohmann::json::object();
   }
   int run(Comm&) override {
