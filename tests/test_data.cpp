@@ -171,9 +171,13 @@ TEST_F(DataTest, DispatchTokenFileTextFileAndKjv) {
   const uint64_t start = old_draw(3, 9, 0) % (validation_begin(text_.size(), L, nullptr, "t") - L);
   for (int64_t i = 0; i <= L; ++i) EXPECT_EQ(x[i], uint8_t(text_[start + i]));
 
-  // A file whose first bytes are almost the magic is text, read byte for byte.
+  // A file whose first bytes are within 2 of the magic is a damaged token file, refused
+  // (never read as text); 3 bytes off, it is text, read byte for byte.
   spit(dir_ / "near.txt", "SEQPTOKZ" + text_);
-  EXPECT_EQ(make_source((dir_ / "near.txt").string(), 3, L)->vocab(), 256);
+  expect_error<InputError>([&] { make_source((dir_ / "near.txt").string(), 3, L); },
+                           {"near.txt", "damaged magic", "SEQPTOKZ"});
+  spit(dir_ / "far.txt", "SEQXXOKZ" + text_);
+  EXPECT_EQ(make_source((dir_ / "far.txt").string(), 3, L)->vocab(), 256);
 
   auto pk = make_source("passkey", 3, 128);
   EXPECT_EQ(pk->vocab(), 256);
@@ -219,13 +223,21 @@ TEST_F(DataTest, DamagedTokenFileIsRefusedNotReadAsText) {
   const std::string cut = (dir_ / "cut.tok").string();
   spit(cut, good.substr(0, good.size() - 100));
   expect_error([&] { make_source(cut, 1, 16); }, {cut, "truncated"});
-  // A token >= V in the body (the header hash covers only the header).
-  std::string bad = good;
-  const uint16_t big = kV;
-  std::memcpy(bad.data() + 64 + 2 * 5, &big, 2);
+  // A changed token in the body, >= V or not: the body checksum refuses it.
   const std::string badp = (dir_ / "bad.tok").string();
-  spit(badp, bad);
-  expect_error([&] { make_source(badp, 1, 16); }, {badp, "token 5", "V=1000"});
+  uint16_t was;
+  std::memcpy(&was, good.data() + 64 + 2 * 5, 2);
+  for (const uint16_t t : {uint16_t(kV), uint16_t(was == 7 ? 8 : 7)}) {
+    std::string bad = good;
+    std::memcpy(bad.data() + 64 + 2 * 5, &t, 2);
+    spit(badp, bad);
+    expect_error<InputError>([&] { make_source(badp, 1, 16); }, {badp, "body checksum"});
+  }
+  // Text under a *.tok name is refused too, never read as text.
+  const std::string text_tok = (dir_ / "text.tok").string();
+  spit(text_tok, text_);
+  expect_error<InputError>([&] { make_source(text_tok, 1, 16); },
+                           {text_tok, "not a seqpar token file", "never read as text"});
   // A header shorter than 64 bytes but with the magic.
   const std::string tiny = (dir_ / "tiny.tok").string();
   spit(tiny, good.substr(0, 40));

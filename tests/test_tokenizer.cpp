@@ -249,4 +249,43 @@ TEST_F(TokenizerTest, EncodeErrors) {
       {"no_dir", "No such file or directory"});
 }
 
+// Invalid UTF-8 is refused before anything is written, naming the byte offset, the line
+// and the byte: SentencePiece would read it as U+FFFD and decoding would not give it back.
+TEST_F(TokenizerTest, EncodeRefusesInvalidUtf8) {
+  Tokenizer t(model());
+  // Why refuse: the tokenizer itself turns the byte into U+FFFD (EF BF BD).
+  EXPECT_EQ(t.decode(t.encode("caf\xe9\n")), "caf\xef\xbf\xbd\n");
+  const std::string out = (dir_ / "bad.tok").string();
+  const std::string text = "Ge1:1 In the beginning\nGe1:2 And the earth was caf\xe9.\n";
+  spit(dir_ / "latin1.txt", text);
+  expect_error<InputError>(
+      [&] { encode_text_file(t, (dir_ / "latin1.txt").string(), out, DocSplit::automatic); },
+      {"latin1.txt", "is not UTF-8", "byte " + std::to_string(text.find('\xe9')), "(line 2)",
+       "0xe9", "U+FFFD"});
+  for (const auto& e : fs::directory_iterator(dir_))
+    EXPECT_NE(e.path().filename().string().rfind("bad.tok", 0), 0u)
+        << "nothing written, not even a temp file: " << e.path();
+}
+
+TEST(Utf8, FirstInvalidByte) {
+  auto at = [](std::string_view s) { return first_invalid_utf8(s); };
+  EXPECT_EQ(at(""), 0u);
+  EXPECT_EQ(at("plain ASCII, longer than eight bytes\n"), 37u);
+  const std::string_view valid = "caf\xc3\xa9 \xe2\x80\x94 \xf0\x9f\x98\x80 \xf4\x8f\xbf\xbf";
+  EXPECT_EQ(at(valid), valid.size());              // 2-, 3- and 4-byte characters, U+10FFFF
+  EXPECT_EQ(at(std::string_view("a\0b", 3)), 3u);  // NUL is UTF-8 (and round-trips)
+  EXPECT_EQ(at("caf\xe9"), 3u);                    // Latin-1
+  EXPECT_EQ(at("0123456789\xff"), 10u);            // after the 8-byte ASCII path
+  EXPECT_EQ(at("a\x80"), 1u);                      // a lone continuation byte
+  EXPECT_EQ(at("a\xc0\x80"), 1u);                  // overlong NUL
+  EXPECT_EQ(at("a\xc1\xbf"), 1u);                  // overlong
+  EXPECT_EQ(at("a\xe0\x9f\xbf"), 1u);              // overlong 3-byte
+  EXPECT_EQ(at("a\xed\xa0\x80"), 1u);              // a surrogate (U+D800)
+  EXPECT_EQ(at("a\xf0\x8f\xbf\xbf"), 1u);          // overlong 4-byte
+  EXPECT_EQ(at("a\xf4\x90\x80\x80"), 1u);          // above U+10FFFF
+  EXPECT_EQ(at("a\xf5\x80\x80\x80"), 1u);
+  EXPECT_EQ(at("ab\xe2\x80"), 2u);   // cut at the end
+  EXPECT_EQ(at("ab\xe2\x80x"), 2u);  // cut by another character
+}
+
 }  // namespace

@@ -1,6 +1,7 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -36,10 +37,15 @@ std::string si(double v, const char* unit) {
 }
 
 nlohmann::json token_file_json(const TokenFile& f) {
-  return {{"token_file", f.path()},   {"format_version", f.version()},
-          {"vocab", f.vocab()},       {"dtype", f.token_bytes() == 2 ? "uint16" : "uint32"},
-          {"tokens", f.num_tokens()}, {"documents", f.num_docs()},
-          {"eos", f.eos()},           {"tokenizer_hash", hash_hex(f.tokenizer_hash())},
+  return {{"token_file", f.path()},
+          {"format_version", f.version()},
+          {"vocab", f.vocab()},
+          {"dtype", f.token_bytes() == 2 ? "uint16" : "uint32"},
+          {"tokens", f.num_tokens()},
+          {"documents", f.num_docs()},
+          {"eos", f.eos()},
+          {"tokenizer_hash", hash_hex(f.tokenizer_hash())},
+          {"body_checksum", hash_hex(f.body_checksum())},
           {"bytes", f.file_bytes()}};
 }
 
@@ -114,6 +120,19 @@ void run_info() {
   std::cout << j.dump(2) << std::endl;
 }
 
+// Refuses (exit 2) an output that is one of the command's inputs under any name: the same
+// path, "./x" for "x", a symbolic or hard link to it (std::filesystem::equivalent compares
+// device and inode). Writing it (temp file + rename) would replace the input, and what the
+// user saved would be lost. An output that does not exist yet is no input.
+void check_output_is_not_input(const std::string& output, const char* output_flag,
+                               const std::string& input, const char* input_flag) {
+  std::error_code ec;
+  const bool same = std::filesystem::equivalent(output, input, ec) && !ec;
+  SP_CHECK_USAGE(!same, "tokenize ", output_flag, " '", output, "' is the same file as ",
+                 input_flag, " '", input,
+                 "': writing it would replace what it reads (choose another output path)");
+}
+
 }  // namespace
 
 static CLI::App* add_tokenize_command(CLI::App& app) {
@@ -144,8 +163,9 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
 
   opt.encode = opt.cmd->add_subcommand(
       "encode",
-      "Tokenize a text file into a token file: documents, each followed by EOS, with the "
-      "vocabulary size and the tokenizer's hash in the header. Progress goes to stderr.");
+      "Tokenize a UTF-8 text file into a token file: documents, each followed by EOS, with "
+      "the vocabulary size, the tokenizer's hash and a body checksum in the header. Text that "
+      "is not UTF-8 is refused, naming the first bad byte. Progress goes to stderr.");
   opt.encode->add_option("--model", opt.model, "SentencePiece model file (from tokenize train)")
       ->required();
   opt.encode->add_option("--input", opt.input, "text file to encode")->required();
@@ -170,8 +190,9 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
 
   opt.info = opt.cmd->add_subcommand(
       "info",
-      "Validate a token file (header, size, document table, every token < V) and/or a model, "
-      "and print what they hold as JSON; with both, check the file was encoded by the model.");
+      "Validate a token file (header, size, body checksum, document table, every token < V) "
+      "and/or a model, and print what they hold as JSON; with both, check the file was "
+      "encoded by the model.");
   opt.info->add_option("--input", opt.input, "token file to validate and describe");
   opt.info->add_option("--model", opt.model, "SentencePiece model file to describe");
   return opt.cmd;
@@ -187,6 +208,14 @@ class TokenizeCommand : public Command {
     SP_CHECK_USAGE(!opt.info->parsed() || !opt.input.empty() || !opt.model.empty(),
                    "tokenize info needs --input TOKEN_FILE and/or --model MODEL (see --help)");
     if (opt.encode->parsed()) (void)parse_doc_split(opt.doc_split);  // a usage error, up front
+    // Before anything is read or written: every command that writes names its inputs here.
+    if (opt.train->parsed())
+      check_output_is_not_input(opt.model, "train --model", opt.input, "--input");
+    if (opt.encode->parsed() || opt.decode->parsed()) {
+      const char* cmd = opt.encode->parsed() ? "encode --output" : "decode --output";
+      check_output_is_not_input(opt.output, cmd, opt.input, "--input");
+      check_output_is_not_input(opt.output, cmd, opt.model, "--model");
+    }
     return nlohmann::json::object();
   }
   int run(Comm&) override {

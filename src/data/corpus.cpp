@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
+#include <cstring>
 
 #include "core/check.hpp"
 #include "core/file.hpp"
@@ -49,6 +51,50 @@ std::string_view verse_chapter(std::string_view line) {
 
 }  // namespace
 
+size_t first_invalid_utf8(std::string_view text) {
+  const auto* p = reinterpret_cast<const unsigned char*>(text.data());
+  const size_t n = text.size();
+  size_t i = 0;
+  while (i < n) {
+    // ASCII, 8 bytes at a time: most text is.
+    if (i + 8 <= n) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      if ((w & 0x8080808080808080ull) == 0) {
+        i += 8;
+        continue;
+      }
+    }
+    const unsigned char c = p[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    // Lead byte → length and the range of the second byte (Unicode Table 3-7): E0 and F0
+    // exclude overlong forms, ED the surrogates, F4 everything above U+10FFFF.
+    size_t len = 0;
+    unsigned char lo = 0x80, hi = 0xBF;
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return i;  // a continuation byte, C0, C1 or F5..FF where a character should start
+    }
+    if (i + len > n || p[i + 1] < lo || p[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k)
+      if (p[i + k] < 0x80 || p[i + k] > 0xBF) return i;
+    i += len;
+  }
+  return n;
+}
+
 std::vector<uint64_t> document_starts(std::string_view text, DocSplit split,
                                       const std::string& name, DocSplit* resolved) {
   std::vector<uint64_t> starts;
@@ -93,6 +139,18 @@ EncodeStats encode_text_file(const Tokenizer& tok, const std::string& input,
   MappedFile f(input, "text file");
   SP_CHECK_INPUT(f.size() > 0, "text file '", input, "' is empty: nothing to encode");
   const std::string_view text(reinterpret_cast<const char*>(f.data()), f.size());
+  // Refused, not encoded lossily: the tokenizer would read each bad byte as U+FFFD, and
+  // decoding would give EF BF BD where the file had something else (docs/data.md).
+  if (const size_t bad = first_invalid_utf8(text); bad < text.size()) {
+    const size_t line = size_t(std::count(text.begin(), text.begin() + ptrdiff_t(bad), '\n')) + 1;
+    char byte[8];
+    std::snprintf(byte, sizeof byte, "0x%02x", unsigned(static_cast<unsigned char>(text[bad])));
+    SP_FAIL_INPUT("text file '", input, "' is not UTF-8: byte ", bad, " (line ", line, ") is ",
+                  byte,
+                  ", which does not start or continue a well-formed character; SentencePiece "
+                  "would encode it as U+FFFD, which does not decode back to it (convert the file "
+                  "to UTF-8 first, e.g. iconv -f latin1 -t utf-8)");
+  }
   EncodeStats st;
   st.bytes_total = f.size();
   const std::vector<uint64_t> starts = document_starts(text, split, "'" + input + "'", &st.split);

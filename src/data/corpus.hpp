@@ -52,6 +52,12 @@ std::vector<uint64_t> document_starts(std::string_view text, DocSplit split,
                                       const std::string& name = "text",
                                       DocSplit* resolved = nullptr);
 
+// Offset of the first byte of `text` that is not part of well-formed UTF-8 (RFC 3629:
+// no overlong forms, no surrogates, nothing above U+10FFFF), or text.size() if it is all
+// well formed. SentencePiece reads Unicode: it turns each such byte into U+FFFD, which
+// decodes to other bytes, so encode_text_file refuses a file where this is not its size.
+size_t first_invalid_utf8(std::string_view text);
+
 struct EncodeStats {
   uint64_t bytes = 0;                    // bytes of text encoded so far
   uint64_t bytes_total = 0;              // size of the input
@@ -62,7 +68,9 @@ struct EncodeStats {
 };
 
 // Encodes the text file `input` with `tok` into the token file `output` (which appears
-// only when complete). Each document's lines are encoded one at a time, each with its
+// only when complete). Text that is not UTF-8 is refused (InputError naming the file, the
+// byte offset, the line and the byte) before anything is written: it would not decode back. Each
+// document's lines are encoded one at a time, each with its
 // '\n' (memory stays bounded by the longest line; for tokenizers from train_tokenizer this
 // equals encoding the whole document, as no piece contains '\n'), then EOS is appended.
 // `progress`, if set, is called every few thousand lines and once at the end.

@@ -32,8 +32,8 @@ struct Header {
   uint64_t num_tokens;
   uint64_t num_docs;
   uint64_t tokenizer_hash;
-  uint64_t reserved;
-  uint64_t header_hash;  // FNV-1a 64 of the 56 bytes before it
+  uint64_t body_checksum;  // XXH64 of the bytes after the header (version 1: reserved, 0)
+  uint64_t header_hash;    // FNV-1a 64 of the 56 bytes before it
 };
 static_assert(sizeof(Header) == kTokenFileHeaderBytes && offsetof(Header, header_hash) == 56);
 
@@ -56,18 +56,39 @@ std::string shown_bytes(const unsigned char* p, size_t n) {
   return s;
 }
 
+// Bytes of the magic that p[0, n) gets wrong, each byte past n counting as wrong.
+size_t magic_distance(const unsigned char* p, size_t n) {
+  size_t d = sizeof kMagic - std::min(n, sizeof kMagic);
+  for (size_t i = 0; i < std::min(n, sizeof kMagic); ++i) d += p[i] != (unsigned char)kMagic[i];
+  return d;
+}
+
+// Up to this many bytes off the magic, a file is a damaged token file, not text. Random
+// text starts within 2 bytes of "SEQPTOKS" with probability ~28·256^-6, and one flipped
+// or cut byte of a real token file is 1 or 2 bytes off.
+constexpr size_t kMagicNearMiss = 2;
+
+bool has_tok_suffix(const std::string& path) {
+  const std::string name = std::filesystem::path(path).filename().string();
+  return name.size() > 4 && name.compare(name.size() - 4, 4, ".tok") == 0;
+}
+
 }  // namespace
 
-bool is_token_file(const std::string& path) {
+bool claims_token_file(const std::string& path) {
+  if (has_tok_suffix(path)) return true;
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) return false;
-  char m[sizeof kMagic];
+  unsigned char m[sizeof kMagic];
+  size_t n = 0;
   try {
-    pread_all(open_checked(path, O_RDONLY).get(), m, sizeof m, 0, path);
-  } catch (const InputError&) {  // unreadable, or shorter than the magic
+    const Fd fd = open_checked(path, O_RDONLY);
+    n = size_t(std::min<uint64_t>(file_size(fd.get(), path), sizeof m));
+    pread_all(fd.get(), m, n, 0, path);
+  } catch (const InputError&) {  // unreadable: not ours to judge (the text reader reports it)
     return false;
   }
-  return std::memcmp(m, kMagic, sizeof m) == 0;
+  return n > 0 && magic_distance(m, n) <= kMagicNearMiss;
 }
 
 // ---- writer -------------------------------------------------------------------------
@@ -116,8 +137,13 @@ void TokenFileWriter::end_document() {
   offsets_.push_back(n_);
 }
 
+void TokenFileWriter::write_body(const void* data, size_t n) {
+  body_sum_.update(data, n);
+  out_.write(data, n);
+}
+
 void TokenFileWriter::flush() {
-  out_.write(buf_.data(), buf_.size());
+  write_body(buf_.data(), buf_.size());
   buf_.clear();
 }
 
@@ -127,8 +153,8 @@ void TokenFileWriter::finish() {
   flush();
   const uint64_t body_end = kTokenFileHeaderBytes + n_ * width_;
   const unsigned char pad[8] = {};
-  out_.write(pad, align8(body_end) - body_end);
-  out_.write(offsets_.data(), offsets_.size() * sizeof(uint64_t));
+  write_body(pad, align8(body_end) - body_end);
+  write_body(offsets_.data(), offsets_.size() * sizeof(uint64_t));
   Header h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
   h.version = kTokenFileVersion;
@@ -138,6 +164,7 @@ void TokenFileWriter::finish() {
   h.num_tokens = n_;
   h.num_docs = uint64_t(num_docs());
   h.tokenizer_hash = hash_;
+  h.body_checksum = body_sum_.value();
   h.header_hash = header_hash(h);
   out_.write_at(0, &h, sizeof h);
   out_.commit();
@@ -149,21 +176,40 @@ TokenFile::TokenFile(const std::string& path, Options opt) : map_(path, "token f
   const uint64_t size = map_.size();
   const unsigned char* p = map_.data();
   const size_t shown = size_t(std::min<uint64_t>(size, sizeof kMagic));
-  // A short file that starts like a token file is a truncated one; anything else is
-  // not a token file at all (most likely a text file given where tokens were expected).
-  SP_CHECK_INPUT(shown > 0 && std::memcmp(p, kMagic, shown) == 0, "'", path,
-                 "' is not a seqpar token file: it starts with \"", shown_bytes(p, shown),
-                 "\", expected the magic \"SEQPTOKS\" (token files are written by seqpar tokenize "
-                 "encode)");
+  // A short file that starts like a token file is a truncated one (refused below). One
+  // whose magic is a near miss is a damaged token file; anything else is not a token file
+  // at all (most likely a text file given where tokens were expected).
+  if (shown == 0 || std::memcmp(p, kMagic, shown) != 0) {
+    SP_CHECK_INPUT(magic_distance(p, shown) > kMagicNearMiss, "token file '", path,
+                   "' has a damaged magic: it starts with \"", shown_bytes(p, shown),
+                   "\", expected \"SEQPTOKS\" (a file that starts like a token file is refused, "
+                   "never read as text)");
+    SP_FAIL_INPUT("'", path, "' is not a seqpar token file: it starts with \"",
+                  shown_bytes(p, shown),
+                  "\", expected the magic \"SEQPTOKS\" (token files are written by seqpar "
+                  "tokenize encode",
+                  has_tok_suffix(path) ? "; a file named *.tok is never read as text" : "", ")");
+  }
   SP_CHECK_INPUT(size >= kTokenFileHeaderBytes, "token file '", path, "' is truncated: ", size,
                  " bytes, shorter than its ", kTokenFileHeaderBytes, "-byte header");
   Header h;
   std::memcpy(&h, p, sizeof h);
-  SP_CHECK_INPUT(h.version == kTokenFileVersion, "token file '", path, "' has format version ",
-                 h.version, "; this build reads version ", kTokenFileVersion);
+  // Version 1 has this header's layout (byte 48 was reserved, 0), so its hash is checked
+  // too: a damaged version-2 header is reported as damaged, not as an old file.
+  SP_CHECK_INPUT(h.version == 1 || h.version == kTokenFileVersion, "token file '", path,
+                 "' has format version ", h.version, "; this build reads version ",
+                 kTokenFileVersion);
   SP_CHECK_INPUT(h.header_hash == header_hash(h), "token file '", path,
                  "' has a corrupt header: it records hash ", hash_hex(h.header_hash),
                  ", its bytes hash to ", hash_hex(header_hash(h)));
+  // Refused rather than read with a warning (docs/data.md): without a body checksum a
+  // flipped token below V would be trained on, and re-encoding is cheap and deterministic.
+  static_assert(kTokenFileVersion == 2, "the message below names the version read");
+  SP_CHECK_INPUT(h.version == kTokenFileVersion, "token file '", path,
+                 "' has format version 1, which records no body checksum; this build reads "
+                 "version 2 only: re-create it from its text with seqpar tokenize encode --model "
+                 "MODEL --input TEXT --output '",
+                 path, "' (for data/kjv-bpe8k.tok, bash scripts/setup.sh does it)");
   SP_CHECK_INPUT(h.vocab > 0, "token file '", path, "' has vocabulary size 0");
   SP_CHECK_INPUT(h.token_bytes == token_bytes_for_vocab(h.vocab), "token file '", path, "' stores ",
                  h.token_bytes, "-byte tokens for vocabulary size V=", h.vocab, ", expected ",
@@ -171,8 +217,6 @@ TokenFile::TokenFile(const std::string& path, Options opt) : map_(path, "token f
   SP_CHECK_INPUT(h.eos >= -1 && int64_t(h.eos) < int64_t(h.vocab), "token file '", path,
                  "' has EOS id ", h.eos, ", outside the vocabulary [0, ", h.vocab,
                  ") (-1 for none)");
-  SP_CHECK_INPUT(h.reserved == 0, "token file '", path, "' has reserved header field ", h.reserved,
-                 ", expected 0");
   // Expected size, with every product and sum checked for overflow (a corrupt count
   // must not wrap around to a plausible size).
   uint64_t body = 0, table_bytes = 0, expected = 0, docs1 = 0;
@@ -194,9 +238,22 @@ TokenFile::TokenFile(const std::string& path, Options opt) : map_(path, "token f
   width_ = h.token_bytes;
   eos_ = h.eos;
   hash_ = h.tokenizer_hash;
+  body_checksum_ = h.body_checksum;
   n_ = h.num_tokens;
   D_ = int64_t(h.num_docs);
   table_ = align8(kTokenFileHeaderBytes + body);
+
+  // The checksum first: damage anywhere in the body is reported as what it is, before the
+  // checks below read a damaged table or token and describe the symptom.
+  uint64_t bad = n_;  // the first token >= V, once scanned
+  if (opt.scan_body) {
+    const uint64_t sum = checksum_and_scan(&bad);
+    SP_CHECK_INPUT(sum == body_checksum_, "token file '", path,
+                   "' has a corrupt body: its header records body checksum ",
+                   hash_hex(body_checksum_), ", its bytes [", kTokenFileHeaderBytes, ", ", size,
+                   ") hash to ", hash_hex(sum),
+                   " (XXH64; re-create it with seqpar tokenize encode)");
+  }
 
   const uint64_t* off = offsets();
   SP_CHECK_INPUT(off[0] == 0, "token file '", path, "': document 0 starts at token ", off[0],
@@ -213,10 +270,26 @@ TokenFile::TokenFile(const std::string& path, Options opt) : map_(path, "token f
                      "': document ", i, " ends with token ", token_at(off[i + 1] - 1), " at index ",
                      off[i + 1] - 1, ", expected EOS=", eos_);
   }
-  if (opt.scan_tokens) {
-    const uint64_t bad = first_bad_token(0, n_);
-    if (bad < n_) fail_bad_token(bad);
+  if (bad < n_) fail_bad_token(bad);
+}
+
+uint64_t TokenFile::checksum_and_scan(uint64_t* bad) const {
+  // A chunk at a time, so the scan for tokens >= V reads what the hash has just brought
+  // into cache: one trip through memory, not two.
+  constexpr uint64_t kChunk = 1 << 16;  // tokens
+  Xxh64 sum;
+  *bad = n_;
+  for (uint64_t c = 0; c < n_; c += kChunk) {
+    const uint64_t e = std::min(n_, c + kChunk);
+    sum.update(body() + c * width_, (e - c) * width_);
+    if (*bad == n_) {
+      const uint64_t b = first_bad_token(c, e);
+      if (b < e) *bad = b;
+    }
   }
+  // The padding and the document table.
+  sum.update(body() + n_ * width_, map_.size() - kTokenFileHeaderBytes - n_ * width_);
+  return sum.value();
 }
 
 uint32_t TokenFile::token_at(uint64_t i) const {

@@ -6,14 +6,14 @@
 // Layout (little-endian; docs/data.md has the rationale):
 //   [0, 64)          header
 //       0  char[8]   magic "SEQPTOKS"
-//       8  u32       format version (1)
+//       8  u32       format version (2)
 //      12  u32       bytes per token: 2 (uint16) when V <= 65536, else 4 (uint32)
 //      16  u32       vocabulary size V: every token is < V
 //      20  i32       EOS id that ends every document, -1 if none
 //      24  u64       number of tokens n
 //      32  u64       number of documents D
 //      40  u64       tokenizer hash (FNV-1a 64 of the SentencePiece .model file; 0 = none)
-//      48  u64       reserved, 0
+//      48  u64       body checksum: XXH64 (core/xxh64.hpp) of bytes [64, end of file)
 //      56  u64       FNV-1a 64 of bytes [0, 56): a corrupt header is refused, not trusted
 //   [64, 64 + n·w)   the tokens
 //   zero padding to a multiple of 8 bytes
@@ -21,6 +21,8 @@
 //                    off[D] = n, strictly increasing (no empty document)
 //   end of file: nothing may follow.
 // The offsets come after the tokens so a writer streams tokens without knowing D.
+// Version 1 (reserved 0 at byte 48, no body checksum) is refused: a flipped token below V
+// would pass every other check (docs/data.md says why it is not read with a warning).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -28,18 +30,23 @@
 #include <vector>
 
 #include "core/file.hpp"
+#include "core/xxh64.hpp"
 
 namespace seqpar {
 
-constexpr uint32_t kTokenFileVersion = 1;
+constexpr uint32_t kTokenFileVersion = 2;
 constexpr uint64_t kTokenFileHeaderBytes = 64;
 
 // Bytes per stored token for a vocabulary of V ids: 2 (uint16) when V <= 65536, else 4.
 constexpr uint32_t token_bytes_for_vocab(uint64_t V) { return V <= 65536 ? 2 : 4; }
 
-// True if `path` is a regular file starting with the token-file magic: how `--data`
-// tells a token file from a text file. False for anything else, including a missing path.
-bool is_token_file(const std::string& path);
+// True if `path` is, or claims to be, a token file: its name ends in ".tok" (whether or
+// not it exists), or it is a regular file whose first 8 bytes differ from the magic
+// "SEQPTOKS" in at most 2 (each byte missing from a shorter file counts as one). How
+// `--data` tells a token file from a text file: a path that claims to be one is opened
+// as a token file, so a damaged one (say, magic "SEQPTOKX") is refused with TokenFile's
+// error, never trained on as text. False for anything else, including a missing path.
+bool claims_token_file(const std::string& path);
 
 // Streams a token file: append() tokens, end_document() after each document, finish().
 // The file appears under `path` only when finish() succeeds (temp file + rename);
@@ -68,8 +75,10 @@ class TokenFileWriter {
   void finish();
 
  private:
+  void write_body(const void* data, size_t n);  // out_ and body_sum_
   void flush();
   AtomicFileWriter out_;
+  Xxh64 body_sum_;  // of everything after the header, as it is written
   uint32_t vocab_, width_;
   uint64_t hash_;
   int32_t eos_;
@@ -80,17 +89,19 @@ class TokenFileWriter {
 
 // Read-only view of a token file. The constructor validates everything and throws
 // seqpar::InputError naming the file, the value found and what was expected: wrong magic,
-// unknown version, corrupt header, a dtype that does not fit V, a size that disagrees
-// with the header (truncated or trailing bytes), a bad document table, a document not
-// ending with EOS, and (with scan_tokens) any token >= V. read() checks its tokens too,
-// so data is never trusted even when the scan is skipped.
+// unknown version (1 included), corrupt header, a dtype that does not fit V, a size that
+// disagrees with the header (truncated or trailing bytes), a bad document table, a
+// document not ending with EOS, and (with scan_body) a body whose checksum is not the
+// header's, or any token >= V. read() checks its tokens too, so data is never trusted
+// even when the scan is skipped.
 class TokenFile {
  public:
   struct Options {
-    // Check every token < V on open: memory bandwidth, ~25 ms per 200 M uint16 tokens
-    // from the page cache (docs/data.md); disk speed when cold. Off: only read() checks
-    // the tokens it copies.
-    bool scan_tokens = true;
+    // Read the whole body on open: verify its checksum and check every token < V, in one
+    // pass at memory bandwidth from the page cache (docs/data.md has the figures), disk
+    // speed when cold. Off (the header and document table only): only read() checks the
+    // tokens it copies, and a flipped token below V goes unseen.
+    bool scan_body = true;
   };
   explicit TokenFile(const std::string& path) : TokenFile(path, Options{}) {}
   TokenFile(const std::string& path, Options opt);
@@ -101,6 +112,9 @@ class TokenFile {
   uint32_t token_bytes() const { return width_; }  // 2 (uint16) or 4 (uint32)
   int32_t eos() const { return eos_; }             // -1 if documents carry no EOS
   uint64_t tokenizer_hash() const { return hash_; }
+  // XXH64 of the bytes after the header, as the header records it (verified on open with
+  // scan_body): with the header's own hash, it identifies the file's contents.
+  uint64_t body_checksum() const { return body_checksum_; }
   uint64_t file_bytes() const { return map_.size(); }
 
   size_t num_tokens() const { return n_; }
@@ -130,6 +144,8 @@ class TokenFile {
   }
   const unsigned char* body() const { return map_.data() + kTokenFileHeaderBytes; }
   uint32_t token_at(uint64_t i) const;
+  // XXH64 of the bytes after the header; *bad: the first token >= V, or n_ if none.
+  uint64_t checksum_and_scan(uint64_t* bad) const;
   // Index of the first token >= V in [begin, end), or end if none.
   uint64_t first_bad_token(uint64_t begin, uint64_t end) const;
   [[noreturn]] void fail_bad_token(uint64_t index) const;
@@ -137,7 +153,7 @@ class TokenFile {
   MappedFile map_;
   uint32_t vocab_ = 0, width_ = 0;
   int32_t eos_ = -1;
-  uint64_t hash_ = 0, n_ = 0, table_ = 0;
+  uint64_t hash_ = 0, body_checksum_ = 0, n_ = 0, table_ = 0;
   int64_t D_ = 0;
 };
 

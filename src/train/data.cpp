@@ -296,7 +296,7 @@ std::string token_file_path(const std::string& spec) {
         "the corpus 'kjv-bpe8k' needs the token file kjv-bpe8k.tok, not found (looked in ", looked,
         "): run `bash scripts/setup.sh` to build it, or pass --data PATH");
   }
-  if (spec != "kjv" && spec != "passkey" && spec != "passkey-anywhere" && is_token_file(spec))
+  if (spec != "kjv" && spec != "passkey" && spec != "passkey-anywhere" && claims_token_file(spec))
     return spec;
   return "";
 }
@@ -317,7 +317,7 @@ void fit_model_to_data(ModelConfig& model, const std::string& spec, bool vocab_g
   const std::string tok = token_file_path(spec);
   if (tok.empty()) return;  // bytes: the defaults fit
   TokenFile::Options opt;
-  opt.scan_tokens = false;  // the header is all this needs; training validates the tokens
+  opt.scan_body = false;  // the header is all this needs; training validates the body
   const TokenFile f(tok, opt);
   if (!vocab_given) model.V = int(f.vocab()) + (model.kind == ModelKind::bert ? 1 : 0);
   if (!hash_given) model.tokenizer_hash = f.tokenizer_hash();

@@ -182,9 +182,9 @@ std::unique_ptr<DataSource> make_token_source(const std::string& path, uint64_t 
 //   "kjv"        the embedded byte corpus (make_text_source)
 //   "kjv-bpe8k"  kjv-bpe8k.tok, looked up as kjv.txt is ($SEQPAR_DATA_DIR, data/,
 //                <exe>/../data/); built by scripts/setup.sh
-//   a path       a token file if it starts with the token-file magic (is_token_file), even
-//                a damaged one (refused with TokenFile's error, never read as text);
-//                otherwise a text file of bytes
+//   a path       a token file if it is or claims to be one (claims_token_file: named *.tok,
+//                or its first bytes within 2 of the magic), even a damaged one (refused
+//                with TokenFile's error, never read as text); otherwise a text file of bytes
 // `split` picks the part sampled (validation sources draw with kValidationSeed, not `seed`).
 std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L,
                                         Split split = Split::train);
