@@ -52,6 +52,9 @@ class EvalCommand : public Command {
     // Every rank reads the same files, so a missing checkpoint is refused on every rank.
     step_dir = resolve_checkpoint(checkpoint);
     cfg = configure_from_checkpoint(step_dir, given);
+    for (const auto& [flag, path] : {std::pair{"--output", output}, {"--heatmap", heatmap}})
+      if (!path.empty())
+        check_output_path(path, flag, {{"the data", cfg.data}, {"--checkpoint", step_dir}});
     SP_CHECK_USAGE(!task.empty() || (lengths_str.empty() && depths_str.empty() && heatmap.empty()),
                    "--lengths, --depths and --heatmap belong to the sweep: add --task passkey");
     if (task.empty()) {

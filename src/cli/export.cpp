@@ -18,7 +18,10 @@ class ExportCommand : public Command {
         "config.json, tokenizer.model, and seqpar's logits for a reference window; "
         "tools/check_hf_export.py checks them with PyTorch). One process.");
     add_checkpoint_option(*app, checkpoint);
-    app->add_option("--out", out, "directory to write")->required();
+    app->add_option("--out", out,
+                    "directory to write: new or empty (or --force), never inside a checkpoint")
+        ->required();
+    app->add_flag("--force", force, "write into --out even if it already holds files");
     app->add_option("--tokenizer", tokenizer,
                     "SentencePiece .model to copy beside the weights (checked against the "
                     "model's tokenizer hash); data/kjv-bpe8k.model for models trained on "
@@ -27,7 +30,8 @@ class ExportCommand : public Command {
   bool one_process() const override { return true; }
   nlohmann::json prepare(int) override {
     step_dir = resolve_checkpoint(checkpoint);
-    return {{"checkpoint", step_dir}, {"out", out}, {"tokenizer", tokenizer}};
+    check_output_dir(out, "--out", force);
+    return {{"checkpoint", step_dir}, {"out", out}, {"tokenizer", tokenizer}, {"force", force}};
   }
   int run(Comm&) override {
     std::cout << export_hf(step_dir, out, tokenizer) << std::endl;
@@ -36,6 +40,7 @@ class ExportCommand : public Command {
 
  private:
   std::string checkpoint, step_dir, out, tokenizer;
+  bool force = false;
 };
 
 }  // namespace

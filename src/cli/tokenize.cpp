@@ -10,6 +10,7 @@
 #include "data/corpus.hpp"
 #include "data/token_file.hpp"
 #include "data/tokenizer.hpp"
+#include "train/setup.hpp"
 
 namespace seqpar {
 namespace {
@@ -120,19 +121,6 @@ void run_info() {
   std::cout << j.dump(2) << std::endl;
 }
 
-// Refuses (exit 2) an output that is one of the command's inputs under any name: the same
-// path, "./x" for "x", a symbolic or hard link to it (std::filesystem::equivalent compares
-// device and inode). Writing it (temp file + rename) would replace the input, and what the
-// user saved would be lost. An output that does not exist yet is no input.
-void check_output_is_not_input(const std::string& output, const char* output_flag,
-                               const std::string& input, const char* input_flag) {
-  std::error_code ec;
-  const bool same = std::filesystem::equivalent(output, input, ec) && !ec;
-  SP_CHECK_USAGE(!same, "tokenize ", output_flag, " '", output, "' is the same file as ",
-                 input_flag, " '", input,
-                 "': writing it would replace what it reads (choose another output path)");
-}
-
 }  // namespace
 
 static CLI::App* add_tokenize_command(CLI::App& app) {
@@ -209,13 +197,12 @@ class TokenizeCommand : public Command {
                    "tokenize info needs --input TOKEN_FILE and/or --model MODEL (see --help)");
     if (opt.encode->parsed()) (void)parse_doc_split(opt.doc_split);  // a usage error, up front
     // Before anything is read or written: every command that writes names its inputs here.
+    // (train/setup's check_output_path: the same inode under any name, or a checkpoint.)
     if (opt.train->parsed())
-      check_output_is_not_input(opt.model, "train --model", opt.input, "--input");
-    if (opt.encode->parsed() || opt.decode->parsed()) {
-      const char* cmd = opt.encode->parsed() ? "encode --output" : "decode --output";
-      check_output_is_not_input(opt.output, cmd, opt.input, "--input");
-      check_output_is_not_input(opt.output, cmd, opt.model, "--model");
-    }
+      check_output_path(opt.model, "train --model", {{"--input", opt.input}});
+    if (opt.encode->parsed() || opt.decode->parsed())
+      check_output_path(opt.output, opt.encode->parsed() ? "encode --output" : "decode --output",
+                        {{"--input", opt.input}, {"--model", opt.model}});
     return nlohmann::json::object();
   }
   int run(Comm&) override {

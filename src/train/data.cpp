@@ -10,7 +10,9 @@
 
 #include "core/check.hpp"
 #include "core/file.hpp"
+#include "core/hash.hpp"
 #include "core/rng.hpp"
+#include "core/xxh64.hpp"
 
 namespace seqpar {
 namespace {
@@ -299,6 +301,33 @@ std::string token_file_path(const std::string& spec) {
   if (spec != "kjv" && spec != "passkey" && spec != "passkey-anywhere" && claims_token_file(spec))
     return spec;
   return "";
+}
+
+std::string data_file(const std::string& spec) {
+  if (spec == "passkey" || spec == "passkey-anywhere") return "";
+  if (spec == "kjv") {
+    for (const auto& c : data_candidates("kjv.txt")) {
+      std::error_code ec;
+      if (std::filesystem::is_regular_file(c, ec) && std::filesystem::file_size(c, ec) > 0)
+        return c;
+    }
+    return "";
+  }
+  const std::string tok = token_file_path(spec);
+  return tok.empty() ? spec : tok;
+}
+
+nlohmann::json data_identity(const std::string& spec) {
+  nlohmann::json id = {{"spec", spec}};
+  const std::string path = data_file(spec);
+  if (path.empty()) return id;
+  const MappedFile f(path, "data file");
+  std::error_code ec;
+  const std::filesystem::path canon = std::filesystem::canonical(path, ec);
+  id["path"] = ec ? path : canon.string();
+  id["bytes"] = f.size();
+  id["xxh64"] = hash_hex(xxh64(f.data(), f.size()));
+  return id;
 }
 
 std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, int64_t L,

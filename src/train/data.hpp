@@ -16,6 +16,7 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
@@ -197,6 +198,14 @@ std::unique_ptr<DataSource> make_source(const std::string& spec, uint64_t seed, 
 // The token file `spec` names ("kjv-bpe8k", or a path holding a token file), or "" for byte
 // data (text, kjv, passkey). Throws if kjv-bpe8k.tok is missing.
 std::string token_file_path(const std::string& spec);
+
+// The file behind a `--data` spec: the token file, the text file, kjv's data/kjv.txt; ""
+// for synthetic data (passkey) and for kjv read from the `bible` command.
+std::string data_file(const std::string& spec);
+// What a run was trained on, recorded in every checkpoint's manifest ("data") and compared
+// on resume and eval: {"spec", "path" (canonical), "bytes", "xxh64" (hex, of the whole
+// file)}; {"spec"} alone for data without a file. Reads the whole file once.
+nlohmann::json data_identity(const std::string& spec);
 
 // Sizes the model for token data: the vocabulary (+1 for bert's [MASK]) and the tokenizer
 // hash from the token file's header, unless the user set them. Byte data changes nothing.

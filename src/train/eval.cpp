@@ -10,9 +10,12 @@
 
 #include "core/arena.hpp"
 #include "core/check.hpp"
+#include "core/memory.hpp"
 #include "core/threads.hpp"
+#include "model/param_specs.hpp"
 #include "parallel/layout.hpp"
 #include "train/checkpoint.hpp"
+#include "train/planner.hpp"
 #include "train/setup.hpp"
 #include "train/state.hpp"
 
@@ -109,6 +112,38 @@ void load_weights(Model& model, const Checkpoint& ck, const ModelConfig& mc) {
   }
 }
 
+namespace {
+
+// The whole process against the memory the machine offers (smallest over ranks), before
+// anything is allocated, as train's plan does (an oversized --batch is a usage error, exit
+// 2, in both): the model's weights and forward activations (a dry run of the same
+// constructor), the global tensors the checkpoint load holds, eval's per-sample records
+// (two int64 each), the runtime measured now, and train's step reserve.
+void refuse_eval_over_memory(const TrainConfig& cfg, Comm& world, Mesh& mesh, int T) {
+  Arena dry(/*dry_run=*/true);
+  { Model m(cfg.model, cfg.batch, T, dry, model_parallel(mesh, cfg)); }
+  uint64_t load = 0;
+  for (const ParamSpec& s : param_specs(cfg.model, 1, 0)) load += 4 * uint64_t(s.numel);
+  const uint64_t records = 16 * uint64_t(cfg.eval_batches) * uint64_t(cfg.batch) * mesh.dp;
+  int64_t v[2] = {int64_t(process_rss_bytes()), -int64_t(available_memory_bytes())};
+  world.allreduce_max(v, 2);
+  const uint64_t peak = dry.total_peak();
+  const uint64_t total = peak + load + records + uint64_t(v[0]) + step_reserve_bytes(peak);
+  const uint64_t limit = uint64_t(-v[1]);
+  if (limit == 0 || total <= limit) return;
+  UsageError e("eval at --batch " + std::to_string(cfg.batch) +
+               " and L = " + std::to_string(cfg.seq_len) + " needs " + format_bytes(total) +
+               " per rank (model and activations " + format_bytes(peak) + ", checkpoint load " +
+               format_bytes(load) + ", per-sample records " + format_bytes(records) + ", runtime " +
+               format_bytes(uint64_t(v[0])) + ", reserve " +
+               format_bytes(step_reserve_bytes(peak)) + ") but the machine offers " +
+               format_bytes(limit) + "; lower --batch or --eval-batches, or raise --sp or --tp");
+  e.agreed = true;  // every rank computed the same reduced figures
+  throw e;
+}
+
+}  // namespace
+
 nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
                                    const std::string& step_dir) {
   agree_or_throw(world, [&] {
@@ -119,9 +154,13 @@ nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
   apply_threads(cfg, world.size());  // as in training: the cores shared by the ranks
   std::unique_ptr<DataSource> val;
   agree_or_throw(world, [&] {
+    // The data the run was trained on, by content: not whatever file its name finds from
+    // this directory.
+    check_same_data(read_manifest(step_dir), step_dir, data_identity(cfg.data));
     val = open_data(cfg, Split::validation, "the model of checkpoint " + step_dir);
   });
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
+  refuse_eval_over_memory(cfg, world, mesh, int(pos.size()));
   Arena arena;
   Model model(cfg.model, cfg.batch, int(pos.size()), arena, model_parallel(mesh, cfg));
   int64_t step = -1;

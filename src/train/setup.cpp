@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <sstream>
 
 #include "core/check.hpp"
 #include "core/file.hpp"
@@ -124,6 +125,71 @@ TrainConfig configure_from_checkpoint(const std::string& step_dir, const nlohman
   cfg.merge_json(merged);
   cfg.validate();
   return cfg;
+}
+
+namespace {
+
+// True if `dir` is a checkpoint step directory or a checkpoints/ root.
+bool is_checkpoint_dir(const fs::path& dir) {
+  std::error_code ec;
+  if (fs::exists(dir / "manifest.json", ec) || fs::exists(dir / "latest", ec)) return true;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (it->path().filename().string().rfind("step_", 0) == 0 && it->is_directory(ec)) return true;
+  return false;
+}
+
+}  // namespace
+
+void check_output_path(const std::string& out, const std::string& flag,
+                       const std::vector<std::pair<std::string, std::string>>& inputs) {
+  std::error_code ec, ec_dir;
+  // Every existing directory on the way to `out` (itself included), symbolic links resolved.
+  const fs::path full = fs::weakly_canonical(fs::absolute(out, ec), ec);
+  for (fs::path p = full; !ec && !p.empty(); p = p.parent_path()) {
+    if (fs::is_directory(p, ec_dir) && is_checkpoint_dir(p))
+      SP_FAIL_USAGE(flag, " '", out, "' is inside the checkpoint ", p.string(),
+                    ": a command that reads checkpoints never writes into one (choose a path "
+                    "outside the run's checkpoints/)");
+    if (p == p.root_path()) break;
+  }
+  for (const auto& [in_flag, in] : inputs) {
+    const bool same = !in.empty() && fs::equivalent(out, in, ec) && !ec;
+    SP_CHECK_USAGE(!same, flag, " '", out, "' is the same file as ", in_flag, " '", in,
+                   "': writing it would replace what the command reads (choose another output "
+                   "path)");
+  }
+}
+
+void check_output_dir(const std::string& dir, const std::string& flag, bool force) {
+  check_output_path(dir, flag);
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  SP_CHECK_USAGE(fs::is_directory(dir, ec), flag, " '", dir, "' exists and is not a directory");
+  SP_CHECK_USAGE(force || fs::is_empty(dir, ec), flag, " '", dir,
+                 "' already holds files, which this command would replace; choose an empty or "
+                 "new directory, or pass --force to overwrite them");
+}
+
+void check_same_data(const nlohmann::json& manifest, const std::string& step_dir,
+                     const nlohmann::json& now) {
+  const nlohmann::json was = manifest.value("data", nlohmann::json());
+  if (!was.is_object() || !was.contains("xxh64")) return;
+  if (now.value("bytes", nlohmann::json()) == was.value("bytes", nlohmann::json()) &&
+      now.value("xxh64", nlohmann::json()) == was.value("xxh64", nlohmann::json()))
+    return;
+  auto describe = [](const nlohmann::json& id) {
+    std::ostringstream os;
+    if (!id.contains("path"))
+      os << "'" << id.value("spec", std::string()) << "' (no file)";
+    else
+      os << "'" << id.value("path", std::string()) << "' (" << id.value("bytes", uint64_t(0))
+         << " bytes, xxh64 " << id.value("xxh64", std::string()) << ")";
+    return os.str();
+  };
+  SP_FAIL_INPUT("the data is not what checkpoint ", step_dir, " was trained on: it was ",
+                describe(was), ", this launch reads ", describe(now),
+                ". Run from the directory the run was started in, restore the file, or (train) "
+                "accept other data with --override data");
 }
 
 std::unique_ptr<DataSource> open_data(const TrainConfig& cfg, Split split,

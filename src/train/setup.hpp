@@ -5,6 +5,8 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "train/config.hpp"
 #include "train/data.hpp"
@@ -32,6 +34,25 @@ TrainConfig configure_run(const std::string& config_path, const nlohmann::json& 
 // eval: the checkpoint's run, with this launch's mesh (the per_launch rows: 1 rank unless
 // given) and the flags over it.
 TrainConfig configure_from_checkpoint(const std::string& step_dir, const nlohmann::json& flags);
+
+// Readers never write into what they read. Refuses (UsageError, before anything is
+// written) an output path `out` (given as `flag`) that lies inside a checkpoint (a step
+// directory, or a checkpoints/ root: a directory holding step_<N> directories or `latest`)
+// or is one of `inputs` ({flag, path}) under any name (the same inode: "./x", a symbolic
+// or hard link). An output that does not exist yet is no input.
+void check_output_path(const std::string& out, const std::string& flag,
+                       const std::vector<std::pair<std::string, std::string>>& inputs = {});
+// export: a directory to create or fill. Besides check_output_path, a directory that
+// already holds anything is refused unless `force` (its files would be replaced).
+void check_output_dir(const std::string& dir, const std::string& flag, bool force);
+
+// Refuses (InputError) data that is not what the checkpoint in `step_dir` was trained on:
+// the identity its manifest records ("data": data_identity at training time) against
+// `now` (data_identity of the data this launch reads). Equal size and content hash pass,
+// wherever the file now lives; a manifest without an identity (written before seqpar
+// recorded one) passes.
+void check_same_data(const nlohmann::json& manifest, const std::string& step_dir,
+                     const nlohmann::json& now);
 
 // The data source of `cfg` for `split`, checked against the model (vocabulary, tokenizer),
 // the packing and the loss targets. `model_what` names the model in messages.

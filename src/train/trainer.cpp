@@ -98,7 +98,7 @@ void open_sources(const TrainConfig& cfg, Comm& world, std::unique_ptr<DataSourc
 
 // Start fresh, or resume. Every rank reads the same files and reaches the same verdict.
 ResumePoint start_or_resume(const TrainConfig& cfg, Comm& world, const Mesh& mesh, RunDir& run,
-                            TrainState& state) {
+                            TrainState& state, const nlohmann::json& data_id) {
   const int B = cfg.batch, dp = mesh.dp, tp = mesh.tp;
   ResumePoint at;
   agree_or_throw(world, [&] {
@@ -116,6 +116,9 @@ ResumePoint start_or_resume(const TrainConfig& cfg, Comm& world, const Mesh& mes
     at = {true, ck.step, ck.state.value("next_sample", uint64_t(ck.step) * B * dp), ck.dir};
     if (cfg.steps <= ck.step) return;  // nothing left to do: said below, on every rank
     check_resume_settings(cfg, ck);
+    // The same --data must be the same bytes (not another file of that name).
+    if (std::find(cfg.overrides.begin(), cfg.overrides.end(), "data") == cfg.overrides.end())
+      check_same_data(ck.manifest, ck.dir, data_id);
     load_state_checkpoint(state, ck, cfg.model, tp, mesh.tp_rank);
   });
   return at;
@@ -153,7 +156,8 @@ class StepLoop {
  public:
   StepLoop(const TrainConfig& cfg, Comm& world, Mesh& mesh, RunDir& run, Arena& arena,
            TrainState& state, const DataSource& src, const DataSource* val,
-           const std::vector<int64_t>& pos, const ResumePoint& at, const nlohmann::json& shared_cfg)
+           const std::vector<int64_t>& pos, const ResumePoint& at, const nlohmann::json& shared_cfg,
+           const nlohmann::json& data_id)
       : cfg_(cfg),
         world_(world),
         mesh_(mesh),
@@ -165,6 +169,7 @@ class StepLoop {
         pos_(pos),
         at_(at),
         shared_cfg_(shared_cfg),
+        data_id_(data_id),
         rank0_(world.rank() == 0),
         B_(cfg.batch),
         dp_(mesh.dp),
@@ -203,7 +208,8 @@ class StepLoop {
                          {"lr", json_float(lr_at(cfg_, std::max<int64_t>(0, step - 1)))}};
     nlohmann::json extra = {{"model", cfg_.model.to_json()},
                             {"parallel", mesh_json(mesh_, cfg_)},
-                            {"train", shared_cfg_}};
+                            {"train", shared_cfg_},
+                            {"data", data_id_}};
     const std::string dir = save_state_checkpoint(state_, mesh_, world_, cfg_.model,
                                                   run_.checkpoints(), step, st, extra);
     if (rank0_) std::cout << "saved checkpoint " << dir << std::endl;
@@ -303,6 +309,7 @@ class StepLoop {
   const std::vector<int64_t>& pos_;
   const ResumePoint& at_;
   const nlohmann::json& shared_cfg_;
+  const nlohmann::json& data_id_;
   const bool rank0_;
   const int B_, dp_;
   int64_t last_saved_;  // the step whose state is on disk (−1: none)
@@ -335,6 +342,8 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
 
   std::unique_ptr<DataSource> src, val;  // val: the held-out split, with --eval-every
   open_sources(cfg, world, src, val);
+  nlohmann::json data_id;  // recorded in every checkpoint, compared on resume
+  agree_or_throw(world, [&] { data_id = data_identity(cfg.data); });
   const std::vector<int64_t> pos = shard_positions(cfg.seq_len, cfg.sp, mesh.sp_rank, cfg.layout);
 
   // The whole process must fit before anything is allocated: the arena's dry-run peak (the
@@ -349,7 +358,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
   arena.set_interrupt(&g_stop_signal);  // a stop during the set-up skips the zeroing left
   TrainState state(cfg, arena, mesh, cfg.batch, int(pos.size()));
 
-  const ResumePoint at = start_or_resume(cfg, world, mesh, run, state);
+  const ResumePoint at = start_or_resume(cfg, world, mesh, run, state, data_id);
   TrainResult result;
   result.start_step = result.last_step = at.step;
   if (ends_before_first_step(cfg, world, at, result)) return result;
@@ -372,7 +381,7 @@ TrainResult train(const TrainConfig& cfg, Comm& world) {
               << human_bytes(double(mem.max_memory)) << "\n"
               << "config: " << shared_cfg.dump() << std::endl;
   }
-  StepLoop(cfg, world, mesh, run, arena, state, *src, val.get(), pos, at, shared_cfg)
+  StepLoop(cfg, world, mesh, run, arena, state, *src, val.get(), pos, at, shared_cfg, data_id)
       .run(result, mem);
   return result;
 }
