@@ -10,10 +10,11 @@ cd "$(dirname "$0")/.."
 
 # gnuplot: seqpar plot. python3: the command-line tests read JSON with it; python3-torch
 # (CPU PyTorch): tests/cli/hf_export.sh checks an exported model's logits in PyTorch.
-# clang-format: scripts/check_format.sh (CI).
+# clang-format: scripts/check_format.sh (CI). time (GNU): tests/cli/hostile.sh measures the
+# resident set of refused requests.
 pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-openmp-dev libgtest-dev
       libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv procps pkg-config
-      libsentencepiece-dev sentencepiece gnuplot-nox python3 python3-torch clang-format)
+      libsentencepiece-dev sentencepiece gnuplot-nox python3 python3-torch clang-format time)
 if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do

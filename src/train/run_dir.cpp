@@ -55,6 +55,25 @@ Fd take_lock(const std::string& out) {
   return fd;
 }
 
+// What seqpar writes in a run directory is its own: an entry that is a symbolic link would
+// send those writes (and the checkpoints' renames and removals) somewhere else. The
+// directory itself may be a link (runs/ on a scratch disk); its entries may not.
+void refuse_redirected_entries(const std::string& out) {
+  std::vector<fs::path> entries;
+  for (const char* name : {"run.lock", "config.json", "metrics.jsonl", "checkpoints"})
+    entries.push_back(fs::path(out) / name);
+  std::error_code ec;
+  const fs::path ckpts = fs::path(out) / "checkpoints";
+  if (!fs::is_symlink(ckpts, ec) && fs::is_directory(ckpts, ec))
+    for (fs::directory_iterator it(ckpts, ec), end; !ec && it != end; it.increment(ec))
+      entries.push_back(it->path());
+  for (const fs::path& e : entries)
+    SP_CHECK_INPUT(!fs::is_symlink(e, ec), "run directory '", out, "': ", e.string(),
+                   " is a symbolic link (to ", fs::read_symlink(e, ec).string(),
+                   "); seqpar writes only its own files there. Remove the link, or choose "
+                   "another --out");
+}
+
 }  // namespace
 
 RunDir::RunDir(const std::string& out, Comm& world)
@@ -64,7 +83,8 @@ RunDir::RunDir(const std::string& out, Comm& world)
     std::error_code ec;
     fs::create_directories(out_, ec);
     SP_CHECK_INPUT(!ec, "cannot create output directory '", out_, "': ", ec.message());
-    lock_fd_ = take_lock(out_);
+    lock_fd_ = take_lock(out_);  // (refuses a run.lock that is a link, naming it)
+    refuse_redirected_entries(out_);
     for (const std::string& t : remove_checkpoint_temporaries(checkpoints()))
       std::cout << "removed the unfinished checkpoint " << t << " (left by a killed run)\n";
   });

@@ -17,23 +17,6 @@ set -u
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 source "$(dirname "$0")/lib.bash"
 
-# expect NAME EXIT_CODE PATTERN RANKS -- command...: the exit code, PATTERN printed at
-# least RANKS times (once per rank), within 5 s, and no source location in the message.
-expect() {
-  local name=$1 code=$2 pattern=$3 ranks=$4
-  shift 5
-  local out rc t0 ms n ok=1
-  t0=$(date +%s%N)
-  out=$("$@" 2>&1)
-  rc=$?
-  ms=$((($(date +%s%N) - t0) / 1000000))
-  [ "$rc" = "$code" ] || { echo "FAIL $name: exit $rc, expected $code"; ok=0; }
-  n=$(grep -o -- "$pattern" <<<"$out" | wc -l)
-  [ "$n" -ge "$ranks" ] || { echo "FAIL $name: '$pattern' printed $n times, expected on $ranks rank(s)"; ok=0; }
-  [ "$ms" -lt 5000 ] || { echo "FAIL $name: took $ms ms, expected < 5 s"; ok=0; }
-  ! grep -qE "\.[ch]pp:[0-9]" <<<"$out" || { echo "FAIL $name: a source location in the message"; ok=0; }
-  if [ $ok = 1 ]; then echo "ok   $name ($ms ms)"; passes=$((passes + 1)); else echo "$out" | head -20; fails=$((fails + 1)); fi
-}
 # Patches a file: poke FILE OFFSET STRUCT_FORMAT VALUE... (Python's struct, little-endian).
 poke() { python3 -c "
 import struct, sys
