@@ -27,6 +27,12 @@ class EvalCommand : public Command {
         "Prints one JSON object (val_loss, val_ppl, val_tokens, ...).");
     add_checkpoint_option(*app, checkpoint);
     app->add_option("--output", output, "also write the JSON report to this file");
+    app->add_option("--by-position", by_position,
+                    "also the loss of the validation tokens in B log-spaced position buckets "
+                    "over [0, L) (\"by_position\" in the JSON; `seqpar plot --by-position` "
+                    "draws it): the long-context curve, flat or falling when the model uses its "
+                    "context")
+        ->check(CLI::Range(1, 4096));
     app->add_option("--task", task,
                     "passkey: instead of the validation loss, the needle-in-a-haystack sweep: "
                     "passkey accuracy on validation keys at each --lengths × --depths (prints "
@@ -57,6 +63,8 @@ class EvalCommand : public Command {
         check_output_path(path, flag, {{"the data", cfg.data}, {"--checkpoint", step_dir}});
     SP_CHECK_USAGE(!task.empty() || (lengths_str.empty() && depths_str.empty() && heatmap.empty()),
                    "--lengths, --depths and --heatmap belong to the sweep: add --task passkey");
+    SP_CHECK_USAGE(task.empty() || by_position == 0,
+                   "--by-position measures the validation loss, not the --task sweep");
     if (task.empty()) {
       cfg.validate_for_world(world_size);
     } else {
@@ -76,7 +84,8 @@ class EvalCommand : public Command {
               {"lengths", lengths},
               {"depths", depths},
               {"samples", samples},
-              {"heatmap", heatmap}});
+              {"heatmap", heatmap},
+              {"by_position", by_position}});
     return j;
   }
 
@@ -96,7 +105,7 @@ class EvalCommand : public Command {
       });
       return 0;
     }
-    const nlohmann::json report = evaluate_checkpoint(cfg, world, step_dir);
+    const nlohmann::json report = evaluate_checkpoint(cfg, world, step_dir, by_position);
     agree_or_throw(world, [&] {
       if (!rank0) return;
       std::cout << report.dump() << std::endl;
@@ -110,6 +119,7 @@ class EvalCommand : public Command {
   nlohmann::json given = nlohmann::json::object();
   std::string checkpoint, step_dir, output, task, lengths_str, depths_str, heatmap;
   int64_t samples = 32;
+  int by_position = 0;
   std::vector<int64_t> lengths;
   std::vector<double> depths;
 };

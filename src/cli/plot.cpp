@@ -10,6 +10,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -17,6 +18,8 @@
 
 #include "cli/command.hpp"
 #include "core/check.hpp"
+#include "core/file.hpp"
+#include "train/setup.hpp"
 
 extern char** environ;
 
@@ -204,22 +207,23 @@ std::vector<std::string> plot_run(const std::string& dir) {
   return written;
 }
 
-void plot_needle_heatmap(const nlohmann::json& sweep, const std::string& png) {
+namespace {
+
+// Draws `png` with gnuplot from files write(dir) puts in a temporary directory of their own
+// (script "plot.gp"; the directory is removed after). `flag` names the option in errors.
+void draw_png(const std::string& flag, const std::string& png,
+              const std::function<void(const fs::path& dir, const fs::path& target)>& write) {
   const std::string gnuplot = find_on_path("gnuplot");
-  SP_CHECK(!gnuplot.empty(),
-           "gnuplot not found on PATH: --heatmap draws with it. Install Debian's gnuplot-nox "
-           "(apt-get install gnuplot-nox, or bash scripts/setup.sh), or leave out --heatmap ",
-           png);
+  SP_CHECK(!gnuplot.empty(), "gnuplot not found on PATH: ", flag,
+           " draws with it. Install Debian's gnuplot-nox (apt-get install gnuplot-nox, or bash "
+           "scripts/setup.sh), or leave out ",
+           flag, " ", png);
   std::error_code ec;
   const fs::path target = fs::absolute(png, ec);
-  SP_CHECK(!ec && !target.filename().empty(), "--heatmap '", png, "' is not a file path");
-  SP_CHECK(fs::is_directory(target.parent_path(), ec), "--heatmap '", png, "': directory ",
+  SP_CHECK(!ec && !target.filename().empty(), flag, " '", png, "' is not a file path");
+  SP_CHECK(fs::is_directory(target.parent_path(), ec), flag, " '", png, "': directory ",
            target.parent_path().string(), " does not exist");
-  const auto& lengths = sweep.at("lengths");
-  const auto& depths = sweep.at("depths");
-  const auto& acc = sweep.at("digit_acc");
-  // gnuplot's files in a directory of their own, beside nothing else.
-  char tmpl[] = "/tmp/seqpar-heatmap-XXXXXX";
+  char tmpl[] = "/tmp/seqpar-plot-XXXXXX";
   SP_CHECK(::mkdtemp(tmpl) != nullptr,
            "cannot create a temporary directory: ", std::strerror(errno));
   const fs::path tmp = tmpl;
@@ -230,54 +234,111 @@ void plot_needle_heatmap(const nlohmann::json& sweep, const std::string& png) {
       fs::remove_all(p, e);
     }
   } cleanup{tmp};
-  {
-    // One row per cell: length index, depth index, accuracy (image plots want grid indices;
-    // the tics carry the real values, so unevenly spaced lengths get even columns).
-    std::ofstream d(tmp / "cells.tsv");
-    for (size_t i = 0; i < lengths.size(); ++i)
-      for (size_t j = 0; j < depths.size(); ++j)
-        d << i << '\t' << j << '\t' << acc[i][j].get<double>() << '\n';
-    SP_CHECK(d.good(), "cannot write ", (tmp / "cells.tsv").string());
-  }
-  {
-    std::ofstream g(tmp / "heatmap.gp");
-    const int w = 220 + 110 * int(lengths.size()), h = 160 + 60 * int(depths.size());
-    g << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
-      << "  set terminal pngcairo size " << w << "," << h << " enhanced font 'sans,10'\n"
-      << "} else {\n  set terminal png size " << w << "," << h << "\n}\n"
-      << "set output " << gp_str(target.string()) << "\n"
-      << "set datafile separator '\\t'\n"
-      << "set title "
-      << gp_str("passkey digit accuracy, step " + std::to_string(sweep.at("step").get<int64_t>()) +
-                ", " + std::to_string(sweep.at("samples").get<int64_t>()) +
-                " validation keys per cell")
-      << " noenhanced\n"
-      << "set xlabel 'context length L'\nset ylabel 'needle depth (0 = start, 1 = just "
-         "before the question)'\n"
-      << "set cbrange [0:1]\nset cblabel 'accuracy'\n"
-      << "set palette defined (0 '#b2182b', 0.5 '#fddb6d', 1 '#1a9850')\n"
-      << "set xrange [-0.5:" << double(lengths.size()) - 0.5 << "]\n"
-      << "set yrange [-0.5:" << double(depths.size()) - 0.5 << "]\n"
-      << "set xtics (";
-    for (size_t i = 0; i < lengths.size(); ++i)
-      g << (i ? ", " : "") << "'" << lengths[i].get<int64_t>() << "' " << i;
-    g << ")\nset ytics (";
-    for (size_t j = 0; j < depths.size(); ++j) {
-      std::ostringstream v;
-      v << depths[j].get<double>();
-      g << (j ? ", " : "") << "'" << v.str() << "' " << j;
-    }
-    g << ")\nset tics scale 0\nunset key\n"
-      << "plot 'cells.tsv' using 1:2:3 with image, \\\n"
-      << "     '' using 1:2:(sprintf('%.3f', $3)) with labels font ',10'\n"
-      << "unset output\n";
-    SP_CHECK(g.good(), "cannot write ", (tmp / "heatmap.gp").string());
-  }
+  write(tmp, target);
   fs::remove(target, ec);  // a stale PNG must not pass for a new one
-  const int rc = run_program(gnuplot, {"heatmap.gp"}, tmp.string());
+  const int rc = run_program(gnuplot, {"plot.gp"}, tmp.string());
   SP_CHECK(rc == 0, gnuplot, " failed (exit ", rc, ") drawing ", target.string());
   SP_CHECK(fs::is_regular_file(target, ec) && fs::file_size(target, ec) > 0,
            "gnuplot did not write ", target.string());
+}
+
+}  // namespace
+
+void plot_needle_heatmap(const nlohmann::json& sweep, const std::string& png) {
+  draw_png("--heatmap", png, [&](const fs::path& tmp, const fs::path& target) {
+    const auto& lengths = sweep.at("lengths");
+    const auto& depths = sweep.at("depths");
+    const auto& acc = sweep.at("digit_acc");
+    {
+      // One row per cell: length index, depth index, accuracy (image plots want grid indices;
+      // the tics carry the real values, so unevenly spaced lengths get even columns).
+      std::ofstream d(tmp / "cells.tsv");
+      for (size_t i = 0; i < lengths.size(); ++i)
+        for (size_t j = 0; j < depths.size(); ++j)
+          d << i << '\t' << j << '\t' << acc[i][j].get<double>() << '\n';
+      SP_CHECK(d.good(), "cannot write ", (tmp / "cells.tsv").string());
+    }
+    {
+      std::ofstream g(tmp / "plot.gp");
+      const int w = 220 + 110 * int(lengths.size()), h = 160 + 60 * int(depths.size());
+      g << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+        << "  set terminal pngcairo size " << w << "," << h << " enhanced font 'sans,10'\n"
+        << "} else {\n  set terminal png size " << w << "," << h << "\n}\n"
+        << "set output " << gp_str(target.string()) << "\n"
+        << "set datafile separator '\\t'\n"
+        << "set title "
+        << gp_str("passkey digit accuracy, step " +
+                  std::to_string(sweep.at("step").get<int64_t>()) + ", " +
+                  std::to_string(sweep.at("samples").get<int64_t>()) + " validation keys per cell")
+        << " noenhanced\n"
+        << "set xlabel 'context length L'\nset ylabel 'needle depth (0 = start, 1 = just "
+           "before the question)'\n"
+        << "set cbrange [0:1]\nset cblabel 'accuracy'\n"
+        << "set palette defined (0 '#b2182b', 0.5 '#fddb6d', 1 '#1a9850')\n"
+        << "set xrange [-0.5:" << double(lengths.size()) - 0.5 << "]\n"
+        << "set yrange [-0.5:" << double(depths.size()) - 0.5 << "]\n"
+        << "set xtics (";
+      for (size_t i = 0; i < lengths.size(); ++i)
+        g << (i ? ", " : "") << "'" << lengths[i].get<int64_t>() << "' " << i;
+      g << ")\nset ytics (";
+      for (size_t j = 0; j < depths.size(); ++j) {
+        std::ostringstream v;
+        v << depths[j].get<double>();
+        g << (j ? ", " : "") << "'" << v.str() << "' " << j;
+      }
+      g << ")\nset tics scale 0\nunset key\n"
+        << "plot 'cells.tsv' using 1:2:3 with image, \\\n"
+        << "     '' using 1:2:(sprintf('%.3f', $3)) with labels font ',10'\n"
+        << "unset output\n";
+      SP_CHECK(g.good(), "cannot write ", (tmp / "plot.gp").string());
+    }
+  });
+}
+
+void plot_by_position(const std::vector<std::string>& reports, const std::string& png) {
+  SP_CHECK_USAGE(!reports.empty(), "--by-position needs at least one eval report");
+  // Each report's buckets, read and checked before anything is drawn.
+  std::vector<nlohmann::json> rows;
+  for (const std::string& f : reports) {
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(read_regular_file(f, "eval report"));
+    } catch (const nlohmann::json::exception& e) {
+      SP_FAIL_INPUT("eval report '", f, "' is not JSON: ", e.what());
+    }
+    SP_CHECK_INPUT(
+        j.is_object() && j.contains("by_position") && j["by_position"].is_array(), "eval report '",
+        f, "' has no \"by_position\": write it with seqpar eval --by-position B --output ", f);
+    rows.push_back(j["by_position"]);
+  }
+  draw_png("--by-position", png, [&](const fs::path& tmp, const fs::path& target) {
+    for (size_t i = 0; i < rows.size(); ++i) {
+      // x: the bucket's geometric middle position (log axis), y: its mean loss.
+      std::ofstream d(tmp / ("r" + std::to_string(i) + ".tsv"));
+      for (const auto& b : rows[i]) {
+        if (b.at("loss").is_null()) continue;
+        const double lo = std::max(1.0, double(b.at("begin").get<int64_t>()));
+        const double hi = double(b.at("end").get<int64_t>());
+        d << std::sqrt(lo * hi) << '\t' << b.at("loss").get<double>() << '\n';
+      }
+      SP_CHECK(d.good(), "cannot write ", (tmp / "data.tsv").string());
+    }
+    std::ofstream g(tmp / "plot.gp");
+    g << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"
+      << "  set terminal pngcairo size 900,560 enhanced font 'sans,10'\n"
+      << "} else {\n  set terminal png size 900,560\n}\n"
+      << "set output " << gp_str(target.string()) << "\n"
+      << "set datafile separator '\\t'\n"
+      << "set title 'validation loss by position' noenhanced\n"
+      << "set xlabel 'token position (log scale)'\nset ylabel 'mean loss (nats)'\n"
+      << "set logscale x 2\nset grid\nset key top right noenhanced\n"
+      << "plot ";
+    for (size_t i = 0; i < rows.size(); ++i)
+      g << (i ? ", \\\n     " : "") << "'r" << i << ".tsv' using 1:2 with linespoints lw 1.5 title "
+        << gp_str(fs::path(reports[i]).stem().string());
+    g << "\nunset output\n";
+    SP_CHECK(g.good(), "cannot write ", (tmp / "plot.gp").string());
+  });
 }
 
 }  // namespace seqpar
@@ -294,18 +355,40 @@ class PlotCommand : public Command {
         "Draw a run's loss, validation loss, tokens/s and arena peak memory per category "
         "against the step, as PNGs in DIR/plots/ (needs gnuplot: Debian's gnuplot-nox). One "
         "process.");
-    app->add_option("DIR", dir, "run directory holding metrics.jsonl")->required();
+    app->add_option("DIR", dir, "run directory holding metrics.jsonl");
+    app->add_option("--by-position", reports,
+                    "instead of a run: eval reports written with `seqpar eval --by-position B "
+                    "--output REPORT.json` (repeat or list several), drawn as loss against "
+                    "position in one figure, one curve each")
+        ->expected(1, -1);
+    app->add_option("--output", output, "with --by-position: the PNG to write")
+        ->default_str("by_position.png");
   }
   bool one_process() const override { return true; }
-  nlohmann::json prepare(int) override { return {{"dir", dir}}; }
+  nlohmann::json prepare(int) override {
+    SP_CHECK_USAGE(dir.empty() != reports.empty(),
+                   "give either a run directory DIR or --by-position REPORT.json ...");
+    if (!reports.empty()) {
+      std::vector<std::pair<std::string, std::string>> inputs;
+      for (const std::string& r : reports) inputs.push_back({"--by-position", r});
+      check_output_path(output, "--output", inputs);
+    }
+    return {{"dir", dir}, {"reports", reports}, {"output", output}};
+  }
   int run(Comm&) override {
+    if (!reports.empty()) {
+      plot_by_position(reports, output);
+      std::cout << output << std::endl;
+      return 0;
+    }
     for (const std::string& png : plot_run(dir)) std::cout << png << "\n";
     std::cout << std::flush;
     return 0;
   }
 
  private:
-  std::string dir;
+  std::string dir, output = "by_position.png";
+  std::vector<std::string> reports;
 };
 
 }  // namespace

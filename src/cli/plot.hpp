@@ -25,6 +25,13 @@ std::vector<std::string> plot_run(const std::string& dir);
 // install it), gnuplot failing, or no PNG written.
 void plot_needle_heatmap(const nlohmann::json& sweep, const std::string& png);
 
+// `seqpar plot --by-position REPORT.json ... --output PNG`: the validation loss against the
+// token position (log axis) of each eval report written with `seqpar eval --by-position B
+// --output REPORT.json`, one curve per report, labelled by its file name: the long-context
+// curve (docs/eval.md). Throws as plot_needle_heatmap does, and InputError naming a report
+// that is not JSON or has no "by_position".
+void plot_by_position(const std::vector<std::string>& reports, const std::string& png);
+
 // The executable `name` found on $PATH, or "" if none.
 std::string find_on_path(const std::string& name);
 

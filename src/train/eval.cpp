@@ -30,11 +30,38 @@ nlohmann::json EvalResult::to_json() const {
                       {"val_samples", samples}};
   if (answers > 0) j["val_answer_acc"] = answers_correct / answers;
   if (keys > 0) j["val_key_acc"] = double(keys_correct) / double(keys);
+  if (!by_position.empty()) {
+    nlohmann::json rows = nlohmann::json::array();
+    for (const PositionBucket& b : by_position) {
+      const double loss = b.tokens > 0 ? b.loss_sum / b.tokens : std::nan("");
+      rows.push_back({{"begin", b.begin},
+                      {"end", b.end},
+                      {"tokens", int64_t(b.tokens)},
+                      {"loss", b.tokens > 0 ? nlohmann::json(loss) : nlohmann::json()},
+                      {"ppl", b.tokens > 0 ? nlohmann::json(std::exp(loss)) : nlohmann::json()}});
+    }
+    j["by_position"] = rows;
+  }
   return j;
 }
 
+std::vector<PositionBucket> position_buckets(int64_t L, int B) {
+  SP_CHECK(L >= 1 && B >= 1, "position_buckets(L=", L, ", B=", B, ")");
+  std::vector<PositionBucket> out;
+  int64_t begin = 0;
+  for (int k = 1; k <= B && begin < L; ++k) {
+    // Edge k: ⌊L^(k/B)⌋ (the last is L), at least begin + 1.
+    int64_t end = k == B ? L : int64_t(std::floor(std::pow(double(L), double(k) / B)));
+    end = std::min(L, std::max(end, begin + 1));
+    out.push_back({begin, end, 0.0, 0.0});
+    begin = end;
+  }
+  if (begin < L) out.back().end = L;
+  return out;
+}
+
 EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cfg,
-                    const DataSource& val, const std::vector<int64_t>& pos) {
+                    const DataSource& val, const std::vector<int64_t>& pos, int by_position) {
   const int B = cfg.batch, T = int(pos.size());
   const int64_t R = model.rows(), rb = model.row_begin();
   // Without Megatron sequence parallelism every tp rank holds the same rows: count once.
@@ -45,6 +72,15 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
   // Per validation sample (global index k·B·dp + dp_rank·B + i): answers scored and answers
   // wrong, summed over the ranks that own its rows; a key is right when none is wrong.
   const size_t n_samples = size_t(cfg.eval_batches) * B * mesh.dp;
+  // With --by-position: Σ loss and Σ counted targets per bucket, and each shard position's
+  // bucket.
+  std::vector<PositionBucket> buckets;
+  std::vector<int> bucket_of(size_t(T), 0);
+  if (by_position > 0) {
+    buckets = position_buckets(cfg.seq_len, by_position);
+    for (int t = 0; t < T; ++t)
+      while (pos[t] >= buckets[size_t(bucket_of[t])].end) ++bucket_of[t];
+  }
   std::vector<int64_t> per_sample(2 * n_samples, 0);
   for (int64_t k = 0; k < cfg.eval_batches; ++k) {
     const uint64_t first = uint64_t(k) * B * mesh.dp + uint64_t(mesh.dp_rank) * B;
@@ -69,6 +105,13 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
     if (!count_rows) continue;
     sums[0] += local;
     for (int64_t g = rb; g < rb + R; ++g) sums[1] += batch.targets[g] >= 0;
+    if (by_position > 0)
+      for (int64_t g = rb; g < rb + R; ++g) {
+        if (batch.targets[g] < 0) continue;
+        PositionBucket& b = buckets[size_t(bucket_of[size_t(g % T)])];
+        b.loss_sum += model.losses()[g - rb];
+        b.tokens += 1;
+      }
     for (size_t q = 0; q < rows.size(); ++q) {
       if (rows[q] < rb || rows[q] >= rb + R) continue;
       sums[2] += got[q] == want[q];
@@ -79,6 +122,12 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
     }
   }
   world.allreduce_sum(sums, 4);
+  std::vector<double> per_bucket;
+  for (const PositionBucket& b : buckets)
+    per_bucket.insert(per_bucket.end(), {b.loss_sum, b.tokens});
+  if (!per_bucket.empty()) world.allreduce_sum(per_bucket.data(), per_bucket.size());
+  for (size_t k = 0; k < buckets.size(); ++k)
+    buckets[k].loss_sum = per_bucket[2 * k], buckets[k].tokens = per_bucket[2 * k + 1];
   world.allreduce_sum(per_sample.data(), per_sample.size());
   SP_CHECK(sums[1] > 0, "the validation batches of ", val.describe(), " have no counted targets");
   EvalResult r;
@@ -88,6 +137,7 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
   r.answers_correct = sums[2];
   r.answers = sums[3];
   r.samples = cfg.eval_batches * B * mesh.dp;
+  r.by_position = std::move(buckets);
   for (size_t g = 0; g < n_samples; ++g) {
     r.keys += per_sample[2 * g] > 0;
     r.keys_correct += per_sample[2 * g] > 0 && per_sample[2 * g + 1] == 0;
@@ -144,8 +194,8 @@ void refuse_eval_over_memory(const TrainConfig& cfg, Comm& world, Mesh& mesh, in
 
 }  // namespace
 
-nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
-                                   const std::string& step_dir) {
+nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world, const std::string& step_dir,
+                                   int by_position) {
   agree_or_throw(world, [&] {
     cfg.validate();
     cfg.validate_for_world(world.size());
@@ -169,7 +219,7 @@ nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world,
     step = ck.step;
     load_weights(model, ck, cfg.model);
   });
-  const EvalResult r = evaluate(model, mesh, world, cfg, *val, pos);
+  const EvalResult r = evaluate(model, mesh, world, cfg, *val, pos, by_position);
   nlohmann::json j = r.to_json();
   j.update({{"checkpoint", step_dir},
             {"step", step},

@@ -128,6 +128,42 @@ check "eval of a --loss-on answer run scores the answers (40 tokens)" 'grep -q "
 # ---- bad input, on every rank ----------------------------------------------------------
 head -c 5000 /dev/urandom | base64 > "$tmp/text.txt"
 # expect NAME EXIT PATTERN RANKS -- command...
+# ---- --by-position: the loss by position bucket ----------------------------------------
+"$bin" eval --run "$tmp/ref" --by-position 5 --output "$tmp/pos1.json" > /dev/null 2>&1
+mpi 2 "$bin" eval --run "$tmp/ref" --by-position 5 --sp 2 --sp-strategy ring --layout zigzag \
+  --output "$tmp/pos2.json" > /dev/null 2>&1
+check "--by-position 5: log-spaced buckets tile [0, L); their tokens and losses add up to val_loss" \
+  'py "$tmp/pos1.json" <<"PY"
+import json, math, sys
+r = json.load(open(sys.argv[1]))
+b = r["by_position"]
+edges = [x["begin"] for x in b] + [b[-1]["end"]]
+ok = edges[0] == 0 and edges[-1] == 128 and all(x < y for x, y in zip(edges, edges[1:]))
+ok = ok and [x["end"] for x in b] == [2, 6, 18, 48, 128]  # floor(128^(k/5)), k = 1..5
+ok = ok and sum(x["tokens"] for x in b) == r["val_tokens"]
+mean = sum(x["loss"] * x["tokens"] for x in b) / r["val_tokens"]
+ok = ok and abs(mean - r["val_loss"]) <= 1e-5 * r["val_loss"]  # fp32 row losses summed in double
+ok = ok and all(abs(x["ppl"] - math.exp(x["loss"])) <= 1e-9 * x["ppl"] for x in b)
+sys.exit(0 if ok else 1)
+PY'
+check "--by-position under sp 2 zigzag gives the one-rank buckets (fp32 rounding)" \
+  'py "$tmp/pos1.json" "$tmp/pos2.json" <<"PY"
+import json, sys
+a, b = (json.load(open(f))["by_position"] for f in sys.argv[1:3])
+ok = len(a) == len(b) and all(x["tokens"] == y["tokens"] and abs(x["loss"] - y["loss"]) <= 1e-4 * abs(x["loss"]) for x, y in zip(a, b))
+sys.exit(0 if ok else 1)
+PY'
+if [ -n "$(command -v gnuplot)" ]; then
+  "$bin" plot --by-position "$tmp/pos1.json" "$tmp/pos2.json" --output "$tmp/pos.png" > /dev/null 2>&1
+  check "seqpar plot --by-position draws both reports" '[ -s "$tmp/pos.png" ] && [ "$(head -c 4 "$tmp/pos.png" | tail -c 3)" = PNG ]'
+else
+  echo "FAIL seqpar plot --by-position: gnuplot is missing (scripts/setup.sh installs gnuplot-nox)"
+  fails=$((fails + 1))
+fi
+"$bin" plot --by-position "$tmp/ref/config.json" --output "$tmp/x.png" > "$tmp/pe" 2>&1; rc=$?
+check "plot --by-position of a file without buckets is refused, naming it" \
+  '[ $rc = 1 ] && grep -q "has no \"by_position\"" "$tmp/pe"'
+
 expect() {
   local name=$1 code=$2 pattern=$3 ranks=$4
   shift 5
