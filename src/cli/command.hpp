@@ -53,5 +53,6 @@ std::unique_ptr<Command> make_generate_command(CLI::App& app);
 std::unique_ptr<Command> make_export_command(CLI::App& app);
 std::unique_ptr<Command> make_tokenize_command(CLI::App& app);
 std::unique_ptr<Command> make_plot_command(CLI::App& app);
+std::unique_ptr<Command> make_import_command(CLI::App& app);
 
 }  // namespace seqpar

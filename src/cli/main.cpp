@@ -81,9 +81,9 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "seqpar 0.1.0");
   std::vector<std::unique_ptr<Command>> commands;
-  for (auto make :
-       {make_train_command, make_plan_command, make_check_command, make_tokenize_command,
-        make_generate_command, make_export_command, make_eval_command, make_plot_command})
+  for (auto make : {make_train_command, make_plan_command, make_check_command,
+                    make_tokenize_command, make_generate_command, make_export_command,
+                    make_eval_command, make_plot_command, make_import_command})
     commands.push_back(make(app));
 
   // ---- phase 1: this rank alone (no communication, whatever it finds) ----------------

@@ -190,6 +190,13 @@ OptionTable<TC> own_options() {
                  "data position, weights and optimizer continue, batch and mesh may change",
                  kTrain))
       .not_identity();
+  add(option<TC>("init_from", SP_FIELD(init_from), "--init-from",
+                 "start a fresh run from the weights of a Hugging Face model directory "
+                 "(LlamaForCausalLM or MistralForCausalLM: config.json, model.safetensors or its "
+                 "shards, tokenizer.model; see seqpar import); the model's settings come from "
+                 "its config.json",
+                 kTrain))
+      .not_identity();
   add(option<TC>("stop_after", SP_FIELD(stop_after), "--stop-after",
                  "checkpoint and stop after N steps, as a preempted job would (0 = off)", kTrain))
       .not_identity()

@@ -49,6 +49,7 @@ struct TrainConfig {
   std::string out = "runs/default";
   int64_t ckpt_every = 0;  // 0: only at the end (and on SIGTERM)
   bool resume = false;
+  std::string init_from;  // a Hugging Face model directory the fresh run starts from
   bool save_final = true;
   int64_t stop_after = 0;  // >0: checkpoint and stop after this many steps, as if interrupted
   // Per-rank limit for the whole process (arena peak + runtime baseline + checkpoint host

@@ -11,6 +11,7 @@
 #include "core/file.hpp"
 #include "core/threads.hpp"
 #include "train/checkpoint.hpp"
+#include "train/hf_import.hpp"
 
 namespace seqpar {
 
@@ -96,6 +97,18 @@ TrainConfig configure_run(const std::string& config_path, const nlohmann::json& 
   // One merge of (file, then flags over it), so defaults that follow other keys (ffn =
   // 4·dim, kv_heads = heads, vocab by model) see both sources.
   merged.update(flags);
+  // --init-from: the model is the Hugging Face directory's; a model flag that says
+  // otherwise is refused, not silently overridden.
+  const std::string hf = merged.value("init_from", std::string());
+  if (!hf.empty()) {
+    const nlohmann::json model = hf_model_settings(hf);
+    for (const auto& [key, v] : model.items()) {
+      SP_CHECK_USAGE(!flags.contains(key) || flags[key] == v, "--init-from ", hf,
+                     " is a model with ", key, " = ", v.dump(), "; the command line says ",
+                     flags[key].dump());
+      merged[key] = v;
+    }
+  }
   const bool resume = merged.value("resume", false);
   // Every rank scans before anything is written, so all pick the same name.
   if (!merged.contains("out") && !resume) {

@@ -20,6 +20,7 @@
 #include "train/checkpoint_stream.hpp"
 #include "train/data.hpp"
 #include "train/eval.hpp"
+#include "train/hf_import.hpp"
 #include "train/planner.hpp"
 #include "train/progress.hpp"
 #include "train/run_dir.hpp"
@@ -108,6 +109,7 @@ ResumePoint start_or_resume(const TrainConfig& cfg, Comm& world, const Mesh& mes
     SP_CHECK_USAGE(cfg.resume || !saved, "output directory '", cfg.out,
                    "' already holds checkpoints of an earlier run; pass --resume to continue "
                    "it, or choose another --out");
+    if (!cfg.init_from.empty() && !saved) return;  // below
     if (!cfg.resume || !saved) {
       state.init_weights(cfg.seed);
       return;
@@ -121,6 +123,22 @@ ResumePoint start_or_resume(const TrainConfig& cfg, Comm& world, const Mesh& mes
       check_same_data(ck.manifest, ck.dir, data_id);
     load_state_checkpoint(state, ck, cfg.model, tp, mesh.tp_rank);
   });
+  if (at.resumed || cfg.init_from.empty() || !at.dir.empty()) return at;
+  // --init-from on a fresh run: rank 0 imports the Hugging Face weights as this run's
+  // step 0 (train/hf_import), then every rank loads it as a resume would, on any mesh.
+  std::string dir;
+  agree_or_throw(world, [&] {
+    if (world.rank() == 0 && !has_checkpoint(run.checkpoints()))
+      dir = import_hf(cfg.init_from, run.checkpoints(), cfg, data_id);
+  });
+  agree_or_throw(world, [&] {
+    Checkpoint ck = open_checkpoint(run.checkpoints());
+    at = {true, 0, 0, ck.dir};  // step 0 is on disk: never saved over
+    load_state_checkpoint(state, ck, cfg.model, tp, mesh.tp_rank);
+  });
+  if (world.rank() == 0)
+    std::cout << "initialised from " << cfg.init_from << " (saved as " << at.dir << ")"
+              << std::endl;
   return at;
 }
 
