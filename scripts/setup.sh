@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 # resident set of refused requests.
 pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-openmp-dev libgtest-dev
       libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv procps pkg-config
-      libsentencepiece-dev sentencepiece gnuplot-nox python3 python3-torch clang-format time)
+      libsentencepiece-dev sentencepiece libpcre2-dev gnuplot-nox python3 python3-torch clang-format time)
 if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do
