@@ -139,9 +139,11 @@ EncodeStats encode_text_file(const Tokenizer& tok, const std::string& input,
   MappedFile f(input, "text file");
   SP_CHECK_INPUT(f.size() > 0, "text file '", input, "' is empty: nothing to encode");
   const std::string_view text(reinterpret_cast<const char*>(f.data()), f.size());
-  // Refused, not encoded lossily: the tokenizer would read each bad byte as U+FFFD, and
+  // Refused, not encoded lossily: SentencePiece would read each bad byte as U+FFFD, and
   // decoding would give EF BF BD where the file had something else (docs/data.md).
-  if (const size_t bad = first_invalid_utf8(text); bad < text.size()) {
+  // Byte-level BPE encodes any bytes and gives them back, so it takes any file.
+  if (const size_t bad = tok.any_bytes() ? text.size() : first_invalid_utf8(text);
+      bad < text.size()) {
     const size_t line = size_t(std::count(text.begin(), text.begin() + ptrdiff_t(bad), '\n')) + 1;
     char byte[8];
     std::snprintf(byte, sizeof byte, "0x%02x", unsigned(static_cast<unsigned char>(text[bad])));
@@ -193,6 +195,7 @@ DecodeStats decode_token_file(const Tokenizer& tok, const std::string& input,
   DecodeStats st;
   // Decoded in chunks of about kChunk tokens, cut only after a piece that is not a byte
   // piece: the bytes of one character (<0xE2><0x80><0x94>) must be decoded together.
+  // (Byte-level BPE has no byte pieces: its decode is a concatenation, any cut works.)
   constexpr uint64_t kChunk = 1 << 16;
   std::vector<int32_t> ids;
   for (int64_t d = 0; d < tf.num_docs(); ++d) {
