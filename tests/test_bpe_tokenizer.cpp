@@ -97,8 +97,9 @@ TEST(BpeTokenizer, AnyBytesRoundTrip) {
   const Tokenizer tok((kFixtures / "small" / "tokenizer.json").string());
   std::mt19937 rng(18);
   const std::vector<std::string> atoms = {
-      " ", "  ", "\n", "\r\n", "\t", "a", "Z", "'s", "'LL", "7", "123", "中", "😀", "é",
-      "\xc3", "\xff", "\xe4\xb8", "<|endoftext|>", "<|im", "\xc2\xa0", "...", "ß", "\x00"};
+      " ",    "  ",       "\n",  "\r\n", "\t",  "a",    "Z",    "'s",       "'LL",
+      "7",    "123",      "中",  "😀",    "é",   "\xc3", "\xff", "\xe4\xb8", "<|endoftext|>",
+      "<|im", "\xc2\xa0", "...", "ß",    "\x00"};
   for (int t = 0; t < 300; ++t) {
     std::string s;
     const int n = int(rng() % 64);
@@ -148,8 +149,11 @@ TEST(BpeTokenizer, RefusesWhatItDoesNotImplement) {
   expect_refused([](json& j) { j["model"]["type"] = "WordPiece"; }, {"WordPiece"});
   expect_refused([](json& j) { j["model"]["byte_fallback"] = true; }, {"byte_fallback"});
   expect_refused([](json& j) { j["decoder"] = {{"type", "Metaspace"}}; }, {"decoder", "Metaspace"});
-  expect_refused([](json& j) { j["pre_tokenizer"] = {{"type", "Whitespace"}}; },
-                 {"pre_tokenizer", "Whitespace"});
+  expect_refused(
+      [](json& j) {
+        j["pre_tokenizer"] = {{"type", "Whitespace"}};
+      },
+      {"pre_tokenizer", "Whitespace"});
   expect_refused([](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["behavior"] = "Contiguous"; },
                  {"Split", "Contiguous"});
   expect_refused([](json& j) { j["pre_tokenizer"]["pretokenizers"][1]["add_prefix_space"] = true; },
@@ -164,13 +168,17 @@ TEST(BpeTokenizer, RefusesCorruptFiles) {
   spit(dir / "cut.json", good.substr(0, good.size() / 2));
   expect_error<InputError>([&] { Tokenizer t((dir / "cut.json").string()); },
                            {"cut.json", "not valid JSON"});
-  expect_refused([](json& j) { j["model"]["merges"][5] = {"Ġ", "notatoken"}; },
-                 {"merge 5", "notatoken", "not in the vocabulary"});
+  expect_refused(
+      [](json& j) {
+        j["model"]["merges"][5] = {"Ġ", "notatoken"};
+      },
+      {"merge 5", "notatoken", "not in the vocabulary"});
   expect_refused([](json& j) { j["model"]["merges"][7] = "onlyone"; }, {"merge 7"});
   expect_refused([](json& j) { j["model"]["vocab"]["zzzzq"] = 5; }, {"id 5", "zzzzq"});
   expect_refused([](json& j) { j["model"]["vocab"].erase("!"); }, {"byte 0x21"});
-  expect_refused([](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L"; },
-                 {"PCRE2", "(\\p{L"});
+  expect_refused(
+      [](json& j) { j["pre_tokenizer"]["pretokenizers"][0]["pattern"]["Regex"] = "(\\p{L"; },
+      {"PCRE2", "(\\p{L"});
   expect_refused([](json& j) { j.erase("model"); }, {"model"});
 }
 

@@ -51,12 +51,9 @@ nlohmann::json token_file_json(const TokenFile& f) {
 }
 
 nlohmann::json tokenizer_json(const Tokenizer& t) {
-  return {{"model", t.path()},
-          {"kind", tokenizer_kind_name(t.kind())},
-          {"describe", t.describe()},
-          {"vocab", t.vocab_size()},
-          {"bos", t.bos_id()},
-          {"eos", t.eos_id()},
+  return {{"model", t.path()},         {"kind", tokenizer_kind_name(t.kind())},
+          {"describe", t.describe()},  {"vocab", t.vocab_size()},
+          {"bos", t.bos_id()},         {"eos", t.eos_id()},
           {"hash", hash_hex(t.hash())}};
 }
 
@@ -179,7 +176,9 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
       "decode",
       "Turn a token file back into text: each document without its EOS, one after another. "
       "The model must be the one that encoded the file (its hash is checked).");
-  opt.decode->add_option("--model", opt.model, "tokenizer (.model or tokenizer.json) that encoded the input")
+  opt.decode
+      ->add_option("--model", opt.model,
+                   "tokenizer (.model or tokenizer.json) that encoded the input")
       ->required();
   opt.decode->add_option("--input", opt.input, "token file to decode")->required();
   opt.decode->add_option("--output", opt.output, "text file to write")->required();

@@ -230,8 +230,8 @@ BpeTokenizer::BpeTokenizer(std::string_view text, const std::string& path) : pat
                    ": model.vocab is not a non-empty object");
     for (auto it = vocab.begin(); it != vocab.end(); ++it) {
       const int64_t id = it.value().get<int64_t>();
-      SP_CHECK_INPUT(id >= 0 && id < (int64_t(1) << 31) - 1, file, ": vocabulary entry '",
-                     it.key(), "' has id ", id);
+      SP_CHECK_INPUT(id >= 0 && id < (int64_t(1) << 31) - 1, file, ": vocabulary entry '", it.key(),
+                     "' has id ", id);
       max_id = std::max(max_id, id);
     }
     vocab_ = int32_t(max_id + 1);
@@ -346,8 +346,7 @@ void BpeTokenizer::encode_segment(std::string_view seg, std::vector<int32_t>* ou
   while (i < seg.size()) {
     const size_t begin = i;
     const bool good = utf8_char_len(seg, i) > 0;
-    for (size_t n; i < seg.size() && ((n = utf8_char_len(seg, i)) > 0) == good;)
-      i += good ? n : 1;
+    for (size_t n; i < seg.size() && ((n = utf8_char_len(seg, i)) > 0) == good;) i += good ? n : 1;
     const std::string_view run = seg.substr(begin, i - begin);
     if (good)
       encode_piece(run, out);

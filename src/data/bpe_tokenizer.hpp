@@ -62,11 +62,11 @@ class BpeTokenizer {
   int32_t vocab_ = 0, eos_ = -1, bos_ = -1;
   bool ignore_merges_ = false;
   std::string describe_;
-  std::vector<std::string> bytes_of_;                // id -> its bytes ("" for a gap)
-  std::vector<bool> has_id_;                         // id names a token
-  std::unordered_map<std::string, int32_t> token_;   // bytes -> id (model vocabulary)
-  int32_t byte_id_[256];                             // id of each single byte
-  std::unordered_map<uint64_t, uint64_t> merge_;     // (a << 32 | b) -> rank << 32 | merged id
+  std::vector<std::string> bytes_of_;               // id -> its bytes ("" for a gap)
+  std::vector<bool> has_id_;                        // id names a token
+  std::unordered_map<std::string, int32_t> token_;  // bytes -> id (model vocabulary)
+  int32_t byte_id_[256];                            // id of each single byte
+  std::unordered_map<uint64_t, uint64_t> merge_;    // (a << 32 | b) -> rank << 32 | merged id
   std::vector<std::pair<std::string, int32_t>> added_[256];  // by first byte, longest first
   std::vector<std::unique_ptr<Splitter>> split_;
   mutable std::mutex cache_mu_;

@@ -74,8 +74,8 @@ class Tokenizer {
   int32_t vocab_size() const { return vocab_; }
   int32_t eos_id() const { return eos_; }  // -1 if the model has none
   int32_t bos_id() const { return bos_; }  // -1 if the model has none
-  // FNV-1a 64 of the .model or tokenizer.json file's bytes: the identity a token file records, so data is
-  // never read with a tokenizer other than the one that wrote it.
+  // FNV-1a 64 of the .model or tokenizer.json file's bytes: the identity a token file records, so
+  // data is never read with a tokenizer other than the one that wrote it.
   uint64_t hash() const { return hash_; }
   // True for the 256 <0xNN> byte-fallback pieces of a SentencePiece model: decoding must
   // not cut after one. Always false for byte-level BPE, whose decode is the concatenation
