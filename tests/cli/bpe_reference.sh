@@ -5,7 +5,7 @@
 # must equal its ids, and decode must give the bytes back (test_bpe_tokenizer's
 # BpeReference.FromEnvironment). Tokenizers: the committed tests/fixtures/bpe/*/tokenizer.json
 # (whose committed reference_ids.json must also still be what the reference says) and, when
-# scripts/setup.sh fetched it, LLaMA 3's full tokenizer.json.
+# scripts/setup.sh fetched them, LLaMA 3's and Qwen3's full tokenizer.json.
 # Without node or the package (data/npm, or $SEQPAR_BPE_REFERENCE_DIR) it reports itself
 # skipped (exit 77) with the reason, never passed.
 # Usage: bpe_reference.sh SEQPAR_BINARY SOURCE_DIR
@@ -52,14 +52,16 @@ run_one() {  # run_one NAME TOKENIZER_JSON [COMMITTED_FIXTURE]
     fi
   fi
 }
-for d in gpt2 small; do
+for d in gpt2 small qwen-small; do
   run_one "$d" "$src/tests/fixtures/bpe/$d/tokenizer.json" "$src/tests/fixtures/bpe/$d/reference_ids.json"
 done
-llama3=$npm_dir/tokenizer-llama3/package/models/tokenizer.json
-if [ -s "$llama3" ]; then
-  run_one llama3 "$llama3"
-else
-  echo "note: LLaMA 3's full tokenizer.json is not at $llama3; only the committed tokenizers checked"
-fi
+for m in llama3 qwen3; do
+  full=$npm_dir/tokenizer-$m/package/models/tokenizer.json
+  if [ -s "$full" ]; then
+    run_one "$m" "$full"
+  else
+    echo "note: $m's full tokenizer.json is not at $full; not checked"
+  fi
+done
 echo "bpe_reference: $passes passed, $fails failed"
 [ $fails = 0 ]

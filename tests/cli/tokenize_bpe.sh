@@ -33,8 +33,17 @@ head -c 100000 "$gpt2" >"$tmp/cut.json"
 expect "truncated tokenizer.json refused" 1 "not valid JSON" 1 -- tok info --model "$tmp/cut.json"
 python3 -c "
 import json, sys
-j = json.load(open(sys.argv[1])); j['normalizer'] = {'type': 'NFC'}
-json.dump(j, open(sys.argv[2], 'w'))" "$small" "$tmp/nfc.json"
-expect "NFC normalizer refused by name" 1 "normalizer 'NFC' is not supported" 1 -- tok encode --model "$tmp/nfc.json" --input "$tmp/in.txt" --output "$tmp/n.tok"
+j = json.load(open(sys.argv[1])); j['normalizer'] = {'type': 'NFKC'}
+json.dump(j, open(sys.argv[2], 'w'))" "$small" "$tmp/nfkc.json"
+expect "NFKC normalizer refused by name" 1 "normalizer 'NFKC' is not supported" 1 -- tok encode --model "$tmp/nfkc.json" --input "$tmp/in.txt" --output "$tmp/n.tok"
 check "nothing written on refusal" '[ ! -e "$tmp/n.tok" ]'
+
+# Qwen's NFC normalizer: text in NFC encodes and comes back; text that is not is refused.
+qwen=$src/tests/fixtures/bpe/qwen-small/tokenizer.json
+printf 'caf\xc3\xa9 12345 \xe4\xb8\xad\xe6\x96\x87 \xff\n' >"$tmp/nfc.txt"
+check "NFC text encodes" 'tok encode --model "$qwen" --input "$tmp/nfc.txt" --output "$tmp/q.tok" --quiet >/dev/null'
+check "and decodes to its bytes" 'tok decode --model "$qwen" --input "$tmp/q.tok" --output "$tmp/q.txt" >/dev/null && cmp "$tmp/nfc.txt" "$tmp/q.txt"'
+printf 'line one\ncafe\xcc\x81\n' >"$tmp/nfd.txt"
+expect "text not in NFC refused" 1 "not in Unicode NFC" 1 -- tok encode --model "$qwen" --input "$tmp/nfd.txt" --output "$tmp/d.tok"
+check "naming the line" 'tok encode --model "$qwen" --input "$tmp/nfd.txt" --output "$tmp/d.tok" 2>&1 | grep -q "line 2"'
 finish
