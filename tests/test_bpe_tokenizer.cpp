@@ -203,7 +203,7 @@ TEST(BpeTokenizer, KindIsToldByContent) {
   TempDir dir("bpe_kind");
   spit(dir / "x.json", "not json and not a model");
   expect_error<InputError>([&] { Tokenizer x((dir / "x.json").string()); },
-                           {"neither a SentencePiece model nor a tokenizer.json"});
+                           {"is not a SentencePiece model (nor a tokenizer.json"});
 }
 
 }  // namespace

@@ -88,9 +88,9 @@ Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
   }
   sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
   const auto st = sp_->LoadFromSerializedProto(bytes);
-  SP_CHECK_INPUT(
-      st.ok(), "tokenizer model '", model_path,
-      "' is neither a SentencePiece model nor a tokenizer.json (a JSON object): ", st.ToString());
+  SP_CHECK_INPUT(st.ok(), "tokenizer model '", model_path,
+                 "' is not a SentencePiece model (nor a tokenizer.json, which is a JSON object): ",
+                 st.ToString());
   vocab_ = sp_->GetPieceSize();
   eos_ = sp_->eos_id();
   bos_ = sp_->bos_id();
