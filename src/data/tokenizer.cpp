@@ -8,6 +8,7 @@
 #include "core/check.hpp"
 #include "core/file.hpp"
 #include "core/hash.hpp"
+#include "data/bpe_tokenizer.hpp"
 
 namespace seqpar {
 namespace {
@@ -69,14 +70,27 @@ void train_tokenizer(const std::string& input, const std::string& model_path,
   write_file_atomic(model_path, model);
 }
 
-Tokenizer::Tokenizer(const std::string& model_path)
-    : path_(model_path), sp_(std::make_unique<sentencepiece::SentencePieceProcessor>()) {
+const char* tokenizer_kind_name(TokenizerKind k) {
+  return k == TokenizerKind::bpe ? "bpe" : "sentencepiece";
+}
+
+Tokenizer::Tokenizer(const std::string& model_path) : path_(model_path) {
   MappedFile f(model_path, "tokenizer model");
   const std::string_view bytes(reinterpret_cast<const char*>(f.data()), f.size());
+  hash_ = fnv1a64(bytes.data(), bytes.size());
+  const size_t first = bytes.find_first_not_of(" \t\r\n");
+  if (first != std::string_view::npos && bytes[first] == '{') {
+    bpe_ = std::make_unique<BpeTokenizer>(bytes, model_path);
+    vocab_ = bpe_->vocab_size();
+    eos_ = bpe_->eos_id();
+    bos_ = bpe_->bos_id();
+    return;
+  }
+  sp_ = std::make_unique<sentencepiece::SentencePieceProcessor>();
   const auto st = sp_->LoadFromSerializedProto(bytes);
   SP_CHECK_INPUT(st.ok(), "tokenizer model '", model_path,
-                 "' is not a SentencePiece model: ", st.ToString());
-  hash_ = fnv1a64(bytes.data(), bytes.size());
+                 "' is not a SentencePiece model (nor a tokenizer.json, which is a JSON object): ",
+                 st.ToString());
   vocab_ = sp_->GetPieceSize();
   eos_ = sp_->eos_id();
   bos_ = sp_->bos_id();
@@ -86,9 +100,15 @@ Tokenizer::~Tokenizer() = default;
 Tokenizer::Tokenizer(Tokenizer&&) noexcept = default;
 Tokenizer& Tokenizer::operator=(Tokenizer&&) noexcept = default;
 
-bool Tokenizer::is_byte(int32_t id) const { return sp_->IsByte(id); }
+bool Tokenizer::is_byte(int32_t id) const { return sp_ && sp_->IsByte(id); }
+
+std::string Tokenizer::describe() const {
+  if (bpe_) return bpe_->describe();
+  return "SentencePiece";
+}
 
 void Tokenizer::encode(std::string_view text, std::vector<int32_t>* out) const {
+  if (bpe_) return bpe_->encode(text, out);
   std::vector<int> ids;
   const auto st = sp_->Encode(text, &ids);
   SP_CHECK(st.ok(), "encoding with '", path_, "' failed: ", st.ToString());
@@ -102,6 +122,7 @@ std::vector<int32_t> Tokenizer::encode(std::string_view text) const {
 }
 
 std::string Tokenizer::decode(const int32_t* ids, size_t n) const {
+  if (bpe_) return bpe_->decode(ids, n);
   std::vector<int> v(ids, ids + n);
   for (size_t i = 0; i < n; ++i)
     SP_CHECK(v[i] >= 0 && v[i] < vocab_, "token ", i, " is ", v[i], ", outside the vocabulary [0, ",
