@@ -30,11 +30,11 @@ m = json.load(open(sorted(glob.glob(sys.argv[1] + "/checkpoints/step_*/manifest.
 for d in (c, m):
     assert d["rope_scaling"] == "yarn" and d["rope_factor"] == 4 and d["rope_original_len"] == 16, d
 PY'
-expect "resume with another scaling is refused" 2 "rope_scaling" 1 -- "$bin" "${small[@]}" --steps 4 --rope-scaling linear --rope-factor 4 --resume --out "$tmp/y"
-expect "resume without the scaling is refused" 2 "rope_scaling" 1 -- "$bin" "${small[@]}" --steps 4 --resume --out "$tmp/y"
-"$bin" "${small[@]}" --steps 4 "${yarn[@]}" --resume --out "$tmp/y" > "$tmp/y4.log" 2>&1
+expect "resume with another scaling is refused" 2 "rope_scaling" 1 -- "$bin" "${small[@]}" --steps 4 --override steps --rope-scaling linear --rope-factor 4 --resume --out "$tmp/y"
+expect "resume without the scaling is refused" 2 "rope_scaling" 1 -- "$bin" "${small[@]}" --steps 4 --override steps --resume --out "$tmp/y"
+"$bin" "${small[@]}" --steps 4 --override steps "${yarn[@]}" --resume --out "$tmp/y" > "$tmp/y4.log" 2>&1
 check "resume with the same scaling continues" 'grep -q "done after step 4" "$tmp/y4.log"'
-"$bin" "${small[@]}" --steps 5 --rope-scaling linear --rope-factor 4 --resume --out "$tmp/y" \
+"$bin" "${small[@]}" --steps 5 --override steps --rope-scaling linear --rope-factor 4 --resume --out "$tmp/y" \
   --override rope_scaling --override rope_original_len > "$tmp/y5.log" 2>&1
 check "resume with another scaling and --override continues" 'grep -q "done after step 5" "$tmp/y5.log"'
 
@@ -48,7 +48,7 @@ for run in y d; do
   check "$run: eval runs, sp 2 ring gives the one-rank loss" 'python3 -c "
 import json, sys
 a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
-assert abs(a[\"loss\"] - b[\"loss\"]) <= 1e-5 * a[\"loss\"], (a, b)" "$out1" "$out2"'
+assert abs(a[\"val_loss\"] - b[\"val_loss\"]) <= 1e-5 * a[\"val_loss\"], (a, b)" "$out1" "$out2"'
   g=(generate --run "$tmp/$run" --prompt "In the beginning God created the heaven" --max-new-tokens 12 --temperature 0 --threads 1)
   "$bin" "${g[@]}" > "$tmp/g1" 2> "$tmp/g1.err"
   mpi 2 "$bin" "${g[@]}" --sp 2 --sp-strategy ring > "$tmp/g2" 2> "$tmp/g2.err"
