@@ -365,14 +365,15 @@ TEST(Rope, PerRowPositionsEqualOneCallPerRow) {
   std::vector<int64_t> pos(B * pbs, -1);  // the gap between rows is never read
   for (int64_t b = 0; b < B; ++b)
     for (int64_t t = 0; t < T; ++t) pos[b * pbs + t] = b == 1 ? t % 7 : 1000 * b + 3 * t;
+  using RopeFn =
+      void (*)(float*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t, float, int64_t);
   for (const bool fwd : {true, false}) {
     VecF x = randn(B * T * stride, 44);
     VecF rows = x;
-    (fwd ? rope_forward<float> : rope_backward)(x.data(), pos.data(), B, T, nh, d, stride, 10000.0f,
-                                                pbs);
+    const RopeFn rope = fwd ? RopeFn(rope_forward<float>) : RopeFn(rope_backward);
+    rope(x.data(), pos.data(), B, T, nh, d, stride, 10000.0f, pbs);
     for (int64_t b = 0; b < B; ++b)
-      (fwd ? rope_forward<float> : rope_backward)(
-          rows.data() + b * T * stride, pos.data() + b * pbs, 1, T, nh, d, stride, 10000.0f, 0);
+      rope(rows.data() + b * T * stride, pos.data() + b * pbs, 1, T, nh, d, stride, 10000.0f, 0);
     for (int64_t i = 0; i < B * T * stride; ++i)
       ASSERT_EQ(x[i], rows[i]) << (fwd ? "forward" : "backward") << " element " << i;
   }

@@ -42,16 +42,55 @@ def rotate_half(x):
     return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
 
 
+def rope_inv_freq(c, d, T):
+    """Hugging Face's rope_scaling (modeling_rope_utils): the inverse frequencies of the d/2
+    rotated pairs and the attention factor on cos and sin, for a window of T tokens."""
+    theta = c["rope_theta"]
+    i2 = torch.arange(0, d, 2, dtype=DT) / d
+    inv = 1.0 / (theta ** i2)
+    r = c.get("rope_scaling")
+    if not r:
+        return inv, 1.0
+    t, s = r["rope_type"], r["factor"]
+    if t == "linear":
+        return inv / s, 1.0
+    if t == "dynamic":
+        L0 = c["max_position_embeddings"]
+        L = max(T, L0)
+        base = theta * ((s * L / L0) - (s - 1)) ** (d / (d - 2))
+        return 1.0 / (base ** i2), 1.0
+    L0 = r["original_max_position_embeddings"]
+    if t == "yarn":
+        def corr(rot):
+            return (d * math.log(L0 / (rot * 2 * math.pi))) / (2 * math.log(theta))
+        lo = max(math.floor(corr(r.get("beta_fast", 32))), 0)
+        hi = min(math.ceil(corr(r.get("beta_slow", 1))), d - 1)
+        if lo == hi:
+            hi += 0.001
+        ramp = ((torch.arange(d // 2, dtype=DT) - lo) / (hi - lo)).clamp(0, 1)
+        inv = (inv / s) * ramp + inv * (1 - ramp)
+        m = r.get("attention_factor") or (0.1 * math.log(s) + 1.0 if s > 1 else 1.0)
+        return inv, m
+    if t == "llama3":
+        lo, hi = r["low_freq_factor"], r["high_freq_factor"]
+        wl = 2 * math.pi / inv
+        out = torch.where(wl > L0 / lo, inv / s, inv)
+        sm = (L0 / wl - lo) / (hi - lo)
+        mid = (wl >= L0 / hi) & (wl <= L0 / lo)
+        return torch.where(mid, (1 - sm) * inv / s + sm * inv, out), 1.0
+    raise SystemExit(f"unknown rope_type {t}")
+
+
 def llama_logits(c, W, tokens):
     T = tokens.shape[0]
     C, H, Hkv = c["hidden_size"], c["num_attention_heads"], c["num_key_value_heads"]
     d = c.get("head_dim", C // H)
     eps = c["rms_norm_eps"]
     rms = lambda x, w: x * torch.rsqrt((x * x).mean(-1, keepdim=True) + eps) * w
-    inv = 1.0 / (c["rope_theta"] ** (torch.arange(0, d, 2, dtype=DT) / d))
+    inv, m = rope_inv_freq(c, d, T)
     ang = torch.arange(T, dtype=DT)[:, None] * inv[None, :]
     emb = torch.cat((ang, ang), dim=-1)
-    cos, sin = emb.cos()[:, None, :], emb.sin()[:, None, :]
+    cos, sin = m * emb.cos()[:, None, :], m * emb.sin()[:, None, :]
     x = W["model.embed_tokens.weight"][tokens]
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
     w = c.get("sliding_window") or 0  # Mistral: key j visible to query i when i - w < j <= i

@@ -145,6 +145,7 @@ std::vector<float> Generator::prefill(const std::vector<int32_t>& prompt) {
     b.B = 1;
     b.T = int(pos.size());
     b.L = P0;
+    b.rope_len = prompt_len_ + max_new_;  // dynamic RoPE scaling: the whole generation
     b.pos = pos;
     b.row_key = pos;
     for (int64_t p : pos) b.tokens.push_back(prompt[size_t(p)]);
@@ -166,6 +167,7 @@ std::vector<float> Generator::step(int32_t token) {
   Batch b;
   b.B = b.T = 1;
   b.L = next_pos_ + 1;
+  b.rope_len = prompt_len_ + max_new_;
   b.pos = {next_pos_};
   b.row_key = {next_pos_};
   b.tokens = {token};

@@ -137,30 +137,30 @@ inline void rope_token(S* tok, const float* cs, int64_t nh, int64_t d) {
   }
 }
 
-void rope_angles(float* cs, int64_t p, const std::vector<double>& inv_freq, float sign) {
+// m·cos φ and sign·m·sin φ, in double before the rounding (m = 1 leaves them unchanged).
+void rope_angles(float* cs, int64_t p, const RopeFreqs& f, float sign) {
+  const std::vector<double>& inv_freq = f.inv_freq;
   for (size_t i = 0; i < inv_freq.size(); ++i) {
     const double phi = static_cast<double>(p) * inv_freq[i];
-    cs[2 * i] = static_cast<float>(std::cos(phi));
-    cs[2 * i + 1] = sign * static_cast<float>(std::sin(phi));
+    cs[2 * i] = static_cast<float>(f.mscale * std::cos(phi));
+    cs[2 * i + 1] = sign * static_cast<float>(f.mscale * std::sin(phi));
   }
 }
 
 template <class S>
 void rope_apply(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
-                int64_t stride, float theta, int64_t pos_bstride, float sign, const char* who) {
+                int64_t stride, const RopeFreqs& f, int64_t pos_bstride, float sign,
+                const char* who) {
   SP_CHECK(B > 0 && T > 0 && nh > 0 && d > 0, who, ": dims must be positive, got B=", B, " T=", T,
            " nh=", nh, " d=", d);
   SP_CHECK(d % 2 == 0, who, ": head dim d must be even for pairwise rotation, got ", d);
   SP_CHECK(stride >= nh * d, who, ": token stride ", stride, " is smaller than nh·d = ", nh * d);
-  SP_CHECK(theta > 0.0f, who, ": theta must be positive, got ", theta);
+  SP_CHECK(int64_t(f.inv_freq.size()) == d / 2, who, ": ", f.inv_freq.size(),
+           " frequencies, expected d/2 = ", d / 2);
   SP_CHECK(pos_bstride == 0 || pos_bstride >= T, who, ": position batch stride ", pos_bstride,
            " must be 0 (shared positions) or at least T=", T);
   SP_CHECK(x && pos, who, ": null x/pos");
   const int64_t half = d / 2;
-  std::vector<double> inv_freq(half);  // θ^(−2i/d)
-  for (int64_t i = 0; i < half; ++i) {
-    inv_freq[i] = std::pow(static_cast<double>(theta), -2.0 * static_cast<double>(i) / d);
-  }
 #pragma omp parallel if (B * T * nh * d > kParallelMin)
   {
     std::vector<float> cs(2 * half);  // cos, sin of the half angles for one token
@@ -168,14 +168,14 @@ void rope_apply(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int6
       // Shared positions: the angles of token t serve every batch row.
 #pragma omp for schedule(static)
       for (int64_t t = 0; t < T; ++t) {
-        rope_angles(cs.data(), pos[t], inv_freq, sign);
+        rope_angles(cs.data(), pos[t], f, sign);
         for (int64_t b = 0; b < B; ++b) rope_token(x + (b * T + t) * stride, cs.data(), nh, d);
       }
     } else {
 #pragma omp for schedule(static)
       for (int64_t r = 0; r < B * T; ++r) {
         const int64_t b = r / T, t = r % T;
-        rope_angles(cs.data(), pos[b * pos_bstride + t], inv_freq, sign);
+        rope_angles(cs.data(), pos[b * pos_bstride + t], f, sign);
         rope_token(x + r * stride, cs.data(), nh, d);
       }
     }
@@ -185,13 +185,32 @@ void rope_apply(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int6
 
 template <class S>
 void rope_forward(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                  int64_t stride, const RopeFreqs& f, int64_t pos_bstride) {
+  rope_apply(x, pos, B, T, nh, d, stride, f, pos_bstride, 1.0f, "rope_forward");
+}
+
+void rope_backward(float* dx, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                   int64_t stride, const RopeFreqs& f, int64_t pos_bstride) {
+  rope_apply(dx, pos, B, T, nh, d, stride, f, pos_bstride, -1.0f, "rope_backward");
+}
+
+namespace {
+RopeFreqs unscaled(float theta, int64_t d, const char* who) {
+  SP_CHECK(theta > 0.0f, who, ": theta must be positive, got ", theta);
+  SP_CHECK(d > 0 && d % 2 == 0, who, ": head dim d must be even and positive, got ", d);
+  return rope_frequencies(theta, d, RopeScalingParams{});
+}
+}  // namespace
+
+template <class S>
+void rope_forward(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
                   int64_t stride, float theta, int64_t pos_bstride) {
-  rope_apply(x, pos, B, T, nh, d, stride, theta, pos_bstride, 1.0f, "rope_forward");
+  rope_forward(x, pos, B, T, nh, d, stride, unscaled(theta, d, "rope_forward"), pos_bstride);
 }
 
 void rope_backward(float* dx, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
                    int64_t stride, float theta, int64_t pos_bstride) {
-  rope_apply(dx, pos, B, T, nh, d, stride, theta, pos_bstride, -1.0f, "rope_backward");
+  rope_backward(dx, pos, B, T, nh, d, stride, unscaled(theta, d, "rope_backward"), pos_bstride);
 }
 
 // ---- dropout ------------------------------------------------------------------------
@@ -266,6 +285,8 @@ void dropout_backward(float* dinp, const float* dout, const int64_t* row_key, in
   template void embedding_forward(S*, const int32_t*, const float*, int64_t, int64_t, int64_t); \
   template void rope_forward(S*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t,   \
                              float, int64_t);                                                   \
+  template void rope_forward(S*, const int64_t*, int64_t, int64_t, int64_t, int64_t, int64_t,   \
+                             const RopeFreqs&, int64_t);                                        \
   template void dropout_forward(S*, const S*, const int64_t*, int64_t, int64_t, const DropoutKey&);
 SEQPAR_INSTANTIATE(float)
 SEQPAR_INSTANTIATE(bf16)

@@ -14,6 +14,7 @@
 
 #include "core/bf16.hpp"
 #include "core/rng.hpp"
+#include "kernels/rope.hpp"
 
 namespace seqpar {
 
@@ -101,6 +102,13 @@ void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, i
 // batch row; pos_bstride = T: positions (B, T) per row (documents whose positions restart
 // at each document start, --doc-positions reset).
 // In place. Backward applies the inverse rotation to the gradient (in place).
+// The RopeFreqs overloads rotate pair i by pos·f.inv_freq[i] and multiply cos and sin by
+// f.mscale (RoPE scaling, kernels/rope.hpp); the θ overloads are the unscaled RoPE.
+template <class S>
+void rope_forward(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                  int64_t stride, const RopeFreqs& f, int64_t pos_bstride = 0);
+void rope_backward(float* dx, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
+                   int64_t stride, const RopeFreqs& f, int64_t pos_bstride = 0);
 template <class S>
 void rope_forward(S* x, const int64_t* pos, int64_t B, int64_t T, int64_t nh, int64_t d,
                   int64_t stride, float theta, int64_t pos_bstride = 0);

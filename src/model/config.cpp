@@ -57,6 +57,55 @@ const OptionTable<ModelConfig>& model_options() {
             "rope_theta", [](M & c) -> auto& { return c.rope_theta; }, "--rope-theta",
             "RoPE base θ", kTrainLike))
         .above(1);
+    // RoPE scaling: a resume must keep it (it changes what every position means).
+    add(option<M>(
+            "rope_scaling", [](M & c) -> auto& { return c.rope_scaling; }, "--rope-scaling",
+            "RoPE scaling for a context longer than the trained one (Hugging Face's "
+            "rope_scaling): none, linear (position interpolation), dynamic (NTK-aware base, "
+            "from the processed length), yarn or llama3",
+            kTrainLike))
+        .resume();
+    add(option<M>(
+            "rope_factor", [](M & c) -> auto& { return c.rope_factor; }, "--rope-factor",
+            "RoPE scaling factor s (new context / original context)", kTrainLike))
+        .resume()
+        .within(1, 1e6);
+    add(option<M>(
+            "rope_original_len", [](M & c) -> auto& { return c.rope_original_len; },
+            "--rope-original-len",
+            "original context length L0 of the RoPE scaling (Hugging Face's "
+            "original_max_position_embeddings; dynamic, yarn, llama3); 0: not set",
+            kTrainLike))
+        .resume()
+        .within(0, double(int64_t(1) << 40));
+    add(option<M>(
+            "rope_beta_fast", [](M & c) -> auto& { return c.rope_beta_fast; }, "--rope-beta-fast",
+            "yarn: rotations over L0 below which pairs are interpolated", kTrainLike))
+        .resume()
+        .above(0);
+    add(option<M>(
+            "rope_beta_slow", [](M & c) -> auto& { return c.rope_beta_slow; }, "--rope-beta-slow",
+            "yarn: rotations over L0 above which pairs keep their frequency", kTrainLike))
+        .resume()
+        .above(0);
+    add(option<M>(
+            "rope_attention_factor", [](M & c) -> auto& { return c.rope_attention_factor; },
+            "--rope-attention-factor",
+            "yarn: attention temperature m multiplying cos and sin (0: 0.1·ln s + 1)", kTrainLike))
+        .resume()
+        .at_least(0);
+    add(option<M>(
+            "rope_low_freq_factor", [](M & c) -> auto& { return c.rope_low_freq_factor; },
+            "--rope-low-freq-factor", "llama3: wavelengths above L0/low are interpolated by s",
+            kTrainLike))
+        .resume()
+        .above(0);
+    add(option<M>(
+            "rope_high_freq_factor", [](M & c) -> auto& { return c.rope_high_freq_factor; },
+            "--rope-high-freq-factor", "llama3: wavelengths below L0/high keep their frequency",
+            kTrainLike))
+        .resume()
+        .above(0);
     add(option<M>(
             "init_std", [](M & c) -> auto& { return c.init_std; }, "",
             "standard deviation of the initial weights", kTrainLike))
@@ -95,11 +144,59 @@ void ModelConfig::validate() const {
   SP_CHECK_USAGE(C % H == 0, "model width C=", C, " is not divisible by heads H=", H);
   SP_CHECK_USAGE(d() % 2 == 0, "head dim d=C/H=", d(), " must be even for rotary embeddings");
   SP_CHECK_USAGE(Hkv >= 1 && H % Hkv == 0, "kv heads Hkv=", Hkv, " must divide heads H=", H);
+  validate_rope_scaling();
   if (tokenizer_hash == 0) {
     int min_v = kind == ModelKind::bert ? 257 : 256;
     SP_CHECK_USAGE(V >= min_v, "vocab V=", V, " too small: byte tokens need ", min_v,
                    kind == ModelKind::bert ? " (256 bytes + [MASK])" : "");
   }
+}
+
+// A parameter the chosen type does not use is refused rather than ignored: the user who
+// wrote --rope-factor without --rope-scaling expects a scaled model.
+void ModelConfig::validate_rope_scaling() const {
+  const ModelConfig def;
+  const RopeScaling t = rope_scaling;
+  const bool yarn = t == RopeScaling::yarn, llama3 = t == RopeScaling::llama3;
+  const char* type = enum_name(t);
+  auto unused = [&](bool set, bool used, const char* flag) {
+    SP_CHECK_USAGE(
+        !set || used, flag, " does not apply to --rope-scaling ", type,
+        t == RopeScaling::none ? ": choose a scaling (linear, dynamic, yarn, llama3)" : "");
+  };
+  unused(rope_factor != def.rope_factor, t != RopeScaling::none, "--rope-factor");
+  unused(rope_original_len != def.rope_original_len,
+         t != RopeScaling::none && t != RopeScaling::linear, "--rope-original-len");
+  unused(rope_beta_fast != def.rope_beta_fast, yarn, "--rope-beta-fast");
+  unused(rope_beta_slow != def.rope_beta_slow, yarn, "--rope-beta-slow");
+  unused(rope_attention_factor != def.rope_attention_factor, yarn, "--rope-attention-factor");
+  unused(rope_low_freq_factor != def.rope_low_freq_factor, llama3, "--rope-low-freq-factor");
+  unused(rope_high_freq_factor != def.rope_high_freq_factor, llama3, "--rope-high-freq-factor");
+  if (t == RopeScaling::none) return;
+  SP_CHECK_USAGE(t == RopeScaling::linear || rope_original_len > 0, "--rope-scaling ", type,
+                 " needs the original context length: give --rope-original-len L0");
+  SP_CHECK_USAGE(t != RopeScaling::dynamic || d() > 2,
+                 "--rope-scaling dynamic needs head dim "
+                 "d > 2 (its base is raised to d/(d−2)), got d=",
+                 d());
+  SP_CHECK_USAGE(!yarn || rope_beta_fast > rope_beta_slow, "--rope-beta-fast ", rope_beta_fast,
+                 " must be greater than --rope-beta-slow ", rope_beta_slow);
+  SP_CHECK_USAGE(!llama3 || rope_low_freq_factor < rope_high_freq_factor, "--rope-low-freq-factor ",
+                 rope_low_freq_factor, " must be less than --rope-high-freq-factor ",
+                 rope_high_freq_factor);
+}
+
+RopeScalingParams ModelConfig::rope_params() const {
+  RopeScalingParams p;
+  p.type = rope_scaling;
+  p.factor = rope_factor;
+  p.original_len = rope_original_len;
+  p.beta_fast = rope_beta_fast;
+  p.beta_slow = rope_beta_slow;
+  p.attention_factor = rope_attention_factor;
+  p.low_freq_factor = rope_low_freq_factor;
+  p.high_freq_factor = rope_high_freq_factor;
+  return p;
 }
 
 long double ModelConfig::approx_params() const {

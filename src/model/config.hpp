@@ -9,6 +9,7 @@
 
 #include "core/check.hpp"
 #include "core/options.hpp"
+#include "kernels/rope.hpp"
 
 namespace seqpar {
 
@@ -44,6 +45,16 @@ struct ModelConfig {
   float dropout = 0.0f;       // embedding, attention-output and MLP-output dropout
   float attn_dropout = 0.0f;  // attention-probability dropout
   float rope_theta = 10000.0f;
+  // RoPE scaling (kernels/rope.hpp; Hugging Face's rope_scaling): type, factor s, original
+  // context length L0, and the type's own parameters. Defaults are Hugging Face's.
+  RopeScaling rope_scaling = RopeScaling::none;
+  float rope_factor = 1.0f;
+  int64_t rope_original_len = 0;  // 0: not set
+  float rope_beta_fast = 32.0f;
+  float rope_beta_slow = 1.0f;
+  float rope_attention_factor = 0.0f;  // yarn's temperature m; 0: 0.1·ln s + 1
+  float rope_low_freq_factor = 1.0f;
+  float rope_high_freq_factor = 4.0f;
   float init_std = 0.02f;
   bool tie_embeddings = true;  // output head = input embedding (default: gpt/bert yes, llama no)
   float norm_eps = 1e-5f;      // RMSNorm epsilon (llama; LayerNorm uses 1e-5)
@@ -56,11 +67,13 @@ struct ModelConfig {
   bool llama() const { return kind == ModelKind::llama; }
   // Floats of one row of the first feed-forward product: [gate | up] for SwiGLU.
   int fc1_width() const { return llama() ? 2 * F : F; }
+  RopeScalingParams rope_params() const;
   // layers·(4·C² + 3·C·F + 8·C) + 2·V·C: at least the parameter count of every kind, in
   // long double so that no input overflows it.
   long double approx_params() const;
   // Throws seqpar::UsageError naming the offending value.
   void validate() const;
+  void validate_rope_scaling() const;  // the RoPE rows together (part of validate)
   nlohmann::json to_json() const;
   static ModelConfig from_json(const nlohmann::json& j);  // missing keys keep defaults
 };

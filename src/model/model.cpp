@@ -140,6 +140,17 @@ void Model::norm_backward(float* dinp, float* dw, float* db, const float* dout, 
     layernorm_backward(dinp, dw, db, dout, inp, w, mean, rstd, R_, cfg_.C);
 }
 
+const RopeFreqs& Model::rope_freqs(const Batch& b) {
+  // Only dynamic scaling depends on the length: every other type computes once.
+  const int64_t L =
+      cfg_.rope_scaling == RopeScaling::dynamic ? (b.rope_len > 0 ? b.rope_len : b.L) : 0;
+  if (L != rope_L_) {
+    rope_ = rope_frequencies(cfg_.rope_theta, cfg_.d(), cfg_.rope_params(), L);
+    rope_L_ = L;
+  }
+  return rope_;
+}
+
 template <class S>
 void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a, S* next) {
   const int64_t N = N_, R = R_, C = cfg_.C, d = cfg_.d();
@@ -164,8 +175,9 @@ void Model::layer_forward(int l, const Batch& b, const StepContext& ctx, LayerAc
   linear_forward(qkv, in, P.qkv_w, P.qkv_b, N, C, Wt, ls);
   const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
   const int64_t rps = b.rope_pos.empty() ? 0 : T_;  // per-row positions (documents reset)
-  rope_forward(qkv, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
-  rope_forward(qkv + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
+  const RopeFreqs& rf = rope_freqs(b);
+  rope_forward(qkv, rp, B_, T_, Ht_, d, Wt, rf, rps);
+  rope_forward(qkv + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, rf, rps);
   attention_forward<S>(l, b, ctx, a);
   // Row-parallel proj: partial sums over this rank's heads, reduce-scattered to rows.
   row_parallel_forward(x_mid, att, P.proj_w, P.proj_b, HDt);
@@ -484,8 +496,9 @@ void Model::layer_backward(int l, const Batch& b, const StepContext& ctx) {
   attn_[0]->backward(shard(l, b, ctx, qkv_f32<S>(a, bwd_qkv32_)), o32, a.lse, datt_, dqkv_);
   const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
   const int64_t rps = b.rope_pos.empty() ? 0 : T_;
-  rope_backward(dqkv_, rp, B_, T_, Ht_, d, Wt, cfg_.rope_theta, rps);
-  rope_backward(dqkv_ + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, cfg_.rope_theta, rps);
+  const RopeFreqs& rf = rope_freqs(b);
+  rope_backward(dqkv_, rp, B_, T_, Ht_, d, Wt, rf, rps);
+  rope_backward(dqkv_ + Ht_ * d, rp, B_, T_, Hkvt_, d, Wt, rf, rps);
   if (tp) {
     gather_rows_s(ln1, full, C);
     zero(dfull_, N * C);

@@ -90,6 +90,10 @@ struct Batch {
   // empty: every row rotates by pos. Dropout keys, the mask and the strategies always use
   // the global positions pos.
   std::vector<int64_t> rope_pos;
+  // The sequence length dynamic RoPE scaling scales its base for (kernels/rope.hpp); 0: L.
+  // Generation sets the whole generation's length (prompt + new tokens), so the prompt's
+  // cached keys and every decoded query rotate alike.
+  int64_t rope_len = 0;
 };
 
 struct StepContext {
@@ -250,6 +254,11 @@ class Model {
   void row_parallel_forward(S* out, const S* in, const float* w, const float* bias, int64_t K);
 
   ModelConfig cfg_;
+  // The RoPE frequencies (kernels/rope.hpp) for the length rope_L_: computed once, again
+  // only when dynamic scaling meets another length.
+  const RopeFreqs& rope_freqs(const Batch& b);
+  RopeFreqs rope_;
+  int64_t rope_L_ = -1;
   int B_, T_;
   int64_t v0_ = 0, Vt_ = 0;  // this rank's vocabulary rows [v0, v0 + Vt) (all of V when tp = 1)
   int64_t N_, R_;            // sp-shard rows B·T, and this tp rank's rows N/t

@@ -30,6 +30,25 @@ std::vector<float> to_rotate_half(const std::vector<float>& w, int64_t heads, in
 
 }  // namespace
 
+nlohmann::json hf_rope_scaling(const ModelConfig& cfg) {
+  if (cfg.rope_scaling == RopeScaling::none) return nullptr;
+  nlohmann::json r = {{"rope_type", enum_name(cfg.rope_scaling)},
+                      {"factor", json_float(cfg.rope_factor)}};
+  if (cfg.rope_scaling != RopeScaling::linear)
+    r["original_max_position_embeddings"] = cfg.rope_original_len;
+  if (cfg.rope_scaling == RopeScaling::yarn) {
+    r["beta_fast"] = json_float(cfg.rope_beta_fast);
+    r["beta_slow"] = json_float(cfg.rope_beta_slow);
+    if (cfg.rope_attention_factor > 0)
+      r["attention_factor"] = json_float(cfg.rope_attention_factor);
+  }
+  if (cfg.rope_scaling == RopeScaling::llama3) {
+    r["low_freq_factor"] = json_float(cfg.rope_low_freq_factor);
+    r["high_freq_factor"] = json_float(cfg.rope_high_freq_factor);
+  }
+  return r;
+}
+
 std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
                       const std::string& tokenizer) {
   Checkpoint ck = load_checkpoint(checkpoint);
@@ -123,6 +142,10 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
       {"seqpar_rope", "rotate_half (q_proj, k_proj rows permuted on export)"},
       {"seqpar_tokenizer_fnv1a64", cfg.tokenizer_hash}};
   if (window > 0) hf["sliding_window"] = window;
+  if (cfg.rope_scaling != RopeScaling::none) hf["rope_scaling"] = hf_rope_scaling(cfg);
+  // Hugging Face's dynamic scaling takes its original length from max_position_embeddings.
+  if (cfg.rope_scaling == RopeScaling::dynamic)
+    hf["max_position_embeddings"] = cfg.rope_original_len;
   write_file_atomic((fs::path(out_dir) / "config.json").string(), hf.dump(2) + "\n");
   if (!tokenizer.empty())
     write_file_atomic((fs::path(out_dir) / "tokenizer.model").string(), tokenizer_bytes);

@@ -14,7 +14,10 @@
 // inverse of the permutation Hugging Face's convert_llama_weights_to_hf.py applies to
 // Meta's interleaved checkpoints.) docs/llama.md has the details.
 #pragma once
+#include <nlohmann/json.hpp>
 #include <string>
+
+#include "model/config.hpp"
 
 namespace seqpar {
 
@@ -22,6 +25,10 @@ namespace seqpar {
 // `tokenizer`: a SentencePiece .model to copy beside the weights ("" for none); refused if
 // its hash is not the one the model was trained with. Writes into out_dir (created; files
 // there are replaced). Returns a one-line summary.
+// Hugging Face's rope_scaling object of the model ({"rope_type", "factor",
+// "original_max_position_embeddings", and the type's own keys}); null for none.
+nlohmann::json hf_rope_scaling(const ModelConfig& cfg);
+
 std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
                       const std::string& tokenizer);
 

@@ -48,4 +48,22 @@ c = json.load(open(sys.argv[1])); c["rope_theta"] *= 2; json.dump(c, open(sys.ar
 PY
 /usr/bin/python3 tools/check_hf_export.py "$tmp/hf" > /dev/null 2>&1; rc=$?
 check "a wrong RoPE base is caught by the check (exit $rc)" '[ $rc = 1 ]'
+# RoPE scaling exports as Hugging Face's rope_scaling, and PyTorch with Hugging Face's
+# definitions reproduces the logits over the 32-token window, past L0 = 16 (dynamic: its
+# base scaled for L = 32); without rope_scaling the check fails.
+for sc in "linear --rope-factor 4" "dynamic --rope-factor 2 --rope-original-len 16" \
+          "yarn --rope-factor 4 --rope-original-len 16" \
+          "llama3 --rope-factor 8 --rope-original-len 16 --rope-high-freq-factor 8"; do
+  name=${sc%% *}
+  "$bin" train --arch llama "${small[@]}" --rope-scaling $sc --out "$tmp/r_$name" > /dev/null 2>&1
+  "$bin" export --checkpoint "$tmp/r_$name" --out "$tmp/hf_$name" > /dev/null 2>&1
+  /usr/bin/python3 tools/check_hf_export.py "$tmp/hf_$name" > "$tmp/py.log" 2>&1; rc=$?
+  check "rope_scaling $name: PyTorch reproduces seqpar's logits (exit $rc)" '[ $rc = 0 ]'
+  python3 - "$tmp/hf_$name/config.json" <<'PY'
+import json, sys
+c = json.load(open(sys.argv[1])); del c["rope_scaling"]; json.dump(c, open(sys.argv[1], "w"))
+PY
+  /usr/bin/python3 tools/check_hf_export.py "$tmp/hf_$name" > /dev/null 2>&1; rc=$?
+  check "rope_scaling $name: without it the logits differ (exit $rc)" '[ $rc = 1 ]'
+done
 finish
