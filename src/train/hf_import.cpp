@@ -242,7 +242,34 @@ nlohmann::json hf_model_settings(const std::string& hf_dir) {
   must("mlp_bias", false);
   must("attention_dropout", 0.0);
   must("pretraining_tp", 1);
-  must("rope_scaling", nullptr);
+  used.insert("rope_scaling");
+  if (c.contains("rope_scaling") && !c["rope_scaling"].is_null()) {
+    // Hugging Face's rope_scaling, key by key onto the model's rope rows (the inverse of
+    // hf_export's hf_rope_scaling); a key seqpar does not map is refused.
+    const nlohmann::json& r = c["rope_scaling"];
+    SP_CHECK_INPUT(r.is_object(), path, ": 'rope_scaling' is not an object");
+    const std::string type = r.contains("rope_type") ? r.value("rope_type", std::string())
+                                                     : r.value("type", std::string());
+    m["rope_scaling"] = type;  // the option table refuses a type it does not know
+    const std::map<std::string, std::string> keys = {
+        {"factor", "rope_factor"},
+        {"original_max_position_embeddings", "rope_original_len"},
+        {"beta_fast", "rope_beta_fast"},
+        {"beta_slow", "rope_beta_slow"},
+        {"attention_factor", "rope_attention_factor"},
+        {"low_freq_factor", "rope_low_freq_factor"},
+        {"high_freq_factor", "rope_high_freq_factor"}};
+    for (const auto& [k, v] : r.items()) {
+      if (k == "rope_type" || k == "type") continue;
+      SP_CHECK_INPUT(keys.count(k) && v.is_number(), path, ": rope_scaling's '", k, "' (", v.dump(),
+                     ") is not a setting seqpar maps; refused rather than ignored");
+      m[keys.at(k)] = v;
+    }
+    // Dynamic scaling's original length is max_position_embeddings in Hugging Face.
+    if (type == "dynamic" && !m.contains("rope_original_len") &&
+        c.contains("max_position_embeddings"))
+      m["rope_original_len"] = c["max_position_embeddings"];
+  }
   used.insert("sliding_window");
   if (c.contains("sliding_window") && !c["sliding_window"].is_null()) {
     SP_CHECK_INPUT(c["sliding_window"].is_number_unsigned(), path,

@@ -75,8 +75,12 @@ variant gpt2 "c['architectures'] = ['GPT2LMHeadModel']"
 expect "another architecture is refused by name" 1 "architecture GPT2LMHeadModel is not one seqpar imports" 1 -- "$bin" import --hf bad_gpt2 --out x "${small[@]}"
 variant field "c['qk_layernorm'] = True"
 expect "a field seqpar would ignore is refused by name" 1 "field 'qk_layernorm' (true) is not one seqpar maps" 1 -- "$bin" import --hf bad_field --out x "${small[@]}"
-variant rope "c['rope_scaling'] = {'rope_type': 'linear', 'factor': 2.0}"
-expect "rope_scaling is refused, not dropped" 1 "'rope_scaling' is" 1 -- "$bin" import --hf bad_rope --out x "${small[@]}"
+variant rope "c['rope_scaling'] = {'rope_type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 64, 'mscale_all_dim': 1}"
+expect "a rope_scaling key seqpar does not map is refused, not dropped" 1 "rope_scaling's 'mscale_all_dim' (1) is not a setting seqpar maps" 1 -- "$bin" import --hf bad_rope --out x "${small[@]}"
+variant yarn "c['rope_scaling'] = {'rope_type': 'yarn', 'factor': 4.0, 'original_max_position_embeddings': 64, 'beta_fast': 32.0, 'beta_slow': 1.0}"
+"$bin" import --hf bad_yarn --out imp_yarn "${small[@]}" > /dev/null 2>&1
+check "rope_scaling yarn imports onto the --rope-* settings" \
+  'grep -q "\"rope_scaling\": \"yarn\"" imp_yarn/config.json && grep -q "\"rope_factor\": 4.0" imp_yarn/config.json && grep -q "\"rope_original_len\": 64" imp_yarn/config.json'
 variant act "c['hidden_act'] = 'gelu'"
 expect "another activation is refused" 1 "'hidden_act' is \"gelu\"; seqpar implements \"silu\" only" 1 -- "$bin" import --hf bad_act --out x "${small[@]}"
 rm -rf bad_missing; "$npy" "$src/tools/hf_variants.py" hf bad_missing sharded
