@@ -628,6 +628,30 @@ void agree_or_throw(Comm& c, const std::function<void()>& fn) {
   throw e;
 }
 
+uint64_t collective_scratch_bytes(Coll op, int ranks, uint64_t operand_bytes) {
+  if (ranks <= 1) return 0;
+  uint64_t c = 0;  // full copies of the operand (comm.hpp)
+  switch (op) {
+    case Coll::allreduce:
+    case Coll::allgather:
+      c = 1;
+      break;
+    case Coll::reduce:
+      c = 3;
+      break;
+    case Coll::reduce_scatter:
+      c = 2;
+      break;
+    case Coll::allgatherv:
+    case Coll::alltoallv:
+    case Coll::bcast:
+      c = 0;
+      break;
+  }
+  const uint64_t kappa = (uint64_t(128) << 10) + (uint64_t(64) << 10) * uint64_t(ranks);
+  return c * operand_bytes + kappa;
+}
+
 void warm_up_transport(Comm& c) {
   const int n = c.size(), r = c.rank();
   if (n == 1) return;
