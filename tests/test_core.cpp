@@ -3,11 +3,17 @@
 #include <stdlib.h>
 
 #include <cmath>
+#include <condition_variable>
+#include <cstdio>
 #include <filesystem>
+#include <mutex>
 #include <regex>
 #include <set>
+#include <thread>
 #include <typeinfo>
+#include <vector>
 
+#include "comm/comm.hpp"
 #include "core/arena.hpp"
 #include "core/check.hpp"
 #include "core/file.hpp"
@@ -238,6 +244,73 @@ TEST(Arena, DryRunCountsTheSameWithoutMemory) {
   // A terabyte "allocation" succeeds in dry-run because nothing is touched.
   Buffer huge(dry, Mem::acts, size_t(1) << 38, "huge");
   EXPECT_EQ(dry.current(Mem::acts), size_t(1) << 40);
+}
+
+TEST(Arena, NoteOutsideKeepsTheLargestDeclaration) {
+  Arena dry(true);
+  EXPECT_EQ(dry.outside_peak(), 0u);
+  dry.note_outside(10 << 20, "ten");
+  dry.note_outside(5 << 20, "five");
+  EXPECT_EQ(dry.outside_peak(), uint64_t(10) << 20);
+  EXPECT_EQ(dry.outside_what(), "ten");
+  dry.note_outside(20 << 20, "twenty");
+  EXPECT_EQ(dry.outside_peak(), uint64_t(20) << 20);
+  EXPECT_EQ(dry.outside_what(), "twenty");
+  EXPECT_EQ(dry.total_peak(), 0u);  // a declaration allocates nothing
+}
+
+TEST(Comm, CollectiveScratchIsCopiesOfTheOperandPlusKappa) {
+  constexpr uint64_t m = 3 << 20;
+  auto kappa = [](uint64_t n) { return (uint64_t(128) << 10) + (uint64_t(64) << 10) * n; };
+  EXPECT_EQ(collective_scratch_bytes(Coll::allreduce, 1, m), 0u);  // one rank: no algorithm
+  EXPECT_EQ(collective_scratch_bytes(Coll::allreduce, 2, m), m + kappa(2));
+  EXPECT_EQ(collective_scratch_bytes(Coll::allgather, 3, m), m + kappa(3));
+  EXPECT_EQ(collective_scratch_bytes(Coll::reduce, 16, m), 3 * m + kappa(16));
+  EXPECT_EQ(collective_scratch_bytes(Coll::reduce_scatter, 4, m), 2 * m + kappa(4));
+  EXPECT_EQ(collective_scratch_bytes(Coll::allgatherv, 4, m), kappa(4));
+  EXPECT_EQ(collective_scratch_bytes(Coll::alltoallv, 8, m), kappa(8));
+  EXPECT_EQ(collective_scratch_bytes(Coll::bcast, 4, m), kappa(4));
+}
+
+// thread_bytes() bounds what a thread holds: 64 live threads, each past a few KiB of its
+// stack, add at most 64 × thread_bytes() to the resident memory.
+TEST(Memory, ThreadBytesBoundALiveThread) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer gives every thread its own shadow and fake stacks";
+#endif
+  EXPECT_GE(static_tls_bytes(), 60u << 10);  // OpenBLAS's own static TLS is 60 KiB
+  constexpr int n = 64;
+  std::mutex mu;
+  std::condition_variable cv;
+  int started = 0;
+  bool done = false;
+  const uint64_t before = process_rss_bytes();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < n; ++i)
+    threads.emplace_back([&] {
+      volatile char frame[8 << 10];
+      for (size_t k = 0; k < sizeof frame; k += 512) frame[k] = char(k);
+      std::unique_lock<std::mutex> lock(mu);
+      ++started;
+      cv.notify_all();
+      cv.wait(lock, [&] { return done; });
+    });
+  uint64_t during = 0;
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return started == n; });
+    during = process_rss_bytes();
+    done = true;
+  }
+  cv.notify_all();
+  for (auto& t : threads) t.join();
+  const uint64_t grown = during > before ? during - before : 0;
+  EXPECT_GT(grown, 0u);
+  std::printf("64 threads: +%llu bytes, %llu per thread; thread_bytes() = %llu\n",
+              static_cast<unsigned long long>(grown), static_cast<unsigned long long>(grown / n),
+              static_cast<unsigned long long>(thread_bytes()));
+  EXPECT_LE(grown, n * thread_bytes()) << "64 threads grew the process by " << grown
+                                       << " bytes; thread_bytes() = " << thread_bytes();
 }
 
 TEST(Rng, PhiloxKnownAnswer) {

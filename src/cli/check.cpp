@@ -29,14 +29,8 @@ class CheckCommand : public RunCommand {
     // way, then refused on every rank (exit 2) when it does not fit.
     const ProcessPlan pp = process_plan(cfg, world);
     if (world.rank() == 0) {
-      nlohmann::json j = {{"ok", pp.fits()},
-                          {"config", cfg.to_json()},
-                          {"peak_bytes", pp.arena.peak_total},
-                          {"baseline_bytes", pp.baseline},
-                          {"reserve_bytes", pp.reserve},
-                          {"checkpoint_bytes", pp.checkpoint},
-                          {"total_bytes", pp.total},
-                          {"max_memory_bytes", pp.max_memory}};
+      nlohmann::json j = {{"ok", pp.fits()}, {"config", cfg.to_json()}};
+      j.update(pp.terms());
       for (int c = 0; c < kMemCategories; ++c)
         j["peak_by_category"][mem_name(Mem(c))] = pp.arena.peak[c];
       std::cout << j.dump(2) << std::endl;

@@ -53,14 +53,11 @@ class PlanCommand : public RunCommand {
                           {"sp", cfg.sp},
                           {"layout", cfg.layout},
                           {"budget_bytes", budget},
-                          {"longest_seq_len", p.L},
-                          {"baseline_bytes", pp.baseline},
-                          {"reserve_bytes", pp.reserve},
-                          {"checkpoint_bytes", pp.checkpoint},
-                          {"total_bytes", p.L > 0 ? pp.total : 0},
-                          {"max_memory_bytes", pp.max_memory},
-                          {"fits_max_memory", p.L > 0 && pp.fits()},
-                          {"peak_bytes", p.peak_total}};
+                          {"longest_seq_len", p.L}};
+      j.update(pp.terms());  // the whole process at L (total_bytes 0: no L fits)
+      j["total_bytes"] = p.L > 0 ? pp.total : 0;
+      j["fits_max_memory"] = p.L > 0 && pp.fits();
+      j["peak_bytes"] = p.peak_total;
       for (int c = 0; c < kMemCategories; ++c) j["peak_by_category"][mem_name(Mem(c))] = p.peak[c];
       std::cout << j.dump() << std::endl;
     }

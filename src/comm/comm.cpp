@@ -628,12 +628,39 @@ void agree_or_throw(Comm& c, const std::function<void()>& fn) {
   throw e;
 }
 
+uint64_t collective_scratch_bytes(Coll op, int ranks, uint64_t operand_bytes) {
+  if (ranks <= 1) return 0;
+  uint64_t c = 0;  // full copies of the operand (comm.hpp)
+  switch (op) {
+    case Coll::allreduce:
+    case Coll::allgather:
+      c = 1;
+      break;
+    case Coll::reduce:
+      c = 3;
+      break;
+    case Coll::reduce_scatter:
+      c = 2;
+      break;
+    case Coll::allgatherv:
+    case Coll::alltoallv:
+    case Coll::bcast:
+      c = 0;
+      break;
+  }
+  const uint64_t kappa = (uint64_t(128) << 10) + (uint64_t(64) << 10) * uint64_t(ranks);
+  return c * operand_bytes + kappa;
+}
+
 void warm_up_transport(Comm& c) {
   const int n = c.size(), r = c.rank();
   if (n == 1) return;
-  // 8 MiB: above every eager limit and in the pipelined range of OpenMPI's shared-memory
-  // transport, which fills its per-peer fragments in turn.
-  constexpr size_t kBig = size_t(8) << 20, kSmall = size_t(4) << 10;
+  // 1 MiB: above every eager limit (the shared-memory transport's is 4 KiB, TCP's 64 KiB)
+  // and 32 of the shared-memory transport's 32 KiB fragments in its pipelined range, which
+  // fills its per-peer fragments in turn. Its buffers and the all-reduce's temporary are
+  // transient but stay in VmHWM (the plan's set-up peak): 8 MiB made that peak 12 MiB
+  // higher and left the training's VmHWM within 0.3 MB of this (docs/memory.md).
+  constexpr size_t kBig = size_t(1) << 20, kSmall = size_t(4) << 10;
   void* m = ::mmap(nullptr, 2 * kBig, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   SP_CHECK(m != MAP_FAILED, "warm_up_transport: mmap of ", 2 * kBig, " bytes failed");
   char* send = static_cast<char*>(m);

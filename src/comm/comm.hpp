@@ -56,6 +56,31 @@ class MpiSession {
   bool owns_ = false;  // this session called MPI_Init_thread, so it finalises
 };
 
+// MPI's own temporaries for one collective: what a call allocates outside the caller's
+// buffers and frees before it returns (a non-blocking one: when it completes). A planner
+// adds the largest of them to a process's memory (train/planner.hpp); the code that will
+// make the call declares it when it sets up (Arena::note_outside). For an operand of m
+// bytes (the whole buffer the call reduces or gathers: all ranks' blocks) on n > 1 ranks:
+//   c·m + κ(n),  κ(n) = 128 KiB + 64 KiB·n,
+// with c the most any of OpenMPI 4.1's algorithms for that call allocates (coll/tuned for
+// the blocking calls, coll/libnbc for the non-blocking ones), measured for m = 64 KiB …
+// 128 MiB at n = 2, 3, 4, 8, 16 (docs/memory.md):
+//   allreduce            c = 1  recursive doubling copies the whole buffer (ring: 2m/n;
+//                               measured ≤ 0.75 m)
+//   allgather            c = 1  Bruck rotates the result through a full copy (0.67 m at n = 3)
+//   reduce               c = 3  an accumulator and two incoming segments, each the whole
+//                               buffer when unsegmented (3.0 m at n = 16)
+//   reduce_scatter(v)    c = 2  recursive halving / butterfly: two full copies (2.0 m)
+//   ireduce_scatter(v)   c = 2  libnbc's schedule: two full copies (2.0–2.1 m)
+//   allgatherv, alltoallv, bcast, point-to-point: c = 0 (no algorithm copies the operand)
+// κ(n) is what every call may take besides, mostly per peer (request objects, fragment and
+// schedule lists, page rounding): at most 0.84 MiB measured, an all-to-all-v of 64 KiB at
+// n = 16 (57 KiB a peer). One rank: no algorithm runs, 0. The process keeps none of it:
+// warm_up_runtimes pins glibc's mmap threshold, so a freed temporary of 128 KiB or more
+// goes back to the system at once.
+enum class Coll { allreduce, allgather, allgatherv, alltoallv, reduce, reduce_scatter, bcast };
+uint64_t collective_scratch_bytes(Coll op, int ranks, uint64_t operand_bytes);
+
 struct CommStats {
   // Bytes sent by this rank, per operation name ("allreduce", "allgather", ...).
   std::map<std::string, uint64_t> bytes_sent;
@@ -80,6 +105,10 @@ class Comm {
   const std::string& name() const { return name_; }
   MPI_Comm raw() const { return comm_; }
   bool valid() const { return comm_ != MPI_COMM_NULL; }
+  // collective_scratch_bytes(op, size(), operand_bytes): MPI's temporaries for one call.
+  uint64_t scratch_bytes(Coll op, uint64_t operand_bytes) const {
+    return collective_scratch_bytes(op, valid() ? size_ : 1, operand_bytes);
+  }
 
   // Ranks with equal color form a group, ordered by key. Collective over this comm.
   Comm split(int color, int key, const std::string& name) const;

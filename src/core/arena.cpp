@@ -76,6 +76,12 @@ void Arena::release(void* p) {
   blocks_.erase(it);
 }
 
+void Arena::note_outside(uint64_t bytes, const char* what) {
+  if (bytes <= outside_peak_) return;
+  outside_peak_ = bytes;
+  outside_what_ = what;
+}
+
 void Arena::reset_peaks() {
   peak_ = current_;
   total_peak_ = total_current_;

@@ -45,6 +45,15 @@ class Arena {
   // Forget peaks (keep current): lets a caller measure the peak of one phase.
   void reset_peaks();
 
+  // Bytes a library call will hold outside the arena while it runs (MPI's temporaries for
+  // a collective: Comm::scratch_bytes), declared by the code that will make the call when
+  // it sets up, in a dry run as in a real one. Nothing is allocated; the arena keeps the
+  // largest declaration (calls in flight together are declared as one sum), which the
+  // planner adds to the process's plan (train/planner.hpp).
+  void note_outside(uint64_t bytes, const char* what);
+  uint64_t outside_peak() const { return outside_peak_; }
+  const std::string& outside_what() const { return outside_what_; }  // the largest's name
+
  private:
   struct Block {
     Mem cat;
@@ -59,6 +68,8 @@ class Arena {
   std::array<size_t, kMemCategories> peak_{};
   size_t total_current_ = 0;
   size_t total_peak_ = 0;
+  uint64_t outside_peak_ = 0;
+  std::string outside_what_;
 };
 
 // Owning handle for one arena block (RAII); moves, never copies.

@@ -1,6 +1,8 @@
 #include "core/memory.hpp"
 
 #include <cblas.h>
+#include <link.h>
+#include <malloc.h>
 #include <omp.h>
 #include <sys/mman.h>
 
@@ -50,7 +52,27 @@ uint64_t available_memory_bytes() {
   return avail;
 }
 
-void warm_up_runtimes() {
+uint64_t static_tls_bytes() {
+  uint64_t total = 0;
+  dl_iterate_phdr(
+      [](dl_phdr_info* info, size_t, void* data) {
+        for (int i = 0; i < info->dlpi_phnum; ++i) {
+          const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+          if (ph.p_type != PT_TLS) continue;
+          const uint64_t align = ph.p_align > 0 ? ph.p_align : 1;
+          *static_cast<uint64_t*>(data) += (ph.p_memsz + align - 1) / align * align;
+        }
+        return 0;
+      },
+      &total);
+  return total;
+}
+
+uint64_t thread_bytes() { return static_tls_bytes() + kThreadStackBytes; }
+
+int warm_up_runtimes() {
+  // M_MMAP_THRESHOLD fixed: no dynamic raise (up to 32 MiB) after a large block is freed.
+  mallopt(M_MMAP_THRESHOLD, 128 << 10);
   // The largest product the linear layers issue, as far as the pack buffer is concerned:
   // kGemmMaxRows rows of A·Wᵀ with K = 1024 (what OpenBLAS touches grows with K up to
   // ~1024 and stays flat beyond) and N = 513 (a single thread packs this way only from
@@ -74,13 +96,18 @@ void warm_up_runtimes() {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, int(M), int(N), int(K), 1.0f, a, int(K), w,
               int(K), 0.0f, c, int(N));
   volatile float sink = 0.0f;
+  int team = 1;
 #pragma omp parallel
   {
-    if (omp_get_thread_num() == 0) sink = c[0];
+    if (omp_get_thread_num() == 0) {
+      sink = c[0];
+      team = omp_get_num_threads();
+    }
   }
   (void)sink;
   ::munmap(in, in_bytes);
   ::munmap(out, out_bytes);
+  return team;
 }
 
 uint64_t parse_bytes(const std::string& s, const std::string& what) {

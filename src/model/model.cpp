@@ -57,6 +57,21 @@ Model::Model(const ModelConfig& cfg, int B, int T, Arena& arena, const ModelPara
   pv_ = param_views(specs_, cfg_.n_layer, par_.shared_params ? par_.shared_params : params_.data());
   gv_ = param_views(specs_, cfg_.n_layer, grads_.data());
   layout_buffers();
+  // MPI's temporaries for the tp collectives of a layer (comm.hpp: Comm::scratch_bytes), on
+  // the N·C floats of the sequence shard's rows: under Megatron sequence parallelism the
+  // all-gather before a column-parallel linear and the reduce-scatter after a row-parallel
+  // one, without it the all-reduce; and the loss's all-reduces of N floats (per token).
+  if (tp_ > 1) {
+    const Comm& tp = *par_.tp.comm;
+    const uint64_t rows = uint64_t(N_) * cfg_.C * sizeof(float);
+    const uint64_t s =
+        seq_par_
+            ? std::max(tp.scratch_bytes(N_ % tp_ == 0 ? Coll::allgather : Coll::allgatherv, rows),
+                       tp.scratch_bytes(Coll::reduce_scatter, rows))
+            : tp.scratch_bytes(Coll::allreduce, rows);
+    arena.note_outside(std::max(s, tp.scratch_bytes(Coll::allreduce, uint64_t(N_) * sizeof(float))),
+                       "tensor-parallel row collectives");
+  }
   // One strategy instance serves every layer: strategies keep no state between forward
   // and backward beyond what the model passes back (O, LSE).
   SpSetup sp = par_.sp;

@@ -67,6 +67,11 @@ class AllGatherAttention final : public AttentionStrategy {
     }
     sorted_ = kv_pos_;
     for (auto& v : sorted_) std::sort(v.begin(), v.end());
+    // MPI's temporaries (comm.hpp: Comm::scratch_bytes): the reduce-scatter-v of dK|dV over
+    // the whole sequence (B·L·2·Hkv·d floats); the all-gather-v of K|V copies nothing.
+    if (comm_)
+      arena.note_outside(comm_->scratch_bytes(Coll::reduce_scatter, dall_.size() * sizeof(float)),
+                         "allgather dK|dV reduce-scatter");
   }
 
   const char* name() const override { return "allgather"; }

@@ -117,6 +117,14 @@ class MqspAttention final : public AttentionStrategy {
     stats_ = Buffer(arena, Mem::comm, 2 * size_t(B) * H * c_max_, "mqsp row max/sum");
     scores_ = Buffer(arena, Mem::scratch, size_t(B) * H * c_max_ * T, "mqsp scores");
     dp_ = Buffer(arena, Mem::scratch, size_t(nt_) * c_max_ * T, "mqsp dP");
+    // MPI's temporaries (comm.hpp: Comm::scratch_bytes): the row statistics' all-reduces
+    // (B·H·c floats) and the reduce of a segment onto its owner (up to max_seg·B·H·d
+    // floats), one at a time; the all-gather-v copies nothing.
+    if (N_ > 1)
+      arena.note_outside(
+          std::max(comm_->scratch_bytes(Coll::allreduce, uint64_t(B) * H * c_max_ * sizeof(float)),
+                   comm_->scratch_bytes(Coll::reduce, uint64_t(max_seg_) * B * HD * sizeof(float))),
+          "mqsp statistics all-reduce and segment reduce");
   }
 
   const char* name() const override { return "mqsp"; }

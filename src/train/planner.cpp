@@ -4,6 +4,7 @@
 
 #include "core/check.hpp"
 #include "core/memory.hpp"
+#include "core/threads.hpp"
 #include "parallel/layout.hpp"
 
 namespace seqpar {
@@ -15,12 +16,14 @@ MemoryPlan dry_run_peak(const TrainConfig& cfg, Comm& world) {
   { TrainState state(cfg, arena, mesh, cfg.batch, int(pos.size())); }
   MemoryPlan p;
   p.L = cfg.seq_len;
-  std::array<int64_t, kMemCategories + 1> v{};
+  std::array<int64_t, kMemCategories + 2> v{};
   for (int c = 0; c < kMemCategories; ++c) v[c] = int64_t(arena.peak(Mem(c)));
   v[kMemCategories] = int64_t(arena.total_peak());
+  v[kMemCategories + 1] = int64_t(arena.outside_peak());
   world.allreduce_max(v.data(), v.size());
   for (int c = 0; c < kMemCategories; ++c) p.peak[c] = uint64_t(v[c]);
   p.peak_total = uint64_t(v[kMemCategories]);
+  p.mpi_scratch = uint64_t(v[kMemCategories + 1]);
   return p;
 }
 
@@ -66,9 +69,24 @@ MemoryPlan longest_under_budget(TrainConfig cfg, Comm& world, uint64_t budget, i
 }
 
 std::string ProcessPlan::describe() const {
-  return format_bytes(total) + " per rank (arena peak " + format_bytes(arena.peak_total) +
-         ", of which checkpoint buffer " + format_bytes(checkpoint) + ", + runtime baseline " +
-         format_bytes(baseline) + ", + step reserve " + format_bytes(reserve) + ")";
+  std::string s = format_bytes(total) + " per rank (arena peak " + format_bytes(arena.peak_total) +
+                  ", of which checkpoint buffer " + format_bytes(checkpoint) +
+                  ", + runtime baseline " + format_bytes(baseline) + " with " +
+                  std::to_string(baseline_threads) + " thread(s)";
+  if (extra_threads > 0)
+    s += ", + " + std::to_string(extra_threads) + " more thread(s) " + format_bytes(threads);
+  if (mpi > 0) s += ", + MPI scratch " + format_bytes(mpi);
+  s += ", + step reserve " + format_bytes(reserve) + "; set-up peak " + format_bytes(setup) +
+       (setup > steady() ? ", the larger)" : ")");
+  return s;
+}
+
+nlohmann::json ProcessPlan::terms() const {
+  return {{"peak_bytes", arena.peak_total}, {"checkpoint_bytes", checkpoint},
+          {"baseline_bytes", baseline},     {"baseline_threads", baseline_threads},
+          {"threads_bytes", threads},       {"mpi_scratch_bytes", mpi},
+          {"reserve_bytes", reserve},       {"setup_peak_bytes", setup},
+          {"total_bytes", total},           {"max_memory_bytes", max_memory}};
 }
 
 uint64_t step_reserve_bytes(uint64_t arena_peak) { return (uint64_t(8) << 20) + arena_peak / 100; }
@@ -76,17 +94,24 @@ uint64_t step_reserve_bytes(uint64_t arena_peak) { return (uint64_t(8) << 20) + 
 ProcessPlan process_plan(const TrainConfig& cfg, Comm& world) {
   ProcessPlan p;
   p.arena = dry_run_peak(cfg, world);
-  warm_up_runtimes();
+  const int team = warm_up_runtimes();
   warm_up_transport(world);
-  // max over ranks of the baseline; min over ranks of the available memory (as −min).
-  int64_t v[2] = {int64_t(process_rss_bytes()), -int64_t(available_memory_bytes())};
-  world.allreduce_max(v, 2);
+  // Max over ranks of the baseline, the set-up's peak and the warm-up's team; min over
+  // ranks of the available memory (as −min).
+  int64_t v[4] = {int64_t(process_rss_bytes()), int64_t(process_peak_rss_bytes()), int64_t(team),
+                  -int64_t(available_memory_bytes())};
+  world.allreduce_max(v, 4);
   p.baseline = uint64_t(v[0]);
+  p.setup = uint64_t(v[1]);
+  p.baseline_threads = int(v[2]);
+  p.extra_threads = std::max(0, num_threads() - p.baseline_threads);
+  p.threads = uint64_t(p.extra_threads) * thread_bytes();
+  p.mpi = p.arena.mpi_scratch;
   p.checkpoint = p.arena.peak[int(Mem::ckpt)];  // part of the arena peak, not added again
   p.reserve = step_reserve_bytes(p.arena.peak_total);
-  p.total = p.arena.peak_total + p.baseline + p.reserve;
+  p.total = std::max(p.setup, p.steady());
   p.max_memory_given = cfg.max_memory != "available";
-  p.max_memory = p.max_memory_given ? parse_bytes(cfg.max_memory, "max_memory") : uint64_t(-v[1]);
+  p.max_memory = p.max_memory_given ? parse_bytes(cfg.max_memory, "max_memory") : uint64_t(-v[3]);
   if (p.max_memory == 0) p.max_memory = UINT64_MAX;  // nothing readable: no limit known
   return p;
 }

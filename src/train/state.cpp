@@ -1,5 +1,6 @@
 #include "train/state.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include "core/check.hpp"
@@ -59,7 +60,22 @@ TrainState::TrainState(const TrainConfig& cfg, Arena& arena, Mesh& mesh_, int B,
       m(arena, Mem::optim, zero ? zero->shard_size() : model.num_params(), "adamw m"),
       v(arena, Mem::optim, zero ? zero->shard_size() : model.num_params(), "adamw v"),
       io(arena, Mem::ckpt, size_t(checkpoint_buffer_floats(cfg.model, mesh_.tp)),
-         "checkpoint stream") {}
+         "checkpoint stream") {
+  // MPI's temporaries for a step's gradient all-reduces without ZeRO (train/step.cpp; ZeRO
+  // declares its own): the replicated range over the world (over the shard group when the
+  // rows are replicated over tp), the tp shards over the shard group, each replicated kv
+  // head over its kv group, one after the other (comm.hpp: Comm::scratch_bytes).
+  if (!zero) {
+    const uint64_t P = uint64_t(model.num_params()), R = uint64_t(model.num_replicated());
+    const int world = mesh.dp * mesh.tp * mesh.sp;
+    const int repl_ranks = model.rows_replicated_over_tp() ? mesh.shard_comm.size() : world;
+    uint64_t s = std::max(collective_scratch_bytes(Coll::allreduce, repl_ranks, R * sizeof(float)),
+                          mesh.shard_comm.scratch_bytes(Coll::allreduce, (P - R) * sizeof(float)));
+    for (auto [off, n] : model.kv_replica_ranges())
+      s = std::max(s, mesh.kv_comm.scratch_bytes(Coll::allreduce, uint64_t(n) * sizeof(float)));
+    arena.note_outside(s, "gradient all-reduce");
+  }
+}
 
 void TrainState::init_weights(uint64_t seed) {
   if (zero && zero->level() >= 3)

@@ -116,6 +116,30 @@ Zero::Zero(int level, const ModelConfig& cfg, const std::vector<ParamSpec>& spec
     ps_[0].buf = p_slots_.data();
     ps_[1].buf = p_slots_.data() ? p_slots_.data() + max_layer_ : nullptr;
   }
+
+  // MPI's temporaries for the gradients' collectives (comm.hpp: Comm::scratch_bytes). Per
+  // unit, one after the other: the replicated prefix and each kv head all-reduced, then the
+  // unit reduce-scattered over the group. Levels 2, 3 leave the layer units' reduce-scatters
+  // in flight, one per gradient slot: while unit u's collectives run, the other slot's may
+  // be pending, and the blocking reduce-scatter of unit 0 (last) runs with both; level 3's
+  // prefetching all-gathers (one per parameter slot) copy nothing but take κ each.
+  auto unit_scratch = [&](const Unit& u) {
+    uint64_t b = group_.scratch_bytes(Coll::reduce_scatter, uint64_t(u.size) * sizeof(float));
+    if (repl_)
+      b = std::max(b, repl_->scratch_bytes(Coll::allreduce, uint64_t(u.repl) * sizeof(float)));
+    if (kv_)
+      for (auto [o, m] : u.kv)
+        b = std::max(b, kv_->scratch_bytes(Coll::allreduce, uint64_t(m) * sizeof(float)));
+    return b;
+  };
+  uint64_t most = 0;
+  for (const Unit& u : units_) most = std::max(most, unit_scratch(u));
+  uint64_t in_flight = 0;
+  if (level_ >= 2)
+    in_flight +=
+        2 * group_.scratch_bytes(Coll::reduce_scatter, uint64_t(max_layer_) * sizeof(float));
+  if (level_ >= 3) in_flight += 2 * group_.scratch_bytes(Coll::allgatherv, 0);
+  arena.note_outside(most + in_flight, "zero gradient reduce-scatters");
 }
 
 Zero::~Zero() = default;
