@@ -314,14 +314,15 @@ void plot_by_position(const std::vector<std::string>& reports, const std::string
   draw_png("--by-position", png, [&](const fs::path& tmp, const fs::path& target) {
     for (size_t i = 0; i < rows.size(); ++i) {
       // x: the bucket's geometric middle position (log axis), y: its mean loss.
-      std::ofstream d(tmp / ("r" + std::to_string(i) + ".tsv"));
+      const fs::path data = tmp / ("r" + std::to_string(i) + ".tsv");
+      std::ofstream d(data);
       for (const auto& b : rows[i]) {
         if (b.at("loss").is_null()) continue;
         const double lo = std::max(1.0, double(b.at("begin").get<int64_t>()));
         const double hi = double(b.at("end").get<int64_t>());
         d << std::sqrt(lo * hi) << '\t' << b.at("loss").get<double>() << '\n';
       }
-      SP_CHECK(d.good(), "cannot write ", (tmp / "data.tsv").string());
+      SP_CHECK(d.good(), "cannot write ", data.string());
     }
     std::ofstream g(tmp / "plot.gp");
     g << "if (strstrt(GPVAL_TERMINALS, 'pngcairo') > 0) {\n"

@@ -179,8 +179,7 @@ std::vector<float> read_tensor(const HfTensor& t) {
     const uint64_t n = std::min<uint64_t>(half.size(), numel - at);
     pread_all(fd.get(), half.data(), n * 2, t.begin + at * 2, t.file);
     for (uint64_t i = 0; i < n; ++i)
-      out[at + i] =
-          t.dtype == "BF16" ? std::bit_cast<float>(uint32_t(half[i]) << 16) : f16_to_float(half[i]);
+      out[at + i] = t.dtype == "BF16" ? to_float(bf16{half[i]}) : f16_to_float(half[i]);
   }
   return out;
 }

@@ -142,13 +142,16 @@ TrainConfig configure_from_checkpoint(const std::string& step_dir, const nlohman
 
 namespace {
 
-// True if `dir` is a checkpoint step directory or a checkpoints/ root.
+// True if `dir` is a checkpoint step directory (its manifest) or a checkpoints/ root (a
+// step_<N> directory in it: list_checkpoints' rule). An unlistable directory is neither.
 bool is_checkpoint_dir(const fs::path& dir) {
   std::error_code ec;
-  if (fs::exists(dir / "manifest.json", ec) || fs::exists(dir / "latest", ec)) return true;
-  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
-    if (it->path().filename().string().rfind("step_", 0) == 0 && it->is_directory(ec)) return true;
-  return false;
+  if (fs::exists(dir / "manifest.json", ec)) return true;
+  try {
+    return !list_checkpoints(dir.string()).empty();
+  } catch (const InputError&) {
+    return false;
+  }
 }
 
 }  // namespace

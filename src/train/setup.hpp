@@ -37,7 +37,7 @@ TrainConfig configure_from_checkpoint(const std::string& step_dir, const nlohman
 
 // Readers never write into what they read. Refuses (UsageError, before anything is
 // written) an output path `out` (given as `flag`) that lies inside a checkpoint (a step
-// directory, or a checkpoints/ root: a directory holding step_<N> directories or `latest`)
+// directory, or a checkpoints/ root: a directory holding step_<N> directories)
 // or is one of `inputs` ({flag, path}) under any name (the same inode: "./x", a symbolic
 // or hard link). An output that does not exist yet is no input.
 void check_output_path(const std::string& out, const std::string& flag,

@@ -13,10 +13,7 @@ set -u
 source "$(dirname "$0")/lib.bash"
 # Under AddressSanitizer (scripts/test.sh --sanitize) resident memory is the sanitizer's
 # (shadow memory, quarantine: a 147 MiB baseline that moves by MBs), not the program's.
-if [ -n "${ASAN_OPTIONS:-}" ]; then
-  echo "skipped: resident memory is not measurable under AddressSanitizer"
-  exit 77
-fi
+skip_under_asan
 cd "$tmp" || exit 1
 run=(--sp 2 --sp-strategy ring --batch 1 --threads 1 --progress none)
 

@@ -13,6 +13,14 @@ fails=0
 passes=0
 check() { if eval "$2"; then echo "ok   $1"; passes=$((passes + 1)); else echo "FAIL $1"; fails=$((fails + 1)); fi; }
 mpi() { timeout 300 mpiexec -n "$1" --oversubscribe --bind-to none "${@:2}"; }
+# skip_under_asan: a test of resident memory reports itself skipped (exit 77) under
+# AddressSanitizer (scripts/test.sh --sanitize), where resident memory is the sanitizer's.
+skip_under_asan() {
+  if [ -n "${ASAN_OPTIONS:-}" ]; then
+    echo "skipped: resident memory is not measurable under AddressSanitizer"
+    exit 77
+  fi
+}
 # expect NAME EXIT_CODE PATTERN RANKS -- command...: the exit code, PATTERN printed at
 # least RANKS times (once per rank), within 5 s, and no source location in the message.
 # With max_rss_kb set (and GNU time installed: scripts/setup.sh), also the largest

@@ -12,10 +12,7 @@
 set -u
 source "$(dirname "$0")/lib.bash"
 # Under AddressSanitizer (scripts/test.sh --sanitize) resident memory is the sanitizer's.
-if [ -n "${ASAN_OPTIONS:-}" ]; then
-  echo "skipped: resident memory is not measurable under AddressSanitizer"
-  exit 77
-fi
+skip_under_asan
 cd "$tmp" || exit 1
 # Runs one rank's command and writes its peak resident bytes to hwm.<rank> when it exits.
 cat >"$tmp/peak.py" <<'EOF'
