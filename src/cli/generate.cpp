@@ -92,13 +92,18 @@ struct Loaded {
   std::vector<int32_t> prompt;
 };
 
+// `given`: the command line's train rows; its RoPE scaling rows replace the checkpoint's
+// (they are not weights: a model trained without scaling can run with one).
 Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
-                             const std::string& text) {
+                             const std::string& text, const nlohmann::json& given) {
   Loaded l;
   const nlohmann::json manifest = read_manifest(dir);
   SP_CHECK_INPUT(manifest.contains("model"), "checkpoint ", dir,
                  ": manifest.json is not a seqpar manifest");
-  l.model = ModelConfig::from_json(manifest["model"]);
+  nlohmann::json model = manifest["model"];
+  for (const auto& o : model_options())
+    if (o.resume_key && given.contains(o.key)) model[o.key] = given[o.key];
+  l.model = ModelConfig::from_json(model);
   // The same checks as the command line's (a manifest's "heads": 0 would divide by zero).
   l.model.validate();
   const ModelConfig& cfg = l.model;
@@ -137,7 +142,9 @@ class GenerateCommand : public Command {
         "with --sp N the prompt's prefill is sequence-parallel (each rank holds its shard of "
         "the KV cache; every decode step merges the ranks' partial attention by log-sum-exp), "
         "so prompts longer than one rank's memory can be used. The text streams to stdout; "
-        "figures (prefill tokens/s, decode ms/token) go to stderr as one JSON line.");
+        "figures (prefill tokens/s, decode ms/token) go to stderr as one JSON line. The model's "
+        "RoPE scaling is the checkpoint's; the --rope-* flags replace it (the defaults below "
+        "are the flags', not the checkpoint's).");
     add_checkpoint_option(*app, checkpoint);
     add_option_rows(*app, kGenerate, generate_options(), given_args);
     add_option_rows(*app, kGenerate, train_options(), given_mesh);
@@ -221,7 +228,7 @@ int GenerateCommand::run(Comm& world) {
   const bool rank0 = world.rank() == 0;
   apply_threads(mesh, world.size());
   Loaded l;
-  agree_or_throw(world, [&] { l = load_model_and_prompt(step_dir, a, text); });
+  agree_or_throw(world, [&] { l = load_model_and_prompt(step_dir, a, text, given_mesh); });
   const ModelConfig& cfg = l.model;
   const std::vector<int32_t>& prompt = l.prompt;
   const std::unique_ptr<Tokenizer>& tok = l.tok;

@@ -6,6 +6,7 @@ namespace seqpar {
 
 const OptionTable<ModelConfig>& model_options() {
   using M = ModelConfig;
+  constexpr unsigned kRope = kTrainLike | kEval | kGenerate;
   static const OptionTable<M> rows = [] {
     OptionTable<M> t;
     auto add = [&](Option<M> o) -> Option<M>& { return t.emplace_back(std::move(o)); };
@@ -57,17 +58,19 @@ const OptionTable<ModelConfig>& model_options() {
             "rope_theta", [](M & c) -> auto& { return c.rope_theta; }, "--rope-theta",
             "RoPE base θ", kTrainLike))
         .above(1);
-    // RoPE scaling: a resume must keep it (it changes what every position means).
+    // RoPE scaling: a resume must keep it (it changes what every position means). It is not
+    // a weight: eval and generate may apply one to a model trained without it (the
+    // no-training baselines of a context extension, docs/extend.md).
     add(option<M>(
             "rope_scaling", [](M & c) -> auto& { return c.rope_scaling; }, "--rope-scaling",
             "RoPE scaling for a context longer than the trained one (Hugging Face's "
             "rope_scaling): none, linear (position interpolation), dynamic (NTK-aware base, "
             "from the processed length), yarn or llama3",
-            kTrainLike))
+            kRope))
         .resume();
     add(option<M>(
             "rope_factor", [](M & c) -> auto& { return c.rope_factor; }, "--rope-factor",
-            "RoPE scaling factor s (new context / original context)", kTrainLike))
+            "RoPE scaling factor s (new context / original context)", kRope))
         .resume()
         .within(1, 1e6);
     add(option<M>(
@@ -75,35 +78,35 @@ const OptionTable<ModelConfig>& model_options() {
             "--rope-original-len",
             "original context length L0 of the RoPE scaling (Hugging Face's "
             "original_max_position_embeddings; dynamic, yarn, llama3); 0: not set",
-            kTrainLike))
+            kRope))
         .resume()
         .within(0, double(int64_t(1) << 40));
     add(option<M>(
             "rope_beta_fast", [](M & c) -> auto& { return c.rope_beta_fast; }, "--rope-beta-fast",
-            "yarn: rotations over L0 below which pairs are interpolated", kTrainLike))
+            "yarn: rotations over L0 below which pairs are interpolated", kRope))
         .resume()
         .above(0);
     add(option<M>(
             "rope_beta_slow", [](M & c) -> auto& { return c.rope_beta_slow; }, "--rope-beta-slow",
-            "yarn: rotations over L0 above which pairs keep their frequency", kTrainLike))
+            "yarn: rotations over L0 above which pairs keep their frequency", kRope))
         .resume()
         .above(0);
     add(option<M>(
             "rope_attention_factor", [](M & c) -> auto& { return c.rope_attention_factor; },
             "--rope-attention-factor",
-            "yarn: attention temperature m multiplying cos and sin (0: 0.1·ln s + 1)", kTrainLike))
+            "yarn: attention temperature m multiplying cos and sin (0: 0.1·ln s + 1)", kRope))
         .resume()
         .at_least(0);
     add(option<M>(
             "rope_low_freq_factor", [](M & c) -> auto& { return c.rope_low_freq_factor; },
             "--rope-low-freq-factor", "llama3: wavelengths above L0/low are interpolated by s",
-            kTrainLike))
+            kRope))
         .resume()
         .above(0);
     add(option<M>(
             "rope_high_freq_factor", [](M & c) -> auto& { return c.rope_high_freq_factor; },
             "--rope-high-freq-factor", "llama3: wavelengths below L0/high keep their frequency",
-            kTrainLike))
+            kRope))
         .resume()
         .above(0);
     add(option<M>(
@@ -205,6 +208,13 @@ long double ModelConfig::approx_params() const {
 }
 
 nlohmann::json ModelConfig::to_json() const { return options_to_json(model_options(), *this); }
+
+nlohmann::json ModelConfig::weights_json() const {
+  nlohmann::json j = to_json();
+  for (const auto& o : model_options())
+    if (o.resume_key) j.erase(o.key);
+  return j;
+}
 
 ModelConfig ModelConfig::from_json(const nlohmann::json& j) {
   ModelConfig c;

@@ -75,6 +75,9 @@ struct ModelConfig {
   void validate() const;
   void validate_rope_scaling() const;  // the RoPE rows together (part of validate)
   nlohmann::json to_json() const;
+  // to_json without the rows that are resume keys (the RoPE scaling): what the weights
+  // were built for. Two configurations with equal weights_json load each other's tensors.
+  nlohmann::json weights_json() const;
   static ModelConfig from_json(const nlohmann::json& j);  // missing keys keep defaults
 };
 

@@ -238,16 +238,11 @@ void load_state_checkpoint(TrainState& st, const Checkpoint& ck, const ModelConf
   // written (0.0020000000949949026 for 2e-3) still match.
   // Model rows that are resume keys (the RoPE scaling) do not shape the weights: the resume
   // check compares them and lets --override change them (extending a model's context).
-  auto shaping = [](nlohmann::json j) {
-    for (const auto& o : model_options())
-      if (o.resume_key) j.erase(o.key);
-    return j;
-  };
-  const nlohmann::json saved = shaping(
-      ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object())).to_json());
-  SP_CHECK_USAGE(saved == shaping(cfg.to_json()), "checkpoint ", ck.dir,
+  const nlohmann::json saved =
+      ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object())).weights_json();
+  SP_CHECK_USAGE(saved == cfg.weights_json(), "checkpoint ", ck.dir,
                  " was saved for a different model: ", saved.dump(), " vs current ",
-                 shaping(cfg.to_json()).dump());
+                 cfg.weights_json().dump());
   const std::vector<ParamSpec>& specs = st.model.specs();
   const auto by_rank = specs_by_rank(cfg, tp);
   SP_CHECK(tp_rank >= 0 && tp_rank < tp && by_rank[size_t(tp_rank)].size() == specs.size(),

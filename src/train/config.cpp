@@ -49,7 +49,9 @@ OptionTable<TC> own_options() {
       .resume()
       .at_least(0, " (0 = off)");
   add(option<TC>("seq_len", SP_FIELD(seq_len), "--seq-len,-L",
-                 "global sequence length L in tokens (bytes)", all))
+                 "global sequence length L in tokens (bytes); eval: the run's unless given "
+                 "(a longer one measures a context extension, docs/extend.md)",
+                 all | kEval))
       .resume()
       .within(2, double(int64_t(1) << 40));
   add(option<TC>("max_memory", SP_FIELD(max_memory), "--max-memory",

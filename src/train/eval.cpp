@@ -146,11 +146,12 @@ EvalResult evaluate(Model& model, Mesh& mesh, Comm& world, const TrainConfig& cf
 }
 
 void load_weights(Model& model, const Checkpoint& ck, const ModelConfig& mc) {
+  // The RoPE scaling is not a weight: --rope-* may evaluate a model with another one.
   const nlohmann::json saved =
-      ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object())).to_json();
-  SP_CHECK_USAGE(saved == mc.to_json(), "checkpoint ", ck.dir,
+      ModelConfig::from_json(ck.manifest.value("model", nlohmann::json::object())).weights_json();
+  SP_CHECK_USAGE(saved == mc.weights_json(), "checkpoint ", ck.dir,
                  " holds a different model than the configuration to evaluate: ", saved.dump(),
-                 " vs ", mc.to_json().dump());
+                 " vs ", mc.weights_json().dump());
   std::map<std::string, const NamedTensor*> by_name;
   for (const auto& t : ck.weights) by_name[t.name] = &t;
   for (const ParamSpec& s : model.specs()) {

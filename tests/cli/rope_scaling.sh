@@ -55,6 +55,30 @@ assert abs(a[\"val_loss\"] - b[\"val_loss\"]) <= 1e-5 * a[\"val_loss\"], (a, b)"
   check "$run: generate runs; sp 2 ring gives the one-rank text" '[ -s "$tmp/g1" ] && cmp -s "$tmp/g1" "$tmp/g2"'
 done
 
+# A scaling is not a weight: eval and generate apply one to a model trained without it
+# (the no-training baselines of docs/extend.md), at twice the trained length. Weights
+# drawn with std 0.5 make attention sharp, so the outputs depend on the positions (a model
+# trained a few steps at std 0.02 is nearly position-blind: its text would not change).
+echo '{"init_std": 0.5}' > "$tmp/sharp.json"
+"$bin" "${small[@]}" --config "$tmp/sharp.json" --steps 1 --out "$tmp/n" > "$tmp/n.log" 2>&1
+ev=(eval --run "$tmp/n" --threads 1 --seq-len 128 --batch 1 --eval-batches 2)
+plain=$("$bin" "${ev[@]}" 2> "$tmp/e0.err" | tr -d '\n')
+lin=$("$bin" "${ev[@]}" --rope-scaling linear --rope-factor 2 2> "$tmp/e1.err" | tr -d '\n')
+lin2=$(mpi 2 "$bin" "${ev[@]}" --rope-scaling linear --rope-factor 2 --sp 2 --sp-strategy ring 2> "$tmp/e2.err" | tr -d '\n')
+check "eval --rope-scaling linear on an unscaled run: another loss; sp 2 ring gives the one-rank one" 'python3 -c "
+import json, sys
+a, b, c = (json.loads(x) for x in sys.argv[1:4])
+assert a[\"val_loss\"] != b[\"val_loss\"], (a, b)
+assert abs(b[\"val_loss\"] - c[\"val_loss\"]) <= 1e-5 * b[\"val_loss\"], (b, c)" "$plain" "$lin" "$lin2"'
+expect "eval: a factor without a type is refused" 2 "rope-factor does not apply" 1 -- "$bin" "${ev[@]}" --rope-factor 2
+g=(generate --run "$tmp/n" --prompt "In the beginning God created the heaven" --max-new-tokens 12 --temperature 0 --threads 1)
+"$bin" "${g[@]}" > "$tmp/gn0" 2> /dev/null
+"$bin" "${g[@]}" --rope-scaling linear --rope-factor 4 > "$tmp/gn1" 2> "$tmp/gn1.err"
+mpi 2 "$bin" "${g[@]}" --rope-scaling linear --rope-factor 4 --sp 2 --sp-strategy ring > "$tmp/gn2" 2> /dev/null
+check "generate --rope-scaling on an unscaled run: other text; sp 2 ring gives the one-rank text" \
+  '[ -s "$tmp/gn1" ] && ! cmp -s "$tmp/gn0" "$tmp/gn1" && cmp -s "$tmp/gn1" "$tmp/gn2"'
+expect "generate: yarn without an original length is refused" 2 "rope-original-len" 1 -- "$bin" "${g[@]}" --rope-scaling yarn --rope-factor 4
+
 "$bin" export --run "$tmp/y" --out "$tmp/hf" > /dev/null 2>&1
 check "export writes Hugging Face's rope_scaling" 'python3 - "$tmp/hf/config.json" <<PY
 import json, sys
