@@ -94,8 +94,8 @@ struct Loaded {
 
 // `given`: the command line's train rows; its RoPE scaling rows replace the checkpoint's
 // (they are not weights: a model trained without scaling can run with one).
-Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a,
-                             const std::string& text, const nlohmann::json& given) {
+Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a, const std::string& text,
+                             const nlohmann::json& given) {
   Loaded l;
   const nlohmann::json manifest = read_manifest(dir);
   SP_CHECK_INPUT(manifest.contains("model"), "checkpoint ", dir,
