@@ -71,7 +71,8 @@ class TokenFileTest : public ::testing::Test {
     EXPECT_EQ(f.token_bytes(), expected_width);
     EXPECT_EQ(f.eos(), int32_t(V - 1));
     EXPECT_EQ(f.tokenizer_hash(), 0x1234u);
-    EXPECT_EQ(f.version(), 2u);
+    EXPECT_EQ(f.version(), 3u);
+    EXPECT_EQ(f.tokenizer_kind(), TokenizerRecord::none);  // the writer was not told one
     EXPECT_EQ(f.body_checksum(), xxh64(slurp(p).data() + 64, f.file_bytes() - 64));
     ASSERT_EQ(f.num_docs(), int64_t(docs.size()));
     std::vector<int32_t> all;
@@ -131,8 +132,9 @@ TEST_F(TokenFileTest, HeaderLayoutIsAsDocumented) {
   const std::vector<std::vector<int32_t>> docs = {{5, 6, 7}, {8}};
   const std::string b = slurp(write("h.tok", 1000, docs));
   EXPECT_EQ(b.substr(0, 8), "SEQPTOKS");
-  EXPECT_EQ(get<uint32_t>(b, 8), 2u);      // version
-  EXPECT_EQ(get<uint32_t>(b, 12), 2u);     // bytes per token
+  EXPECT_EQ(get<uint32_t>(b, 8), 3u);      // version
+  EXPECT_EQ(get<uint16_t>(b, 12), 2u);     // bytes per token
+  EXPECT_EQ(get<uint16_t>(b, 14), 0u);     // tokenizer kind: not recorded
   EXPECT_EQ(get<uint32_t>(b, 16), 1000u);  // V
   EXPECT_EQ(get<int32_t>(b, 20), 999);     // EOS
   EXPECT_EQ(get<uint64_t>(b, 24), 6u);     // tokens: 3 + EOS + 1 + EOS
@@ -273,13 +275,58 @@ TEST_F(TokenFileCorruption, TextNamedTok) {
 TEST_F(TokenFileCorruption, WrongVersion) {
   expect_refused(
       [](std::string& b) {
-        put<uint32_t>(b, 8, 3);
+        put<uint32_t>(b, 8, 4);
         rehash(b);
       },
-      {"bad.tok", "format version 3", "reads version 2"});
+      {"bad.tok", "format version 4", "reads versions 2 and 3"});
   // A changed version byte without the header hash to match is a damaged header, not
   // an old file.
   expect_refused([](std::string& b) { put<uint32_t>(b, 8, 1); }, {"bad.tok", "corrupt header"});
+}
+
+// Version 2: bytes 12-15 were one u32 token width, so its kind reads as not recorded; the
+// file is read as it was. A kind this build does not know, or a kind with no hash, is
+// refused by name.
+TEST_F(TokenFileCorruption, Version2ReadsAndKindIsChecked) {
+  {
+    std::string b = good_;
+    put<uint32_t>(b, 8, 2);
+    rehash(b);
+    spit(path_, b);
+    TokenFile f(path_);
+    EXPECT_EQ(f.version(), 2u);
+    EXPECT_EQ(f.tokenizer_kind(), TokenizerRecord::none);
+  }
+  expect_refused(
+      [](std::string& b) {
+        put<uint16_t>(b, 14, 7);
+        rehash(b);
+      },
+      {"bad.tok", "tokenizer kind 7", "0 none, 1 sentencepiece, 2 bpe"});
+  expect_refused(
+      [](std::string& b) {
+        put<uint16_t>(b, 14, 2);
+        put<uint64_t>(b, 40, 0);
+        rehash(b);
+      },
+      {"bad.tok", "tokenizer kind bpe", "no tokenizer hash"});
+}
+
+// The kind the writer is told is the kind read, with its name.
+TEST_F(TokenFileTest, TokenizerKindRoundTrips) {
+  const std::string p = (dir_ / "k.tok").string();
+  {
+    TokenFileWriter w(p, 100, 0xabc, 99, TokenizerRecord::bpe);
+    const int32_t t[2] = {1, 2};
+    w.add_document(t, 2);
+    w.finish();
+  }
+  TokenFile f(p);
+  EXPECT_EQ(f.tokenizer_kind(), TokenizerRecord::bpe);
+  EXPECT_STREQ(tokenizer_record_name(f.tokenizer_kind(), f.tokenizer_hash()), "bpe");
+  EXPECT_STREQ(tokenizer_record_name(TokenizerRecord::none, 0), "none");
+  EXPECT_STREQ(tokenizer_record_name(TokenizerRecord::none, 1), "not recorded");
+  EXPECT_THROW(TokenFileWriter(p + "2", 100, 0, 99, TokenizerRecord::sentencepiece), Error);
 }
 
 // Version 1: the same header with byte 48 reserved (0) and no body checksum. Refused,
@@ -291,7 +338,7 @@ TEST_F(TokenFileCorruption, Version1IsRefused) {
         put<uint64_t>(b, 48, 0);
         rehash(b);
       },
-      {"bad.tok", "format version 1", "no body checksum", "reads version 2",
+      {"bad.tok", "format version 1", "no body checksum", "reads versions 2 and 3",
        "seqpar tokenize encode", "--output '" + path_ + "'"});
 }
 

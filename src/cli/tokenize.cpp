@@ -46,6 +46,7 @@ nlohmann::json token_file_json(const TokenFile& f) {
           {"documents", f.num_docs()},
           {"eos", f.eos()},
           {"tokenizer_hash", hash_hex(f.tokenizer_hash())},
+          {"tokenizer_kind", tokenizer_record_name(f.tokenizer_kind(), f.tokenizer_hash())},
           {"body_checksum", hash_hex(f.body_checksum())},
           {"bytes", f.file_bytes()}};
 }

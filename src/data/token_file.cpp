@@ -26,7 +26,8 @@ constexpr char kMagic[8] = {'S', 'E', 'Q', 'P', 'T', 'O', 'K', 'S'};
 struct Header {
   char magic[8];
   uint32_t version;
-  uint32_t token_bytes;
+  uint16_t token_bytes;  // version 2: a u32 (little-endian: the same bytes, kind 0)
+  uint16_t tokenizer_kind;
   uint32_t vocab;
   int32_t eos;
   uint64_t num_tokens;
@@ -36,6 +37,22 @@ struct Header {
   uint64_t header_hash;    // FNV-1a 64 of the 56 bytes before it
 };
 static_assert(sizeof(Header) == kTokenFileHeaderBytes && offsetof(Header, header_hash) == 56);
+
+}  // namespace
+
+const char* tokenizer_record_name(TokenizerRecord k, uint64_t tokenizer_hash) {
+  switch (k) {
+    case TokenizerRecord::none:
+      return tokenizer_hash == 0 ? "none" : "not recorded";
+    case TokenizerRecord::sentencepiece:
+      return "sentencepiece";
+    case TokenizerRecord::bpe:
+      return "bpe";
+  }
+  return "unknown";
+}
+
+namespace {
 
 uint64_t header_hash(const Header& h) { return fnv1a64(&h, offsetof(Header, header_hash)); }
 
@@ -94,12 +111,15 @@ bool claims_token_file(const std::string& path) {
 // ---- writer -------------------------------------------------------------------------
 
 TokenFileWriter::TokenFileWriter(const std::string& path, uint32_t vocab, uint64_t tokenizer_hash,
-                                 int32_t eos)
+                                 int32_t eos, TokenizerRecord kind)
     : out_(path),
       vocab_(vocab),
       width_(token_bytes_for_vocab(vocab)),
       hash_(tokenizer_hash),
-      eos_(eos) {
+      eos_(eos),
+      kind_(kind) {
+  SP_CHECK(kind == TokenizerRecord::none || tokenizer_hash != 0, "token file '", path,
+           "': a tokenizer kind goes with a tokenizer hash");
   SP_CHECK(vocab > 0, "token file '", path, "': vocabulary size must be > 0");
   SP_CHECK(eos >= -1 && eos < int64_t(vocab), "token file '", path, "': EOS id ", eos,
            " is outside the vocabulary [0, ", vocab, ") (-1 for none)");
@@ -158,7 +178,8 @@ void TokenFileWriter::finish() {
   Header h{};
   std::memcpy(h.magic, kMagic, sizeof kMagic);
   h.version = kTokenFileVersion;
-  h.token_bytes = width_;
+  h.token_bytes = uint16_t(width_);
+  h.tokenizer_kind = uint16_t(kind_);
   h.vocab = vocab_;
   h.eos = eos_;
   h.num_tokens = n_;
@@ -194,22 +215,32 @@ TokenFile::TokenFile(const std::string& path, Options opt) : map_(path, "token f
                  " bytes, shorter than its ", kTokenFileHeaderBytes, "-byte header");
   Header h;
   std::memcpy(&h, p, sizeof h);
-  // Version 1 has this header's layout (byte 48 was reserved, 0), so its hash is checked
-  // too: a damaged version-2 header is reported as damaged, not as an old file.
-  SP_CHECK_INPUT(h.version == 1 || h.version == kTokenFileVersion, "token file '", path,
-                 "' has format version ", h.version, "; this build reads version ",
+  // Versions 1 and 2 have this header's layout (byte 48 was reserved, 0, in version 1;
+  // bytes 14-15 were the high half of a u32 token width, 0, before version 3), so their
+  // hash is checked too: a damaged header is reported as damaged, not as an old file.
+  SP_CHECK_INPUT(h.version >= 1 && h.version <= kTokenFileVersion, "token file '", path,
+                 "' has format version ", h.version, "; this build reads versions 2 and ",
                  kTokenFileVersion);
   SP_CHECK_INPUT(h.header_hash == header_hash(h), "token file '", path,
                  "' has a corrupt header: it records hash ", hash_hex(h.header_hash),
                  ", its bytes hash to ", hash_hex(header_hash(h)));
   // Refused rather than read with a warning (docs/data.md): without a body checksum a
   // flipped token below V would be trained on, and re-encoding is cheap and deterministic.
-  static_assert(kTokenFileVersion == 2, "the message below names the version read");
-  SP_CHECK_INPUT(h.version == kTokenFileVersion, "token file '", path,
+  static_assert(kTokenFileVersion == 3, "the messages below name the versions read");
+  SP_CHECK_INPUT(h.version != 1, "token file '", path,
                  "' has format version 1, which records no body checksum; this build reads "
-                 "version 2 only: re-create it from its text with seqpar tokenize encode --model "
+                 "versions 2 and 3: re-create it from its text with seqpar tokenize encode --model "
                  "MODEL --input TEXT --output '",
                  path, "' (for data/kjv-bpe8k.tok, bash scripts/setup.sh does it)");
+  SP_CHECK_INPUT(h.tokenizer_kind <= uint16_t(TokenizerRecord::bpe), "token file '", path,
+                 "' records tokenizer kind ", h.tokenizer_kind,
+                 ", not one this build knows (0 none, 1 sentencepiece, 2 bpe)");
+  SP_CHECK_INPUT(h.tokenizer_kind == 0 || h.tokenizer_hash != 0, "token file '", path,
+                 "' records tokenizer kind ",
+                 tokenizer_record_name(TokenizerRecord(h.tokenizer_kind), h.tokenizer_hash),
+                 " but no tokenizer hash: a kind goes with a hash");
+  version_ = h.version;
+  kind_ = TokenizerRecord(h.tokenizer_kind);
   SP_CHECK_INPUT(h.vocab > 0, "token file '", path, "' has vocabulary size 0");
   SP_CHECK_INPUT(h.token_bytes == token_bytes_for_vocab(h.vocab), "token file '", path, "' stores ",
                  h.token_bytes, "-byte tokens for vocabulary size V=", h.vocab, ", expected ",
@@ -386,7 +417,7 @@ void TokenFile::read(uint64_t offset, size_t n, int32_t* out) const {
 void TokenFile::check_tokenizer(uint64_t hash, const std::string& tokenizer) const {
   SP_CHECK_INPUT(
       hash == hash_, "token file '", path(), "' was written with the tokenizer of hash ",
-      hash_hex(hash_), ", but ", tokenizer, " has hash ", hash_hex(hash),
+      hash_hex(hash_), " (", tokenizer_record_name(kind_, hash_), ")", ", but ", tokenizer, " has hash ", hash_hex(hash),
       ": its ids would mean other pieces (re-encode the text with this tokenizer: seqpar "
       "tokenize encode)");
 }

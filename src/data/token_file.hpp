@@ -6,8 +6,10 @@
 // Layout (little-endian; docs/data.md has the rationale):
 //   [0, 64)          header
 //       0  char[8]   magic "SEQPTOKS"
-//       8  u32       format version (2)
-//      12  u32       bytes per token: 2 (uint16) when V <= 65536, else 4 (uint32)
+//       8  u32       format version (3)
+//      12  u16       bytes per token: 2 (uint16) when V <= 65536, else 4 (uint32)
+//      14  u16       tokenizer kind: 0 none (no tokenizer hash) or not recorded (a hash),
+//                    1 SentencePiece, 2 byte-level BPE (tokenizer.json)
 //      16  u32       vocabulary size V: every token is < V
 //      20  i32       EOS id that ends every document, -1 if none
 //      24  u64       number of tokens n
@@ -21,8 +23,9 @@
 //                    off[D] = n, strictly increasing (no empty document)
 //   end of file: nothing may follow.
 // The offsets come after the tokens so a writer streams tokens without knowing D.
-// Version 1 (reserved 0 at byte 48, no body checksum) is refused: a flipped token below V
-// would pass every other check (docs/data.md says why it is not read with a warning).
+// Version 2 (a u32 at 12, the kind not recorded) is read as kind 0. Version 1 (reserved 0 at
+// byte 48, no body checksum) is refused: a flipped token below V would pass every other
+// check (docs/data.md says why it is not read with a warning).
 #pragma once
 #include <cstddef>
 #include <cstdint>
@@ -34,7 +37,12 @@
 
 namespace seqpar {
 
-constexpr uint32_t kTokenFileVersion = 2;
+constexpr uint32_t kTokenFileVersion = 3;
+
+// The tokenizer kind a token file records (header bytes 14-15).
+enum class TokenizerRecord : uint16_t { none = 0, sentencepiece = 1, bpe = 2 };
+// "none", "sentencepiece" or "bpe"; "not recorded" for a version-2 file's 0 with a hash.
+const char* tokenizer_record_name(TokenizerRecord k, uint64_t tokenizer_hash);
 constexpr uint64_t kTokenFileHeaderBytes = 64;
 
 // Bytes per stored token for a vocabulary of V ids: 2 (uint16) when V <= 65536, else 4.
@@ -54,8 +62,10 @@ bool claims_token_file(const std::string& path);
 class TokenFileWriter {
  public:
   // vocab: V (every token must be < V); tokenizer_hash: Tokenizer::hash() of the model
-  // that produced the tokens (0 if none); eos: id end_document() appends (-1: none).
-  TokenFileWriter(const std::string& path, uint32_t vocab, uint64_t tokenizer_hash, int32_t eos);
+  // that produced the tokens (0 if none); eos: id end_document() appends (-1: none); kind:
+  // what that tokenizer is (none with hash 0).
+  TokenFileWriter(const std::string& path, uint32_t vocab, uint64_t tokenizer_hash, int32_t eos,
+                  TokenizerRecord kind = TokenizerRecord::none);
   TokenFileWriter(const TokenFileWriter&) = delete;
   TokenFileWriter& operator=(const TokenFileWriter&) = delete;
 
@@ -82,6 +92,7 @@ class TokenFileWriter {
   uint32_t vocab_, width_;
   uint64_t hash_;
   int32_t eos_;
+  TokenizerRecord kind_;
   uint64_t n_ = 0;
   std::vector<uint64_t> offsets_{0};  // D + 1 entries once D documents have ended
   std::vector<unsigned char> buf_;    // tokens not yet written
@@ -107,7 +118,8 @@ class TokenFile {
   TokenFile(const std::string& path, Options opt);
 
   const std::string& path() const { return map_.path(); }
-  uint32_t version() const { return kTokenFileVersion; }
+  uint32_t version() const { return version_; }  // 2 or 3
+  TokenizerRecord tokenizer_kind() const { return kind_; }  // none in version 2
   uint32_t vocab() const { return vocab_; }
   uint32_t token_bytes() const { return width_; }  // 2 (uint16) or 4 (uint32)
   int32_t eos() const { return eos_; }             // -1 if documents carry no EOS
@@ -151,7 +163,8 @@ class TokenFile {
   [[noreturn]] void fail_bad_token(uint64_t index) const;
 
   MappedFile map_;
-  uint32_t vocab_ = 0, width_ = 0;
+  uint32_t version_ = 0, vocab_ = 0, width_ = 0;
+  TokenizerRecord kind_ = TokenizerRecord::none;
   int32_t eos_ = -1;
   uint64_t hash_ = 0, body_checksum_ = 0, n_ = 0, table_ = 0;
   int64_t D_ = 0;

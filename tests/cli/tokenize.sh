@@ -45,6 +45,7 @@ check deterministic cmp -s "$tmp/m.model" "$tmp/m2.model"
 expect encode 0 '"documents":' -- "${t[@]}" encode --model "$tmp/m.model" --input "$tmp/text.txt" --output "$tmp/text.tok" --doc-split blank-line
 expect encode-progress 0 'tokens/s' -- "${t[@]}" encode --model "$tmp/m.model" --input "$tmp/text.txt" --output "$tmp/text2.tok"
 expect info 0 '"tokenizer_hash"' -- "${t[@]}" info --input "$tmp/text.tok" --model "$tmp/m.model"
+expect "info: the token file records the kind" 0 '"tokenizer_kind": "sentencepiece"' -- "${t[@]}" info --input "$tmp/text.tok"
 expect decode 0 '"bytes":' -- "${t[@]}" decode --model "$tmp/m.model" --input "$tmp/text.tok" --output "$tmp/back.txt"
 check round-trip cmp -s "$tmp/text.txt" "$tmp/back.txt"
 

@@ -19,6 +19,7 @@ check "two documents" 'grep -q "\"documents\":2" "$tmp/enc.json"'
 check "decode" 'tok decode --model "$gpt2" --input "$tmp/a.tok" --output "$tmp/back.txt" >/dev/null'
 check "decode gives the exact bytes" 'cmp "$tmp/in.txt" "$tmp/back.txt"'
 check "info names the kind" 'tok info --model "$gpt2" --input "$tmp/a.tok" | grep -q "\"kind\": \"bpe\""'
+check "the token file records the kind (bpe)" 'tok info --input "$tmp/a.tok" | grep -q "\"tokenizer_kind\": \"bpe\""'
 hash=$(python3 -c "
 import sys
 h = 0xcbf29ce484222325
