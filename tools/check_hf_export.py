@@ -9,7 +9,12 @@ It reads nothing but the directory's config.json, model.safetensors and
 seqpar_reference.safetensors (tokens and the logits seqpar computed for them), runs the
 forward pass in float64 and compares.
 
-Usage:  /usr/bin/python3 tools/check_hf_export.py HF_DIR      (exit 0: the logits agree)
+Usage:  /usr/bin/python3 tools/check_hf_export.py HF_DIR [SOURCE_DIR]   (exit 0: they agree)
+
+With SOURCE_DIR (a Hugging Face directory seqpar imported, then exported as HF_DIR), the
+config and weights are SOURCE_DIR's, as they were before the import (F32 or BF16, one
+file or shards), and only the reference logits are HF_DIR's: seqpar's logits of the
+imported model against Hugging Face's definition on the original weights.
 """
 import json
 import math
@@ -31,10 +36,23 @@ def read_safetensors(path):
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        assert info["dtype"] == "F32", (name, info["dtype"])
         b, e = info["data_offsets"]
-        out[name] = torch.frombuffer(bytearray(data[b:e]), dtype=torch.float32).reshape(info["shape"]).to(DT)
+        dt = {"F32": torch.float32, "BF16": torch.bfloat16, "F16": torch.float16}[info["dtype"]]
+        out[name] = torch.frombuffer(bytearray(data[b:e]), dtype=dt).reshape(info["shape"]).to(DT)
     return out
+
+
+def read_weights(d):
+    """model.safetensors, or the shards model.safetensors.index.json lists."""
+    index = os.path.join(d, "model.safetensors.index.json")
+    if not os.path.exists(index):
+        return read_safetensors(os.path.join(d, "model.safetensors"))
+    with open(index) as f:
+        files = sorted(set(json.load(f)["weight_map"].values()))
+    W = {}
+    for fn in files:
+        W.update(read_safetensors(os.path.join(d, fn)))
+    return W
 
 
 def rotate_half(x):
@@ -93,16 +111,24 @@ def llama_logits(c, W, tokens):
     cos, sin = m * emb.cos()[:, None, :], m * emb.sin()[:, None, :]
     x = W["model.embed_tokens.weight"][tokens]
     mask = torch.triu(torch.ones(T, T, dtype=torch.bool), 1)
-    w = c.get("sliding_window") or 0  # Mistral: key j visible to query i when i - w < j <= i
+    # Mistral: key j visible to query i when i - w < j <= i; Qwen2 the same, only with
+    # use_sliding_window (and then on layers from max_window_layers on: 0 here).
+    w = c.get("sliding_window") or 0
+    if c.get("model_type") == "qwen2":
+        assert c.get("max_window_layers", 0) == 0 or not c.get("use_sliding_window"), c
+        w = w if c.get("use_sliding_window") else 0
     if w > 0:
         i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
         mask = mask | (i - j >= w)
     for l in range(c["num_hidden_layers"]):
         p = f"model.layers.{l}."
         h = rms(x, W[p + "input_layernorm.weight"])
-        q = (h @ W[p + "self_attn.q_proj.weight"].T).view(T, H, d)
-        k = (h @ W[p + "self_attn.k_proj.weight"].T).view(T, Hkv, d)
-        v = (h @ W[p + "self_attn.v_proj.weight"].T).view(T, Hkv, d)
+        def proj(n, heads):  # Qwen2 has q/k/v biases
+            y = h @ W[p + f"self_attn.{n}_proj.weight"].T
+            if p + f"self_attn.{n}_proj.bias" in W:
+                y = y + W[p + f"self_attn.{n}_proj.bias"]
+            return y.view(T, heads, d)
+        q, k, v = proj("q", H), proj("k", Hkv), proj("v", Hkv)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
         k, v = k.repeat_interleave(H // Hkv, dim=1), v.repeat_interleave(H // Hkv, dim=1)
         s = torch.einsum("ihd,jhd->hij", q, k) / math.sqrt(d)
@@ -111,16 +137,18 @@ def llama_logits(c, W, tokens):
         h = rms(x, W[p + "post_attention_layernorm.weight"])
         g = torch.nn.functional.silu(h @ W[p + "mlp.gate_proj.weight"].T)
         x = x + (g * (h @ W[p + "mlp.up_proj.weight"].T)) @ W[p + "mlp.down_proj.weight"].T
-    return rms(x, W["model.norm.weight"]) @ W["lm_head.weight"].T
+    head = W.get("lm_head.weight", W["model.embed_tokens.weight"])  # absent when tied
+    return rms(x, W["model.norm.weight"]) @ head.T
 
 
 def main():
-    if len(sys.argv) != 2:
+    if len(sys.argv) not in (2, 3):
         sys.exit(__doc__)
     d = sys.argv[1]
-    with open(os.path.join(d, "config.json")) as f:
+    src = sys.argv[2] if len(sys.argv) == 3 else d
+    with open(os.path.join(src, "config.json")) as f:
         c = json.load(f)
-    W = read_safetensors(os.path.join(d, "model.safetensors"))
+    W = read_weights(src)
     ref = read_safetensors(os.path.join(d, "seqpar_reference.safetensors"))
     tokens = ref["tokens"][0].long()
     got = llama_logits(c, W, tokens)

@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <iostream>
 
 #include "cli/command.hpp"
@@ -25,6 +26,8 @@
 namespace seqpar {
 
 namespace {
+
+namespace fs = std::filesystem;
 
 // Prompts are read whole, so their size is bounded before the read: 64 MiB of text is
 // ~16M tokens, far past any model's context.
@@ -109,12 +112,23 @@ Loaded load_model_and_prompt(const std::string& dir, const GenerateArgs& a, cons
   const ModelConfig& cfg = l.model;
   std::string tpath = a.tokenizer;
   if (cfg.tokenizer_hash != 0 && tpath.empty()) {
+    // The run's own copy (import writes it beside checkpoints/), then the bundled KJV
+    // model for a run trained on kjv-bpe8k: the first whose hash is the model's.
+    const fs::path run_dir = fs::path(dir).parent_path().parent_path();
+    std::vector<std::string> candidates = {(run_dir / "tokenizer.model").string(),
+                                           (run_dir / "tokenizer.json").string()};
     const std::string data = manifest.value("train", nlohmann::json::object()).value("data", "");
-    SP_CHECK_USAGE(data == "kjv-bpe8k", "checkpoint ", dir, " is a subword model (tokenizer ",
-                   "hash ", hash_hex0x(cfg.tokenizer_hash),
-                   "): give its SentencePiece model with --tokenizer");
-    tpath = token_file_path(data);
-    tpath = tpath.substr(0, tpath.size() - 4) + ".model";
+    if (data == "kjv-bpe8k") {
+      const std::string t = token_file_path(data);
+      candidates.push_back(t.substr(0, t.size() - 4) + ".model");
+    }
+    for (const std::string& c : candidates)
+      if (tpath.empty() && path_exists(c, "tokenizer") && fnv1a64_file(c) == cfg.tokenizer_hash)
+        tpath = c;
+    SP_CHECK_USAGE(!tpath.empty(), "checkpoint ", dir, " is a subword model (tokenizer hash ",
+                   hash_hex0x(cfg.tokenizer_hash), ") and its run directory ", run_dir.string(),
+                   " holds no tokenizer of that hash: give its tokenizer (.model or "
+                   "tokenizer.json) with --tokenizer");
   }
   if (cfg.tokenizer_hash == 0) {
     SP_CHECK_USAGE(a.tokenizer.empty(), "checkpoint ", dir, " is a byte-level model (V = ", cfg.V,

@@ -18,7 +18,7 @@ class ImportCommand : public RunCommand {
       : RunCommand(parent, "import",
                    "Import a Hugging Face model directory (LlamaForCausalLM or "
                    "MistralForCausalLM: config.json, model.safetensors or its shards in "
-                   "F32/BF16/F16, tokenizer.model) as step 0 of a run: --out RUN "
+                   "F32/BF16/F16, tokenizer.model or tokenizer.json, copied into RUN) as step 0 of a run: --out RUN "
                    "--data TOKENS plus the training flags of the run that will continue it "
                    "(written to RUN/config.json). One process.",
                    kTrain) {
@@ -29,7 +29,8 @@ class ImportCommand : public RunCommand {
     given["init_from"] = hf;
     SP_CHECK_USAGE(given.contains("data"),
                    "import needs --data: the token file the run will train on, encoded with ", hf,
-                   "/tokenizer.model");
+                   "'s tokenizer (seqpar tokenize encode --model ", hf,
+                   "/tokenizer.model or tokenizer.json)");
     SP_CHECK_USAGE(given.contains("out"), "import needs --out RUN: the run directory to create");
     nlohmann::json j = RunCommand::prepare(world_size);
     SP_CHECK_USAGE(!has_checkpoint(cfg.out + "/checkpoints"), "--out ", cfg.out,

@@ -121,6 +121,11 @@ const OptionTable<ModelConfig>& model_options() {
             kTrainLike))
         .shows_default("tied for gpt and bert, untied for llama")
         .follow({"model"}, [](M& c) { c.tie_embeddings = c.kind != ModelKind::llama; });
+    // Qwen2's attention: biases on q, k and v (not on o_proj, nor in the MLP).
+    add(option<M>(
+        "qkv_bias", [](M & c) -> auto& { return c.qkv_bias; }, "--qkv-bias,!--no-qkv-bias",
+        "llama: biases on the q, k and v projections (Qwen2; gpt and bert always have them)",
+        kTrainLike));
     add(option<M>(
             "norm_eps", [](M & c) -> auto& { return c.norm_eps; }, "--norm-eps",
             "RMSNorm epsilon (llama)", kTrainLike))
@@ -148,6 +153,8 @@ void ModelConfig::validate() const {
   SP_CHECK_USAGE(d() % 2 == 0, "head dim d=C/H=", d(), " must be even for rotary embeddings");
   SP_CHECK_USAGE(Hkv >= 1 && H % Hkv == 0, "kv heads Hkv=", Hkv, " must divide heads H=", H);
   validate_rope_scaling();
+  SP_CHECK_USAGE(!qkv_bias || llama(), "--qkv-bias is a llama setting (", model_kind_name(kind),
+                 " has its q/k/v biases already)");
   if (tokenizer_hash == 0) {
     int min_v = kind == ModelKind::bert ? 257 : 256;
     SP_CHECK_USAGE(V >= min_v, "vocab V=", V, " too small: byte tokens need ", min_v,

@@ -56,6 +56,7 @@ struct ModelConfig {
   float rope_low_freq_factor = 1.0f;
   float rope_high_freq_factor = 4.0f;
   float init_std = 0.02f;
+  bool qkv_bias = false;       // llama: q/k/v projection biases (Qwen2)
   bool tie_embeddings = true;  // output head = input embedding (default: gpt/bert yes, llama no)
   float norm_eps = 1e-5f;      // RMSNorm epsilon (llama; LayerNorm uses 1e-5)
   // FNV-1a 64 of the SentencePiece model the vocabulary comes from; 0 = byte tokens.

@@ -86,6 +86,11 @@ std::vector<ParamSpec> param_specs(const ModelConfig& c, int t, int r) {
       add(lp(l) + "self_attn.q_proj.weight", {H * d, C}, true, 0, q_rows);
       add(lp(l) + "self_attn.k_proj.weight", {Hkv * d, C}, true, 0, k_rows);
       add(lp(l) + "self_attn.v_proj.weight", {Hkv * d, C}, true, 0, k_rows);
+      if (c.qkv_bias) {  // adjacent, as the weights: one q|k|v bias view
+        add(lp(l) + "self_attn.q_proj.bias", {H * d}, false, 0, q_rows);
+        add(lp(l) + "self_attn.k_proj.bias", {Hkv * d}, false, 0, k_rows);
+        add(lp(l) + "self_attn.v_proj.bias", {Hkv * d}, false, 0, k_rows);
+      }
       add(lp(l) + "self_attn.o_proj.weight", {C, H * d}, true, 1, {{r * Ht * d, Ht * d}});
       add(lp(l) + "mlp.gate_proj.weight", {F, C}, true, 0, {{r * Ft, Ft}});
       add(lp(l) + "mlp.up_proj.weight", {F, C}, true, 0, {{r * Ft, Ft}});
@@ -234,11 +239,13 @@ ParamViews param_views(const std::vector<ParamSpec>& specs, int n_layer, float* 
           {"mlp.fc2.bias", &L.fc2_b},
           {"input_layernorm.weight", &L.ln1_w},
           {"self_attn.q_proj.weight", &L.qkv_w},
+          {"self_attn.q_proj.bias", &L.qkv_b},
           {"self_attn.o_proj.weight", &L.proj_w},
           {"post_attention_layernorm.weight", &L.ln2_w},
           {"mlp.gate_proj.weight", &L.fc1_w},
           {"mlp.down_proj.weight", &L.fc2_w}};
       bool found = f == "self_attn.k_proj.weight" || f == "self_attn.v_proj.weight" ||
+                   f == "self_attn.k_proj.bias" || f == "self_attn.v_proj.bias" ||
                    f == "mlp.up_proj.weight";  // inside the q|k|v and gate|up views
       for (auto [name, view] : fields)
         if (f == name) *view = p, found = true;
@@ -264,7 +271,9 @@ std::vector<std::pair<int64_t, int64_t>> kv_replica_ranges(const ModelConfig& c,
     // The K and V rows follow this rank's Ht·d query rows of the QKV weight and bias.
     if (s.name.ends_with("attn.qkv.weight")) r.push_back({s.offset + Ht * d * C, kv_rows * C});
     if (s.name.ends_with("attn.qkv.bias")) r.push_back({s.offset + Ht * d, kv_rows});
-    if (s.name.ends_with("self_attn.k_proj.weight") || s.name.ends_with("self_attn.v_proj.weight"))
+    if (s.name.ends_with("self_attn.k_proj.weight") ||
+        s.name.ends_with("self_attn.v_proj.weight") || s.name.ends_with("self_attn.k_proj.bias") ||
+        s.name.ends_with("self_attn.v_proj.bias"))
       r.push_back({s.offset, s.numel});
   }
   return r;

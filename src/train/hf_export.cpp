@@ -5,6 +5,7 @@
 #include "core/arena.hpp"
 #include "core/check.hpp"
 #include "core/file.hpp"
+#include "data/tokenizer.hpp"
 #include "model/model.hpp"
 #include "train/checkpoint.hpp"
 
@@ -85,6 +86,8 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
     const int64_t d = cfg.d();
     if (s.name.ends_with("q_proj.weight")) e.data = to_rotate_half(t->data, cfg.H, d, cfg.C);
     if (s.name.ends_with("k_proj.weight")) e.data = to_rotate_half(t->data, cfg.Hkv, d, cfg.C);
+    if (s.name.ends_with("q_proj.bias")) e.data = to_rotate_half(t->data, cfg.H, d, 1);  // Qwen2
+    if (s.name.ends_with("k_proj.bias")) e.data = to_rotate_half(t->data, cfg.Hkv, d, 1);
     out.push_back(std::move(e));
   }
   if (cfg.tie_embeddings) {  // Hugging Face expects lm_head.weight even when tied
@@ -119,9 +122,15 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
   write_safetensors((fs::path(out_dir) / "seqpar_reference.safetensors").string(),
                     {{"tokens", {1, T}, toks}, {"logits", {T, cfg.V}, model.logits()}});
 
+  // q/k/v biases make it a Qwen2 model (its window, when there is one, on every layer:
+  // use_sliding_window with max_window_layers 0); else LLaMA, or Mistral with a window.
+  const char* arch = cfg.qkv_bias ? "Qwen2ForCausalLM"
+                     : window > 0 ? "MistralForCausalLM"
+                                  : "LlamaForCausalLM";
+  const char* type = cfg.qkv_bias ? "qwen2" : window > 0 ? "mistral" : "llama";
   nlohmann::json hf = {
-      {"architectures", {window > 0 ? "MistralForCausalLM" : "LlamaForCausalLM"}},
-      {"model_type", window > 0 ? "mistral" : "llama"},
+      {"architectures", {arch}},
+      {"model_type", type},
       {"hidden_size", cfg.C},
       {"intermediate_size", cfg.F},
       {"num_hidden_layers", cfg.n_layer},
@@ -141,14 +150,24 @@ std::string export_hf(const std::string& checkpoint, const std::string& out_dir,
        ck.manifest.value("train", nlohmann::json::object()).value("seq_len", int64_t(2048))},
       {"seqpar_rope", "rotate_half (q_proj, k_proj rows permuted on export)"},
       {"seqpar_tokenizer_fnv1a64", cfg.tokenizer_hash}};
+  if (cfg.qkv_bias) {
+    hf.erase("attention_bias");  // not Qwen2Config's: its q/k/v biases are implied
+    hf.erase("mlp_bias");
+    hf["use_sliding_window"] = window > 0;
+    hf["max_window_layers"] = 0;
+  }
   if (window > 0) hf["sliding_window"] = window;
   if (cfg.rope_scaling != RopeScaling::none) hf["rope_scaling"] = hf_rope_scaling(cfg);
   // Hugging Face's dynamic scaling takes its original length from max_position_embeddings.
   if (cfg.rope_scaling == RopeScaling::dynamic)
     hf["max_position_embeddings"] = cfg.rope_original_len;
   write_file_atomic((fs::path(out_dir) / "config.json").string(), hf.dump(2) + "\n");
-  if (!tokenizer.empty())
-    write_file_atomic((fs::path(out_dir) / "tokenizer.model").string(), tokenizer_bytes);
+  if (!tokenizer.empty())  // under the name Hugging Face gives its kind
+    write_file_atomic(
+        (fs::path(out_dir) /
+         (Tokenizer(tokenizer).kind() == TokenizerKind::bpe ? "tokenizer.json" : "tokenizer.model"))
+            .string(),
+        tokenizer_bytes);
   return "exported " + ck.dir + " (step " + std::to_string(ck.step) + ") to " + out_dir;
 }
 

@@ -13,6 +13,7 @@
 #include "core/check.hpp"
 #include "core/file.hpp"
 #include "core/hash.hpp"
+#include "data/tokenizer.hpp"
 #include "model/param_specs.hpp"
 #include "train/checkpoint.hpp"
 
@@ -186,6 +187,17 @@ std::vector<float> read_tensor(const HfTensor& t) {
 
 }  // namespace
 
+std::string hf_tokenizer_path(const std::string& hf_dir) {
+  for (const char* name : {"tokenizer.model", "tokenizer.json"}) {
+    const std::string p = (fs::path(hf_dir) / name).string();
+    if (path_exists(p, "tokenizer")) return p;
+  }
+  SP_FAIL_INPUT(
+      "model directory ", hf_dir,
+      " has neither tokenizer.model (SentencePiece) nor tokenizer.json (byte-level BPE): "
+      "seqpar needs the tokenizer the vocabulary comes from to check the data against it");
+}
+
 nlohmann::json hf_model_settings(const std::string& hf_dir) {
   const std::string path = (fs::path(hf_dir) / "config.json").string();
   nlohmann::json c;
@@ -199,11 +211,11 @@ nlohmann::json hf_model_settings(const std::string& hf_dir) {
   const std::string a = arch.is_array() && arch.size() == 1 && arch[0].is_string()
                             ? arch[0].get<std::string>()
                             : std::string("(none)");
-  SP_CHECK_INPUT(a != "Qwen2ForCausalLM", path,
-                 ": Qwen2ForCausalLM has q/k/v projection biases, which seqpar's llama "
-                 "blocks do not have yet");
-  SP_CHECK_INPUT(a == "LlamaForCausalLM" || a == "MistralForCausalLM", path, ": architecture ", a,
-                 " is not one seqpar imports (LlamaForCausalLM, MistralForCausalLM)");
+  SP_CHECK_INPUT(a == "LlamaForCausalLM" || a == "MistralForCausalLM" || a == "Qwen2ForCausalLM",
+                 path, ": architecture ", a,
+                 " is not one seqpar imports (LlamaForCausalLM, MistralForCausalLM, "
+                 "Qwen2ForCausalLM)");
+  const bool qwen2 = a == "Qwen2ForCausalLM";
   std::set<std::string> used = kInert;
   auto num = [&](const char* key, bool required) -> nlohmann::json {
     used.insert(key);
@@ -270,6 +282,18 @@ nlohmann::json hf_model_settings(const std::string& hf_dir) {
       m["rope_original_len"] = c["max_position_embeddings"];
   }
   used.insert("sliding_window");
+  if (qwen2) {
+    // Qwen2: q/k/v biases; its window applies only with use_sliding_window, and then to
+    // the layers from max_window_layers on: seqpar's one window for every layer is
+    // max_window_layers 0, anything else is refused. Without use_sliding_window,
+    // sliding_window is an unused number.
+    m["qkv_bias"] = true;
+    used.insert("use_sliding_window");
+    const bool windowed = c.value("use_sliding_window", false) == true;
+    if (windowed) must("max_window_layers", 0);
+    used.insert("max_window_layers");
+    if (!windowed) c.erase("sliding_window");
+  }
   if (c.contains("sliding_window") && !c["sliding_window"].is_null()) {
     SP_CHECK_INPUT(c["sliding_window"].is_number_unsigned(), path,
                    ": 'sliding_window' is not a count: ", c["sliding_window"].dump());
@@ -278,13 +302,16 @@ nlohmann::json hf_model_settings(const std::string& hf_dir) {
   for (const auto& [key, v] : c.items())
     SP_CHECK_INPUT(used.count(key), path, ": field '", key, "' (", v.dump(),
                    ") is not one seqpar maps or knows to be inert; refused rather than ignored");
-  // The tokenizer the vocabulary comes from.
-  const std::string sp = (fs::path(hf_dir) / "tokenizer.model").string();
-  SP_CHECK_INPUT(path_exists(sp, "tokenizer"), "model directory ", hf_dir,
-                 " has no tokenizer.model (SentencePiece): seqpar needs the tokenizer the "
-                 "vocabulary comes from to check the data against it");
-  const std::string bytes = read_regular_file(sp, "tokenizer");
-  m["tokenizer_hash"] = fnv1a64(bytes.data(), bytes.size());
+  // The tokenizer the vocabulary comes from: loaded (a corrupt one is refused by its own
+  // reader) and checked against vocab_size (a model may pad its vocabulary, not shrink it).
+  const std::string tpath = hf_tokenizer_path(hf_dir);
+  const Tokenizer tok(tpath);
+  SP_CHECK_INPUT(m.contains("vocab") && tok.vocab_size() <= m["vocab"].get<int64_t>(),
+                 "model directory ", hf_dir, ": its tokenizer ", tpath, " has ", tok.vocab_size(),
+                 " pieces, more than config.json's vocab_size ",
+                 m.value("vocab", nlohmann::json()).dump(),
+                 ": ids beyond it would have no embedding row");
+  m["tokenizer_hash"] = tok.hash();
   return m;
 }
 
@@ -292,6 +319,17 @@ std::string import_hf(const std::string& hf_dir, const std::string& checkpoints_
                       const TrainConfig& cfg, const nlohmann::json& data_id) {
   const ModelConfig& mc = cfg.model;
   SP_CHECK_USAGE(mc.llama(), "import: the model must be llama, got ", model_kind_name(mc.kind));
+  // The tokenizer goes beside the run's checkpoints/, where generate looks for it. A file of
+  // that name the user put there is kept: refused (before anything is written) if it holds
+  // other bytes.
+  const std::string tsrc = hf_tokenizer_path(hf_dir);
+  const fs::path tdst = fs::path(checkpoints_root).parent_path() / fs::path(tsrc).filename();
+  const std::string tok_bytes = read_regular_file(tsrc, "tokenizer");
+  const bool tok_there = path_exists(tdst.string(), "tokenizer");
+  SP_CHECK_INPUT(!tok_there || read_regular_file(tdst.string(), "tokenizer") == tok_bytes,
+                 "run directory ", tdst.parent_path().string(), " already holds a ",
+                 tdst.filename().string(), " other than ", tsrc,
+                 "; it is left as it is (move it away and import again)");
   const std::map<std::string, HfTensor> tensors = hf_tensors(hf_dir);
   const std::vector<ParamSpec> specs = param_specs(mc, 1, 0);
   // Every tensor of the directory is used (lm_head of a tied model and rotary buffers
@@ -323,6 +361,8 @@ std::string import_hf(const std::string& hf_dir, const std::string& checkpoints_
     const int64_t d = mc.d();
     if (s.name.ends_with("q_proj.weight")) from_rotate_half(data, mc.H, d, mc.C);
     if (s.name.ends_with("k_proj.weight")) from_rotate_half(data, mc.Hkv, d, mc.C);
+    if (s.name.ends_with("q_proj.bias")) from_rotate_half(data, mc.H, d, 1);  // Qwen2
+    if (s.name.ends_with("k_proj.bias")) from_rotate_half(data, mc.Hkv, d, 1);
     w.append(data.data(), data.size());
   }
   w.close_file();
@@ -347,7 +387,9 @@ std::string import_hf(const std::string& hf_dir, const std::string& checkpoints_
                                 {"train", cfg.to_json()},
                                 {"data", data_id},
                                 {"imported_from", fs::absolute(hf_dir).string()}};
-  return w.finish(state, extra);
+  const std::string dir = w.finish(state, extra);
+  if (!tok_there) write_file_atomic(tdst.string(), tok_bytes);
+  return dir;
 }
 
 }  // namespace seqpar

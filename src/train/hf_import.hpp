@@ -17,9 +17,11 @@
 //                  tensor it would ignore (lm_head.weight of a tied model excepted).
 //                  Converted to fp32 one tensor at a time, so the import never holds more
 //                  than one tensor beside the file it streams into.
-//   tokenizer      tokenizer.model (SentencePiece): its FNV-1a 64 becomes the model's
-//                  tokenizer hash (data must be encoded with it), its size at most
-//                  vocab_size.
+//   tokenizer      tokenizer.model (SentencePiece) or, without one, tokenizer.json
+//                  (byte-level BPE: LLaMA 3, Qwen, SmolLM): loaded, its FNV-1a 64 becomes
+//                  the model's tokenizer hash (data must be encoded with it), its size at
+//                  most vocab_size. Import copies it into the run directory, where
+//                  generate finds it.
 // q_proj and k_proj rows go from Hugging Face's rotate-half order back to seqpar's
 // interleaved pairs. The result is an ordinary checkpoint (step 0, AdamW moments zero)
 // that resumes under any mesh.
@@ -35,6 +37,9 @@ namespace seqpar {
 // "heads", ..., and "window" for a sliding window), with "tokenizer_hash" from its
 // tokenizer. InputError naming the file and the field for anything unsupported.
 nlohmann::json hf_model_settings(const std::string& hf_dir);
+
+// DIR/tokenizer.model if present, else DIR/tokenizer.json; InputError if neither.
+std::string hf_tokenizer_path(const std::string& hf_dir);
 
 // Writes step_00000000 of `checkpoints_root` from the weights of `hf_dir` for the run
 // `cfg` (whose model must be the one hf_model_settings describes), recording `data_id`
