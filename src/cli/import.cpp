@@ -18,7 +18,8 @@ class ImportCommand : public RunCommand {
       : RunCommand(parent, "import",
                    "Import a Hugging Face model directory (LlamaForCausalLM or "
                    "MistralForCausalLM: config.json, model.safetensors or its shards in "
-                   "F32/BF16/F16, tokenizer.model or tokenizer.json, copied into RUN) as step 0 of a run: --out RUN "
+                   "F32/BF16/F16, tokenizer.model or tokenizer.json, copied into RUN) as step 0 of "
+                   "a run: --out RUN "
                    "--data TOKENS plus the training flags of the run that will continue it "
                    "(written to RUN/config.json). One process.",
                    kTrain) {

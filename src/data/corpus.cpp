@@ -156,9 +156,9 @@ EncodeStats encode_text_file(const Tokenizer& tok, const std::string& input,
   EncodeStats st;
   st.bytes_total = f.size();
   const std::vector<uint64_t> starts = document_starts(text, split, "'" + input + "'", &st.split);
-  TokenFileWriter w(output, uint32_t(tok.vocab_size()), tok.hash(), tok.eos_id(),
-                    tok.kind() == TokenizerKind::bpe ? TokenizerRecord::bpe
-                                                     : TokenizerRecord::sentencepiece);
+  TokenFileWriter w(
+      output, uint32_t(tok.vocab_size()), tok.hash(), tok.eos_id(),
+      tok.kind() == TokenizerKind::bpe ? TokenizerRecord::bpe : TokenizerRecord::sentencepiece);
   std::vector<int32_t> ids;
   uint64_t lines = 0, line_no = 0;
   for (size_t d = 0; d < starts.size(); ++d) {

@@ -417,7 +417,8 @@ void TokenFile::read(uint64_t offset, size_t n, int32_t* out) const {
 void TokenFile::check_tokenizer(uint64_t hash, const std::string& tokenizer) const {
   SP_CHECK_INPUT(
       hash == hash_, "token file '", path(), "' was written with the tokenizer of hash ",
-      hash_hex(hash_), " (", tokenizer_record_name(kind_, hash_), ")", ", but ", tokenizer, " has hash ", hash_hex(hash),
+      hash_hex(hash_), " (", tokenizer_record_name(kind_, hash_), ")", ", but ", tokenizer,
+      " has hash ", hash_hex(hash),
       ": its ids would mean other pieces (re-encode the text with this tokenizer: seqpar "
       "tokenize encode)");
 }

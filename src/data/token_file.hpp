@@ -118,7 +118,7 @@ class TokenFile {
   TokenFile(const std::string& path, Options opt);
 
   const std::string& path() const { return map_.path(); }
-  uint32_t version() const { return version_; }  // 2 or 3
+  uint32_t version() const { return version_; }             // 2 or 3
   TokenizerRecord tokenizer_kind() const { return kind_; }  // none in version 2
   uint32_t vocab() const { return vocab_; }
   uint32_t token_bytes() const { return width_; }  // 2 (uint16) or 4 (uint32)
