@@ -3,6 +3,7 @@
 // OpenMP region (blocked attention) switch BLAS to 1 thread for the duration, so the two
 // pools never oversubscribe the cores.
 #pragma once
+#include <cstdint>
 
 namespace seqpar {
 
@@ -22,6 +23,29 @@ class BlasSingleThread {
 
  private:
   int prev_;
+};
+
+// Parallelism that pays for itself. Starting a team and joining it costs a few µs when the
+// other cores are idle and up to a scheduler time slice when they are busy (a worker that
+// spins or sleeps waits for a core): an operation is split only when each thread gets
+// enough work to hide that. `work` is in flops (or element operations for loops);
+// kWorkPerThread ≈ 0.1–0.4 ms of one core's work.
+constexpr int64_t kWorkPerThread = int64_t(1) << 22;
+// Threads for `work`: 1 below 2·per_thread, else min(num_threads(), work / per_thread).
+int threads_for_work(int64_t work, int64_t per_thread = kWorkPerThread);
+
+// RAII: a BLAS call of `flops` below what two threads would pay for runs on one (OpenBLAS
+// splits a product from about 2^18 multiply-adds on; a decode step's 1 × C × V head is far
+// below where that pays). Large products keep the team. Cheap when nothing changes.
+class BlasThreadsFor {
+ public:
+  explicit BlasThreadsFor(int64_t flops);
+  ~BlasThreadsFor();
+  BlasThreadsFor(const BlasThreadsFor&) = delete;
+  BlasThreadsFor& operator=(const BlasThreadsFor&) = delete;
+
+ private:
+  int prev_ = 0;  // 0: nothing changed
 };
 
 }  // namespace seqpar

@@ -316,9 +316,14 @@ void check_bwd_params(const AttnBwdParams& p, const char* who) {
   }
 }
 
+// Threads that pay for themselves (core/threads.hpp): the scores and the P·V product are
+// 4·d flops per (query, key) pair of every head, bounded by what the scratch can hold. A
+// decode step (one query) over a short cache runs on one thread.
 int threads_for(const AttnParams& p) {
   const int64_t fit = p.scratch_floats / per_thread_floats(p.d);
-  return static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(num_threads(), fit)));
+  const int64_t work = int64_t{p.B} * p.H * p.Tq * p.Tk * 4 * p.d;
+  return static_cast<int>(
+      std::max<int64_t>(1, std::min<int64_t>({num_threads(), fit, threads_for_work(work)})));
 }
 
 // Effective visible key range [lo_r, hi_r] of query rows [i0, i0 + n) of batch row b:

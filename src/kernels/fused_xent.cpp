@@ -22,6 +22,7 @@
 #include <limits>
 
 #include "core/check.hpp"
+#include "core/threads.hpp"
 #include "kernels/fast_exp.hpp"
 
 namespace seqpar {
@@ -66,6 +67,7 @@ Scratch carve(float* scratch, const Tiles& t) {
 // tile (rows, len) = x[t0 : t0 + rows] (rows, C) · w[j0 : j0 + len]ᵀ, leading dimension len.
 void tile_logits(float* tile, const float* x, const float* w, int64_t t0, int64_t rows, int64_t j0,
                  int64_t len, int64_t C) {
+  const BlasThreadsFor team(2 * rows * len * C);
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, static_cast<int>(rows),
               static_cast<int>(len), static_cast<int>(C), 1.0f, x + t0 * C, static_cast<int>(C),
               w + j0 * C, static_cast<int>(C), 0.0f, tile, static_cast<int>(len));
@@ -188,6 +190,7 @@ void fused_xent_backward(float* dx, float* dw, const float* x, const float* w,
         const int64_t jt = static_cast<int64_t>(tgt) - v0 - j0;
         if (jt >= 0 && jt < len) dz[jt] -= dl;
       }
+      const BlasThreadsFor team(2 * rows * len * C);
       if (dx) {  // dx[t0 : t0 + rows] (rows, C) += dlogits (rows, len) · w[j0 : j0 + len] (len, C)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, static_cast<int>(rows),
                     static_cast<int>(C), static_cast<int>(len), 1.0f, tile, static_cast<int>(len),

@@ -17,6 +17,7 @@
 
 #include "core/check.hpp"
 #include "core/memory.hpp"
+#include "core/threads.hpp"
 #include "kernels/ops.hpp"
 
 namespace seqpar {
@@ -64,6 +65,15 @@ void linear_forward_f32(float* out, const float* inp, const float* w, const floa
     }
     beta = 1.0f;
   }
+  const BlasThreadsFor team(2 * M * N * K);  // a decode step's products run on one thread
+  if (M == 1) {
+    // One row (a decode step): out = w·inp as a matrix-vector product, which streams w
+    // once; sgemm would first copy ("pack") all of w, doubling the memory traffic of what
+    // is a weight-streaming bound.
+    cblas_sgemv(CblasRowMajor, CblasNoTrans, static_cast<int>(N), static_cast<int>(K), 1.0f, w,
+                static_cast<int>(K), inp, 1, beta, out, 1);
+    return;
+  }
   // At most kGemmMaxRows rows per call: OpenBLAS touches its pack buffer in proportion to
   // the rows of this product (core/memory.hpp). Rows are independent; the pieces agree
   // with one call to rounding (OpenBLAS's blocking of the rows moves, tests/test_ops).
@@ -109,6 +119,7 @@ void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, co
                      const float* w, int64_t M, int64_t K, int64_t N, float* scratch) {
   check_dims("linear_backward", M, K, N);
   SP_CHECK(dw && dout && inp && w, "linear_backward: null dw/dout/inp/w");
+  const BlasThreadsFor team(2 * M * N * K);
   if (dinp) {
     // dinp (M, K) += dout (M, N) · w (N, K), at most kGemmMaxRows rows per call as in the
     // forward.
