@@ -96,15 +96,16 @@ fi
 python3 - "$out" "$base_steps" "$ext_steps" <<'PY'
 import json, sys
 out, base_steps, ext_steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
-names = ["base_at_L0", "base_none", "base_linear", "base_dynamic", "base_yarn", "ext_linear", "ext_yarn"]
-cur = {n: json.load(open(f"{out}/curves/{n}.json")) for n in names}
-edges = [b["end"] for b in cur["base_none"]["by_position"]]
-print("| model | val loss | " + " | ".join(f"<{e}" for e in edges) + " |")
-print("|---|---|" + "---|" * len(edges))
-for n in names:
-    c = cur[n]
-    cells = {b["end"]: b["loss"] for b in c["by_position"]}
-    print(f"| {n} | {c['val_loss']:.3f} | " + " | ".join(f"{cells[e]:.2f}" if e in cells else "" for e in edges) + " |")
+names = ["base_none", "base_linear", "base_dynamic", "base_yarn", "ext_linear", "ext_yarn"]
+cur = {n: json.load(open(f"{out}/curves/{n}.json")) for n in ["base_at_L0"] + names}
+for title, rows in (("L = 8192", names), ("the base at its own L0 = 512", ["base_at_L0"])):
+    edges = [b["end"] for b in cur[rows[0]]["by_position"]]
+    print(f"\nloss by position bucket (upper edges), {title}:\n")
+    print("| model | val loss | " + " | ".join(f"<{e}" for e in edges) + " |")
+    print("|---|---|" + "---|" * len(edges))
+    for n in rows:
+        c = cur[n]
+        print(f"| {n} | {c['val_loss']:.3f} | " + " | ".join(f"{b['loss']:.2f}" for b in c["by_position"]) + " |")
 tok_base = base_steps * 8 * 512
 tok_ext = ext_steps * 8192
 print(f"\nbase: {base_steps} steps x 8 x 512 = {tok_base} tokens; each extension: {ext_steps} x 8192 = "
