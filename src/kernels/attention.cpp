@@ -111,14 +111,20 @@ Tiles thread_tiles(float* scratch, int d, int thread) {
 // e^x in fp32 without libm, written so that GCC vectorises loops calling it (no branches,
 // no errno). e^x = 2^n · e^r with n = round(x·log2 e), r = x − n·ln2 ∈ [−ln2/2, ln2/2]
 // (ln2 split in hi + lo so r is exact to ~1 ulp), e^r by its degree-7 Taylor polynomial
-// (truncation |r|^8/8! < 1e-8). Max relative error ≈ 2e-7 on [−87, 88]. Inputs below
-// −87 (including −inf, the mask value) give exactly 0: e^−87 ≈ 1.6e-38 is far below
-// what a softmax row sum ≥ 1 can resolve. NaN propagates.
+// (truncation |r|^8/8! < 1e-8). Max relative error ≈ 2e-7 on [−87, 88]. x is clamped to
+// [−88, 88]; below −87.68 (−inf, the mask value, included) n = −127 gives exponent bits 0,
+// so the result is exactly 0 (e^−87.68 ≈ 8e-39 is far below what a softmax row sum ≥ 1 can
+// resolve). NaN propagates (through the polynomial; its n converts to INT_MIN, clamped).
+// Every select is an if-convertible min/max: a `x < −87 ? 0 : (x != x ? x : y)` on the
+// result, as this function had, made GCC leave the softmax and backward loops scalar
+// ("control flow in loop"), the failure kernels/fast_exp.hpp describes.
 inline float exp_approx(float x) {
-  float xc = x < -87.0f ? -87.0f : x;
+  float xc = x < -88.0f ? -88.0f : x;
   xc = xc > 88.0f ? 88.0f : xc;
-  // round to nearest by the 1.5·2^23 trick (exact without -ffast-math)
-  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  // n = round(x·log2 e) by the 1.5·2^23 trick (exact without -ffast-math), the product
+  // and the shift in one fma (one rounding: to the integer nearest the exact product). A
+  // separate multiply after the clamp is what GCC 12 would not if-convert for AVX2.
+  const float n = std::fma(xc, 1.44269504088896341f, 12582912.0f) - 12582912.0f;
   float r = std::fma(n, -0.693145751953125f, xc);  // ln2_hi: 16 significant bits
   r = std::fma(n, -1.428606765330187e-06f, r);     // ln2_lo
   float e = 1.0f / 5040.0f;
@@ -129,9 +135,8 @@ inline float exp_approx(float x) {
   e = std::fma(e, r, 0.5f);
   e = std::fma(e, r, 1.0f);
   e = std::fma(e, r, 1.0f);
-  const float two_n = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
-  const float y = e * two_n;
-  return x < -87.0f ? 0.0f : (x != x ? x : y);
+  const int32_t biased = std::max(static_cast<int32_t>(n) + 127, 0);  // 0: the float 0
+  return e * std::bit_cast<float>(biased << 23);
 }
 
 struct alignas(64) SpinLock {
