@@ -665,5 +665,55 @@ TEST(Checks, EntryPointsRejectNullAndNonPositiveDims) {
   EXPECT_THROW(scale_inplace(a.data(), -1, 2.0f), Error);
 }
 
+// ================================ threads that pay =================================
+// core/threads.hpp: one thread below 2·kWorkPerThread, then one per kWorkPerThread up to the
+// budget; BlasThreadsFor drops OpenBLAS to one thread for a small product only, and puts
+// the count back.
+TEST(Threads, WorkDecidesTheTeam) {
+  const int saved = num_threads();
+  set_num_threads(2);
+  EXPECT_EQ(threads_for_work(0), 1);
+  EXPECT_EQ(threads_for_work(2 * kWorkPerThread - 1), 1);
+  EXPECT_EQ(threads_for_work(2 * kWorkPerThread), 2);
+  EXPECT_EQ(threads_for_work(int64_t(1) << 50), 2);
+  {
+    const BlasThreadsFor small(2 * kWorkPerThread - 1);
+    EXPECT_EQ(openblas_get_num_threads(), 1);
+  }
+  EXPECT_EQ(openblas_get_num_threads(), 2);
+  {
+    const BlasThreadsFor large(int64_t(1) << 40);
+    EXPECT_EQ(openblas_get_num_threads(), 2);
+  }
+  set_num_threads(1);
+  EXPECT_EQ(threads_for_work(int64_t(1) << 50), 1);
+  set_num_threads(saved);
+}
+
+// A one-row linear (a decode step) is a matrix-vector product: against a double reference,
+// with and without bias, on 1 and 2 threads. Tolerance as the row-pieces test: a K = 301
+// sum of O(1) products in float.
+TEST(Linear, OneRowIsTheMatrixVectorProduct) {
+  const int64_t K = 301, N = 517;
+  VecF inp = randn(K, 21), w = randn(N * K, 22), bias = randn(N, 23);
+  const int saved = num_threads();
+  for (int threads : {1, 2}) {
+    set_num_threads(threads);
+    for (const float* b :
+         {static_cast<const float*>(nullptr), static_cast<const float*>(bias.data())}) {
+      VecF out(N);
+      linear_forward(out.data(), inp.data(), w.data(), b, 1, K, N);
+      std::vector<double> ref(N);
+      for (int64_t j = 0; j < N; ++j) {
+        double acc = b ? b[j] : 0.0;
+        for (int64_t k = 0; k < K; ++k) acc += double(inp[k]) * w[j * K + k];
+        ref[j] = acc;
+      }
+      EXPECT_LT(rel_err(out, ref), 1e-6) << threads;
+    }
+  }
+  set_num_threads(saved);
+}
+
 }  // namespace
 }  // namespace seqpar
