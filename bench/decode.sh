@@ -26,7 +26,7 @@ decode_ms() {
       --temperature 0 --threads "$threads" 2>&1 >/dev/null |
       "$py" -c 'import json, sys; print(json.loads(sys.stdin.read().split("seqpar generate: ")[-1])["decode_ms_per_token"])')")
   done
-  printf '%s\n' "${out[@]}" | sort -g | sed -n "$(((repeat + 1) / 2))p"
+  printf '%s\n' "${out[@]}" | sort -g | sed -n "$(((repeat + 1) / 2))p" | xargs printf '%.3f\n'
 }
 
 # The models (one training step: decode time does not depend on the weights' values).
