@@ -154,8 +154,28 @@ std::vector<std::string> plot_run(const std::string& dir) {
           << num(r, "val_answer_acc") << '\n';
     SP_CHECK(v.good(), "cannot write ", (out / "val.tsv").string());
   }
+  // --profile runs: each step's phases (ms), cumulated left to right for a stacked plot.
+  std::vector<std::string> phases;
+  for (const auto& r : s.rows)
+    if (r.contains("profile_ms") && phases.empty())
+      for (const auto& [k, v] : r["profile_ms"].items()) phases.push_back(k);
+  if (!phases.empty()) {
+    std::ofstream t(out / "profile.tsv");
+    t << "# step step_ms, then cumulative ms:";
+    for (const auto& ph : phases) t << ' ' << ph;
+    t << '\n';
+    for (const auto& r : s.rows) {
+      if (!r.contains("profile_ms")) continue;
+      t << r["step"].get<int64_t>() << '\t' << num(r, "step_ms");
+      double acc = 0;
+      for (const auto& ph : phases) t << '\t' << (acc += r["profile_ms"].value(ph, 0.0));
+      t << '\n';
+    }
+    SP_CHECK(t.good(), "cannot write ", (out / "profile.tsv").string());
+  }
   std::vector<std::string> pngs = {"loss.png", "tokens_per_s.png", "memory.png"};
   if (s.answers || s.val_answers) pngs.push_back("answer_acc.png");
+  if (!phases.empty()) pngs.push_back("profile.png");
   {
     const std::string title = fs::path(dir).lexically_normal().filename().string();
     std::ofstream g(out / "plots.gp");
@@ -189,6 +209,18 @@ std::vector<std::string> plot_run(const std::string& dir) {
         g << (s.answers ? ", " : "")
           << "'val.tsv' using 1:3 with linespoints lw 2 pt 7 title 'validation'";
       g << "\n";
+    }
+    if (!phases.empty()) {  // stacked: each phase fills from the one below it
+      g << "set output 'profile.png'\nset title " << gp_str(title + ": step time by phase")
+        << " noenhanced\nset ylabel 'ms per step (rank 0)'\nset yrange [0:*]\nset key outside "
+           "right\nplot ";
+      for (size_t i = phases.size(); i-- > 0;) {
+        const std::string low = i ? std::to_string(2 + i) : std::string("(0)");
+        g << (i + 1 < phases.size() ? ", " : "") << "'profile.tsv' using 1:" << low << ":" << 3 + i
+          << " with filledcurves title " << gp_str(phases[i]) << " noenhanced";
+      }
+      g << ", 'profile.tsv' using 1:2 with lines lw 2 lc 'black' title 'step\\_ms'\n";
+      g << "set key top right\nset autoscale y\n";
     }
     g << "unset output\n";
     SP_CHECK(g.good(), "cannot write ", (out / "plots.gp").string());

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "core/check.hpp"
+#include "core/profile.hpp"
 
 namespace seqpar {
 
@@ -249,6 +250,7 @@ MPI_Datatype mpi_type<int64_t>() {
 
 template <class T>
 void Comm::allreduce_impl(T* buf, size_t n, MPI_Op op) {
+  const PhaseScope phase(Phase::comm);
   require_valid("allreduce");
   // At least one call even for n = 0, so argument errors surface on every path.
   size_t off = 0;
@@ -271,6 +273,7 @@ void Comm::allreduce_max(int64_t* buf, size_t n) { allreduce_impl(buf, n, MPI_MA
 void Comm::allreduce_min(int64_t* buf, size_t n) { allreduce_impl(buf, n, MPI_MIN); }
 
 void Comm::allgather(const float* send, float* recv, size_t n) {
+  const PhaseScope phase(Phase::comm);
   require_valid("allgather");
   int cnt = to_count(n, "allgather");
   SP_MPI("MPI_Allgather", MPI_Allgather(send, cnt, MPI_FLOAT, recv, cnt, MPI_FLOAT, comm_));
@@ -288,6 +291,7 @@ void Comm::allgatherv_inplace(float* buf, const std::vector<int64_t>& counts) {
 
 // send = null: in place, this rank's block already at its displacement in recv.
 void Comm::allgatherv_impl(const float* send, float* recv, const std::vector<int64_t>& counts) {
+  const PhaseScope phase(Phase::comm);
   require_valid("allgatherv");
   SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
            ": allgatherv got ", counts.size(), " counts, expected one per rank (", size_, ")");
@@ -351,6 +355,7 @@ Comm::Request Comm::ireduce_scatterv_sum(const float* send, float* recv,
 }
 
 void Comm::reduce_scatter_sum(const float* send, float* recv, size_t n) {
+  const PhaseScope phase(Phase::comm);
   require_valid("reduce_scatter");
   int cnt = to_count(n, "reduce_scatter");
   SP_MPI("MPI_Reduce_scatter_block",
@@ -369,6 +374,7 @@ void Comm::reduce_scatterv_sum_inplace(float* buf, const std::vector<int64_t>& c
 
 // send = MPI_IN_PLACE: recv holds every block on entry and this rank's on return.
 void Comm::reduce_scatterv_impl(const void* send, float* recv, const std::vector<int64_t>& counts) {
+  const PhaseScope phase(Phase::comm);
   require_valid("reduce_scatterv");
   SP_CHECK(counts.size() == static_cast<size_t>(size_), "comm '", name_, "' rank ", rank_,
            ": reduce_scatterv got ", counts.size(), " counts, expected one per rank (", size_, ")");
@@ -387,6 +393,7 @@ void Comm::reduce_scatterv_impl(const void* send, float* recv, const std::vector
 }
 
 void Comm::alltoall(const float* send, float* recv, size_t n) {
+  const PhaseScope phase(Phase::comm);
   require_valid("alltoall");
   int cnt = to_count(n, "alltoall");
   SP_MPI("MPI_Alltoall", MPI_Alltoall(send, cnt, MPI_FLOAT, recv, cnt, MPI_FLOAT, comm_));
@@ -399,6 +406,7 @@ void Comm::alltoallv(const float* send, const std::vector<int64_t>& send_counts,
                      const std::vector<int64_t>& send_displs, float* recv,
                      const std::vector<int64_t>& recv_counts,
                      const std::vector<int64_t>& recv_displs) {
+  const PhaseScope phase(Phase::comm);
   require_valid("alltoallv");
   const size_t p = static_cast<size_t>(size_);
   SP_CHECK(send_counts.size() == p && send_displs.size() == p && recv_counts.size() == p &&
@@ -422,6 +430,7 @@ void Comm::alltoallv(const float* send, const std::vector<int64_t>& send_counts,
 }
 
 void Comm::reduce_sum(const float* send, float* recv, size_t n, int root) {
+  const PhaseScope phase(Phase::comm);
   require_valid("reduce");
   const bool in_place = rank_ == root && send == recv;
   size_t off = 0;
@@ -439,6 +448,7 @@ void Comm::reduce_sum(const float* send, float* recv, size_t n, int root) {
 }
 
 void Comm::bcast(void* buf, size_t bytes, int root) {
+  const PhaseScope phase(Phase::comm);
   require_valid("bcast");
   char* p = static_cast<char*>(buf);
   size_t off = 0;
@@ -452,6 +462,7 @@ void Comm::bcast(void* buf, size_t bytes, int root) {
 }
 
 void Comm::barrier() {
+  const PhaseScope phase(Phase::comm);
   require_valid("barrier");
   SP_MPI("MPI_Barrier", MPI_Barrier(comm_));
 }
@@ -482,7 +493,10 @@ Comm::Request Comm::irecv(float* buf, size_t n, int src, int tag) {
   return r;
 }
 
-void Comm::wait(Request& r) { SP_MPI("MPI_Wait", MPI_Wait(&r.req, MPI_STATUS_IGNORE)); }
+void Comm::wait(Request& r) {
+  const PhaseScope phase(Phase::comm);
+  SP_MPI("MPI_Wait", MPI_Wait(&r.req, MPI_STATUS_IGNORE));
+}
 
 // MPI_ERR_IN_STATUS hides the failing request's own code in its status; report that.
 void Comm::check_multi(int rc, const char* op, const std::vector<MPI_Status>& st, const char* file,
@@ -499,6 +513,7 @@ void Comm::check_multi(int rc, const char* op, const std::vector<MPI_Status>& st
 }
 
 void Comm::wait_all(std::vector<Request>& rs) {
+  const PhaseScope phase(Phase::comm);
   if (rs.empty()) return;
   std::vector<MPI_Request> reqs(rs.size());
   for (size_t i = 0; i < rs.size(); ++i) reqs[i] = rs[i].req;
@@ -533,6 +548,7 @@ bool Comm::test_all(std::vector<Request>& rs) {
 
 void Comm::sendrecv(const float* send, size_t n_send, int dst, float* recv, size_t n_recv, int src,
                     int tag) {
+  const PhaseScope phase(Phase::comm);
   require_valid("sendrecv");
   SP_MPI("MPI_Sendrecv", MPI_Sendrecv(send, to_count(n_send, "sendrecv send"), MPI_FLOAT, dst, tag,
                                       recv, to_count(n_recv, "sendrecv recv"), MPI_FLOAT, src, tag,

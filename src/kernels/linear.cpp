@@ -17,6 +17,7 @@
 
 #include "core/check.hpp"
 #include "core/memory.hpp"
+#include "core/profile.hpp"
 #include "core/threads.hpp"
 #include "kernels/ops.hpp"
 
@@ -90,6 +91,7 @@ template <class O, class I>
 void linear_forward(O* out, const I* inp, const float* w, const float* bias, int64_t M, int64_t K,
                     int64_t N, float* scratch) {
   check_dims("linear_forward", M, K, N);
+  const PhaseScope phase(Phase::linear);
   if constexpr (std::is_same_v<O, float> && std::is_same_v<I, float>) {
     linear_forward_f32(out, inp, w, bias, M, K, N);
   } else {
@@ -119,6 +121,7 @@ void linear_backward(float* dinp, float* dw, float* dbias, const float* dout, co
                      const float* w, int64_t M, int64_t K, int64_t N, float* scratch) {
   check_dims("linear_backward", M, K, N);
   SP_CHECK(dw && dout && inp && w, "linear_backward: null dw/dout/inp/w");
+  const PhaseScope phase(Phase::linear);
   const BlasThreadsFor team(2 * M * N * K);
   if (dinp) {
     // dinp (M, K) += dout (M, N) · w (N, K), at most kGemmMaxRows rows per call as in the

@@ -11,6 +11,7 @@
 
 #include "comm/comm.hpp"
 #include "core/check.hpp"
+#include "core/profile.hpp"
 #include "core/rng.hpp"
 #include "kernels/ops.hpp"
 
@@ -127,6 +128,7 @@ const float* Model::qkv_f32(const LayerActs& a, float* buf) const {
 template <class S>
 void Model::attention_forward(int l, const Batch& b, const StepContext& ctx, LayerActs& a) {
   const float* qkv = qkv_f32<S>(a, dqkv_);
+  const PhaseScope phase(Phase::attention_fwd);
   if constexpr (std::is_same_v<S, float>) {
     attn_[0]->forward(shard(l, b, ctx, qkv), static_cast<float*>(a.att), a.lse);
   } else {
@@ -293,6 +295,7 @@ void Model::embed_backward(const Batch& b, const float* dx) {
 }
 
 double Model::loss_forward(const Batch& b) {
+  const PhaseScope phase(Phase::loss);
   const int64_t N = N_, C = cfg_.C, Vt = Vt_;
   const int32_t* tg = b.targets.data();  // (N) the whole sp shard
   const float* x = head_input();
@@ -331,6 +334,7 @@ double Model::loss_forward(const Batch& b) {
 }
 
 void Model::loss_backward(const Batch& b, float loss_scale) {
+  const PhaseScope phase(Phase::loss);
   const int64_t N = N_, C = cfg_.C, Vt = Vt_;
   const int32_t* tg = b.targets.data();
   // Every row's loss is counted once in the global sum, so every rank takes loss_scale for
@@ -369,6 +373,9 @@ double Model::forward(const Batch& b, const StepContext& ctx) {
     b.mask.check();
   }
   if (arena_.dry_run()) return 0.0;
+  // --profile: what no narrower scope (linear, attention, loss, comm) claims is the
+  // layers' element-wise work.
+  const PhaseScope phase(Phase::norm_act);
   const int n = cfg_.n_layer;
   if (src_params_) set_unit_views(pv_, 0, src_params_->fetch(0, n > 0 ? 1 : -1));
   embed_forward(b);
@@ -403,6 +410,7 @@ void Model::forward_layers(const Batch& b, const StepContext& ctx) {
 void Model::backward(const Batch& b, const StepContext& ctx, float loss_scale) {
   SP_CHECK(!par_.inference, "an inference model has no backward pass");
   if (arena_.dry_run()) return;
+  const PhaseScope phase(Phase::norm_act);
   const int64_t R = R_, C = cfg_.C, rb = row_begin();
   const float p_drop = ctx.train ? cfg_.dropout : 0.0f;
   if (src_grads_) set_unit_views(gv_, 0, src_grads_->grad(0));
@@ -508,7 +516,10 @@ void Model::layer_backward(int l, const Batch& b, const StepContext& ctx) {
     to_float(bwd_o32_, att, N * HDt);
     o32 = bwd_o32_;
   }
-  attn_[0]->backward(shard(l, b, ctx, qkv_f32<S>(a, bwd_qkv32_)), o32, a.lse, datt_, dqkv_);
+  {
+    const PhaseScope phase(Phase::attention_bwd);
+    attn_[0]->backward(shard(l, b, ctx, qkv_f32<S>(a, bwd_qkv32_)), o32, a.lse, datt_, dqkv_);
+  }
   const int64_t* rp = b.rope_pos.empty() ? b.pos.data() : b.rope_pos.data();
   const int64_t rps = b.rope_pos.empty() ? 0 : T_;
   const RopeFreqs& rf = rope_freqs(b);

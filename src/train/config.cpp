@@ -110,6 +110,12 @@ OptionTable<TC> own_options() {
       .at_least(1);
   add(option<TC>("progress", SP_FIELD(progress), "--progress",
                  "auto (bar on a terminal, lines otherwise), bar, lines or none", all));
+  add(option<TC>("profile", SP_FIELD(profile), "--profile,!--no-profile",
+                 "per-phase step times (data, attention_fwd/bwd, linear, norm_act, loss, comm, "
+                 "optimizer, other; rank 0's) in metrics.jsonl's \"profile\" and a one-line "
+                 "breakdown at the end; `seqpar plot --profile` draws it. Changes no result",
+                 kTrain))
+      .not_identity();
   add(option<TC>("sp", SP_FIELD(sp), "--sp", "sequence-parallel degree N (world = dp · tp · sp)",
                  mesh))
       .launch()

@@ -60,6 +60,7 @@ struct TrainConfig {
       0;  // per rank (at most kMaxThreads); 0: OMP_NUM_THREADS or all cores / ranks on the node
   int64_t log_every = 1;
   ProgressMode progress = ProgressMode::automatic;
+  bool profile = false;  // --profile: per-phase step times (core/profile.hpp)
   Strategy strategy = Strategy::local;
   int sp = 1;
   ShardLayout layout = ShardLayout::contiguous;

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 
 #include "core/check.hpp"
+#include "core/profile.hpp"
 #include "kernels/ops.hpp"
 
 namespace seqpar {
@@ -16,6 +18,7 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   const int64_t P = model.num_params(), P_repl = model.num_replicated();
   const int64_t R = model.rows(), rb = model.row_begin();
   const uint64_t first = first_sample + uint64_t(mesh.dp_rank) * B;
+  std::optional<PhaseScope> phase(Phase::data);  // --profile (core/profile.hpp)
   Batch batch =
       make_batch(src, cfg.model.kind, cfg.seed, first, B, cfg.seq_len, pos, cfg.packing());
   apply_loss_on(batch, src, first, cfg.loss_on);  // --loss-on answer: the others count not
@@ -23,7 +26,10 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   StepResult out;
   out.lr = lr_at(cfg, s);
 
+  phase.reset();
+  phase.emplace(Phase::optimizer);
   model.zero_grad();
+  phase.reset();
   double local_loss = model.forward(batch, ctx);
   // Token-weighted loss over all ranks: Σ losses / Σ counted tokens.
   // This rank's rows: [rb, rb + R) of the flattened (B, T) shard (all of it when tp = 1).
@@ -52,6 +58,7 @@ StepResult train_step(TrainState& state, Mesh& mesh, Comm& world, const TrainCon
   world.allreduce_sum(sums, 4);
   SP_CHECK(sums[1] > 0, "step ", s, " has no counted target tokens");
   model.backward(batch, ctx, float(1.0 / sums[1]));
+  phase.emplace(Phase::optimizer);  // the gradient all-reduces inside are comm
   Zero* z = state.zero.get();
   const float wd = cfg.weight_decay;
   double gnorm = 0.0;

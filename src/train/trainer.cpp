@@ -6,6 +6,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <iomanip>
 #include <iostream>
 #include <sstream>
 #include <type_traits>
@@ -14,6 +15,7 @@
 #include "core/arena.hpp"
 #include "core/check.hpp"
 #include "core/memory.hpp"
+#include "core/profile.hpp"
 #include "core/threads.hpp"
 #include "parallel/layout.hpp"
 #include "train/checkpoint.hpp"
@@ -257,11 +259,19 @@ class StepLoop {
 
   // Step s, its held-out loss when due, its metrics row, and its periodic checkpoint.
   void step(int64_t s, TrainResult& result) {
-    auto t0 = std::chrono::steady_clock::now();
+    if (cfg_.profile && !profile_enabled()) profile_enable(true);
     world_.stats().reset();
     mesh_.reset_stats();
+    auto t0 = std::chrono::steady_clock::now();
+    profile_begin_step();
     StepResult r = train_step(state_, mesh_, world_, cfg_, src_, pos_, s, first_sample(s));
+    const PhaseSeconds phases = profile_end_step();
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (cfg_.profile) {
+      for (int p = 0; p < kPhases; ++p) phase_total_[size_t(p)] += phases[size_t(p)];
+      step_total_ += dt;
+      last_phases_ = phases;
+    }
     result.last_step = s + 1;
     result.last_loss = r.loss;
     result.losses.push_back(r.loss);
@@ -286,6 +296,11 @@ class StepLoop {
                           {"tokens_per_s", global_tokens_per_step_ / dt},
                           {"step_ms", dt * 1e3}};
     if (r.answers > 0) rec["answer_acc"] = r.answers_correct / r.answers;
+    if (cfg_.profile) {  // rank 0's phases of this step, in ms (core/profile.hpp)
+      nlohmann::json prof;
+      for (int p = 0; p < kPhases; ++p) prof[phase_name(Phase(p))] = last_phases_[size_t(p)] * 1e3;
+      rec["profile_ms"] = prof;
+    }
     if (ev) rec.update(*ev);
     nlohmann::json peak;
     for (int c = 0; c < kMemCategories; ++c) peak[mem_name(Mem(c))] = arena_.peak(Mem(c));
@@ -301,9 +316,24 @@ class StepLoop {
     progress_.update(s + 1, r.loss, global_tokens_per_step_ / dt, rec);
   }
 
+  // --profile: the phases' share of the steps this launch ran, rank 0's, in one line.
+  void print_profile() const {
+    if (!cfg_.profile || !rank0_ || step_total_ <= 0) return;
+    std::ostringstream o;
+    o << "profile (rank 0, " << std::fixed << std::setprecision(1) << step_total_
+      << " s of steps):";
+    for (int p = 1; p <= kPhases; ++p) {  // `other` (what no phase covers) last
+      const int q = p % kPhases;
+      o << " " << phase_name(Phase(q)) << " " << std::setprecision(1)
+        << 100.0 * phase_total_[size_t(q)] / step_total_ << "%";
+    }
+    std::cout << o.str() << std::endl;
+  }
+
   // After the last step: the final checkpoint and the process's peak memory.
   void finish(TrainResult& result, const ProcessPlan& mem) {
     progress_.finish();
+    print_profile();
     result.arena_peak = arena_.total_peak();
     // The final state is saved, step 0 included (--steps 0 saves the initial weights).
     if (cfg_.save_final) save(cfg_.steps);
@@ -316,6 +346,8 @@ class StepLoop {
                 << format_bytes(uint64_t(hwm)) << "), plan " << mem.total << " bytes" << std::endl;
   }
 
+  PhaseSeconds phase_total_{}, last_phases_{};
+  double step_total_ = 0;
   const TrainConfig& cfg_;
   Comm& world_;
   Mesh& mesh_;
