@@ -16,6 +16,7 @@
 #include "core/file.hpp"
 #include "core/hash.hpp"
 #include "core/memory.hpp"
+#include "core/profile.hpp"
 #include "core/threads.hpp"
 #include "data/tokenizer.hpp"
 #include "parallel/attention.hpp"
@@ -286,7 +287,11 @@ int GenerateCommand::run(Comm& world) {
   std::vector<int32_t> out;
   std::string printed;
   const int32_t eos = tok ? tok->eos_id() : -1;
+  if (mesh.profile) profile_enable(true);
+  profile_begin_step();
   std::vector<float> logits = gen.prefill(prompt);
+  const PhaseSeconds prefill_phases = profile_end_step();
+  profile_begin_step();
   const auto t0 = std::chrono::steady_clock::now();
   int64_t decoded = 0;
   for (int64_t k = 0; k < max_new; ++k) {
@@ -311,6 +316,7 @@ int GenerateCommand::run(Comm& world) {
     }
   }
   const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const PhaseSeconds decode_phases = profile_end_step();
   if (rank0) {
     write_out("\n");
     nlohmann::json j = {{"prompt_tokens", n},
@@ -326,6 +332,14 @@ int GenerateCommand::run(Comm& world) {
                         {"tp", mesh.tp},
                         {"strategy", gm.strategy},
                         {"tokens", out}};
+    if (mesh.profile) {  // rank 0's phases of the prefill and of the whole decode
+      auto ms = [](const PhaseSeconds& ph) {
+        nlohmann::json p;
+        for (int i = 0; i < kPhases; ++i) p[phase_name(Phase(i))] = ph[size_t(i)] * 1e3;
+        return p;
+      };
+      j["profile_ms"] = {{"prefill", ms(prefill_phases)}, {"decode", ms(decode_phases)}};
+    }
     std::cerr << "seqpar generate: " << j.dump() << std::endl;
   }
   return 0;

@@ -111,10 +111,12 @@ OptionTable<TC> own_options() {
   add(option<TC>("progress", SP_FIELD(progress), "--progress",
                  "auto (bar on a terminal, lines otherwise), bar, lines or none", all));
   add(option<TC>("profile", SP_FIELD(profile), "--profile,!--no-profile",
-                 "per-phase step times (data, attention_fwd/bwd, linear, norm_act, loss, comm, "
-                 "optimizer, other; rank 0's) in metrics.jsonl's \"profile\" and a one-line "
-                 "breakdown at the end; `seqpar plot --profile` draws it. Changes no result",
-                 kTrain))
+                 "per-phase times (data, attention_fwd/bwd, linear, norm_act, loss, comm, "
+                 "optimizer, other; rank 0's): train writes each step's to metrics.jsonl "
+                 "(\"profile_ms\") and prints a one-line breakdown at the end (seqpar plot draws "
+                 "profile.png); eval and generate add \"profile_ms\" to their report (generate: "
+                 "prefill and decode). Off by default; changes no result",
+                 kTrain | kEval | kGenerate))
       .not_identity();
   add(option<TC>("sp", SP_FIELD(sp), "--sp", "sequence-parallel degree N (world = dp · tp · sp)",
                  mesh))

@@ -11,6 +11,7 @@
 #include "core/arena.hpp"
 #include "core/check.hpp"
 #include "core/memory.hpp"
+#include "core/profile.hpp"
 #include "core/threads.hpp"
 #include "model/param_specs.hpp"
 #include "parallel/layout.hpp"
@@ -220,8 +221,16 @@ nlohmann::json evaluate_checkpoint(const TrainConfig& cfg, Comm& world, const st
     step = ck.step;
     load_weights(model, ck, cfg.model);
   });
+  if (cfg.profile) profile_enable(true);
+  profile_begin_step();
   const EvalResult r = evaluate(model, mesh, world, cfg, *val, pos, by_position);
+  const PhaseSeconds phases = profile_end_step();
   nlohmann::json j = r.to_json();
+  if (cfg.profile) {  // rank 0's phases of the whole evaluation (core/profile.hpp)
+    nlohmann::json prof;
+    for (int p = 0; p < kPhases; ++p) prof[phase_name(Phase(p))] = phases[size_t(p)] * 1e3;
+    j["profile_ms"] = prof;
+  }
   j.update({{"checkpoint", step_dir},
             {"step", step},
             {"data", val->describe()},

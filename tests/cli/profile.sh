@@ -4,7 +4,7 @@
 # ("other") is under 5 % of it; the losses are bit-identical with and without --profile, on
 # one rank and under sp 2 ring (where comm is a phase of its own); the one-line breakdown
 # is printed; seqpar plot draws profile.png; --profile is not part of the run's identity
-# (a resume may add it).
+# (a resume may add it); eval and generate report their phases and give the same results.
 # Usage: profile.sh SEQPAR_BINARY SOURCE_DIR
 set -u
 source "$(dirname "$0")/lib.bash"
@@ -46,6 +46,22 @@ if command -v gnuplot > /dev/null; then
   "$bin" plot p1 > plot.log 2>&1
   check "seqpar plot draws profile.png" '[ -s p1/plots/profile.png ]'
 fi
+# eval and generate: the report carries the phases; the results are the same without.
+e1=$("$bin" eval --run p1 --threads 1 --profile 2> /dev/null | tr -d '\n')
+e0=$("$bin" eval --run p1 --threads 1 2> /dev/null | tr -d '\n')
+check "eval --profile: phases in the report, the same val_loss" 'python3 -c "
+import json, sys
+a, b = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+assert len(a[\"profile_ms\"]) == 9 and a[\"profile_ms\"][\"linear\"] > 0, a
+assert \"profile_ms\" not in b and a[\"val_loss\"] == b[\"val_loss\"], (a, b)" "$e1" "$e0"'
+g=(generate --run p1 --prompt "In the beginning God created" --max-new-tokens 8 --temperature 0 --threads 1)
+"$bin" "${g[@]}" --profile > g1.txt 2> g1.err
+"$bin" "${g[@]}" > g0.txt 2> g0.err
+check "generate --profile: prefill and decode phases, the same text" 'cmp -s g1.txt g0.txt && python3 -c "
+import json
+j = json.loads(open(\"g1.err\").read().split(\"seqpar generate: \")[-1])
+p = j[\"profile_ms\"]
+assert set(p) == {\"prefill\", \"decode\"} and p[\"decode\"][\"linear\"] > 0, p"'
 "$bin" "${small[@]}" --steps 5 --override steps --resume --profile --out n1 > r.log 2>&1
 check "a resume may add --profile (not part of the run's identity)" 'grep -q "done after step 5" r.log && tail -1 n1/metrics.jsonl | grep -q profile_ms'
 finish
