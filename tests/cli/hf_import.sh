@@ -69,8 +69,8 @@ check "train --init-from under sp 2 starts from the directory's weights" \
   'grep -q "initialised from hf" init.log && grep -q "done after step 2" init.log'
 
 # ---- refusals, by name ------------------------------------------------------------------
-variant() {  # variant NAME PYTHON: a copy of hf with config.json edited (c) or files changed
-  rm -rf "bad_$1"; cp -r hf "bad_$1"
+variant() {  # variant NAME PYTHON [SOURCE]: a copy of SOURCE (hf) with config.json edited (c)
+  rm -rf "bad_$1"; cp -r "${3:-hf}" "bad_$1"
   python3 - "bad_$1" "$2" <<'PY'
 import json, os, sys
 d = sys.argv[1]; c = json.load(open(d + "/config.json")); exec(sys.argv[2]); json.dump(c, open(d + "/config.json", "w"))
@@ -155,13 +155,7 @@ mpi 2 "$bin" train --init-from py_qwen2_bf16_sharded "${qsmall[@]}" --steps 3 --
 check "qwen2 from an import: sp 2 ring zigzag gives the one-rank losses (2e-5)" 'same_losses "$(losses r1)" "$(losses r2)"'
 check "qwen2 from an import: tp 2 gives the one-rank losses (2e-5)" 'same_losses "$(losses r1)" "$(losses r3)"'
 
-qvariant() {  # as variant, from the qwen2 directory
-  rm -rf "bad_$1"; cp -r py_qwen2_f32 "bad_$1"
-  python3 - "bad_$1" "$2" <<'PY'
-import json, os, sys
-d = sys.argv[1]; c = json.load(open(d + "/config.json")); exec(sys.argv[2]); json.dump(c, open(d + "/config.json", "w"))
-PY
-}
+qvariant() { variant "$1" "$2" py_qwen2_f32; }  # from the Qwen2 directory
 qvariant qwin "c['use_sliding_window'] = True"
 expect "qwen2: a window on only some layers (max_window_layers 21) is refused" 1 "'max_window_layers' is 21; seqpar implements 0 only" 1 -- "$bin" import --hf bad_qwin --out x "${qsmall[@]}"
 qvariant qwin0 "c['use_sliding_window'] = True; c['max_window_layers'] = 0; c['sliding_window'] = 16"
